@@ -1,0 +1,1 @@
+"""Layers, init schemes, losses and the MLP, in NumPy."""

@@ -1,0 +1,92 @@
+"""Terminal output: a live per-epoch table with a batch progress bar, and summary tables.
+
+Everything goes to a rich `Console` on stderr, so stdout stays free for `--json`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+stderr_console = Console(stderr=True)
+
+
+def fmt(value: Any) -> str:
+    """Numbers with 4 significant digits, everything else as text."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class RichReporter:
+    """Shows training live: the epoch table so far and a progress bar over the current epoch's batches."""
+
+    def __init__(self, console: Console = stderr_console) -> None:
+        self.console = console
+        self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console)
+        self.table: Table | None = None
+        self.live: Live | None = None
+        self.task = None
+
+    def start(self, info: dict[str, Any]) -> None:
+        self.console.print(key_value_table("run", info))
+        self.table = Table(title="epochs")
+        self.live = Live(Group(self.table, self.progress), console=self.console, refresh_per_second=4)
+        self.live.start()
+
+    def epoch_start(self, epoch: int, n_batches: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task("", total=n_batches, epoch=epoch, loss="-")
+
+    def batch_end(self, loss: float) -> None:
+        self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        if not self.table.columns:
+            for key in row:
+                self.table.add_column(key, justify="right")
+        self.table.add_row(*(fmt(row.get(c.header)) for c in self.table.columns))
+
+    def end(self, summary: dict[str, Any]) -> None:
+        self.close()
+        self.console.print(summary_table(summary))
+
+    def close(self) -> None:
+        """Stop the live display (also on failure, so the terminal is left clean)."""
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def key_value_table(title: str, values: dict[str, Any]) -> Table:
+    """A two-column table of `values`."""
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in values.items():
+        table.add_row(key, fmt(value))
+    return table
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """Final metrics as a table with one row per split (train, val, test)."""
+    splits = ("train", "val", "test")
+    metrics = sorted({k.split("_", 1)[1] for k in summary if k.split("_", 1)[0] in splits and "_" in k
+                      and not k.startswith(("n_",))} - {"seconds"})
+    table = Table(title=f"{summary.get('name', 'run')}: {summary.get('status')} "
+                        f"in {summary.get('seconds', 0):.1f} s ({summary.get('epochs')} epochs)")
+    table.add_column("split")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for split in splits:
+        table.add_row(split, *(fmt(summary.get(f"{split}_{m}", "")) for m in metrics))
+    return table
