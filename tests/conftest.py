@@ -1,0 +1,25 @@
+"""Shared fixtures: the real CIFAR-10 copy (skips without it) and an isolated cache folder."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+CIFAR10_ENV = "NNRUN_TEST_CIFAR10"
+"""Environment variable naming a `cifar-10-batches-py` folder for real-data tests."""
+
+
+@pytest.fixture
+def cifar10_folder() -> Path:
+    """The real `cifar-10-batches-py` folder; the test skips when the variable is unset."""
+    folder = os.environ.get(CIFAR10_ENV)
+    if not folder or not (Path(folder) / "data_batch_1").is_file():
+        pytest.skip(f"set {CIFAR10_ENV} to a cifar-10-batches-py folder to run real-data tests")
+    return Path(folder)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own cache folder unless the CI already set a shared one."""
+    if not os.environ.get("NNRUN_CACHE_DIR"):
+        monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
