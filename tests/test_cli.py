@@ -1,0 +1,161 @@
+"""The command line through Typer's CliRunner: outputs, run directories and exit codes."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from nnrun.cli import app
+from tests.cifar_fixtures import write_cifar_folder
+
+runner = CliRunner()
+QUICK = ["--set", "train.epochs=2", "--set", "model.hidden=[32]"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_train_json_prints_one_object_and_writes_run_dir(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", "configs/quickstart.yaml", *QUICK, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "completed"
+    for key in ("test_accuracy", "val_accuracy", "train_accuracy", "test_loss", "epochs", "seconds", "seed"):
+        assert key in summary
+    assert summary["epochs"] == 2 and 0.5 < summary["test_accuracy"] <= 1
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "model.npz", "preprocess.npz"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "summary.json").read_text()) == summary
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["train"]["epochs"] == 2 and resolved["model"]["hidden"] == [32]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and "val_accuracy" in rows[0]
+    with np.load(out / "model.npz") as z:
+        assert z["fc0.W"].shape == (64, 32) and z["fc1.W"].shape == (32, 10)
+    with np.load(out / "preprocess.npz") as z:
+        assert z["mean"].shape == (64,)
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_train_prints_tables_to_stderr_only(tmp_path):
+    result = invoke("train", "configs/quickstart.yaml", *QUICK, "--out", tmp_path / "r")
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert "test" in result.stderr and "accuracy" in result.stderr
+
+
+def test_same_seed_same_result(tmp_path):
+    a = invoke("train", "configs/quickstart.yaml", *QUICK, "--out", tmp_path / "a", "--json", "--quiet")
+    b = invoke("train", "configs/quickstart.yaml", *QUICK, "--out", tmp_path / "b", "--json", "--quiet")
+    ja, jb = json.loads(a.stdout), json.loads(b.stdout)
+    assert ja["test_loss"] == jb["test_loss"]
+
+
+def test_existing_run_dir_is_not_overwritten_without_flag(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = invoke("train", "configs/quickstart.yaml", *QUICK, "--out", out)
+    assert result.exit_code == 2
+    assert "--overwrite" in result.stderr
+    assert (out / "notes.txt").read_text() == "mine"
+    assert invoke("train", "configs/quickstart.yaml", *QUICK, "--out", out, "--overwrite").exit_code == 0
+
+
+def test_diverging_run_exits_1_and_saves_state(tmp_path):
+    out = tmp_path / "r"
+    result = invoke("train", "configs/quickstart.yaml", *QUICK, "--set", "optim.lr=1e6", "--out", out)
+    assert result.exit_code == 1
+    assert "run failed" in result.stderr and "Traceback" not in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "loss became" in summary["reason"]
+    with np.load(out / "model.npz") as z:
+        assert all(np.isfinite(z[k]).all() for k in z.files)
+
+
+def bad_config(tmp_path, text):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("optim:\n  learning_rate: 0.1\n", "optim.learning_rate: unknown key"),
+    ("train:\n  epochs: ten\n", "train.epochs"),
+    ("model:\n  init: lecun\n", "model.init"),
+    ("model: [1, 2\n", "not valid YAML"),
+])
+def test_bad_config_exits_2_with_one_message(tmp_path, text, expected):
+    result = invoke("train", bad_config(tmp_path, text), "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = invoke("train", tmp_path / "none.yaml")
+    assert result.exit_code == 2 and "config file not found" in result.stderr
+
+
+def test_bad_set_option_exits_2():
+    result = invoke("validate", "configs/quickstart.yaml", "--set", "optim.lr")
+    assert result.exit_code == 2 and "KEY=VALUE" in result.stderr
+
+
+def test_cifar_root_without_files_exits_2(tmp_path):
+    result = invoke("train", "configs/cifar10.yaml", "--set", f"data.root={tmp_path}", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "CIFAR-10 not found" in result.stderr and "Traceback" not in result.output
+
+
+def test_corrupt_cifar_batch_exits_2(tmp_path):
+    folder = write_cifar_folder(tmp_path / "data")
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros(3, np.uint8)})[:10])
+    result = invoke("train", "configs/cifar10.yaml", "--set", f"data.root={tmp_path / 'data'}",
+                    "--set", "data.val_size=10", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "corrupt CIFAR-10 batch file" in result.stderr and "test_batch" in result.stderr
+
+
+def test_cifar_tiny_folder_trains_end_to_end(tmp_path):
+    write_cifar_folder(tmp_path / "data")
+    result = invoke("train", "configs/cifar10.yaml", "--set", f"data.root={tmp_path / 'data'}",
+                    "--set", "data.val_size=10", "--set", "train.epochs=1", "--set", "model.hidden=[8]",
+                    "--out", tmp_path / "r", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n_test"] == 20
+
+
+def test_validate_prints_resolved_config():
+    result = invoke("validate", "configs/quickstart.yaml", "--set", "optim.lr=0.5")
+    assert result.exit_code == 0
+    assert yaml.safe_load(result.stdout)["optim"]["lr"] == 0.5
+
+
+def test_schema_is_json():
+    result = invoke("schema")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["title"] == "ExperimentConfig"
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "nnrun", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "train" in proc.stdout
+
+
+def test_real_cifar10_short_run(cifar10_folder, tmp_path):
+    result = invoke("train", "configs/cifar10.yaml", "--set", f"data.root={cifar10_folder}",
+                    "--set", "data.train_size=5000", "--set", "train.epochs=1", "--set", "model.hidden=[64]",
+                    "--out", tmp_path / "r", "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["n_train"] == 5000 and summary["n_test"] == 10000
+    assert summary["test_accuracy"] > 0.2

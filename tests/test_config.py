@@ -1,0 +1,109 @@
+"""Config loading, overrides and validation messages."""
+
+import json
+
+import pytest
+
+from nnrun.config import ExperimentConfig, apply_override, load_config
+from nnrun.errors import UserInputError
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path):
+    cfg = load_config(None)
+    again = load_config(write(tmp_path, cfg.to_yaml()))
+    assert again == cfg
+
+
+def test_overrides_parse_values_as_yaml(tmp_path):
+    path = write(tmp_path, "optim:\n  lr: 0.5\n")
+    cfg = load_config(path, ["optim.lr=1e-3", "model.hidden=[32, 16]", "data.root=/x/y", "name=sweep-1"])
+    assert cfg.optim.lr == pytest.approx(1e-3)
+    assert cfg.model.hidden == [32, 16]
+    assert cfg.data.root == "/x/y"
+    assert cfg.name == "sweep-1"
+
+
+def test_override_creates_missing_sections():
+    raw: dict = {}
+    apply_override(raw, "train.epochs=3")
+    assert raw == {"train": {"epochs": 3}}
+
+
+@pytest.mark.parametrize("item", ["optim.lr", "=3", "optim..lr=1", ".lr=2"])
+def test_malformed_override_is_rejected(item):
+    with pytest.raises(UserInputError, match="KEY=VALUE"):
+        load_config(None, [item])
+
+
+def test_override_into_a_scalar_is_rejected(tmp_path):
+    with pytest.raises(UserInputError, match="seed is not a section"):
+        load_config(write(tmp_path, "seed: 3\n"), ["seed.x=1"])
+    with pytest.raises(UserInputError, match="seed: Input should be a valid integer"):
+        load_config(None, ["seed.x=1"])
+
+
+def test_unknown_key_names_the_dotted_path_and_allowed_keys(tmp_path):
+    path = write(tmp_path, "optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(UserInputError) as e:
+        load_config(path)
+    message = str(e.value)
+    assert "optim.learning_rate: unknown key" in message
+    assert "lr" in message and "momentum" in message
+
+
+def test_unknown_top_level_section(tmp_path):
+    with pytest.raises(UserInputError, match="trian: unknown key.*train"):
+        load_config(write(tmp_path, "trian:\n  epochs: 1\n"))
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    with pytest.raises(UserInputError, match=r"train.epochs: .*integer.*'many'"):
+        load_config(write(tmp_path, "train:\n  epochs: many\n"))
+
+
+def test_unknown_scheme_lists_valid_names():
+    with pytest.raises(UserInputError, match=r"model.init: .*'he'.*got 'lecun'"):
+        load_config(None, ["model.init=lecun"])
+
+
+def test_out_of_range_value():
+    with pytest.raises(UserInputError, match=r"optim.lr: .*greater than 0"):
+        load_config(None, ["optim.lr=-1"])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserInputError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    with pytest.raises(UserInputError, match="not valid YAML at line 3"):
+        load_config(write(tmp_path, "optim:\n  lr: 0.1\n  bad: : :\n"))
+
+
+def test_non_mapping_yaml(tmp_path):
+    with pytest.raises(UserInputError, match="must hold a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_schema_has_descriptions_and_enums():
+    schema = ExperimentConfig.model_json_schema()
+    text = json.dumps(schema)
+    assert "Learning rate." in text
+    model = schema["$defs"]["ModelConfig"]["properties"]
+    assert "he" in json.dumps(model["init"])
+
+
+def test_example_configs_validate():
+    from pathlib import Path
+
+    configs = sorted(Path("configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        load_config(path)

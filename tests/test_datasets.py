@@ -1,0 +1,241 @@
+"""Dataset loading: digits, CIFAR-10 folder / tarball / download, corrupt files, cache, splits."""
+
+import hashlib
+import http.server
+import io
+import os
+import pickle
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnrun import datasets
+from nnrun.config import DataConfig
+from nnrun.errors import UserInputError
+from tests.cifar_fixtures import PER_BATCH, cifar_tarball_bytes, write_cifar_folder
+
+
+def cifar_cfg(root: Path, **kw) -> DataConfig:
+    return DataConfig(dataset="cifar10", root=str(root), val_size=kw.pop("val_size", 10), **kw)
+
+
+def test_digits_split_sizes_disjoint_and_seeded():
+    cfg = DataConfig(dataset="digits", val_size=0.1, test_size=0.2)
+    a = datasets.load_dataset(cfg, seed=3)
+    b = datasets.load_dataset(cfg, seed=3)
+    c = datasets.load_dataset(cfg, seed=4)
+    sizes = a.sizes()
+    assert sum(sizes.values()) == 1797
+    assert sizes["test"] == round(0.2 * 1797)
+    assert a.X_train.dtype == np.float32 and a.X_train.shape[1] == 64
+    assert a.image_shape == (1, 8, 8) and a.n_classes == 10
+    np.testing.assert_array_equal(a.X_val, b.X_val)
+    assert not np.array_equal(a.y_train, c.y_train)
+    rows = {r.tobytes() for r in a.X_test}
+    assert not any(r.tobytes() in rows for r in a.X_train[:200]) or len(rows) < len(a.X_test)
+
+
+def test_train_size_keeps_a_subset():
+    data = datasets.load_dataset(DataConfig(dataset="digits", train_size=100), seed=0)
+    assert len(data.X_train) == 100
+
+
+def test_split_sizes_out_of_range_name_the_key():
+    with pytest.raises(UserInputError, match="data.val_size"):
+        datasets.load_dataset(DataConfig(dataset="digits", val_size=5000), seed=0)
+    with pytest.raises(UserInputError, match="data.train_size"):
+        datasets.load_dataset(DataConfig(dataset="digits", train_size=10**6), seed=0)
+
+
+def test_cifar_folder_loads_float32_rows_and_carves_val(tmp_path):
+    folder = write_cifar_folder(tmp_path)
+    data = datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+    assert data.sizes() == {"train": 5 * PER_BATCH - 10, "val": 10, "test": PER_BATCH}
+    assert data.X_train.dtype == np.float32 and data.X_train.shape[1] == 3072
+    assert data.image_shape == (3, 32, 32) and data.class_names[0] == "airplane"
+    with open(folder / "test_batch", "rb") as f:
+        raw = pickle.load(f, encoding="bytes")
+    np.testing.assert_array_equal(data.X_test, raw[b"data"].astype(np.float32))
+    np.testing.assert_array_equal(data.y_test, raw[b"labels"])
+    # Every training pool image lands in exactly one of train and val.
+    pool = np.concatenate([data.X_train, data.X_val])
+    assert len({r.tobytes() for r in pool}) == 5 * PER_BATCH
+
+
+def test_root_may_be_the_batches_folder_itself(tmp_path):
+    folder = write_cifar_folder(tmp_path)
+    assert datasets.load_dataset(cifar_cfg(folder), seed=0).sizes()["test"] == PER_BATCH
+
+
+def test_cache_makes_second_load_skip_the_batches(tmp_path, monkeypatch):
+    write_cifar_folder(tmp_path)
+    first = datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+    assert list(datasets.cache_dir().glob("cifar10-*.npz"))
+
+    def fail(_folder):
+        raise AssertionError("batches read although the cache is warm")
+
+    monkeypatch.setattr(datasets, "read_cifar10", fail)
+    second = datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+    np.testing.assert_array_equal(first.X_train, second.X_train)
+
+
+def test_changed_batch_file_invalidates_cache(tmp_path):
+    folder = write_cifar_folder(tmp_path)
+    datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+    batch = {b"data": np.full((PER_BATCH, 3072), 7, np.uint8), b"labels": [1] * PER_BATCH}
+    (folder / "test_batch").write_bytes(pickle.dumps(batch))
+    os.utime(folder / "test_batch", ns=(1, 1))
+    data = datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+    assert (data.X_test == 7).all()
+
+
+def test_unwritable_cache_still_loads(tmp_path, monkeypatch):
+    write_cifar_folder(tmp_path)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv(datasets.CACHE_ENV, str(blocker / "cache"))
+    assert datasets.load_dataset(cifar_cfg(tmp_path), seed=0).sizes()["test"] == PER_BATCH
+
+
+def test_missing_cifar_names_root_and_download_option(tmp_path):
+    with pytest.raises(UserInputError, match="data.download=true") as e:
+        datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+    assert str(tmp_path) in str(e.value)
+
+
+def test_truncated_batch_is_a_clear_error(tmp_path):
+    folder = write_cifar_folder(tmp_path)
+    path = folder / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(UserInputError, match="corrupt CIFAR-10 batch file .*data_batch_3"):
+        datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+
+
+def test_batch_with_wrong_shape_is_rejected(tmp_path):
+    folder = write_cifar_folder(tmp_path)
+    (folder / "data_batch_2").write_bytes(pickle.dumps({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}))
+    with pytest.raises(UserInputError, match=r"expected data \(N, 3072\)"):
+        datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+    folder = write_cifar_folder(tmp_path)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": Evil(), b"labels": []}))
+    with pytest.raises(UserInputError, match="refusing to load"):
+        datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+
+
+def test_tarball_in_root_is_extracted(tmp_path):
+    (tmp_path / datasets.CIFAR10_ARCHIVE).write_bytes(cifar_tarball_bytes(tmp_path / "build"))
+    root = tmp_path
+    data = datasets.load_dataset(cifar_cfg(root), seed=0)
+    assert (root / "cifar-10-batches-py" / "test_batch").is_file()
+    assert data.sizes()["test"] == PER_BATCH
+    assert not list(root.glob(".extract-*"))
+
+
+def test_tarball_member_escaping_root_is_refused(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / datasets.CIFAR10_ARCHIVE).write_bytes(buf.getvalue())
+    with pytest.raises(UserInputError, match="outside"):
+        datasets.load_dataset(cifar_cfg(root), seed=0)
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_corrupt_tarball_is_a_clear_error(tmp_path):
+    (tmp_path / datasets.CIFAR10_ARCHIVE).write_bytes(b"not a tarball at all")
+    with pytest.raises(UserInputError, match="cannot extract"):
+        datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+
+
+class ArchiveServer:
+    """Serves `payload` at /cifar-10-python.tar.gz on 127.0.0.1; `truncate` cuts the body short."""
+
+    def __init__(self, payload: bytes, truncate: bool = False) -> None:
+        payload_ref, cut = payload, truncate
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload_ref)))
+                self.end_headers()
+                self.wfile.write(payload_ref[: len(payload_ref) // 2] if cut else payload_ref)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/cifar-10-python.tar.gz"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_download_verifies_md5_then_extracts(tmp_path, monkeypatch):
+    payload = cifar_tarball_bytes(tmp_path / "build")
+    root = tmp_path / "root"
+    with ArchiveServer(payload) as server:
+        monkeypatch.setattr(datasets, "CIFAR10_URL", server.url)
+        monkeypatch.setattr(datasets, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
+        data = datasets.load_dataset(cifar_cfg(root, download=True), seed=0)
+    assert data.sizes()["test"] == PER_BATCH
+    assert (root / datasets.CIFAR10_ARCHIVE).read_bytes() == payload
+
+
+def test_download_checksum_mismatch_leaves_nothing_behind(tmp_path, monkeypatch):
+    payload = cifar_tarball_bytes(tmp_path / "build")
+    root = tmp_path / "root"
+    with ArchiveServer(payload) as server:
+        monkeypatch.setattr(datasets, "CIFAR10_URL", server.url)
+        monkeypatch.setattr(datasets, "CIFAR10_MD5", "0" * 32)
+        with pytest.raises(UserInputError, match="checksum mismatch"):
+            datasets.load_dataset(cifar_cfg(root, download=True), seed=0)
+    assert list(root.iterdir()) == []
+
+
+def test_truncated_download_leaves_nothing_behind(tmp_path, monkeypatch):
+    payload = cifar_tarball_bytes(tmp_path / "build")
+    root = tmp_path / "root"
+    with ArchiveServer(payload, truncate=True) as server:
+        monkeypatch.setattr(datasets, "CIFAR10_URL", server.url)
+        monkeypatch.setattr(datasets, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
+        with pytest.raises(UserInputError):
+            datasets.load_dataset(cifar_cfg(root, download=True), seed=0)
+    assert list(root.iterdir()) == []
+
+
+def test_unreachable_download_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "CIFAR10_URL", "http://127.0.0.1:9/none.tar.gz")
+    with pytest.raises(UserInputError, match="could not download"):
+        datasets.load_dataset(cifar_cfg(tmp_path / "root", download=True), seed=0)
+
+
+def test_real_cifar10(cifar10_folder):
+    cfg = DataConfig(dataset="cifar10", root=str(cifar10_folder), val_size=1000)
+    data = datasets.load_dataset(cfg, seed=0)
+    assert data.sizes() == {"train": 49000, "val": 1000, "test": 10000}
+    assert data.X_train.dtype == np.float32 and data.X_train.shape == (49000, 3072)
+    assert 0 <= data.X_test.min() and data.X_test.max() <= 255
+    np.testing.assert_array_equal(np.bincount(data.y_test, minlength=10), [1000] * 10)
+    assert np.bincount(np.concatenate([data.y_train, data.y_val]), minlength=10).tolist() == [5000] * 10
