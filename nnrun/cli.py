@@ -38,10 +38,10 @@ def command(name: str | None = None, **kwargs: Any) -> Callable:
             try:
                 return fn(*args, **kw)
             except UserInputError as e:
-                stderr_console.print(Text("error: ", style="bold red") + Text(str(e)))
+                stderr_console.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
                 raise typer.Exit(2) from None
             except RunFailed as e:
-                stderr_console.print(Text("run failed: ", style="bold red") + Text(str(e)))
+                stderr_console.print(Text("run failed: ", style="bold red") + Text(str(e)), soft_wrap=True)
                 raise typer.Exit(1) from None
         return app.command(name, **kwargs)(run)
     return register

@@ -153,7 +153,9 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
     history = History()
     status, reason = "completed", None
     try:
-        fit(model, loss_fn, data, cfg, reporter, history, lambda h: run.write_metrics(h.rows))
+        # Overflow on the way to a NaN loss is reported as a failed run, not as NumPy warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            fit(model, loss_fn, data, cfg, reporter, history, lambda h: run.write_metrics(h.rows))
     except Diverged as e:
         status, reason = "failed", str(e)
     except KeyboardInterrupt:
