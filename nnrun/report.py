@@ -18,7 +18,7 @@ stderr_console = Console(stderr=True)
 def fmt(value: Any) -> str:
     """Numbers with 4 significant digits, everything else as text."""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
     return str(value)
 
 
@@ -30,6 +30,7 @@ class RichReporter:
         self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console)
         self.table: Table | None = None
+        self.keys: list[str] = []
         self.live: Live | None = None
         self.task = None
 
@@ -49,12 +50,15 @@ class RichReporter:
 
     def epoch_end(self, row: dict[str, Any]) -> None:
         if not self.table.columns:
-            for key in row:
-                self.table.add_column(key, justify="right")
-        self.table.add_row(*(fmt(row.get(c.header)) for c in self.table.columns))
+            self.keys = list(row)
+            for key in self.keys:
+                self.table.add_column(key.replace("_", "\n"), justify="right")
+        self.table.add_row(*(fmt(row.get(key, "")) for key in self.keys))
 
     def end(self, summary: dict[str, Any]) -> None:
         self.close()
+        self.console.print(f"{summary.get('name', 'run')}: {summary.get('status')}, {summary.get('epochs')} epochs "
+                           f"in {summary.get('seconds', 0):.1f} s")
         self.console.print(summary_table(summary))
 
     def close(self) -> None:
@@ -63,7 +67,10 @@ class RichReporter:
             self.progress.remove_task(self.task)
             self.task = None
         if self.live is not None:
+            self.live.update(self.table, refresh=True)
             self.live.stop()
+            if not self.console.is_terminal:
+                self.console.line()
             self.live = None
 
 
@@ -82,8 +89,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     splits = ("train", "val", "test")
     metrics = sorted({k.split("_", 1)[1] for k in summary if k.split("_", 1)[0] in splits and "_" in k
                       and not k.startswith(("n_",))} - {"seconds"})
-    table = Table(title=f"{summary.get('name', 'run')}: {summary.get('status')} "
-                        f"in {summary.get('seconds', 0):.1f} s ({summary.get('epochs')} epochs)")
+    table = Table(title="final metrics")
     table.add_column("split")
     for m in metrics:
         table.add_column(m, justify="right")
