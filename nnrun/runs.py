@@ -11,11 +11,18 @@ Every file is written atomically (temporary name in the same folder, then rename
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
+import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from nnrun.errors import UserInputError
 from nnrun.io import write_json, write_npz, write_text
@@ -65,3 +72,275 @@ class RunDir:
             return json.loads((self.path / "summary.json").read_text())
         except (OSError, ValueError):
             return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and listing run directories (`nnrun runs`)
+
+INCOMPLETE = "incomplete"
+"""Status of a run directory without summary.json: still running, or stopped before writing it."""
+
+NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
+METRIC_COLUMNS = ("epochs", "val_accuracy", "val_loss", "test_accuracy", "seconds")
+"""Summary values shown by default, when runs have them."""
+BUILTIN_COLUMNS = ("run", "path", "status", "started", "reason")
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split `text` on commas outside brackets and quotes: `'[64,32],[128]'` -> `['[64,32]', '[128]']`."""
+    parts, depth, quote, current = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts]
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value parsed like `--set` values (YAML), with `1e-3` read as a number, not text."""
+    text = text.strip()
+    if NUMBER_RE.match(text):
+        value = float(text)
+        return int(text) if value.is_integer() and re.fullmatch(r"[-+]?\d+", text) else value
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{'optim': {'lr': 0.1}}` -> `{'optim.lr': 0.1}` (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+@dataclass
+class RunRecord:
+    """A run directory as read from disk: flattened config (dotted keys) and summary (None while missing)."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+    epochs_done: int
+    started: float | None
+
+    @property
+    def status(self) -> str:
+        return (self.summary or {}).get("status", INCOMPLETE)
+
+    def get(self, column: str) -> Any:
+        """The value of `column`: a built-in (run, path, status, started, reason), a config key, or a summary key."""
+        if column == "run":
+            return self.path.name
+        if column == "path":
+            return str(self.path)
+        if column == "status":
+            return self.status
+        if column == "started":
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)) if self.started else None
+        if column == "epochs" and self.summary is None:
+            return self.epochs_done
+        if column in self.config:
+            return self.config[column]
+        return (self.summary or {}).get(column)
+
+    def has(self, column: str) -> bool:
+        return column in BUILTIN_COLUMNS or column in self.config or column in (self.summary or {}) \
+            or column == "epochs"
+
+
+def read_run(path: str | Path) -> RunRecord | None:
+    """The run in `path`, or None when the folder holds neither config.yaml nor summary.json."""
+    path = Path(path)
+    config_file, summary_file = path / "config.yaml", path / "summary.json"
+    if not config_file.is_file() and not summary_file.is_file():
+        return None
+    config: dict[str, Any] = {}
+    started = None
+    try:
+        loaded = yaml.safe_load(config_file.read_text())
+        config = flatten(loaded) if isinstance(loaded, dict) else {}
+        started = config_file.stat().st_mtime
+    except (OSError, yaml.YAMLError):
+        pass
+    summary = RunDir(path).read_summary()
+    try:
+        with open(path / "metrics.jsonl", "rb") as f:
+            epochs_done = sum(1 for _ in f)
+    except OSError:
+        epochs_done = 0
+    return RunRecord(path, config, summary if isinstance(summary, dict) else None, epochs_done, started)
+
+
+def list_runs(root: str | Path) -> list[RunRecord]:
+    """Every run directory directly under `root` (or `root` itself when it is one), by folder name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserInputError(f"runs directory {root} does not exist or is not a folder")
+    own = read_run(root)
+    if own is not None:
+        return [own]
+    records = (read_run(child) for child in sorted(root.iterdir()) if child.is_dir())
+    return [r for r in records if r is not None]
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def varying_keys(records: list[RunRecord]) -> list[str]:
+    """Config keys whose value differs between `records` (or is missing from some), in first-seen order."""
+    keys: dict[str, None] = {}
+    for r in records:
+        keys.update(dict.fromkeys(r.config))
+    return [k for k in keys
+            if any(k not in r.config for r in records)
+            or any(not _same(r.config[k], records[0].config[k]) for r in records[1:])]
+
+
+def default_columns(records: list[RunRecord]) -> list[str]:
+    """run, status, the config keys that differ between runs, the usual metrics, start time and failure reasons."""
+    metrics = [m for m in METRIC_COLUMNS if any(r.has(m) for r in records)]
+    reason = ["reason"] if any((r.summary or {}).get("reason") for r in records) else []
+    return ["run", "status", *varying_keys(records), *metrics, "started", *reason]
+
+
+def check_columns(records: list[RunRecord], columns: list[str], option: str) -> None:
+    """An error naming `columns` that no run has (typos), with the columns that exist."""
+    if not records:
+        return
+    unknown = [c for c in columns if not any(r.has(c) for r in records)]
+    if unknown:
+        known: dict[str, None] = dict.fromkeys(BUILTIN_COLUMNS)
+        for r in records:
+            known.update(dict.fromkeys(r.config))
+            known.update(dict.fromkeys(r.summary or {}))
+        raise UserInputError(f"{option}: no run has {', '.join(unknown)}; available: {', '.join(known)}")
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """`key OP value`, OP one of = == != < <= > >=; `<`-style operators compare numbers."""
+
+    key: str
+    op: str
+    value: Any
+
+    def matches(self, record: RunRecord) -> bool:
+        actual = record.get(self.key)
+        if self.op in ("=", "==", "!="):
+            equal = actual is not None and _equal(actual, self.value)
+            return equal if self.op != "!=" else not equal
+        if not _is_number(actual):
+            return False
+        return {"<": actual < self.value, "<=": actual <= self.value,
+                ">": actual > self.value, ">=": actual >= self.value}[self.op]
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _equal(actual: Any, wanted: Any) -> bool:
+    if _is_number(actual) and _is_number(wanted):
+        return math.isclose(actual, wanted, rel_tol=1e-9, abs_tol=0.0) or actual == wanted
+    if isinstance(actual, str) and not isinstance(wanted, str):
+        return actual == json.dumps(wanted) or actual == str(wanted)
+    return _same(actual, wanted)
+
+
+def parse_filter(text: str) -> RunFilter:
+    """`'optim.lr=1e-3'` -> `RunFilter('optim.lr', '=', 0.001)`; bad syntax is a `UserInputError`."""
+    match = FILTER_RE.match(text)
+    if not match or not match.group(3):
+        raise UserInputError(f"--filter expects KEY=VALUE (or !=, <, <=, >, >=), e.g. status=completed; got {text!r}")
+    key, op, raw = match.groups()
+    value = parse_value(raw)
+    if op in ("<", "<=", ">", ">=") and not _is_number(value):
+        raise UserInputError(f"--filter {text!r}: {op} compares numbers, got {raw!r}")
+    return RunFilter(key, op, value)
+
+
+def sort_runs(records: list[RunRecord], key: str | None) -> list[RunRecord]:
+    """Sort by `key` ascending (`-key` descending), runs without it last.
+
+    Without a key: best validation accuracy first when runs have one, else by folder name.
+    """
+    if key is None:
+        if any(_is_number(r.get("val_accuracy")) for r in records):
+            key = "-val_accuracy"
+        else:
+            return sorted(records, key=lambda r: r.path.name)
+    descending = key.startswith("-")
+    name = key.lstrip("-")
+    numbers = [r for r in records if _is_number(r.get(name))]
+    texts = [r for r in records if r.get(name) is not None and not _is_number(r.get(name))]
+    missing = [r for r in records if r.get(name) is None]
+    numbers.sort(key=lambda r: r.path.name)
+    numbers.sort(key=lambda r: r.get(name), reverse=descending)
+    texts.sort(key=lambda r: r.path.name)
+    texts.sort(key=lambda r: cell(r.get(name)), reverse=descending)
+    return numbers + texts + sorted(missing, key=lambda r: r.path.name)
+
+
+def select_runs(root: str | Path, *, filters: list[str] | tuple[str, ...] = (), sort: str | None = None,
+                columns: list[str] | tuple[str, ...] | None = None) -> tuple[list[RunRecord], list[str]]:
+    """The runs under `root` that pass every filter, sorted, and the columns to show.
+
+    `columns` None (or empty) means `default_columns` of all the runs under `root`, so that filters
+    do not change the columns; items may hold several names separated by commas.
+    """
+    records = list_runs(root)
+    parsed = [parse_filter(f) for f in filters]
+    check_columns(records, [f.key for f in parsed], "--filter")
+    if sort:
+        check_columns(records, [sort.lstrip("-")], "--sort")
+    chosen = [c.strip() for item in (columns or ()) for c in item.split(",") if c.strip()]
+    check_columns(records, chosen, "--columns")
+    kept = [r for r in records if all(f.matches(r) for f in parsed)]
+    return sort_runs(kept, sort), chosen or default_columns(records)
+
+
+def cell(value: Any) -> str:
+    """A value as text for csv: numbers in full precision, lists and dicts as JSON, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def runs_csv(records: list[RunRecord], columns: list[str]) -> str:
+    """A CSV document: a header of `columns`, then one row per run."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for r in records:
+        writer.writerow([cell(r.get(c)) for c in columns])
+    return out.getvalue()
+
+
+def runs_json(root: str | Path, records: list[RunRecord], columns: list[str]) -> dict[str, Any]:
+    """One JSON-ready object: the runs as `{column: value}` rows (plus `path`)."""
+    return {"runs_dir": str(root), "count": len(records), "columns": columns,
+            "runs": [{**{c: r.get(c) for c in columns}, "path": str(r.path)} for r in records]}
