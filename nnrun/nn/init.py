@@ -1,20 +1,96 @@
 """Weight init schemes, by name.
 
-Conventions: a weight matrix is `(fan_in, fan_out)`; each scheme is a function
-`(fan_in, fan_out, rng, **options) -> W` returning float32.
+Conventions: a weight matrix is `(fan_in, fan_out)`: row i holds input i's outgoing weights,
+column j output neuron j's incoming weights. Each scheme is a function
+`(fan_in, fan_out, rng, *, scale, k) -> W` returning float32; schemes ignore the options they
+do not use. All draws come from `rng` (the experiment's `init` stream).
+
+| name         | W                                                    | variance            |
+|--------------|------------------------------------------------------|---------------------|
+| `zeros`      | all zero (every hidden unit stays identical)         | 0                   |
+| `small`      | `scale * randn` (scale 0.01 by default)              | scale**2            |
+| `calibrated` | `randn / sqrt(fan_in)`                               | 1 / fan_in          |
+| `xavier`     | `randn * sqrt(2 / (fan_in + fan_out))`               | 2/(fan_in+fan_out)  |
+| `he`         | `randn * sqrt(2 / fan_in)`                           | 2 / fan_in          |
+| `sparse`     | zero except exactly k entries per column, `scale * randn` | k scale**2 / fan_in |
 """
+
+from __future__ import annotations
 
 from collections.abc import Callable
 
 import numpy as np
 
+DEFAULT_SCALE = 0.01
+"""Standard deviation of the `small` and `sparse` gaussians."""
+DEFAULT_SPARSE_K = 10
+"""Nonzero incoming weights per output neuron for `sparse`."""
 
-def he(fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
+
+def _gaussian(fan_in: int, fan_out: int, rng: np.random.Generator, std: float) -> np.ndarray:
+    W = rng.standard_normal((fan_in, fan_out), dtype=np.float32)
+    W *= np.float32(std)
+    return W
+
+
+def zeros(fan_in: int, fan_out: int, rng: np.random.Generator, **_: float) -> np.ndarray:
+    """All zeros: the symmetry pitfall (every unit of a layer computes and learns the same thing)."""
+    return np.zeros((fan_in, fan_out), dtype=np.float32)
+
+
+def small(fan_in: int, fan_out: int, rng: np.random.Generator, *, scale: float = DEFAULT_SCALE,
+          **_: float) -> np.ndarray:
+    """`scale * randn`: small random numbers, variance scale**2 whatever the fan-in."""
+    return _gaussian(fan_in, fan_out, rng, scale)
+
+
+def calibrated(fan_in: int, fan_out: int, rng: np.random.Generator, **_: float) -> np.ndarray:
+    """`randn / sqrt(fan_in)`: keeps the output variance of a linear unit equal to its input's."""
+    return _gaussian(fan_in, fan_out, rng, 1.0 / np.sqrt(fan_in))
+
+
+def xavier(fan_in: int, fan_out: int, rng: np.random.Generator, **_: float) -> np.ndarray:
+    """Glorot and Bengio (2010): `randn * sqrt(2 / (fan_in + fan_out))`."""
+    return _gaussian(fan_in, fan_out, rng, np.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def he(fan_in: int, fan_out: int, rng: np.random.Generator, **_: float) -> np.ndarray:
     """He et al. (2015): `randn * sqrt(2 / fan_in)`, variance 2/fan_in, for ReLU networks."""
-    return (rng.standard_normal((fan_in, fan_out), dtype=np.float32) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    return _gaussian(fan_in, fan_out, rng, np.sqrt(2.0 / fan_in))
+
+
+def sparse(fan_in: int, fan_out: int, rng: np.random.Generator, *, scale: float = DEFAULT_SCALE,
+           k: int = DEFAULT_SPARSE_K, **_: float) -> np.ndarray:
+    """Each output neuron (column) gets exactly `k` nonzero incoming weights, `scale * randn`.
+
+    The k rows of each column are drawn without replacement; `k` must be in [1, fan_in].
+    """
+    if not 1 <= k <= fan_in:
+        raise ValueError(f"sparse init needs 1 <= k <= fan_in ({fan_in}), got k={k}")
+    W = np.zeros((fan_in, fan_out), dtype=np.float32)
+    if k == fan_in:
+        rows = np.broadcast_to(np.arange(fan_in)[:, None], (fan_in, fan_out))
+    else:
+        rows = np.argpartition(rng.random((fan_in, fan_out), dtype=np.float32), k - 1, axis=0)[:k]
+    values = rng.standard_normal((k, fan_out), dtype=np.float32) * np.float32(scale)
+    np.put_along_axis(W, rows, values, axis=0)
+    return W
 
 
 INIT_SCHEMES: dict[str, Callable[..., np.ndarray]] = {
+    "zeros": zeros,
+    "small": small,
+    "calibrated": calibrated,
+    "xavier": xavier,
     "he": he,
+    "sparse": sparse,
 }
 """Registry: config name -> init function."""
+
+
+def init_weights(name: str, fan_in: int, fan_out: int, rng: np.random.Generator, *,
+                 scale: float = DEFAULT_SCALE, k: int = DEFAULT_SPARSE_K) -> np.ndarray:
+    """W: (fan_in, fan_out) float32 from the scheme `name`; unknown names list the valid ones."""
+    if name not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {name!r}; allowed: {', '.join(INIT_SCHEMES)}")
+    return INIT_SCHEMES[name](fan_in, fan_out, rng, scale=scale, k=k)

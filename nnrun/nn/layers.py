@@ -3,6 +3,11 @@
 Conventions: rows are examples; `forward(x, train)` caches what `backward` needs and returns
 the output; `backward(dout)` fills each parameter's `.grad` and returns `dx` (the gradient with
 respect to the input), or None when the layer was told its input needs no gradient.
+
+In-place contract (it keeps the training step free of needless copies): a layer may overwrite
+the `x` it is given in `forward` only when that `x` is the fresh output of the layer before it
+(activations and BatchNorm follow a Linear layer, so they may); `backward` may overwrite `dout`.
+A Linear layer never modifies its input, so the network's input batch is left untouched.
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ class Parameter:
     def __post_init__(self) -> None:
         self.grad = np.zeros_like(self.value)
 
+    def astype(self, dtype: np.dtype | type) -> None:
+        """Convert value and gradient to `dtype` in place (float64 for gradient checks)."""
+        self.value = self.value.astype(dtype)
+        self.grad = np.zeros_like(self.value)
+
 
 class Layer:
     """Base class: no parameters, identity in both directions."""
@@ -50,6 +60,19 @@ class Layer:
     def buffers(self) -> dict[str, np.ndarray]:
         """Non-trainable state saved with the model (such as BatchNorm running averages)."""
         return {}
+
+    def astype(self, dtype: np.dtype | type) -> None:
+        """Convert parameters (and buffers) to `dtype`."""
+        for p in self.params:
+            p.astype(dtype)
+
+    def kinks(self) -> np.ndarray | None:
+        """For piecewise-linear layers, which side of each kink the last forward's inputs were on.
+
+        Gradient checks compare this pattern between `x + h` and `x - h`: where it differs, the
+        centered difference straddled a kink and is not a derivative. None for smooth layers.
+        """
+        return None
 
 
 class Linear(Layer):
@@ -91,8 +114,210 @@ class ReLU(Layer):
         dout[self.out <= 0] = 0
         return dout
 
+    def kinks(self) -> np.ndarray:
+        return self.out > 0
+
+
+class LeakyReLU(Layer):
+    """`out = x` where x > 0, `slope * x` elsewhere (0 < slope < 1); dx = dout or slope * dout."""
+
+    def __init__(self, slope: float = 0.01) -> None:
+        super().__init__()
+        if not 0 < slope < 1:
+            raise ValueError(f"leaky ReLU slope must be in (0, 1), got {slope}")
+        self.slope = slope
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """x: (N, D) -> (N, D). Overwrites x."""
+        self.positive = x > 0
+        return np.maximum(x, x * x.dtype.type(self.slope), out=x)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """dout: (N, D) -> dx: (N, D). Overwrites dout."""
+        dout *= np.where(self.positive, dout.dtype.type(1), dout.dtype.type(self.slope))
+        return dout
+
+    def kinks(self) -> np.ndarray:
+        return self.positive
+
+
+class Tanh(Layer):
+    """`out = tanh(x)`; dx = dout * (1 - out**2)."""
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """x: (N, D) -> (N, D). Overwrites x."""
+        self.out = np.tanh(x, out=x)
+        return self.out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """dout: (N, D) -> dx: (N, D). Overwrites dout."""
+        dout *= 1 - self.out * self.out
+        return dout
+
+
+class Sigmoid(Layer):
+    """`out = 1 / (1 + exp(-x))`, computed stably as `0.5 * (1 + tanh(x / 2))`; dx = dout * out * (1 - out)."""
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """x: (N, D) -> (N, D). Overwrites x."""
+        x *= 0.5
+        np.tanh(x, out=x)
+        x += 1
+        x *= 0.5
+        self.out = x
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """dout: (N, D) -> dx: (N, D). Overwrites dout."""
+        dout *= self.out * (1 - self.out)
+        return dout
+
+
+class Identity(Layer):
+    """`out = x` (a linear network when used everywhere)."""
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """x: (N, D) -> the same array."""
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """dout: (N, D) -> the same array."""
+        return dout
+
 
 ACTIVATIONS: dict[str, type[Layer]] = {
     "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "tanh": Tanh,
+    "sigmoid": Sigmoid,
+    "identity": Identity,
 }
-"""Registry: config name -> activation layer class."""
+"""Registry: config name -> activation layer class (LeakyReLU takes its slope)."""
+
+
+class BatchNorm(Layer):
+    """Batch normalization of each feature, with a learned scale `gamma` and shift `beta`.
+
+    Training: `xhat = (x - mean) / sqrt(var + eps)` with the batch's mean and biased variance
+    (ddof 0), `out = gamma * xhat + beta`. Evaluation: the running averages replace the batch
+    statistics. Running averages follow PyTorch's `BatchNorm1d` convention:
+    `running = (1 - momentum) * running + momentum * batch_stat` (momentum 0.1 by default,
+    which is the course's decay 0.9 with `decay = 1 - momentum`), and the running variance is
+    the unbiased batch variance `var * N / (N - 1)` (the course code keeps the biased one).
+    A training batch of one example leaves the running variance unchanged.
+    Parameters `bn{i}.gamma`, `bn{i}.beta` (D,); buffers `bn{i}.running_mean`, `bn{i}.running_var` (D,).
+    """
+
+    def __init__(self, dim: int, index: int, momentum: float = 0.1, eps: float = 1e-5,
+                 dtype: np.dtype | type = np.float32) -> None:
+        super().__init__()
+        self.index = index
+        self.momentum = momentum
+        self.eps = eps
+        self.gamma = Parameter(f"bn{index}.gamma", np.ones(dim, dtype=dtype), "gamma", index)
+        self.beta = Parameter(f"bn{index}.beta", np.zeros(dim, dtype=dtype), "beta", index)
+        self.params = [self.gamma, self.beta]
+        self.running_mean = np.zeros(dim, dtype=dtype)
+        self.running_var = np.ones(dim, dtype=dtype)
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """x: (N, D) -> (N, D). In training overwrites x with xhat (kept for the backward pass)."""
+        self.train = train
+        if not train:
+            self.inv_std = 1.0 / np.sqrt(self.running_var + x.dtype.type(self.eps))
+            self.xhat = (x - self.running_mean) * self.inv_std
+            return self.xhat * self.gamma.value + self.beta.value
+        n = x.shape[0]
+        mean = x.mean(axis=0)
+        x -= mean
+        var = np.einsum("ij,ij->j", x, x) / x.dtype.type(n)
+        self.inv_std = 1.0 / np.sqrt(var + x.dtype.type(self.eps))
+        x *= self.inv_std
+        self.xhat = x
+        m = self.running_mean.dtype.type(self.momentum)
+        self.running_mean *= 1 - m
+        self.running_mean += m * mean
+        if n > 1:
+            self.running_var *= 1 - m
+            self.running_var += (m * n / (n - 1)) * var
+        out = x * self.gamma.value
+        out += self.beta.value
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        """dout: (N, D) -> dx: (N, D); dgamma = sum(dout * xhat), dbeta = sum(dout).
+
+        Training: `dx = gamma * inv_std / N * (N * dout - dbeta - xhat * dgamma)`.
+        Evaluation (running statistics are constants): `dx = gamma * inv_std * dout`.
+        """
+        xhat = self.xhat
+        np.sum(dout, axis=0, out=self.beta.grad)
+        np.einsum("ij,ij->j", dout, xhat, out=self.gamma.grad)
+        if not self.needs_input_grad:
+            return None
+        if not self.train:
+            return dout * (self.inv_std * self.gamma.value)
+        n = dout.shape[0]
+        dx = dout * dout.dtype.type(n)
+        dx -= self.beta.grad
+        dx -= xhat * self.gamma.grad
+        dx *= self.gamma.value * self.inv_std / dout.dtype.type(n)
+        return dx
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        return {f"bn{self.index}.running_mean": self.running_mean, f"bn{self.index}.running_var": self.running_var}
+
+    def astype(self, dtype: np.dtype | type) -> None:
+        super().astype(dtype)
+        self.running_mean = self.running_mean.astype(dtype)
+        self.running_var = self.running_var.astype(dtype)
+
+
+DROPOUT_MODES = ("inverted", "vanilla")
+"""Dropout variants: `inverted` scales at train time (the default), `vanilla` at test time."""
+
+
+class Dropout(Layer):
+    """Dropout with keep probability `p` (the probability of keeping a unit, as in the notes).
+
+    - inverted (default): train `out = x * mask` with `mask = (rand < p) / p`; test `out = x`.
+    - vanilla: train `out = x * (rand < p)`; test `out = p * x`.
+    Both give test-time activations equal to the expected train-time ones. Masks come from
+    `rng` (the experiment's `dropout` stream). Setting `held_mask` to an array (N, D) reuses it
+    instead of drawing, which gradient checks need to make the loss a deterministic function.
+    """
+
+    def __init__(self, p: float, rng: np.random.Generator, mode: str = "inverted") -> None:
+        super().__init__()
+        if not 0 < p <= 1:
+            raise ValueError(f"dropout keep probability must be in (0, 1], got {p}")
+        if mode not in DROPOUT_MODES:
+            raise ValueError(f"unknown dropout mode {mode!r}; allowed: {', '.join(DROPOUT_MODES)}")
+        self.p = p
+        self.rng = rng
+        self.mode = mode
+        self.mask: np.ndarray | None = None
+        self.held_mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """x: (N, D) -> (N, D), a new array (x may be the cached output of the activation before)."""
+        self.train = train
+        if not train:
+            return x if self.mode == "inverted" else x * x.dtype.type(self.p)
+        if self.held_mask is not None:
+            self.mask = self.held_mask
+        else:
+            keep = self.rng.random(x.shape, dtype=np.float64 if x.dtype == np.float64 else np.float32) < self.p
+            scale = 1 / self.p if self.mode == "inverted" else 1.0
+            self.mask = keep.astype(x.dtype)
+            if scale != 1.0:
+                self.mask *= x.dtype.type(scale)
+        return x * self.mask
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """dout: (N, D) -> dx: (N, D) = dout * mask (train) or dout * (1 or p) (test). Overwrites dout."""
+        if self.train:
+            dout *= self.mask
+        elif self.mode == "vanilla":
+            dout *= dout.dtype.type(self.p)
+        return dout

@@ -1,7 +1,11 @@
 """The MLP: a list of layers built from the model config, with train/eval forward passes.
 
-Layout for `hidden = [H1, H2]`: Linear(D, H1) -> act -> Linear(H1, H2) -> act -> Linear(H2, C).
+Layout for `hidden = [H1, H2]`: Linear(D, H1) -> act -> Linear(H1, H2) -> act -> Linear(H2, C),
+with BatchNorm between each hidden Linear layer and its activation when `batchnorm` is on, and
+Dropout after each hidden activation when the keep probability is below 1.
 Linear layer i is named `fc{i}`; its parameters are `fc{i}.W` (fan_in, fan_out) and `fc{i}.b`.
+BatchNorm i has parameters `bn{i}.gamma`, `bn{i}.beta` and buffers `bn{i}.running_mean`,
+`bn{i}.running_var` (all (H_i,)); `state_dict()` holds them all (the keys of `model.npz`).
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from nnrun.nn.init import INIT_SCHEMES
-from nnrun.nn.layers import ACTIVATIONS, Layer, Linear, Parameter
+from nnrun.errors import UserInputError
+from nnrun.nn.init import init_weights
+from nnrun.nn.layers import ACTIVATIONS, BatchNorm, Dropout, Layer, LeakyReLU, Linear, Parameter
 
 
 class MLP:
@@ -39,6 +44,25 @@ class MLP:
         """The Linear layers, input side first."""
         return (layer for layer in self.layers if isinstance(layer, Linear))
 
+    def dropout_layers(self) -> list[Dropout]:
+        """The Dropout layers, input side first."""
+        return [layer for layer in self.layers if isinstance(layer, Dropout)]
+
+    def set_dropout_rng(self, rng: np.random.Generator) -> None:
+        """Draw every dropout mask from `rng` (the experiment's `dropout` stream)."""
+        for layer in self.dropout_layers():
+            layer.rng = rng
+
+    def astype(self, dtype: np.dtype | type) -> MLP:
+        """Convert every parameter and buffer to `dtype` in place (float64 for gradient checks)."""
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    def kinks(self) -> list[np.ndarray]:
+        """The kink-side patterns of the last forward pass (see `Layer.kinks`), input side first."""
+        return [k for k in (layer.kinks() for layer in self.layers) if k is not None]
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Every parameter and buffer by name (the keys of `model.npz`)."""
         state = {p.name: p.value for p in self.params}
@@ -62,14 +86,39 @@ class MLP:
             array[...] = state[name]
 
 
-def build_mlp(cfg, input_dim: int, output_dim: int, rng: np.random.Generator) -> MLP:
-    """Build the MLP that `cfg` (a `ModelConfig`) describes, float32, weights drawn from `rng`."""
+def build_mlp(cfg, input_dim: int, output_dim: int, rng: np.random.Generator,
+              dropout_rng: np.random.Generator | None = None) -> MLP:
+    """Build the MLP that `cfg` (a `ModelConfig`) describes, float32, weights drawn from `rng`.
+
+    Each Linear layer i uses `cfg.layers[i]`'s settings where given, else the network-wide ones.
+    Dropout masks come from `dropout_rng` (default: a generator seeded with 0; training
+    replaces it with the experiment's `dropout` stream).
+    """
     sizes = [input_dim, *cfg.hidden, output_dim]
+    dropout_rng = dropout_rng if dropout_rng is not None else np.random.default_rng(0)
     layers: list[Layer] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        W = INIT_SCHEMES[cfg.init](fan_in, fan_out, rng)
-        b = np.full(fan_out, cfg.bias_init, dtype=np.float32)
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        own = cfg.layers.get(i)
+
+        def setting(key: str, own=own):
+            value = getattr(own, key) if own is not None else None
+            return getattr(cfg, key) if value is None else value
+
+        k = setting("sparse_k")
+        scheme = setting("init")
+        if scheme == "sparse" and k > fan_in:
+            key = f"model.layers.{i}.sparse_k" if own is not None and own.sparse_k is not None else "model.sparse_k"
+            raise UserInputError(f"{key}: layer {i} has only {fan_in} inputs, so k must be in 1..{fan_in}, got {k}")
+        W = init_weights(scheme, fan_in, fan_out, rng, scale=setting("init_scale"), k=k)
+        b = np.full(fan_out, setting("bias_init"), dtype=np.float32)
         layers.append(Linear(W, b, i))
         if i < len(sizes) - 2:
-            layers.append(ACTIVATIONS[cfg.activation]())
+            if cfg.batchnorm:
+                layers.append(BatchNorm(fan_out, i, momentum=cfg.bn_momentum, eps=cfg.bn_eps))
+            if cfg.activation == "leaky_relu":
+                layers.append(LeakyReLU(cfg.leaky_slope))
+            else:
+                layers.append(ACTIVATIONS[cfg.activation]())
+            if cfg.dropout < 1:
+                layers.append(Dropout(cfg.dropout, dropout_rng, cfg.dropout_mode))
     return MLP(layers)

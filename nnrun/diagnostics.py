@@ -1,0 +1,221 @@
+"""Gradient checks: analytic gradients against centered differences, in float64.
+
+`numeric_gradient(f, x)` is the reusable helper (tests use it for every layer, loss and
+penalty); `check_model_gradients` checks a whole network with its loss and penalties;
+`gradcheck(cfg)` is what `nnrun gradcheck` runs: the configured model on a small batch of the
+configured dataset's real, preprocessed training data.
+
+Error measure, per entry: `|a - n| / max(|a| + |n|, floor)` with a the analytic and n the
+numeric derivative, and `floor = 1e7 * eps * max(|loss|, 1) / h` (eps = float64 machine
+epsilon; about 2e-4 * |loss| for h = 1e-5). A centered difference carries rounding noise of
+`eps * |loss| / h` times up to ~100 (rounding accumulated in the forward pass); the floor sits
+1e5 above that, so with the default tolerance 1e-5 derivatives that are zero up to rounding (a
+Linear bias followed by BatchNorm, whose effect BatchNorm removes) do not turn noise into large
+ratios, while a wrong derivative of any size above the floor still shows. h = 1e-5 balances
+truncation error (~h**2) against rounding noise (~1/h); the shipped configs stay below 1e-6.
+
+Kinks: ReLU, leaky ReLU and `|w|` (L1) are not differentiable at 0, and a centered difference
+whose two points straddle a kink measures an average of two slopes, not a derivative. With
+h = 1e-6 in float64 this is rare but happens; such entries are skipped and counted, not failed:
+an entry is skipped when a kinked layer's on/off pattern differs between `w + h` and `w - h`
+(see `Layer.kinks`), when a loss with a `kinks(scores, y)` method reports the same, or when
+the entry carries an L1 penalty and `|w| < h`. Dropout masks are drawn once and held fixed, so
+the loss is a deterministic function of the parameters. Max-norm is a projection after each
+update, not a term of the loss: it is applied once before the check, as after a training step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from nnrun.nn.layers import Parameter
+from nnrun.nn.model import MLP
+from nnrun.nn.regularizers import Regularizer
+
+DEFAULT_H = 1e-5
+"""Step of the centered differences (float64)."""
+DEFAULT_TOL = 1e-5
+"""Largest acceptable relative error."""
+FLOOR_FACTOR = 1e7
+"""The relative error's floor in units of the rounding noise `eps * |loss| / h` (see the module docstring)."""
+
+
+def error_floor(loss: float, h: float) -> float:
+    """`FLOOR_FACTOR * eps * max(|loss|, 1) / h`: the smallest denominator of the relative error."""
+    return FLOOR_FACTOR * float(np.finfo(np.float64).eps) * max(abs(loss), 1.0) / h
+
+
+def numeric_gradient(f: Callable[[], float], x: np.ndarray, h: float = DEFAULT_H,
+                     indices: np.ndarray | None = None) -> np.ndarray:
+    """Centered differences `(f(x + h e_i) - f(x - h e_i)) / 2h` of the scalar `f()` with respect to `x`.
+
+    `f` reads `x` (an array it closes over), which is perturbed in place and restored.
+    With `indices` (flat indices into x) only those entries are computed and the result has
+    their length; otherwise the result has x's shape.
+    """
+    flat = x.reshape(-1)
+    chosen = np.arange(flat.size) if indices is None else np.asarray(indices)
+    grad = np.empty(len(chosen), dtype=np.float64)
+    for j, i in enumerate(chosen):
+        old = flat[i]
+        flat[i] = old + h
+        plus = f()
+        flat[i] = old - h
+        minus = f()
+        flat[i] = old
+        grad[j] = (plus - minus) / (2 * h)
+    return grad.reshape(x.shape) if indices is None else grad
+
+
+def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = 1e-12) -> np.ndarray:
+    """Entrywise `|a - n| / max(|a| + |n|, floor)`."""
+    a, n = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
+    return np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), floor)
+
+
+@dataclass
+class ParamCheck:
+    """The check of one parameter array."""
+
+    name: str
+    shape: tuple[int, ...]
+    checked: int
+    skipped: int
+    max_rel_error: float
+    max_abs_error: float
+    passed: bool
+
+
+def check_model_gradients(model: MLP, loss_fn, X: np.ndarray, y: np.ndarray, regularizer: Regularizer | None = None,
+                          *, h: float = DEFAULT_H, tol: float = DEFAULT_TOL, max_entries: int | None = None,
+                          rng: np.random.Generator | None = None) -> list[ParamCheck]:
+    """Compare every parameter's analytic gradient of `data loss + penalty` with centered differences.
+
+    The model should be float64 (`model.astype(np.float64)`) and X: (N, D) float64. The loss is
+    evaluated in training mode (batch statistics) with dropout masks held fixed. At most
+    `max_entries` entries per parameter are checked (a random sample from `rng`; None: all).
+    BatchNorm running averages are restored afterwards. The relative error's floor comes from
+    `error_floor` (see the module docstring).
+    """
+    params = model.params
+    saved = model.snapshot()
+    rng = rng or np.random.default_rng(0)
+    loss_kinks = getattr(loss_fn, "kinks", None)
+    l1_params = {id(p) for p in regularizer.l1_weights(params)} if regularizer is not None else set()
+
+    scores = model.forward(X, train=True)
+    dropouts = model.dropout_layers()
+    for layer in dropouts:
+        layer.held_mask = layer.mask
+    try:
+        loss0, dscores = loss_fn.loss_and_grad(scores, y)
+        model.backward(dscores)
+        if regularizer is not None:
+            loss0 += regularizer.add_penalty(params)
+        floor = error_floor(loss0, h)
+        analytic = {p.name: p.grad.copy() for p in params}
+
+        def evaluate() -> tuple[float, list[np.ndarray]]:
+            s = model.forward(X, train=True)
+            loss = loss_fn.loss(s, y)
+            if regularizer is not None:
+                loss += regularizer.penalty(params)
+            kinks = model.kinks()
+            if loss_kinks is not None:
+                kinks.append(np.asarray(loss_kinks(s, y)))
+            return loss, kinks
+
+        return [_check_param(p, analytic[p.name], evaluate, h, tol, floor, max_entries, rng, id(p) in l1_params)
+                for p in params]
+    finally:
+        for layer in dropouts:
+            layer.held_mask = None
+        model.load_state_dict(saved)
+
+
+def _check_param(p: Parameter, analytic: np.ndarray, evaluate: Callable[[], tuple[float, list[np.ndarray]]],
+                 h: float, tol: float, floor: float, max_entries: int | None, rng: np.random.Generator,
+                 has_l1: bool) -> ParamCheck:
+    flat = p.value.reshape(-1)
+    if max_entries is not None and flat.size > max_entries:
+        indices = np.sort(rng.choice(flat.size, max_entries, replace=False))
+    else:
+        indices = np.arange(flat.size)
+    numeric, used = [], []
+    for i in indices:
+        old = flat[i]
+        if has_l1 and abs(old) < h:
+            continue
+        flat[i] = old + h
+        plus, kinks_plus = evaluate()
+        flat[i] = old - h
+        minus, kinks_minus = evaluate()
+        flat[i] = old
+        if any(not np.array_equal(a, b) for a, b in zip(kinks_plus, kinks_minus, strict=True)):
+            continue
+        numeric.append((plus - minus) / (2 * h))
+        used.append(i)
+    a = analytic.reshape(-1)[used]
+    n = np.asarray(numeric, dtype=np.float64)
+    rel = relative_error(a, n, floor) if used else np.zeros(0)
+    max_rel = float(rel.max()) if rel.size else 0.0
+    max_abs = float(np.abs(a - n).max()) if rel.size else 0.0
+    return ParamCheck(p.name, tuple(p.value.shape), len(used), len(indices) - len(used), max_rel, max_abs,
+                      max_rel <= tol)
+
+
+def gradcheck(cfg, *, batch_size: int = 16, h: float = DEFAULT_H, tol: float = DEFAULT_TOL,
+              max_entries: int | None = 200) -> dict[str, Any]:
+    """Check the gradients of the network `cfg` (an `ExperimentConfig`) describes, in float64.
+
+    Uses `batch_size` examples of the configured dataset's training split (seeded choice),
+    preprocessed with statistics fitted on the training split, the configured loss and
+    penalties. Returns `{"passed", "h", "tol", "batch_size", "max_entries", "params": [...]}`.
+    """
+    from nnrun.datasets import load_dataset
+    from nnrun.errors import UserInputError
+    from nnrun.nn.losses import build_loss
+    from nnrun.nn.model import build_mlp
+    from nnrun.preprocess import fit_preprocessor
+    from nnrun.rng import stream
+
+    if batch_size < 2:
+        raise UserInputError(f"--batch-size: needs at least 2 examples (BatchNorm statistics), got {batch_size}")
+    if not h > 0 or not tol > 0:
+        raise UserInputError(f"--h and --tol must be positive, got h={h}, tol={tol}")
+    data = load_dataset(cfg.data, cfg.seed)
+    loss_fn = build_loss(cfg.loss, data)  # also switches the dataset to the targets this loss trains on
+    rng = stream(cfg.seed, "gradcheck")
+    n = min(batch_size, len(data.X_train))
+    idx = np.sort(rng.choice(len(data.X_train), n, replace=False))
+    preprocessor = fit_preprocessor(cfg.preprocess, data.X_train, data.image_shape)
+    X = preprocessor.transform(data.X_train[idx]).astype(np.float64)
+    y = data.y_train[idx]
+    model = build_mlp(cfg.model, data.n_features, loss_fn.output_dim(data.n_targets), stream(cfg.seed, "init"),
+                      dropout_rng=stream(cfg.seed, "dropout")).astype(np.float64)
+    regularizer = Regularizer.from_config(cfg.regularization, cfg.model)
+    regularizer.project(model.params)
+    checks = check_model_gradients(model, loss_fn, X, y, regularizer, h=h, tol=tol, max_entries=max_entries, rng=rng)
+    return {"passed": all(c.passed for c in checks), "h": h, "tol": tol, "batch_size": n,
+            "max_entries": max_entries, "params": [asdict(c) for c in checks]}
+
+
+def gradcheck_table(result: dict[str, Any]):
+    """A rich table of a `gradcheck` result: one row per parameter, failures in red."""
+    from rich.table import Table
+
+    verdict = "[green]passed[/green]" if result["passed"] else "[bold red]FAILED[/bold red]"
+    table = Table(title=f"gradient check: {verdict} (h={result['h']:g}, tol={result['tol']:g}, "
+                        f"batch {result['batch_size']}, float64)",
+                  caption="skipped: entries whose centered difference straddles a kink (ReLU, |w| of L1)")
+    for column in ("parameter", "shape", "checked", "skipped", "max rel error", "max abs error", ""):
+        table.add_column(column, justify="left" if column in ("parameter", "") else "right")
+    for p in result["params"]:
+        status = "[green]ok[/green]" if p["passed"] else "[bold red]exceeds tol[/bold red]"
+        table.add_row(p["name"], "x".join(map(str, p["shape"])), str(p["checked"]), str(p["skipped"]),
+                      f"{p['max_rel_error']:.2e}", f"{p['max_abs_error']:.2e}", status)
+    return table
