@@ -1,26 +1,100 @@
 """Losses on the network's scores. Each returns its own gradient.
 
-Convention: `scores` is (N, C) as produced by `x @ W + b`; every loss is averaged over the N
-examples of the batch, and `loss_and_grad` returns `(loss, dscores)` with dscores: (N, C).
+Convention: `scores` is (N, K) as produced by `x @ W + b`; every loss is averaged over the N
+examples of the batch, and `loss_and_grad` returns `(loss, dscores)` with dscores: (N, K).
+Each loss states the kind of targets it needs (`target_kind`):
+
+- `classes`: int class labels y: (N,) in 0..C-1 (softmax, svm, squared_hinge, hierarchical_softmax);
+- `attributes`: binary attribute matrix Y: (N, A) of 0/1 (attribute_hinge, attribute_logistic);
+- `regression`: float targets Y: (N, T) (l2, l1, and any class loss with `bins`).
+
+Each loss also names its headline metric (`primary_metric`, with `higher_is_better`) for
+early stopping and model selection. `build_loss(cfg, data)` builds the loss a `LossConfig`
+describes for a loaded dataset and fits what it needs from the training targets only.
+Softmax and sigmoid are computed stably (row max subtracted; `logaddexp`; `tanh` form).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
+from nnrun.errors import UserInputError
+from nnrun.metrics import accuracy, attribute_accuracies, regression_errors, rmse
 
-class SoftmaxCrossEntropy:
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function `1 / (1 + exp(-x))`, computed as `0.5 * tanh(x / 2) + 0.5` (no overflow)."""
+    out = np.tanh(x * 0.5)
+    out *= 0.5
+    out += 0.5
+    return out
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """`log(1 + exp(x))` without overflow: `logaddexp(0, x)`; note `-softplus(-x) = log sigmoid(x)`."""
+    return np.logaddexp(0, x)
+
+
+class Loss:
+    """Base class. Subclasses set `target_kind` and implement the methods below."""
+
+    target_kind = "classes"
+    primary_metric = "accuracy"
+    higher_is_better = True
+
+    def output_dim(self, n_targets: int) -> int:
+        """Number of scores the network must produce for `n_targets` classes, attributes or outputs."""
+        return n_targets
+
+    def fit(self, y_train: np.ndarray) -> Loss:
+        """Learn what the loss needs from the training targets alone (most losses need nothing)."""
+        return self
+
+    def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """scores: (N, K), y: targets -> (loss, dscores (N, K))."""
+        raise NotImplementedError
+
+    def loss(self, scores: np.ndarray, y: np.ndarray) -> float:
+        """The loss alone (no gradient), for evaluation."""
+        return self.loss_and_grad(scores, y)[0]
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, K) -> predictions in the targets' form."""
+        raise NotImplementedError
+
+    def metrics(self, scores: np.ndarray, y: np.ndarray, detail: bool = False) -> dict[str, float]:
+        """Metrics that fit the targets; `detail` adds the final-summary ones (per attribute, baseline)."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What the loss fitted on the training targets, as arrays (saved beside the model)."""
+        return {}
+
+
+class ClassLoss(Loss):
+    """A loss on integer class labels y: (N,); the prediction is the arg-max score."""
+
+    target_kind = "classes"
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, C) -> predicted class (N,)."""
+        return scores.argmax(axis=1)
+
+    def metrics(self, scores: np.ndarray, y: np.ndarray, detail: bool = False) -> dict[str, float]:
+        """Metrics for classes: top-1 accuracy."""
+        return {"accuracy": accuracy(self.predict(scores), y)}
+
+
+class SoftmaxCrossEntropy(ClassLoss):
     """Softmax cross-entropy: `L = mean_i [-s_{i,y_i} + log sum_j exp(s_ij)]`.
 
     Gradient `(softmax(s) - onehot(y)) / N`; the softmax subtracts the row max for stability.
     Targets are integer class labels (N,).
     """
-
-    target_kind = "classes"
-
-    def output_dim(self, n_classes: int) -> int:
-        """Number of scores the network must produce."""
-        return n_classes
 
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, C), y: (N,) int -> (loss, dscores (N, C))."""
@@ -41,16 +115,497 @@ class SoftmaxCrossEntropy:
         log_z = np.log(np.exp(shifted).sum(axis=1))
         return float(np.mean(log_z - shifted[np.arange(scores.shape[0]), y]))
 
+
+class MulticlassSVM(ClassLoss):
+    """Weston-Watkins multiclass hinge: `L_i = sum_{j != y_i} max(0, s_ij - s_{i,y_i} + margin)`.
+
+    Averaged over N. Gradient: `1/N` for each j != y_i with a positive margin term, and minus the
+    count of those terms at y_i. PyTorch's `multi_margin_loss` is this divided by the number of
+    classes C. Targets are integer class labels (N,).
+    """
+
+    squared = False
+
+    def __init__(self, margin: float = 1.0) -> None:
+        self.margin = float(margin)
+
+    def _terms(self, scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The clamped margin terms (N, C), zero at the true class, and the row index."""
+        rows = np.arange(scores.shape[0])
+        terms = scores - scores[rows, y][:, None]
+        terms += self.margin
+        terms[rows, y] = 0
+        np.maximum(terms, 0, out=terms)
+        return terms, rows
+
+    def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """scores: (N, C), y: (N,) int -> (loss, dscores (N, C))."""
+        n = scores.shape[0]
+        terms, rows = self._terms(scores, y)
+        if self.squared:
+            loss = float(np.einsum("ij,ij->", terms, terms)) / n
+            dscores = terms
+            dscores *= 2.0 / n
+        else:
+            loss = float(terms.sum()) / n
+            dscores = (terms > 0).astype(scores.dtype)
+            dscores /= n
+        dscores[rows, y] = -dscores.sum(axis=1)
+        return loss, dscores
+
+    def loss(self, scores: np.ndarray, y: np.ndarray) -> float:
+        """The loss alone (no gradient), for evaluation."""
+        terms, _ = self._terms(scores, y)
+        if self.squared:
+            return float(np.einsum("ij,ij->", terms, terms)) / scores.shape[0]
+        return float(terms.sum()) / scores.shape[0]
+
+
+class SquaredHinge(MulticlassSVM):
+    """Squared multiclass hinge: `L_i = sum_{j != y_i} max(0, s_ij - s_{i,y_i} + margin)^2`.
+
+    Averaged over N. Gradient `2 * term / N` for each j != y_i and minus their sum at y_i.
+    PyTorch's `multi_margin_loss(p=2)` is this divided by C. Targets are integer class labels (N,).
+    """
+
+    squared = True
+
+
+TreeNode = int | tuple  # a class index (leaf) or a pair (left, right) of nodes
+
+
+class HierarchicalSoftmax(ClassLoss):
+    """Hierarchical softmax: a binary logistic classifier at each internal node of a label tree.
+
+    The C classes are the leaves of a binary tree with C - 1 internal nodes, numbered in
+    pre-order (root = 0); node n owns score column n. Going left at n has probability
+    `sigma(s_n)`, going right `sigma(-s_n) = 1 - sigma(s_n)`, so
+    `log P(class c) = sum_{n on c's path} log sigma(d_cn * s_n)` with d_cn = +1 (left) or -1
+    (right); the leaf probabilities sum to 1. `L = mean_i [-log P(y_i)]`; its gradient is
+    `-d_{y_i,n} * sigma(-d_{y_i,n} * s_n) / N` on the path's nodes and 0 elsewhere. The prediction
+    is the leaf with the highest path probability. Targets are integer class labels (N,).
+    With two classes this is binary logistic regression with `P(class 0) = sigma(s_0)`.
+    """
+
+    def __init__(self, tree: TreeNode) -> None:
+        leaves = tree_leaves(tree)
+        n_classes = len(leaves)
+        if sorted(leaves) != list(range(n_classes)) or n_classes < 2:
+            raise ValueError(f"the tree's leaves must be the classes 0..C-1 once each (C >= 2), got {leaves}")
+        self.tree = tree
+        self.n_classes = n_classes
+        directions = np.zeros((n_classes, n_classes - 1), dtype=np.float32)
+        counter = iter(range(n_classes - 1))
+
+        def walk(node: TreeNode) -> list[int]:
+            if not isinstance(node, tuple):
+                return [node]
+            index = next(counter)
+            left, right = walk(node[0]), walk(node[1])
+            directions[left, index] = 1.0
+            directions[right, index] = -1.0
+            return left + right
+
+        walk(tree)
+        self.directions = directions
+        """d: (C, C-1), d[c, n] = +1 when class c lies left of node n, -1 right, 0 off its path."""
+        self.left = (directions > 0).astype(np.float32)
+        self.right = (directions < 0).astype(np.float32)
+
+    @classmethod
+    def balanced(cls, n_classes: int) -> HierarchicalSoftmax:
+        """The default tree: classes 0..C-1 in order, halved recursively."""
+        return cls(balanced_tree(list(range(n_classes))))
+
+    def output_dim(self, n_targets: int) -> int:
+        """One score per internal node: C - 1."""
+        return self.n_classes - 1
+
+    def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """scores: (N, C-1), y: (N,) int -> (loss, dscores (N, C-1))."""
+        n = scores.shape[0]
+        d = self.directions[y].astype(scores.dtype, copy=False)
+        z = d * scores
+        loss = float(np.sum(softplus(-z) * np.abs(d))) / n
+        dscores = sigmoid(-z)
+        dscores *= d
+        dscores *= -1.0 / n
+        return loss, dscores
+
+    def leaf_log_probs(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, C-1) -> log P(class c) for every class: (N, C)."""
+        log_left = -softplus(-scores)
+        log_right = -softplus(scores)
+        return log_left @ self.left.T.astype(scores.dtype) + log_right @ self.right.T.astype(scores.dtype)
+
     def predict(self, scores: np.ndarray) -> np.ndarray:
-        """scores: (N, C) -> predicted class (N,)."""
-        return scores.argmax(axis=1)
-
-    def metrics(self, scores: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        """Metrics for classes: top-1 accuracy."""
-        return {"accuracy": float(np.mean(self.predict(scores) == y))}
+        """scores: (N, C-1) -> the class with the highest path probability (N,)."""
+        return self.leaf_log_probs(scores).argmax(axis=1)
 
 
-LOSSES = {
+class AttributeLoss(Loss):
+    """A loss on a binary attribute matrix Y: (N, A) of 0/1; attribute j is predicted present when s_j > 0.
+
+    Metrics: the mean over attributes of the per-attribute accuracy (`accuracy`); with `detail`
+    also `accuracy_<name>` for each attribute.
+    """
+
+    target_kind = "attributes"
+
+    def __init__(self, attribute_names: Sequence[str] | None = None) -> None:
+        self.attribute_names = list(attribute_names) if attribute_names is not None else None
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, A) -> 0/1 attribute matrix (N, A)."""
+        return (scores > 0).astype(np.int8)
+
+    def metrics(self, scores: np.ndarray, y: np.ndarray, detail: bool = False) -> dict[str, float]:
+        """Mean per-attribute accuracy, and with `detail` each attribute's accuracy."""
+        names = self.attribute_names or [f"a{j}" for j in range(y.shape[1])]
+        values = attribute_accuracies(self.predict(scores), y, names)
+        return values if detail else {"accuracy": values["accuracy"]}
+
+
+class AttributeHinge(AttributeLoss):
+    """Attribute hinge: `L_i = sum_j max(0, 1 - t_ij * s_ij)` with t = 2Y - 1 in {-1, +1}.
+
+    Averaged over N. Gradient `-t_ij / N` where the term is positive, else 0.
+    """
+
+    def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """scores: (N, A), y: (N, A) 0/1 -> (loss, dscores (N, A))."""
+        n = scores.shape[0]
+        t = 2 * y.astype(scores.dtype, copy=False) - 1
+        terms = 1 - t * scores
+        np.maximum(terms, 0, out=terms)
+        loss = float(terms.sum()) / n
+        dscores = np.where(terms > 0, -t / n, 0).astype(scores.dtype, copy=False)
+        return loss, dscores
+
+
+class AttributeLogistic(AttributeLoss):
+    """Attribute logistic: an independent sigmoid per attribute,
+    `L_i = -sum_j [y_ij log sigma(s_ij) + (1 - y_ij) log(1 - sigma(s_ij))] = sum_j [softplus(s_ij) - y_ij s_ij]`.
+
+    Averaged over N. Gradient `(sigma(s) - y) / N`. PyTorch's `BCEWithLogits` (mean) is this / A.
+    """
+
+    def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """scores: (N, A), y: (N, A) 0/1 -> (loss, dscores (N, A))."""
+        n = scores.shape[0]
+        y = y.astype(scores.dtype, copy=False)
+        loss = float(np.sum(softplus(scores) - y * scores)) / n
+        dscores = sigmoid(scores)
+        dscores -= y
+        dscores /= n
+        return loss, dscores
+
+
+class RegressionLoss(Loss):
+    """A loss on float targets Y: (N, T). Metrics are in the targets' original units.
+
+    With `standardize`, `fit(y_train)` learns the per-output mean m and std sd of the training
+    targets, and the network is trained to output `(y - m) / sd` (the loss is in those units);
+    `predict` maps scores back with `s * sd + m`. `fit` also records the training mean as the
+    predict-the-mean baseline: detailed metrics report `rmse_baseline` beside `rmse` and `mae`.
+    """
+
+    target_kind = "regression"
+    primary_metric = "rmse"
+    higher_is_better = False
+
+    def __init__(self, standardize: bool = True) -> None:
+        self.standardize = standardize
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self.train_mean: np.ndarray | None = None
+
+    def fit(self, y_train: np.ndarray) -> RegressionLoss:
+        """Learn the training targets' mean (the baseline) and, with `standardize`, their std."""
+        y64 = np.asarray(y_train, dtype=np.float64).reshape(len(y_train), -1)
+        self.train_mean = y64.mean(axis=0)
+        if self.standardize:
+            std = y64.std(axis=0)
+            self.mean = self.train_mean.astype(np.float32)
+            self.std = np.where(std > 0, std, 1.0).astype(np.float32)
+        return self
+
+    def _scaled(self, y: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """Targets in the units the network is trained in, (N, T) of `dtype`."""
+        y = y.reshape(len(y), -1).astype(dtype, copy=False)
+        if self.mean is None:
+            return y
+        return (y - self.mean.astype(dtype)) / self.std.astype(dtype)
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, T) -> predictions in the targets' units (N, T)."""
+        if self.mean is None:
+            return scores
+        return scores * self.std + self.mean
+
+    def metrics(self, scores: np.ndarray, y: np.ndarray, detail: bool = False) -> dict[str, float]:
+        """MAE and RMSE over all outputs; `detail` adds the training-mean baseline RMSE when fitted."""
+        y = y.reshape(len(y), -1)
+        values = regression_errors(self.predict(scores), y)
+        if detail and self.train_mean is not None:
+            values["rmse_baseline"] = rmse(np.broadcast_to(self.train_mean, y.shape), y)
+        return values
+
+    def state(self) -> dict[str, np.ndarray]:
+        """`target_mean` and `target_std` when standardizing (predictions are `s * std + mean`)."""
+        if self.mean is None:
+            return {}
+        return {"target_mean": self.mean, "target_std": self.std}
+
+
+class L2Loss(RegressionLoss):
+    """Squared L2 norm of the error: `L_i = ||s_i - y_i||^2 = sum_t (s_it - y_it)^2`.
+
+    Averaged over N (not over T, no 1/2). Gradient `2 (s - y) / N`. PyTorch's `mse_loss`
+    (mean) is this / T.
+    """
+
+    def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """scores: (N, T), y: (N, T) or (N,) float -> (loss, dscores (N, T))."""
+        n = scores.shape[0]
+        diff = scores - self._scaled(y, scores.dtype)
+        loss = float(np.einsum("ij,ij->", diff, diff)) / n
+        diff *= 2.0 / n
+        return loss, diff
+
+
+class L1Loss(RegressionLoss):
+    """L1 norm of the error: `L_i = ||s_i - y_i||_1 = sum_t |s_it - y_it|`.
+
+    Averaged over N. Gradient `sign(s - y) / N`. PyTorch's `l1_loss` (mean) is this / T.
+    """
+
+    def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """scores: (N, T), y: (N, T) or (N,) float -> (loss, dscores (N, T))."""
+        n = scores.shape[0]
+        diff = scores - self._scaled(y, scores.dtype)
+        loss = float(np.abs(diff).sum()) / n
+        dscores = np.sign(diff)
+        dscores /= n
+        return loss, dscores
+
+
+class BinnedRegression(Loss):
+    """A class loss trained on a 1-D regression target cut into K bins.
+
+    `edges` (K-1,) are increasing inner bin edges: bin k holds `edges[k-1] <= y < edges[k]`.
+    `centres` (K,) are the values predicted for each bin (the mean training target in it).
+    Metrics: `accuracy` of the bin, and `mae`, `rmse` of the predicted centres (with `detail`
+    also the training-mean `rmse_baseline`), all in the targets' original units. Targets: float (N, 1).
+    """
+
+    target_kind = "regression"
+    primary_metric = "rmse"
+    higher_is_better = False
+
+    def __init__(self, inner: ClassLoss, edges: np.ndarray, centres: np.ndarray, train_mean: float) -> None:
+        self.inner = inner
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self.centres = np.asarray(centres, dtype=np.float64)
+        self.train_mean = float(train_mean)
+
+    def output_dim(self, n_targets: int) -> int:
+        """The inner class loss's output size for K classes."""
+        return self.inner.output_dim(len(self.centres))
+
+    def to_bins(self, y: np.ndarray) -> np.ndarray:
+        """y: (N, 1) or (N,) float -> bin index (N,) int in 0..K-1."""
+        return np.searchsorted(self.edges, y.reshape(len(y)), side="right")
+
+    def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """scores: (N, K'), y: (N, 1) float -> the inner loss on the bin indices."""
+        return self.inner.loss_and_grad(scores, self.to_bins(y))
+
+    def loss(self, scores: np.ndarray, y: np.ndarray) -> float:
+        """The inner loss on the bin indices."""
+        return self.inner.loss(scores, self.to_bins(y))
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        """scores -> the predicted bin's centre (N, 1)."""
+        return self.centres[self.inner.predict(scores)][:, None]
+
+    def metrics(self, scores: np.ndarray, y: np.ndarray, detail: bool = False) -> dict[str, float]:
+        """Bin accuracy, MAE and RMSE of the bin centres; `detail` adds the training-mean baseline RMSE."""
+        y = y.reshape(len(y), 1)
+        bins = self.inner.predict(scores)
+        values = {"accuracy": accuracy(bins, self.to_bins(y))}
+        values.update(regression_errors(self.centres[bins][:, None], y))
+        if detail:
+            values["rmse_baseline"] = rmse(np.full_like(y, self.train_mean, dtype=np.float64), y)
+        return values
+
+    def state(self) -> dict[str, np.ndarray]:
+        """`bin_edges` (K-1,) and `bin_centres` (K,)."""
+        return {"bin_edges": self.edges, "bin_centres": self.centres}
+
+
+def fit_bins(y_train: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quantile bins of a 1-D training target -> (inner edges (K-1,), centres (K,)).
+
+    The edges are the k/K quantiles (k = 1..K-1) of the training targets. Repeated values
+    (ties) can leave a bin empty; such a bin is merged into the one below, so K can come out
+    smaller than asked. A bin's centre is the mean of the training targets inside it.
+    """
+    y = np.asarray(y_train, dtype=np.float64).reshape(len(y_train))
+    edges = np.unique(np.quantile(y, np.arange(1, n_bins) / n_bins))
+    edges = edges[edges > y.min()]
+    while True:
+        index = np.searchsorted(edges, y, side="right")
+        counts = np.bincount(index, minlength=len(edges) + 1)
+        empty = np.flatnonzero(counts == 0)
+        if not len(empty):
+            break
+        edges = np.delete(edges, empty[0] - 1)  # bin 0 is never empty: every edge exceeds min(y)
+    centres = np.bincount(index, weights=y) / counts
+    return edges, centres
+
+
+# ---- label trees ------------------------------------------------------------------------------
+
+def tree_leaves(node: TreeNode) -> list[int]:
+    """The leaves of a binary tree, left to right."""
+    if isinstance(node, tuple):
+        return tree_leaves(node[0]) + tree_leaves(node[1])
+    return [node]
+
+
+def balanced_tree(children: list) -> TreeNode:
+    """A binary tree over `children` (leaves or subtrees) by halving the list recursively."""
+    if len(children) == 1:
+        return children[0]
+    half = (len(children) + 1) // 2
+    return (balanced_tree(children[:half]), balanced_tree(children[half:]))
+
+
+def tree_from_spec(spec: list, class_names: Sequence[str], where: str = "loss.tree") -> TreeNode:
+    """A config tree (nested lists of class names) -> a binary tree of class indices.
+
+    A list with more than two children is split into a balanced binary subtree (first half
+    left); a one-element list is its element. Every class must appear exactly once.
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    seen: list[str] = []
+
+    def convert(node: Any) -> TreeNode:
+        if isinstance(node, list):
+            if not node:
+                raise UserInputError(f"{where}: empty list in the label tree")
+            return balanced_tree([convert(child) for child in node])
+        name = str(node)
+        if name not in index:
+            raise UserInputError(
+                f"{where}: unknown class {name!r}; the classes are: {', '.join(class_names)}")
+        seen.append(name)
+        return index[name]
+
+    tree = convert(spec)
+    duplicates = sorted({n for n in seen if seen.count(n) > 1})
+    if duplicates:
+        raise UserInputError(f"{where}: classes listed more than once: {', '.join(duplicates)}")
+    missing = [n for n in class_names if n not in seen]
+    if missing:
+        raise UserInputError(f"{where}: classes missing from the label tree: {', '.join(missing)}")
+    return tree
+
+
+def check_tree_spec(spec: Any) -> list:
+    """Structural check of a config tree: nested non-empty lists of names, no name twice."""
+    if not isinstance(spec, list):
+        raise ValueError("must be a list (nested lists of class names)")
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            if not node:
+                raise ValueError("holds an empty list")
+            for child in node:
+                walk(child)
+        elif isinstance(node, (str, int)) and not isinstance(node, bool):
+            names.append(str(node))
+        else:
+            raise ValueError(f"holds {node!r}; only class names and lists are allowed")
+
+    walk(spec)
+    if len(names) < 2:
+        raise ValueError("needs at least two classes")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"lists classes more than once: {', '.join(duplicates)}")
+    return spec
+
+
+# ---- registry and factory ---------------------------------------------------------------------
+
+LOSSES: dict[str, type[Loss]] = {
     "softmax": SoftmaxCrossEntropy,
+    "svm": MulticlassSVM,
+    "squared_hinge": SquaredHinge,
+    "hierarchical_softmax": HierarchicalSoftmax,
+    "attribute_hinge": AttributeHinge,
+    "attribute_logistic": AttributeLogistic,
+    "l2": L2Loss,
+    "l1": L1Loss,
 }
-"""Registry: config name -> loss class."""
+"""Registry: config name -> loss class (`build_loss` constructs them from a `LossConfig`)."""
+
+MARGIN_LOSSES = ("svm", "squared_hinge")
+"""Losses with a configurable `margin`."""
+
+
+def loss_target_kind(cfg) -> str:
+    """The kind of targets the loss of `cfg` (a `LossConfig`) trains on: classes, attributes or regression."""
+    if getattr(cfg, "bins", None) is not None:
+        return "regression"
+    return LOSSES[cfg.name].target_kind
+
+
+def metric_key(name: str) -> str:
+    """A name made safe for metric keys: lower case letters, digits and underscores."""
+    return re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_") or "x"
+
+
+def build_class_loss(cfg, class_names: Sequence[str], dataset: str) -> ClassLoss:
+    """The class loss `cfg` names, for these classes (the tree of hierarchical_softmax is resolved here)."""
+    if cfg.name == "softmax":
+        return SoftmaxCrossEntropy()
+    if cfg.name in MARGIN_LOSSES:
+        return LOSSES[cfg.name](margin=cfg.margin)
+    if cfg.name == "hierarchical_softmax":
+        if len(class_names) < 2:
+            raise UserInputError(f"loss.name=hierarchical_softmax needs at least two classes (data.dataset={dataset})")
+        if cfg.tree is None:
+            return HierarchicalSoftmax.balanced(len(class_names))
+        return HierarchicalSoftmax(tree_from_spec(cfg.tree, class_names, f"loss.tree (data.dataset={dataset})"))
+    raise ValueError(f"{cfg.name} is not a class loss")
+
+
+def build_loss(cfg, data) -> Loss:
+    """The loss `cfg` (a `LossConfig`) describes for `data` (a `Dataset`), fitted on its training targets.
+
+    First makes the targets the loss needs the dataset's current ones (`Dataset.use_targets`,
+    a `UserInputError` naming loss.name and data.dataset when it has none); the network then
+    needs `loss.output_dim(data.n_targets)` outputs.
+    """
+    kind = loss_target_kind(cfg)
+    data.use_targets(kind, cfg.name)
+    if cfg.bins is not None:
+        if data.y_train.reshape(len(data.y_train), -1).shape[1] != 1:
+            raise UserInputError(
+                f"loss.bins needs a single regression target, but data.dataset={data.name} has "
+                f"{data.y_train.shape[1]}; drop loss.bins or use one target column")
+        edges, centres = fit_bins(data.y_train, cfg.bins)
+        if len(centres) < 2:
+            raise UserInputError(
+                f"loss.bins={cfg.bins}: the training targets of data.dataset={data.name} take a single value")
+        inner = build_class_loss(cfg, [f"bin{k}" for k in range(len(centres))], data.name)
+        return BinnedRegression(inner, edges, centres, float(np.mean(data.y_train, dtype=np.float64)))
+    if kind == "classes":
+        return build_class_loss(cfg, data.class_names, data.name)
+    if kind == "attributes":
+        return LOSSES[cfg.name]([metric_key(n) for n in data.attribute_names])
+    return LOSSES[cfg.name](standardize=cfg.standardize_targets).fit(data.y_train)
