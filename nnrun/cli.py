@@ -25,7 +25,7 @@ app = typer.Typer(
     help="nnrun: train NumPy MLPs from YAML configs and see what each setup choice does.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-SetOption = Annotated[list[str], typer.Option(
+SetOption = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="KEY=VALUE", help="Override a config value, e.g. --set optim.lr=0.01 (repeatable).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
@@ -56,8 +56,9 @@ def print_json(obj: Any) -> None:
 @command()
 def train(
     config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
-    set_: SetOption = [],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default: RUNS_DIR/NAME-TIME).")] = None,
+    set_: SetOption = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Run directory (default: RUNS_DIR/NAME-TIME).")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Parent folder of default run directories.")] = Path("runs"),
     overwrite: Annotated[bool, typer.Option(help="Reuse an --out folder that already holds files.")] = False,
     json_: JsonOption = False,
@@ -67,7 +68,7 @@ def train(
     from nnrun.runs import RunDir
     from nnrun.train import SilentReporter, default_run_path, run_experiment
 
-    cfg = load_config(config, set_)
+    cfg = load_config(config, set_ or ())
     run = RunDir.create(out or default_run_path(runs_dir, cfg.name), overwrite=overwrite)
     reporter = SilentReporter() if quiet else RichReporter()
     try:
@@ -84,11 +85,11 @@ def train(
 @command()
 def validate(
     config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
-    set_: SetOption = [],
+    set_: SetOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Check a config and print it resolved (defaults filled in, overrides applied)."""
-    cfg = load_config(config, set_)
+    cfg = load_config(config, set_ or ())
     if json_:
         print_json(cfg.model_dump(mode="json"))
     else:
@@ -99,6 +100,176 @@ def validate(
 def schema() -> None:
     """Print the JSON schema of experiment configs (for editor completion)."""
     print_json(ExperimentConfig.model_json_schema())
+
+
+@command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file (the base of every point).")],
+    grid: Annotated[list[str] | None, typer.Option(
+        "--grid", "-g", metavar="KEY=V1,V2,...",
+        help="Values of one key; several --grid options form the cartesian product (repeatable).")] = None,
+    random: Annotated[int | None, typer.Option(
+        "--random", metavar="N", help="Draw N random points: --space keys from their distribution, --grid keys "
+                                      "uniformly from their lists.")] = None,
+    space: Annotated[list[str] | None, typer.Option(
+        "--space", metavar="KEY=DIST(...)",
+        help="A distribution for --random: uniform(a,b), loguniform(a,b), randint(a,b), choice(v1,v2,...).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the random draws (default: the config's seed).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at the same time.")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        help="BLAS threads per run (default: cores // jobs; jobs x threads may not exceed the cores).")] = None,
+    executor: Annotated[str, typer.Option(help="Where runs execute: local (worker processes) or dask.")] = "local",
+    scheduler: Annotated[str | None, typer.Option(
+        metavar="ADDR", help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster).")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Parent folder of the run directories.")] = Path("runs"),
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", metavar="KEY=VALUE", help="Override a base config value, e.g. --set train.epochs=5 "
+                                                 "(repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Validate and list the points and their run directories; "
+                                               "run nothing.")] = False,
+    json_: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
+) -> None:
+    """Run a grid or random sweep, one run directory per point; completed points are skipped on rerun.
+
+    Exit code 0 when every run completed, 1 when some failed, 2 for bad input (nothing runs then).
+    """
+    from nnrun.sweep import (
+        SweepProgress,
+        outcome_report,
+        plan_report,
+        plan_sweep,
+        plan_table,
+        print_table,
+        results_table,
+        run_sweep,
+    )
+
+    plan = plan_sweep(config, overrides=set_ or (), grid=grid or (), space=space or (), n_random=random, seed=seed,
+                      runs_dir=runs_dir)
+    if dry_run:
+        if json_:
+            print_json(plan_report(plan))
+        elif not quiet:
+            print_table(plan_table(plan))
+        return
+    progress = None if quiet or json_ else SweepProgress()
+    outcome = run_sweep(plan, jobs=jobs, threads=threads, executor=executor, scheduler=scheduler, progress=progress)
+    if json_:
+        print_json(outcome_report(outcome))
+    elif not quiet:
+        print_table(results_table(outcome))
+        if outcome.interrupted:
+            stderr_console.print("sweep interrupted: rerun the same command to run what is missing")
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@command()
+def runs(
+    runs_dir: Annotated[Path, typer.Argument(help="Folder of run directories (or one run directory).")] = Path("runs"),
+    sort: Annotated[str | None, typer.Option(
+        metavar="KEY", help="Sort by a column, ascending; -KEY descending (write --sort=-KEY). "
+                            "Default: best val_accuracy first.")] = None,
+    filter_: Annotated[list[str] | None, typer.Option(
+        "--filter", "-f", metavar="KEY=VALUE",
+        help="Keep runs where KEY=VALUE (also !=, <, <=, >, >=), e.g. status=completed (repeatable).")] = None,
+    format_: Annotated[str, typer.Option(
+        "--format", help="table (stderr), csv or json (stdout).")] = "table",
+    columns: Annotated[list[str] | None, typer.Option(
+        "--columns", "-c", metavar="A,B,...",
+        help="Columns to show: run, path, status, started, reason, config keys (optim.lr), summary keys.")] = None,
+) -> None:
+    """List run directories: status, the config keys that differ between runs, metrics and time."""
+    from rich.table import Table
+
+    from nnrun.runs import runs_csv, runs_json, select_runs
+    from nnrun.sweep import print_table, show
+
+    if format_ not in ("table", "csv", "json"):
+        raise UserInputError(f"--format must be table, csv or json, got {format_!r}")
+    records, chosen = select_runs(runs_dir, filters=filter_ or (), sort=sort, columns=columns)
+    if format_ == "csv":
+        sys.stdout.write(runs_csv(records, chosen))
+    elif format_ == "json":
+        print_json(runs_json(runs_dir, records, chosen))
+    elif not records:
+        stderr_console.print(f"no runs in {runs_dir}")
+    else:
+        table = Table(title=f"{len(records)} runs in {runs_dir}")
+        for c in chosen:
+            table.add_column(c, overflow="fold")
+        for r in records:
+            table.add_row(*(show(r.get(c)) for c in chosen))
+        print_table(table)
+
+
+@command()
+def gradcheck(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    set_: SetOption = None,
+    batch_size: Annotated[int, typer.Option(help="Training examples in the checked batch.")] = 16,
+    h: Annotated[float, typer.Option("--h", help="Step of the centered differences.")] = 1e-5,
+    tol: Annotated[float, typer.Option(help="Largest acceptable relative error.")] = 1e-5,
+    max_entries: Annotated[int, typer.Option(
+        help="Entries checked per parameter (a seeded sample); 0 checks all.")] = 200,
+    json_: JsonOption = False,
+) -> None:
+    """Check the configured network's analytic gradients against centered differences (float64); exit 1 on failure."""
+    from nnrun.diagnostics import gradcheck as run_gradcheck
+    from nnrun.diagnostics import gradcheck_table
+
+    cfg = load_config(config, set_ or ())
+    if max_entries < 0:
+        raise UserInputError(f"--max-entries must be >= 0 (0 checks all), got {max_entries}")
+    result = run_gradcheck(cfg, batch_size=batch_size, h=h, tol=tol, max_entries=max_entries or None)
+    if json_:
+        print_json(result)
+    else:
+        stderr_console.print(gradcheck_table(result))
+    if not result["passed"]:
+        raise typer.Exit(1)
+
+
+@command()
+def preprocess(
+    config: Annotated[Path | None, typer.Argument(help="Experiment YAML file (default: all defaults, digits).")] = None,
+    whiten: Annotated[bool | None, typer.Option(
+        "--whiten/--no-whiten", help="Whiten the kept components (sets preprocess.whiten).")] = None,
+    pca: Annotated[int | None, typer.Option(
+        "--pca", metavar="K", help="Keep K principal components (sets preprocess.pca).")] = None,
+    eps: Annotated[float | None, typer.Option(
+        "--eps", metavar="E", help="Whitening epsilon added to each eigenvalue (sets preprocess.eps).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Folder for the figures and preprocess.npz "
+                            "(default: RUNS_DIR/NAME-preprocess-TIME).")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Parent folder of the default output folder.")] = Path("runs"),
+    overwrite: Annotated[bool, typer.Option(help="Replace figures and statistics already in --out.")] = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", metavar="KEY=VALUE", help="Override a config value, e.g. --set data.dataset=cifar10 "
+                                                 "(repeatable).")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Fit the preprocessing on the training split; print shapes, variance kept and fit time; draw PCA figures."""
+    from nnrun.preprocess import preprocess_report, report_table
+    from nnrun.train import default_run_path
+
+    overrides = list(set_ or ())
+    if whiten is not None:
+        overrides.append(f"preprocess.whiten={str(whiten).lower()}")
+    if pca is not None:
+        overrides.append(f"preprocess.pca={pca}")
+    if eps is not None:
+        overrides.append(f"preprocess.eps={eps!r}")
+    cfg = load_config(config, overrides)
+    result = preprocess_report(cfg, out=out or default_run_path(runs_dir, f"{cfg.name}-preprocess"),
+                               overwrite=overwrite)
+    if json_:
+        print_json(result)
+        return
+    stderr_console.print(report_table(result))
+    for path in result["files"].values():
+        stderr_console.print(f"wrote {path}", soft_wrap=True, markup=False, highlight=False)
 
 
 def main() -> None:

@@ -9,17 +9,19 @@ allowed. `ExperimentConfig.model_json_schema()` gives the JSON schema editors us
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nnrun.datasets import DATASET_TARGETS, DATASETS, TARGET_WORDS, losses_for
 from nnrun.errors import UserInputError
 from nnrun.nn.init import INIT_SCHEMES
 from nnrun.nn.layers import ACTIVATIONS
-from nnrun.nn.losses import LOSSES
-from nnrun.optim import OPTIMIZERS
+from nnrun.nn.losses import LOSSES, check_tree_spec, loss_target_kind
+from nnrun.optim import OPTIMIZERS, SCHEDULES
 
 DATA_ROOT_ENV = "NNRUN_DATA_ROOT"
 """Environment variable that sets the default `data.root`."""
@@ -39,8 +41,11 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Which dataset, where it lives, and how it is split."""
 
-    dataset: Literal["digits", "cifar10"] = Field(
-        "digits", description="Dataset name: digits (bundled, 8x8) or cifar10 (32x32 colour).")
+    dataset: one_of(DATASETS) = Field(
+        "digits", description="Dataset name: digits (bundled 8x8 images), cifar10 (32x32 colour; classes or "
+                              "attributes), diabetes (bundled regression) or npz (a file at data.path).")
+    path: str | None = Field(
+        None, description="The .npz file of dataset npz (keys X and y / attributes / targets; see docs/losses.md).")
     root: str | None = Field(
         None, description=f"Folder holding dataset files; default ${DATA_ROOT_ENV} or 'data'.")
     download: bool = Field(
@@ -52,45 +57,174 @@ class DataConfig(Section):
     train_size: int | None = Field(
         None, gt=0, description="Keep only this many training examples (a seeded subset); null keeps all.")
 
+    @model_validator(mode="after")
+    def _path_for_npz(self) -> DataConfig:
+        if self.dataset == "npz" and not self.path:
+            raise ValueError("data.path is required when data.dataset is npz (the .npz file to load)")
+        if self.dataset != "npz" and self.path:
+            raise ValueError(f"data.path is only read for data.dataset=npz, not {self.dataset}")
+        return self
+
     def resolved_root(self) -> Path:
         """The data folder: `root`, else the environment variable, else `data`."""
         return Path(self.root or os.environ.get(DATA_ROOT_ENV) or "data")
 
 
 class PreprocessConfig(Section):
-    """Preprocessing, fitted on the training split only and applied to val and test."""
+    """Preprocessing, fitted on the training split only and applied to val and test (docs/preprocessing.md).
 
-    center: Literal["none", "per_feature"] = Field(
-        "per_feature", description="Mean subtraction: none, or per_feature (subtract the mean image).")
+    Steps in order: centre, scale, then optionally PCA (rotate onto the top `pca` eigenvectors of
+    the covariance) and whitening (divide each kept component by sqrt(eigenvalue + eps)).
+    `whiten: true` with `pca: null` whitens all components (the output keeps every dimension).
+    PCA and whitening need `center: per_feature`: the covariance is taken about the per-feature mean.
+    """
+
+    center: Literal["none", "per_feature", "global", "per_channel"] = Field(
+        "per_feature", description="Mean subtraction: none, per_feature (the mean image), global (one scalar) "
+                                   "or per_channel (one mean per colour channel).")
+    scale: Literal["none", "std", "minmax"] = Field(
+        "none", description="Scaling after centring: none, std (divide each feature by its standard deviation) "
+                            "or minmax (each feature's training range onto [-1, 1]).")
+    pca: int | None = Field(
+        None, ge=1, strict=True, description="Keep this many principal components (eigenvectors by descending "
+                                             "eigenvalue); null: no reduction.")
+    whiten: bool = Field(
+        False, description="Divide each kept principal component by sqrt(eigenvalue + eps); with pca null, "
+                           "all components are kept and whitened.")
+    eps: float = Field(
+        1e-5, ge=0, allow_inf_nan=False, description="Added to each eigenvalue before the square root when whitening.")
+
+    @model_validator(mode="after")
+    def _pca_needs_feature_mean(self) -> PreprocessConfig:
+        if (self.pca is not None or self.whiten) and self.center != "per_feature":
+            raise ValueError(
+                f"preprocess.center must be per_feature when preprocess.pca or preprocess.whiten is set "
+                f"(PCA diagonalizes the covariance about the per-feature mean), got center={self.center}; "
+                f"set center: per_feature, or pca: null and whiten: false")
+        return self
+
+
+class LayerConfig(Section):
+    """Settings of one Linear layer that override the network-wide ones (null keeps those)."""
+
+    init: one_of(INIT_SCHEMES) | None = Field(None, description="Weight init scheme of this layer.")
+    init_scale: float | None = Field(None, gt=0, description="Std of the small and sparse gaussians here.")
+    sparse_k: int | None = Field(None, ge=1, description="Nonzero incoming weights per neuron for sparse here.")
+    bias_init: float | None = Field(None, description="Constant this layer's biases start at.")
+    l2: float | None = Field(None, ge=0, description="L2 strength of this layer's weights.")
+    l1: float | None = Field(None, ge=0, description="L1 strength of this layer's weights.")
+    max_norm: float | None = Field(None, gt=0, description="Max-norm bound of this layer's weight columns.")
 
 
 class ModelConfig(Section):
-    """The MLP: hidden layer sizes, activation, weight and bias initialization."""
+    """The MLP: hidden layer sizes, activation, weight and bias initialization, BatchNorm, dropout.
+
+    Layout per hidden layer i: Linear -> BatchNorm (if on) -> activation -> Dropout (if keep < 1).
+    """
 
     hidden: list[int] = Field([100], description="Hidden layer widths, input side first; [] is a linear model.")
     activation: one_of(ACTIVATIONS) = Field("relu", description="Non-linearity after each hidden layer.")
+    leaky_slope: float = Field(0.01, gt=0, lt=1, description="Slope of leaky_relu for negative inputs.")
     init: one_of(INIT_SCHEMES) = Field("he", description="Weight init scheme for every Linear layer.")
+    init_scale: float = Field(0.01, gt=0, description="Std of the gaussian of the small and sparse schemes.")
+    sparse_k: int = Field(10, ge=1, description="Nonzero incoming weights per output neuron for the sparse scheme.")
     bias_init: float = Field(0.0, description="Constant every bias starts at (0 or a small value such as 0.01).")
+    batchnorm: bool = Field(False, description="BatchNorm after each hidden Linear layer, before the activation.")
+    bn_momentum: float = Field(
+        0.1, gt=0, le=1, description="Running-average momentum: running = (1 - m) * running + m * batch (PyTorch).")
+    bn_eps: float = Field(1e-5, gt=0, description="Added to the variance before the square root in BatchNorm.")
+    dropout: float = Field(
+        1.0, gt=0, le=1, description="Keep probability p of dropout after each hidden activation; 1 disables it.")
+    dropout_mode: Literal["inverted", "vanilla"] = Field(
+        "inverted", description="inverted: scale by 1/p while training; vanilla: scale by p at test time.")
+    layers: dict[int, LayerConfig] = Field(
+        default_factory=dict,
+        description="Per-layer overrides by Linear layer index: 0 = first hidden, len(hidden) = output layer.")
+
+    @model_validator(mode="after")
+    def _layers_exist(self) -> ModelConfig:
+        n = len(self.hidden)
+        for index in self.layers:
+            if not 0 <= index <= n:
+                raise ValueError(
+                    f"model.layers.{index}: no such Linear layer; allowed indices 0..{n} "
+                    f"(0 = first hidden layer, {n} = output layer, for hidden = {self.hidden})")
+        return self
 
 
 class RegularizationConfig(Section):
-    """Penalties on the weights."""
+    """Penalties on the weights (per-layer strengths go in model.layers)."""
 
     l2: float = Field(0.0, ge=0, description="L2 strength: adds 0.5 * l2 * sum(W**2) per weight matrix.")
+    l1: float = Field(
+        0.0, ge=0, description="L1 strength: adds l1 * sum(|W|) per weight matrix (with l2: elastic net).")
+    max_norm: float | None = Field(
+        None, gt=0, description="Project each neuron's incoming weight vector to norm <= max_norm after each update.")
+    regularize_bias: bool = Field(False, description="Apply l2/l1 to biases too.")
+    regularize_bn: bool = Field(False, description="Apply l2/l1 to BatchNorm gamma and beta too.")
 
 
 class LossConfig(Section):
-    """The data loss on the network's scores."""
+    """The data loss on the network's scores and the options of each loss (see docs/losses.md).
 
-    name: one_of(LOSSES) = Field("softmax", description="Loss function on the output scores.")
+    Options a loss does not use are ignored (so a sweep over `loss.name` can share them),
+    except `bins`, which only class losses accept.
+    """
+
+    name: one_of(LOSSES) = Field(
+        "softmax", description="Loss: softmax, svm, squared_hinge, hierarchical_softmax (class labels); "
+                               "attribute_hinge, attribute_logistic (0/1 attributes); l2, l1 (regression).")
+    margin: float = Field(1.0, gt=0, description="svm, squared_hinge: the margin delta in max(0, s_j - s_y + delta).")
+    tree: list[Any] | None = Field(
+        None, description="hierarchical_softmax: label tree as nested lists of class names (a list of more than "
+                          "two is split in halves); null: a balanced tree over the classes in order.")
+    bins: int | None = Field(
+        None, ge=2, description="Class losses on a 1-D regression target: cut it into this many quantile bins "
+                                "fitted on the training split and train a classifier; null: off.")
+    standardize_targets: bool = Field(
+        True, description="l2, l1: train on (y - mean) / std of the training targets; metrics stay in y's units.")
+
+    @field_validator("tree")
+    @classmethod
+    def _tree_shape(cls, tree: list[Any] | None) -> list[Any] | None:
+        return None if tree is None else check_tree_spec(tree)
+
+    @model_validator(mode="after")
+    def _bins_need_class_loss(self) -> LossConfig:
+        if self.bins is not None and LOSSES[self.name].target_kind != "classes":
+            raise ValueError(f"loss.bins works with class losses ({', '.join(losses_for(['classes']))}), "
+                             f"not {self.name}; remove loss.bins or change loss.name")
+        return self
+
+
+def check_loss_fits_data(loss: LossConfig, data: DataConfig) -> None:
+    """Raise `UserInputError` when the loss needs targets the dataset cannot have (npz is checked on load)."""
+    offered = DATASET_TARGETS[data.dataset]
+    kind = loss_target_kind(loss)
+    if offered is None or kind in offered:
+        return
+    what = f"loss.bins={loss.bins} (with loss.name={loss.name})" if loss.bins is not None else f"loss.name={loss.name}"
+    raise UserInputError(
+        f"{what} needs {TARGET_WORDS[kind]} targets, but data.dataset={data.dataset} provides "
+        f"{' and '.join(TARGET_WORDS[k] for k in offered)} targets only. Losses for them: "
+        f"{', '.join(losses_for(offered))}" + ("; loss.bins turns a regression target into classes"
+                                                if "regression" in offered else "") + ".")
 
 
 class OptimConfig(Section):
-    """The update rule."""
+    """The update rule and the learning-rate schedule."""
 
     name: one_of(OPTIMIZERS) = Field("momentum", description="Update rule.")
-    lr: float = Field(0.01, gt=0, description="Learning rate.")
-    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum coefficient (momentum).")
+    lr: float = Field(0.01, gt=0, description="Learning rate. With a schedule: the rate of the first epoch.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum coefficient mu (momentum, nesterov).")
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam: decay of the first-moment average.")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam: decay of the second-moment average.")
+    decay_rate: float = Field(0.99, ge=0, lt=1, description="RMSprop: decay of the squared-gradient average.")
+    eps: float = Field(1e-8, gt=0, description="Adam, RMSprop: added to the root of the second moment.")
+    schedule: one_of(SCHEDULES) = Field("constant", description="Learning-rate schedule over epochs.")
+    step_epochs: int = Field(3, ge=1, description="step schedule: epochs between decays.")
+    lr_decay: float = Field(0.1, gt=0, le=1, description="step and exponential schedules: factor per decay.")
+    min_lr: float = Field(0.0, ge=0, description="cosine schedule: learning rate reached after the last epoch.")
 
 
 class TrainConfig(Section):
@@ -101,6 +235,10 @@ class TrainConfig(Section):
     eval_batch_size: int = Field(4096, ge=1, description="Examples per forward pass when evaluating.")
     eval_train_size: int = Field(
         5000, ge=1, description="Training examples (a fixed seeded subset) evaluated each epoch for train accuracy.")
+    patience: int | None = Field(
+        None, ge=1, description="Early stopping: stop after this many epochs without a better val accuracy; null: off.")
+    restore_best: bool = Field(
+        True, description="End with the weights of the epoch with the best val accuracy (else the last epoch's).")
 
 
 class ExperimentConfig(Section):
@@ -115,6 +253,11 @@ class ExperimentConfig(Section):
     loss: LossConfig = Field(default_factory=LossConfig, description="Data loss.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop.")
+
+    @model_validator(mode="after")
+    def _loss_fits_data(self) -> ExperimentConfig:
+        check_loss_fits_data(self.loss, self.data)
+        return self
 
     def to_yaml(self) -> str:
         """The resolved config as YAML, in field order."""
@@ -185,16 +328,32 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
 def describe_error(err: dict[str, Any]) -> str:
     """One line for a pydantic error: dotted key, what was given, what is allowed."""
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    given = err.get("input")
     if err["type"] == "extra_forbidden":
-        parent = ExperimentConfig
-        for part in err["loc"][:-1]:
-            field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
-            annotation = field.annotation if field else None
-            parent = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-            if parent is None:
-                break
-        allowed = f"; allowed keys here: {', '.join(parent.model_fields)}" if parent else ""
+        section = section_at(err["loc"][:-1])
+        allowed = f"; allowed keys here: {', '.join(section.model_fields)}" if section else ""
         return f"{loc}: unknown key{allowed}"
-    message = err["msg"]
-    return f"{loc}: {message} (got {given!r})"
+    if err["type"] == "value_error" and (not err["loc"] or section_at(err["loc"])):
+        # Checks across a section's fields name their keys themselves; the whole section is no useful "got".
+        return err["msg"].removeprefix("Value error, ")
+    return f"{loc}: {err['msg']} (got {err.get('input')!r})"
+
+
+def section_at(loc: tuple) -> type[BaseModel] | None:
+    """The config model found by following `loc` from `ExperimentConfig` (through dict-valued fields too)."""
+    node: Any = ExperimentConfig
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        if not (isinstance(node, type) and issubclass(node, BaseModel)) or str(part) not in node.model_fields:
+            return None
+        node = node.model_fields[str(part)].annotation
+        args = [a for a in typing.get_args(node) if a is not type(None)]
+        if typing.get_origin(node) is dict:
+            node = args[-1]
+            if parts:
+                parts.pop(0)
+            else:
+                return None
+        elif args and typing.get_origin(node) is not Literal:
+            node = args[0]
+    return node if isinstance(node, type) and issubclass(node, BaseModel) else None

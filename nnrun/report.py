@@ -57,8 +57,7 @@ class RichReporter:
 
     def end(self, summary: dict[str, Any]) -> None:
         self.close()
-        self.console.print(f"{summary.get('name', 'run')}: {summary.get('status')}, {summary.get('epochs')} epochs "
-                           f"in {summary.get('seconds', 0):.1f} s")
+        self.console.print(run_line(summary))
         self.console.print(summary_table(summary))
 
     def close(self) -> None:
@@ -74,6 +73,17 @@ class RichReporter:
             self.live = None
 
 
+def run_line(summary: dict[str, Any]) -> str:
+    """One line: status, epochs, time, and which epoch's weights the final metrics use."""
+    line = (f"{summary.get('name', 'run')}: {summary.get('status')}, {summary.get('epochs')} epochs "
+            f"in {summary.get('seconds', 0):.1f} s")
+    if summary.get("stopped_early"):
+        line += ", stopped early (patience)"
+    if summary.get("restored_best") and summary.get("best_epoch") != summary.get("epochs"):
+        line += f"; final metrics use the best epoch's weights (epoch {summary.get('best_epoch')})"
+    return line
+
+
 def key_value_table(title: str, values: dict[str, Any]) -> Table:
     """A two-column table of `values`."""
     table = Table(title=title, show_header=False)
@@ -85,11 +95,21 @@ def key_value_table(title: str, values: dict[str, Any]) -> Table:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    """Final metrics as a table with one row per split (train, val, test)."""
+    """Final metrics as a table with one row per split (train, val, test).
+
+    With many metrics (per-attribute accuracies) the table turns: one row per metric.
+    """
     splits = ("train", "val", "test")
     metrics = sorted({k.split("_", 1)[1] for k in summary if k.split("_", 1)[0] in splits and "_" in k
                       and not k.startswith(("n_",))} - {"seconds"})
     table = Table(title="final metrics")
+    if len(metrics) > 6:
+        table.add_column("metric")
+        for split in splits:
+            table.add_column(split, justify="right")
+        for m in metrics:
+            table.add_row(m, *(fmt(summary.get(f"{split}_{m}", "")) for split in splits))
+        return table
     table.add_column("split")
     for m in metrics:
         table.add_column(m, justify="right")
