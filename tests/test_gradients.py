@@ -4,29 +4,14 @@ import numpy as np
 import pytest
 
 from nnrun.config import ModelConfig
+from nnrun.diagnostics import numeric_gradient, relative_error
 from nnrun.nn.layers import Linear, ReLU
 from nnrun.nn.losses import SoftmaxCrossEntropy
 from nnrun.nn.model import build_mlp
 
 
-def numeric_gradient(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    """Centered differences of scalar f() with respect to every entry of x (changed in place)."""
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + h
-        plus = f()
-        x[i] = old - h
-        minus = f()
-        x[i] = old
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
-
-
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+    return float(relative_error(a, b, floor=1e-8).max())
 
 
 @pytest.fixture

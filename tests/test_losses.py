@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
+from nnrun.diagnostics import numeric_gradient
 from nnrun.errors import UserInputError
 from nnrun.nn.losses import (
     LOSSES,
@@ -69,20 +70,6 @@ LOSS_CASES = {
 }
 
 
-def numeric_grad(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    """Centered differences of the scalar f at x (float64)."""
-    grad = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + h
-        plus = f(x)
-        x[idx] = old - h
-        minus = f(x)
-        x[idx] = old
-        grad[idx] = (plus - minus) / (2 * h)
-    return grad
-
-
 def test_every_registered_loss_has_a_gradient_check():
     covered = {type(factory()) for factory in LOSS_CASES.values()}
     assert set(LOSSES.values()) <= covered
@@ -97,7 +84,8 @@ def test_numeric_gradient(case):
     value, dscores = loss.loss_and_grad(scores.copy(), y)
     assert dscores.shape == scores.shape and dscores.dtype == np.float64
     assert value == pytest.approx(loss.loss(scores.copy(), y), rel=1e-12)
-    expected = numeric_grad(lambda s: loss.loss_and_grad(s.copy(), y)[0], scores.copy())
+    point = scores.copy()
+    expected = numeric_gradient(lambda: loss.loss_and_grad(point.copy(), y)[0], point, h=1e-6)
     np.testing.assert_allclose(dscores, expected, rtol=1e-5, atol=1e-8)
     assert np.abs(dscores).sum() > 0
 
