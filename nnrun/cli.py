@@ -272,6 +272,61 @@ def preprocess(
         stderr_console.print(f"wrote {path}", soft_wrap=True, markup=False, highlight=False)
 
 
+@command("compare-inits")
+def compare_inits_command(
+    config: Annotated[Path | None, typer.Argument(help="Experiment YAML file (default: all defaults, digits).")] = None,
+    schemes: Annotated[str, typer.Option(metavar="A,B,...", help="Init schemes to compare, comma-separated.")] = (
+        "zeros,small,calibrated,xavier,he,sparse"),
+    depth: Annotated[int, typer.Option(help="Hidden layers.")] = 10,
+    width: Annotated[int, typer.Option(help="Units per hidden layer.")] = 500,
+    activation: Annotated[str | None, typer.Option(
+        help="Hidden non-linearity: relu, leaky_relu, tanh, sigmoid, identity (default: the config's).")] = None,
+    batchnorm: Annotated[bool | None, typer.Option(
+        "--batchnorm/--no-batchnorm", help="Only with (only without) BatchNorm. Default: train both variants; "
+                                           "forward statistics without it.")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs of each training run.")] = 5,
+    examples: Annotated[int, typer.Option(help="Training examples in the forward-statistics batch.")] = 1000,
+    train: Annotated[bool, typer.Option("--train/--no-train", help="Run the training comparison.")] = True,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", "-j", help="Training runs at the same time, in worker processes of one BLAS thread each "
+                             "(default: one per core).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Folder for the figures and statistics (default: RUNS_DIR/compare-inits-TIME).")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Parent folder of the default output folder.")] = Path("runs"),
+    overwrite: Annotated[bool, typer.Option(help="Replace figures and statistics already in --out.")] = False,
+    set_: SetOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Show what each weight init scheme does: activation statistics through a deep network, and short
+    training runs without and with BatchNorm; writes an activation-histogram grid and loss curves."""
+    from nnrun.compare_inits import compare_inits, forward_table, parse_schemes, training_table
+    from nnrun.sweep import print_table
+    from nnrun.train import default_run_path
+
+    cfg = load_config(config, set_ or ())
+    chosen = parse_schemes(schemes)
+
+    def progress(run: dict[str, Any], done: int, total: int) -> None:
+        acc = run["final_val_accuracy"]
+        stderr_console.print(f"[{done}/{total}] {run['scheme']}{' + BatchNorm' if run['batchnorm'] else ''}: "
+                             f"{run['status']}, val accuracy {'-' if acc is None else f'{100 * acc:.1f} %'} "
+                             f"({run['seconds']:.1f} s)", markup=False, highlight=False)
+
+    result = compare_inits(cfg, out=out or default_run_path(runs_dir, "compare-inits"), schemes=chosen, depth=depth,
+                           width=width, activation=activation, batchnorm=batchnorm, epochs=epochs,
+                           examples=examples, jobs=jobs, train=train, overwrite=overwrite,
+                           on_run_end=None if json_ else progress)
+    if json_:
+        print_json(result)
+        return
+    print_table(forward_table(result))
+    if result["training"]:
+        print_table(training_table(result))
+    for path in result["files"].values():
+        stderr_console.print(f"wrote {path}", soft_wrap=True, markup=False, highlight=False)
+    stderr_console.print(f"done in {result['seconds']:.1f} s", markup=False, highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

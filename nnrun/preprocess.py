@@ -1,55 +1,543 @@
 """Preprocessing fitted on the training split only, then applied to train, val and test.
 
 Fitting statistics on all data and splitting afterwards leaks val/test information into
-training: `fit` only ever sees `X_train`.
+training: `fit` only ever sees `X_train`. Rows are examples; data are float32 `(N, D)`.
+
+Steps, in order (each optional, chosen by `PreprocessConfig`):
+
+1. centre: `none`; `per_feature` subtracts the mean image `mean = X.mean(0)`; `global` one scalar
+   `X.mean()`; `per_channel` one mean per colour channel (rows are channel-major, `image_shape`
+   = (C, H, W): for CIFAR-10 1024 red, then 1024 green, then 1024 blue values).
+2. scale: `none`; `std` divides each centred feature by its standard deviation (ddof 0);
+   `minmax` maps each feature's training range onto [-1, 1]: `2 (x - min) / (max - min) - 1`
+   (the centring's offset does not survive it). A feature that is constant on the training
+   split (std 0, max = min) is left unscaled (divisor 1) instead of dividing by zero.
+3. PCA (`pca: k`): covariance `C = Xc.T @ Xc / N` (ddof 0) of the centred, scaled data; its
+   eigenvectors `U` by descending eigenvalue `S`; `Xrot = Xc @ U[:, :k]`.
+4. whitening (`whiten: true`): `Xwhite = Xrot / sqrt(S[:k] + eps)`. With `pca: null`, whitening
+   keeps all D components. PCA needs `center: per_feature` (the config enforces it).
+
+Numerics: the mean is accumulated in float64; the covariance is one float32 `ssyrk` (half the
+flops of `X.T @ X`) per block of `CHUNK_ROWS` centred rows, the blocks summed in float64, which keeps
+the whitened training covariance within 0.25 % of the identity on CIFAR-10 (one float32
+product over all 50,000 rows: 1.3 %); the symmetric eigendecomposition (`scipy.linalg.eigh`
+of the D x D covariance, never an SVD of the data) runs in float64, for only the top k eigenvectors
+when k <= D / 4. Eigenvalues below `D * eps64 * max(S)` are rounding noise and are set to 0. Each
+eigenvector's sign is fixed so that its largest-magnitude entry is positive.
+
+Memory: fitting never copies X (only one block of rows at a time), and `transform(X, copy=False)`
+works in place (or, when PCA reduces the dimension, writes only the smaller output).
 """
 
 from __future__ import annotations
 
+import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from nnrun.config import PreprocessConfig
+from nnrun.errors import UserInputError
 from nnrun.io import write_npz
 
+CHUNK_ROWS = 8192
+"""Rows per block when accumulating the covariance and when transforming with a projection."""
+SUBSET_EIGH_FRACTION = 4
+"""Compute only the top k eigenvectors (`subset_by_index`) when k <= D // SUBSET_EIGH_FRACTION."""
+REPORT_KS = (10, 50, 100, 144)
+"""Numbers of components at which `nnrun preprocess` reports the explained variance."""
+FIGURE_K = 144
+"""Components kept in the reconstruction figures (at most D // 4)."""
+FIGURE_IMAGES = 49
+"""Training images shown in the reconstruction figure (a 7 x 7 grid)."""
+REPORT_FILES = {
+    "statistics": "preprocess.npz",
+    "eigenvectors": "eigenvectors.png",
+    "reconstructions": "reconstructions.png",
+    "explained_variance": "explained_variance.png",
+    "toy_cloud": "toy_cloud.png",
+}
+"""What `preprocess_report` writes into its output folder, by key."""
+
+
+# ---- statistics in blocks of rows ---------------------------------------------------------------
+
+def column_mean(X: np.ndarray) -> np.ndarray:
+    """Per-feature mean of X: (N, D) float32 -> (D,) float64, accumulated in float64.
+
+    Exact for constant features, so their centred values are exactly 0.
+    """
+    return np.add.reduce(X, axis=0, dtype=np.float64) / len(X)
+
+
+def column_sum_squares(X: np.ndarray, mean: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """`sum_i (X[i] - mean)**2` per feature: X (N, D) float32, mean (D,) float32 -> (D,) float64."""
+    total = np.zeros(X.shape[1])
+    buf = np.empty((min(chunk_rows, len(X)), X.shape[1]), dtype=np.float32)
+    for i in range(0, len(X), chunk_rows):
+        block = buf[: len(X[i:i + chunk_rows])]
+        np.subtract(X[i:i + chunk_rows], mean, out=block)
+        total += np.einsum("ij,ij->j", block, block)
+    return total
+
+
+def scatter_matrix(X: np.ndarray, mean: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """The scatter `Xc.T @ Xc` of `Xc = X - mean`: X (N, D) float32, mean (D,) float32 -> (D, D) float64.
+
+    Only the upper triangle is filled (Fortran order): each block of `chunk_rows` centred rows goes
+    through one float32 `ssyrk`, and the blocks are summed in float64. X is never copied whole.
+    """
+    from scipy.linalg.blas import ssyrk
+
+    n, d = X.shape
+    total = np.zeros((d, d), order="F")
+    product = np.zeros((d, d), dtype=np.float32, order="F")
+    buf = np.empty((min(chunk_rows, n), d), dtype=np.float32)
+    for i in range(0, n, chunk_rows):
+        block = buf[: len(X[i:i + chunk_rows])]
+        np.subtract(X[i:i + chunk_rows], mean, out=block)
+        # block.T is (D, rows) in Fortran order without a copy; trans=0 gives block.T @ block.
+        product = ssyrk(1.0, block.T, beta=0.0, c=product, trans=0, lower=0, overwrite_c=1)
+        for j in range(0, d, 512):  # add only the upper triangle, by blocks of columns
+            stop = min(j + 512, d)
+            total[:stop, j:stop] += product[:stop, j:stop]
+    return total
+
+
+def symmetric_eigh(C: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k eigenpairs of the symmetric C: (D, D) float64, upper triangle read (C is overwritten).
+
+    Returns eigenvalues (k,) float64, descending, clipped at 0 (values below `D * eps64 * max` are
+    set to 0), and eigenvectors (D, k) float64 as columns, each signed so that its entry of largest
+    magnitude is positive.
+    """
+    from scipy.linalg import eigh
+
+    d = len(C)
+    if k <= d // SUBSET_EIGH_FRACTION:
+        w, U = eigh(C, lower=False, overwrite_a=True, check_finite=False, driver="evr",
+                    subset_by_index=[d - k, d - 1])
+    else:
+        w, U = eigh(C, lower=False, overwrite_a=True, check_finite=False, driver="evd")
+    w, U = w[::-1][:k].copy(), U[:, ::-1][:, :k]
+    top = max(float(w[0]), 0.0) if k else 0.0
+    w[w < d * np.finfo(np.float64).eps * top] = 0.0
+    rows = np.argmax(np.abs(U), axis=0)
+    signs = np.sign(U[rows, np.arange(k)])
+    signs[signs == 0] = 1.0
+    return w, U * signs
+
+
+def as_float32_rows(X: Any, what: str) -> np.ndarray:
+    """X as a 2-D float32 array (a view when it already is one)."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (examples, features), got shape {X.shape}")
+    return X
+
+
+# ---- the preprocessor -----------------------------------------------------------------------------
 
 class Preprocessor:
-    """`fit(X_train)` learns statistics; `transform(X)` applies them. X: float32 (N, D)."""
+    """`fit(X_train)` learns the statistics; `transform(X)` applies them. X: float32 (N, D).
 
-    def __init__(self, cfg, image_shape: tuple[int, int, int] | None = None) -> None:
-        self.cfg = cfg
-        self.image_shape = image_shape
+    Fitted attributes (None when the configuration does not use them), float32 unless noted:
+    - `mean` (D,): the vector centring subtracts (the global or channel means repeated per feature);
+    - `std` (D,): per-feature standard deviation (ddof 0) when `scale: std`;
+    - `min`, `max` (D,): per-feature training range when `scale: minmax`;
+    - `eigenvalues` (m,) float64, descending, and `components` (D, m), eigenvectors as columns, of
+      the covariance of the centred, scaled data; m = k, or D after `fit(..., spectrum=True)`;
+    - `total_variance` (float): the trace of that covariance;
+    - `feature_mean` (D,): the per-feature mean (the centre of the PCA).
+    The output has `n_output` features: k with PCA, D with whitening of all components or without PCA.
+    """
+
+    def __init__(self, cfg: PreprocessConfig | None = None, image_shape: tuple[int, int, int] | None = None) -> None:
+        self.cfg = cfg if cfg is not None else PreprocessConfig()
+        self.image_shape = None if image_shape is None else tuple(int(v) for v in image_shape)
+        self.n_features: int | None = None
         self.mean: np.ndarray | None = None
+        self.feature_mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self.min: np.ndarray | None = None
+        self.max: np.ndarray | None = None
+        self.eigenvalues: np.ndarray | None = None
+        self.components: np.ndarray | None = None
+        self.total_variance: float | None = None
+        self._shift: np.ndarray | None = None
+        self._divisor: np.ndarray | None = None
+        self._projection: np.ndarray | None = None
 
-    def fit(self, X: np.ndarray) -> Preprocessor:
-        """Learn the statistics from the training split X: (N, D)."""
-        if self.cfg.center == "per_feature":
-            self.mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+    # -- configuration-derived facts --
+
+    @property
+    def uses_pca(self) -> bool:
+        """Whether the output is rotated onto principal components (pca set, or whiten on)."""
+        return self.cfg.pca is not None or self.cfg.whiten
+
+    @property
+    def n_components(self) -> int | None:
+        """Principal components kept (k), or None without PCA."""
+        if not self.uses_pca:
+            return None
+        return self.cfg.pca if self.cfg.pca is not None else self.n_features
+
+    @property
+    def n_output(self) -> int:
+        """Features of the transformed data."""
+        self._check_fitted()
+        return self.n_components if self.uses_pca else self.n_features
+
+    # -- fitting --
+
+    def fit(self, X: np.ndarray, *, spectrum: bool = False) -> Preprocessor:
+        """Learn the statistics from the training split X: (N, D); never modifies X.
+
+        `spectrum=True` also computes all D eigenpairs of the covariance (for figures and the
+        explained-variance curve), even when the configuration keeps fewer or none.
+        Raises `UserInputError` when the configuration does not fit the data (k > D,
+        per_channel without channels, whitening a zero eigenvalue with eps = 0).
+        """
+        X = as_float32_rows(X, "X_train")
+        n, d = X.shape
+        cfg = self.cfg
+        if n == 0:
+            raise UserInputError("preprocess: the training split is empty; nothing to fit")
+        if cfg.pca is not None and cfg.pca > d:
+            raise UserInputError(
+                f"preprocess.pca: {cfg.pca} components asked for, but the training data has {d} features; "
+                f"allowed: 1..{d}, or null (no reduction)")
+        if cfg.center == "per_channel":
+            self._check_channels(d)
+        self.n_features = d
+        k = self.n_components
+        need_eig = self.uses_pca or spectrum
+        mu = column_mean(X) if (cfg.center != "none" or cfg.scale == "std" or need_eig) else None
+        if mu is not None:
+            self.feature_mean = mu.astype(np.float32)
+        if cfg.center == "per_feature":
+            self.mean = self.feature_mean
+        elif cfg.center == "global":
+            self.mean = np.full(d, mu.mean(), dtype=np.float32)
+        elif cfg.center == "per_channel":
+            channels = self.image_shape[0]
+            self.mean = np.repeat(mu.reshape(channels, -1).mean(axis=1), d // channels).astype(np.float32)
+        scatter = scatter_matrix(X, self.feature_mean) if need_eig else None
+        if cfg.scale == "std":
+            sum_squares = np.diag(scatter).copy() if scatter is not None else column_sum_squares(X, self.feature_mean)
+            self.std = np.sqrt(np.maximum(sum_squares / n, 0.0)).astype(np.float32)
+        elif cfg.scale == "minmax":
+            self.min, self.max = X.min(axis=0), X.max(axis=0)
+        if scatter is not None:
+            cov = scatter
+            cov /= n
+            divisor = self._scale_divisor()
+            if divisor is not None:
+                cov /= divisor[:, None]
+                cov /= divisor[None, :]
+            self.total_variance = float(np.trace(cov))
+            w, U = symmetric_eigh(cov, d if spectrum else k)
+            del cov, scatter
+            self.eigenvalues = w
+            self.components = np.ascontiguousarray(U, dtype=np.float32)
+        if cfg.whiten and cfg.eps == 0 and np.any(self.eigenvalues[:k] <= 0):
+            rank = int(np.count_nonzero(self.eigenvalues > 0))
+            raise UserInputError(
+                f"preprocess.eps: whitening divides by sqrt(eigenvalue + eps), and only {rank} of the {k} kept "
+                f"components have a nonzero eigenvalue; set preprocess.eps > 0 or preprocess.pca <= {rank}")
+        self._derive()
         return self
 
+    def _check_channels(self, d: int) -> None:
+        if self.image_shape is None:
+            raise UserInputError(
+                "preprocess.center: per_channel needs data with colour channels (an image_shape), and this "
+                "dataset has none; allowed here: none, per_feature, global")
+        if int(np.prod(self.image_shape)) != d:
+            raise UserInputError(
+                f"preprocess.center: per_channel needs image_shape {self.image_shape} to multiply to the "
+                f"{d} features; allowed here: none, per_feature, global")
+
+    def _scale_divisor(self) -> np.ndarray | None:
+        """(D,) float64 divisor of the scaling step (1 for features constant on the training split)."""
+        if self.cfg.scale == "std":
+            spread = self.std.astype(np.float64)
+        elif self.cfg.scale == "minmax":
+            spread = (self.max.astype(np.float64) - self.min.astype(np.float64)) / 2.0
+        else:
+            return None
+        return np.where(spread > 0, spread, 1.0)
+
+    def _derive(self) -> None:
+        """The transform from the statistics: `(X - shift) / divisor` or `(X - shift) @ projection`."""
+        divisor = self._scale_divisor()
+        if self.uses_pca:
+            k = self.n_components
+            P = self.components[:, :k].astype(np.float64)
+            if divisor is not None:
+                P /= divisor[:, None]
+            if self.cfg.whiten:
+                P /= np.sqrt(self.eigenvalues[:k] + self.cfg.eps)[None, :]
+            self._shift = self.mean
+            self._divisor = divisor
+            self._projection = np.ascontiguousarray(P, dtype=np.float32)
+            return
+        shift = None if self.mean is None else self.mean.astype(np.float64)
+        if self.cfg.scale == "minmax":
+            shift = (self.min.astype(np.float64) + self.max.astype(np.float64)) / 2.0
+        self._shift = None if shift is None else shift.astype(np.float32)
+        self._divisor = None if divisor is None else divisor.astype(np.float32)
+        self._projection = None
+
+    def _check_fitted(self) -> None:
+        if self.n_features is None:
+            raise RuntimeError("this Preprocessor is not fitted yet: call fit(X_train) or Preprocessor.load(path)")
+
+    # -- applying --
+
     def transform(self, X: np.ndarray, copy: bool = True) -> np.ndarray:
-        """X: (N, D) -> (N, D) float32; with `copy=False` a float32 X is overwritten."""
-        X = np.array(X, dtype=np.float32, copy=copy or X.dtype != np.float32)
-        if self.mean is not None:
-            X -= self.mean
+        """X: (N, D) -> (N, n_output) float32.
+
+        With `copy=False` a float32 X may be overwritten (always use the return value): in place
+        without PCA or when all D components are kept; with a reduction to k < D components only
+        the (N, k) output is allocated. Blocks of `CHUNK_ROWS` rows bound the temporary memory.
+        """
+        self._check_fitted()
+        X = as_float32_rows(X, "X")
+        if X.shape[1] != self.n_features:
+            raise ValueError(f"X has {X.shape[1]} features; this preprocessor was fitted on {self.n_features}")
+        if self._projection is None:
+            X = np.array(X, dtype=np.float32, copy=True) if copy or not X.flags.writeable else X
+            if self._shift is not None:
+                X -= self._shift
+            if self._divisor is not None:
+                X /= self._divisor
+            return X
+        n, k = len(X), self._projection.shape[1]
+        in_place = not copy and k == self.n_features and X.flags.c_contiguous and X.flags.writeable
+        out = X if in_place else np.empty((n, k), dtype=np.float32)
+        buf = np.empty((min(CHUNK_ROWS, n), self.n_features), dtype=np.float32)
+        for i in range(0, n, CHUNK_ROWS):
+            block = buf[: len(X[i:i + CHUNK_ROWS])]
+            np.subtract(X[i:i + CHUNK_ROWS], self._shift, out=block)
+            np.matmul(block, self._projection, out=out[i:i + CHUNK_ROWS])
+        return out
+
+    def inverse_transform(self, Z: np.ndarray, unwhiten: bool = True) -> np.ndarray:
+        """Map transformed rows Z: (N, n_output) back to the input (pixel) space: (N, D) float32.
+
+        With PCA to k < D components this is the projection onto those components
+        (`Xc @ U_k @ U_k.T`, then the scaling and the mean restored). With `unwhiten=False`,
+        whitened rows are only rotated back onto the feature axes (`Z @ U_k.T`, no variances,
+        scaling or mean restored): the picture of whitened data, to be shown with its own contrast.
+        """
+        self._check_fitted()
+        Z = as_float32_rows(Z, "Z")
+        if Z.shape[1] != self.n_output:
+            raise ValueError(f"Z has {Z.shape[1]} features; this preprocessor outputs {self.n_output}")
+        divisor = self._scale_divisor()
+        if not self.uses_pca:
+            X = Z.astype(np.float64)
+            if divisor is not None:
+                X *= divisor
+            if self._shift is not None:
+                X += self._shift
+            return X.astype(np.float32)
+        k = self.n_components
+        back = self.components[:, :k].T.astype(np.float64)
+        if not unwhiten:
+            return (Z @ back.astype(np.float32)).astype(np.float32)
+        if self.cfg.whiten:
+            back *= np.sqrt(self.eigenvalues[:k] + self.cfg.eps)[:, None]
+        if divisor is not None:
+            back *= divisor[None, :]
+        X = Z @ back.astype(np.float32)
+        X += self._shift
         return X
 
-    def inverse_transform(self, Z: np.ndarray) -> np.ndarray:
-        """Map preprocessed rows back to the input space."""
-        X = np.array(Z, dtype=np.float32)
-        if self.mean is not None:
-            X += self.mean
-        return X
+    def with_components(self, k: int, *, whiten: bool, eps: float | None = None) -> Preprocessor:
+        """A preprocessor keeping the top k components this fit computed (per-feature centring, same scaling).
+
+        Needs k <= the eigenvectors computed (fit with `spectrum=True` for all D).
+        """
+        self._check_fitted()
+        if self.components is None or not 1 <= k <= self.components.shape[1]:
+            have = 0 if self.components is None else self.components.shape[1]
+            raise ValueError(f"k={k} components asked for, {have} computed; fit with spectrum=True")
+        cfg = PreprocessConfig(center="per_feature", scale=self.cfg.scale, pca=k, whiten=whiten,
+                               eps=self.cfg.eps if eps is None else eps)
+        other = Preprocessor(cfg, self.image_shape)
+        other.n_features = self.n_features
+        other.mean = other.feature_mean = self.feature_mean
+        other.std, other.min, other.max = self.std, self.min, self.max
+        other.eigenvalues, other.components = self.eigenvalues, self.components
+        other.total_variance = self.total_variance
+        other._derive()
+        return other
+
+    def explained_variance_ratio(self) -> np.ndarray:
+        """Each computed component's share of the total variance, (m,) float64, descending."""
+        self._check_fitted()
+        if self.eigenvalues is None:
+            raise ValueError("no eigenvalues: the configuration uses no PCA; fit with spectrum=True")
+        return self.eigenvalues / self.total_variance if self.total_variance > 0 else np.zeros_like(self.eigenvalues)
+
+    # -- saving and loading --
 
     def statistics(self) -> dict[str, np.ndarray]:
-        """The fitted statistics by name (the keys of `preprocess.npz`)."""
-        return {} if self.mean is None else {"mean": self.mean}
+        """The fitted statistics by name: the keys of `preprocess.npz` (see docs/preprocessing.md).
+
+        Settings: `center`, `scale` (strings), `pca` (-1 for null), `whiten`, `eps`, `n_features`,
+        `image_shape` (when known). Arrays as in the class docstring; with PCA, `eigenvalues` (k,)
+        and `components` (D, k) of the kept components and `total_variance`.
+        """
+        self._check_fitted()
+        cfg = self.cfg
+        stats: dict[str, np.ndarray] = {
+            "center": np.array(cfg.center), "scale": np.array(cfg.scale),
+            "pca": np.array(-1 if cfg.pca is None else cfg.pca), "whiten": np.array(cfg.whiten),
+            "eps": np.array(cfg.eps), "n_features": np.array(self.n_features)}
+        if self.image_shape is not None:
+            stats["image_shape"] = np.array(self.image_shape)
+        for name in ("mean", "std", "min", "max"):
+            value = getattr(self, name)
+            if value is not None:
+                stats[name] = value
+        if self.uses_pca:
+            k = self.n_components
+            stats["eigenvalues"] = self.eigenvalues[:k]
+            stats["components"] = self.components[:, :k]
+            stats["total_variance"] = np.array(self.total_variance)
+        return stats
 
     def save(self, path: str | Path) -> Path:
-        """Write the statistics to `path` atomically."""
+        """Write the statistics to `path` (a `.npz`) atomically."""
         return write_npz(path, self.statistics())
 
+    @classmethod
+    def load(cls, path: str | Path) -> Preprocessor:
+        """A fitted preprocessor from a `preprocess.npz`; a missing or malformed file is a `UserInputError`."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                stats = {name: z[name] for name in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise UserInputError(f"cannot read preprocessing statistics {path}: {e}") from None
+        try:
+            pca = int(stats["pca"])
+            cfg = PreprocessConfig(center=str(stats["center"]), scale=str(stats["scale"]),
+                                   pca=None if pca < 0 else pca, whiten=bool(stats["whiten"]),
+                                   eps=float(stats["eps"]))
+            shape = stats.get("image_shape")
+            pre = cls(cfg, None if shape is None else tuple(int(v) for v in shape))
+            pre.n_features = d = int(stats["n_features"])
+            for name in ("mean", "std", "min", "max"):
+                if name in stats:
+                    setattr(pre, name, np.asarray(stats[name], dtype=np.float32).reshape(d))
+            required = {"std": cfg.scale == "std", "min": cfg.scale == "minmax", "max": cfg.scale == "minmax",
+                        "mean": cfg.center != "none"}
+            missing = [name for name, needed in required.items() if needed and name not in stats]
+            if pre.uses_pca:
+                k = pre.n_components
+                pre.eigenvalues = np.asarray(stats["eigenvalues"], dtype=np.float64).reshape(k)
+                pre.components = np.ascontiguousarray(stats["components"], dtype=np.float32).reshape(d, k)
+                pre.total_variance = float(stats["total_variance"])
+                pre.feature_mean = pre.mean
+        except KeyError as e:
+            raise UserInputError(f"{path} is not a preprocess.npz file: key {e} is missing") from None
+        except (ValueError, TypeError, ValidationError) as e:
+            raise UserInputError(f"{path} holds malformed preprocessing statistics: {e}") from None
+        if missing:
+            raise UserInputError(f"{path} is not a preprocess.npz file: key(s) {', '.join(missing)} missing")
+        pre._derive()
+        return pre
 
-def fit_preprocessor(cfg, X_train: np.ndarray, image_shape: tuple[int, int, int] | None = None) -> Preprocessor:
-    """A `Preprocessor` for `cfg` (a `PreprocessConfig`) fitted on the training split."""
+
+def fit_preprocessor(cfg: PreprocessConfig, X_train: np.ndarray,
+                     image_shape: tuple[int, int, int] | None = None) -> Preprocessor:
+    """A `Preprocessor` for `cfg` fitted on the training split X_train: (N, D)."""
     return Preprocessor(cfg, image_shape).fit(X_train)
+
+
+def load_preprocessor(path: str | Path) -> Preprocessor:
+    """The fitted `Preprocessor` saved at `path` (a `preprocess.npz`)."""
+    return Preprocessor.load(path)
+
+
+# ---- `nnrun preprocess`: fit on the training split, report, draw ----------------------------------
+
+def preprocess_report(cfg, *, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
+    """Fit `cfg.preprocess` (cfg: an `ExperimentConfig`) on its dataset's training split; write figures.
+
+    Writes `REPORT_FILES` into `out` (the statistics and, for image data, the eigenvector grid and
+    the reconstructions; always the explained-variance curve and the 2-D toy cloud) and returns
+    shapes, the variance kept at several k, the fit time and the paths written. Existing files
+    of those names are an error unless `overwrite`.
+    """
+    from nnrun import plots
+    from nnrun.datasets import load_dataset
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} exists and is not a folder")
+    clash = [name for name in REPORT_FILES.values() if (out / name).exists()]
+    if clash and not overwrite:
+        raise UserInputError(f"{out} already holds {', '.join(clash)}; choose another --out or pass --overwrite")
+    data = load_dataset(cfg.data, cfg.seed)
+    X = data.X_train
+    n, d = X.shape
+    started = time.perf_counter()
+    pre = Preprocessor(cfg.preprocess, data.image_shape).fit(X, spectrum=True)
+    fit_seconds = time.perf_counter() - started
+
+    files: dict[str, str] = {}
+    files["statistics"] = str(pre.save(out / REPORT_FILES["statistics"]))
+    ratio = np.cumsum(pre.explained_variance_ratio())
+    k = pre.n_components
+    ks = sorted({*(j for j in REPORT_KS if j < d), *([k] if k is not None else [])})
+    explained = {str(j): float(min(ratio[j - 1], 1.0)) for j in ks}
+    figure_k = k if k is not None and k < d else min(FIGURE_K, max(1, d // 4))
+    if data.image_shape is not None:
+        files["eigenvectors"] = str(plots.eigenvector_grid(
+            pre.components, data.image_shape, out / REPORT_FILES["eigenvectors"]))
+        sample = X[:FIGURE_IMAGES]
+        reduced = pre.with_components(figure_k, whiten=False)
+        whitened = pre.with_components(figure_k, whiten=True)
+        files["reconstructions"] = str(plots.reconstruction_figure(
+            sample, reduced.inverse_transform(reduced.transform(sample)),
+            whitened.inverse_transform(whitened.transform(sample), unwhiten=False),
+            data.image_shape, figure_k, out / REPORT_FILES["reconstructions"]))
+    files["explained_variance"] = str(plots.explained_variance_figure(
+        pre.eigenvalues, pre.total_variance, out / REPORT_FILES["explained_variance"],
+        marks=sorted({figure_k, *([k] if k is not None else [])}), title=f"{data.name}: training split, N={n}"))
+    files["toy_cloud"] = str(plots.toy_cloud_figure(out / REPORT_FILES["toy_cloud"], eps=cfg.preprocess.eps))
+    p = cfg.preprocess
+    return {"dataset": data.name, "out": str(out), "center": p.center, "scale": p.scale, "pca": p.pca,
+            "whiten": p.whiten, "eps": p.eps, "input_shape": [n, d], "output_shape": [n, pre.n_output],
+            "n_components": k, "explained_variance": explained, "figure_components": figure_k,
+            "fit_seconds": fit_seconds, "files": files}
+
+
+def report_table(result: dict[str, Any]):
+    """A rich table of `preprocess_report`'s result (settings, shapes, variance kept, fit time)."""
+    from rich.table import Table
+
+    table = Table(title=f"preprocess: {result['dataset']} (fitted on the training split)", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    pca = "all (whitening)" if result["pca"] is None and result["whiten"] else result["pca"]
+    rows = [("center", result["center"]), ("scale", result["scale"]), ("pca", "none" if pca is None else pca),
+            ("whiten", result["whiten"]), ("eps", f"{result['eps']:g}"),
+            ("input shape", " x ".join(map(str, result["input_shape"]))),
+            ("output shape", " x ".join(map(str, result["output_shape"])))]
+    chosen = result["n_components"]
+    for j, value in result["explained_variance"].items():
+        label = f"variance kept, k={j}" + (" (chosen)" if chosen is not None and int(j) == chosen else "")
+        rows.append((label, f"{100 * value:.2f} %"))
+    rows.append(("fit time (with full spectrum)", f"{result['fit_seconds']:.2f} s"))
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table

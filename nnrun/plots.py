@@ -1,0 +1,180 @@
+"""Figures, written as PNG files atomically.
+
+Figures are built on `matplotlib.figure.Figure` with the Agg canvas: no pyplot, no global
+backend state, safe in worker processes and without a display. Each function returns the path
+it wrote. Images are rows of D = C * H * W values in channel-major order (`image_shape` = (C, H, W)).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from nnrun.io import atomic_write
+
+DPI = 120
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of `width` x `height` inches on the Agg canvas, with a constrained layout."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Render `fig` as PNG and write it to `path` atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+# ---- image grids --------------------------------------------------------------------------------
+
+def rows_to_images(rows: np.ndarray, image_shape: tuple[int, int, int]) -> np.ndarray:
+    """rows: (n, C*H*W) channel-major -> (n, H, W, C)."""
+    c, h, w = image_shape
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), c, h, w).transpose(0, 2, 3, 1)
+
+
+def stretch(images: np.ndarray, per_image: bool, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """images (n, H, W, C) -> values in [0, 1]: each image by its own range, or all by [lo, hi] (clipped)."""
+    if per_image:
+        lo_ = images.min(axis=(1, 2, 3), keepdims=True)
+        hi_ = images.max(axis=(1, 2, 3), keepdims=True)
+    else:
+        lo_ = images.min() if lo is None else lo
+        hi_ = images.max() if hi is None else hi
+    span = np.where(hi_ - lo_ > 0, hi_ - lo_, 1.0)
+    return np.clip((images - lo_) / span, 0.0, 1.0)
+
+
+def mosaic(images: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
+    """images (n, H, W, C) in [0, 1] -> one (rows*(H+pad)-pad, cols*(W+pad)-pad, C) picture, white gaps."""
+    n, h, w, c = images.shape
+    rows = math.ceil(n / cols)
+    out = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, c))
+    for i, image in enumerate(images):
+        r, q = divmod(i, cols)
+        out[r * (h + pad): r * (h + pad) + h, q * (w + pad): q * (w + pad) + w] = image
+    return out
+
+
+def show_mosaic(ax, picture: np.ndarray, title: str) -> None:
+    """Draw a mosaic on `ax`: grey for one channel, colour for three."""
+    if picture.shape[2] == 1:
+        ax.imshow(picture[:, :, 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(picture, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
+def eigenvector_grid(components: np.ndarray, image_shape: tuple[int, int, int], path: str | Path,
+                     n: int = 144) -> Path:
+    """The top `n` eigenvectors (columns of components: (D, m), by descending eigenvalue) as images.
+
+    Each eigenvector is stretched to its own range (its sign and scale are arbitrary); a grid of
+    up to 12 x 12, row by row, first component at the top left.
+    """
+    n = min(n, components.shape[1])
+    cols = math.ceil(math.sqrt(n))
+    images = stretch(rows_to_images(components[:, :n].T, image_shape), per_image=True)
+    fig = new_figure(7.5, 7.5 * math.ceil(n / cols) / cols + 0.4)
+    show_mosaic(fig.add_subplot(), mosaic(images, cols),
+                f"top {n} eigenvectors of the training covariance (descending eigenvalue, row by row)")
+    return save_figure(fig, path)
+
+
+def reconstruction_figure(original: np.ndarray, reduced: np.ndarray, whitened: np.ndarray,
+                          image_shape: tuple[int, int, int], k: int, path: str | Path) -> Path:
+    """Three grids of the same images: original, reduced to k dimensions and mapped back, and
+    whitened in those k dimensions and rotated back (each whitened image stretched to its own range).
+
+    original, reduced, whitened: (n, D) rows in pixel space.
+    """
+    cols = math.ceil(math.sqrt(len(original)))
+    lo, hi = float(original.min()), float(original.max())
+    panels = [
+        (stretch(rows_to_images(original, image_shape), per_image=False, lo=lo, hi=hi), "original"),
+        (stretch(rows_to_images(reduced, image_shape), per_image=False, lo=lo, hi=hi),
+         f"reduced to {k} dimensions, mapped back"),
+        (stretch(rows_to_images(whitened, image_shape), per_image=True),
+         f"whitened ({k} dimensions), mapped back"),
+    ]
+    fig = new_figure(12, 4.4)
+    for i, (images, title) in enumerate(panels):
+        show_mosaic(fig.add_subplot(1, 3, i + 1), mosaic(images, cols), title)
+    return save_figure(fig, path)
+
+
+# ---- curves and clouds --------------------------------------------------------------------------
+
+def explained_variance_figure(eigenvalues: np.ndarray, total_variance: float, path: str | Path,
+                              marks: list[int] | tuple[int, ...] = (), title: str = "") -> Path:
+    """Cumulative explained variance `cumsum(S[:k]) / trace(C)` against k (log axis), with marked k's."""
+    ratio = np.cumsum(eigenvalues) / total_variance if total_variance > 0 else np.zeros(len(eigenvalues))
+    ks = np.arange(1, len(ratio) + 1)
+    fig = new_figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    ax.plot(ks, ratio, color="tab:blue", lw=1.8)
+    for k in marks:
+        if 1 <= k <= len(ratio):
+            ax.axvline(k, color="tab:red", lw=0.8, ls="--")
+            ax.annotate(f"k={k}: {100 * ratio[k - 1]:.1f} %", (k, ratio[k - 1]), xytext=(6, -14),
+                        textcoords="offset points", fontsize=8, color="tab:red")
+    if len(ratio) > 20:
+        ax.set_xscale("log")
+    ax.set_xlim(1, len(ratio))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("principal components kept, k")
+    ax.set_ylabel("cumulative explained variance")
+    ax.set_title(f"cumulative explained variance{': ' + title if title else ''}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def toy_cloud(n: int = 600, seed: int = 0) -> np.ndarray:
+    """A correlated 2-D gaussian cloud, off centre and with unequal spreads: (n, 2) float32."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, 2)) * [3.0, 0.8]
+    angle = np.deg2rad(35.0)
+    rotation = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+    return (z @ rotation * [1.0, 1.6] + [4.0, 3.0]).astype(np.float32)
+
+
+def toy_cloud_figure(path: str | Path, eps: float = 1e-5, seed: int = 0) -> Path:
+    """A 2-D toy cloud: original, centred, normalized (std), decorrelated (PCA), whitened.
+
+    Every panel after the first is the output of `nnrun.preprocess.Preprocessor` with that setting.
+    """
+    from nnrun.config import PreprocessConfig
+    from nnrun.preprocess import fit_preprocessor
+
+    X = toy_cloud(seed=seed)
+    settings = [
+        ("centred", PreprocessConfig(center="per_feature")),
+        ("normalized (÷ std)", PreprocessConfig(center="per_feature", scale="std")),
+        ("decorrelated (PCA)", PreprocessConfig(center="per_feature", pca=2)),
+        ("whitened", PreprocessConfig(center="per_feature", pca=2, whiten=True, eps=eps)),
+    ]
+    panels = [("original", X)] + [(name, fit_preprocessor(cfg, X).transform(X)) for name, cfg in settings]
+    limit = 1.05 * max(float(np.abs(p).max()) for _, p in panels)
+    fig = new_figure(15, 3.4)
+    for i, (name, points) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.axvline(0, color="grey", lw=0.6)
+        ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.5, color="tab:blue", linewidths=0)
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_aspect("equal")
+        cov = np.cov(points.T, bias=True)
+        ax.set_title(f"{name}\ncov = [[{cov[0, 0]:.2f}, {cov[0, 1]:.2f}], [{cov[1, 0]:.2f}, {cov[1, 1]:.2f}]]",
+                     fontsize=8)
+    return save_figure(fig, path)
