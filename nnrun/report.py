@@ -5,6 +5,7 @@ Everything goes to a rich `Console` on stderr, so stdout stays free for `--json`
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console, Group
@@ -13,6 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 stderr_console = Console(stderr=True)
+REDRAW_SECONDS = 0.1
+"""Shortest time between two redraws of the batch progress bar."""
 
 
 def fmt(value: Any) -> str:
@@ -31,6 +34,7 @@ class RichReporter:
                                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console)
         self.table: Table | None = None
         self.keys: list[str] = []
+        self.pending, self.last_draw = 0, 0.0
         self.live: Live | None = None
         self.task = None
 
@@ -46,9 +50,16 @@ class RichReporter:
         self.task = self.progress.add_task("", total=n_batches, epoch=epoch, loss="-")
 
     def batch_end(self, loss: float) -> None:
-        self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
+        # Redraw at most every REDRAW_SECONDS: a rich update per batch costs more than a small step.
+        self.pending += 1
+        now = time.monotonic()
+        if now - self.last_draw >= REDRAW_SECONDS:
+            self.progress.update(self.task, advance=self.pending, loss=f"{loss:.4f}")
+            self.pending, self.last_draw = 0, now
 
     def epoch_end(self, row: dict[str, Any]) -> None:
+        self.progress.update(self.task, advance=self.pending)
+        self.pending = 0
         if not self.table.columns:
             self.keys = list(row)
             for key in self.keys:

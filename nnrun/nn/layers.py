@@ -110,9 +110,8 @@ class ReLU(Layer):
         return self.out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        """dout: (N, D) -> dx: (N, D). Overwrites dout."""
-        dout[self.out <= 0] = 0
-        return dout
+        """dout: (N, D) -> dx: (N, D). Overwrites dout (a multiply by the mask: far faster than masked assignment)."""
+        return np.multiply(dout, self.out > 0, out=dout)
 
     def kinks(self) -> np.ndarray:
         return self.out > 0
