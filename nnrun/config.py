@@ -304,12 +304,17 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
+    set_dotted(raw, key, value, what=f"--set {item}")
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any, what: str | None = None) -> None:
+    """`raw[a][b] = value` for `key` 'a.b', creating missing sections; `what` names the source in errors."""
     node = raw
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise UserInputError(f"--set {item}: {'.'.join(parts[: i + 1])} is not a section")
+            raise UserInputError(f"{what or key}: {'.'.join(parts[: i + 1])} is not a section")
         node = child
     node[parts[-1]] = value
 

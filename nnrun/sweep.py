@@ -47,7 +47,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from nnrun.config import ExperimentConfig, apply_override, read_yaml_mapping, validate_config
+from nnrun.config import ExperimentConfig, apply_override, read_yaml_mapping, set_dotted, validate_config
 from nnrun.errors import RunFailed, UserInputError
 from nnrun.report import fmt, stderr_console
 from nnrun.rng import stream
@@ -228,18 +228,6 @@ def config_hash(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    """`raw[a][b] = value` for `key` 'a.b', creating sections that are missing."""
-    node = raw
-    parts = key.split(".")
-    for i, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise UserInputError(f"{key}: {'.'.join(parts[: i + 1])} is not a section")
-        node = child
-    node[parts[-1]] = copy.deepcopy(value)
-
-
 def describe_point(params: dict[str, Any]) -> str:
     """`optim.lr=0.001, regularization.l2=0` (values shortened like tables show them)."""
     return ", ".join(f"{k}={show(v)}" for k, v in params.items()) or "(base config)"
@@ -312,7 +300,7 @@ def plan_sweep(config: str | Path | None, *, overrides: list[str] | tuple[str, .
         point_raw = copy.deepcopy(raw)
         try:
             for key, value in params.items():
-                set_dotted(point_raw, key, value)
+                set_dotted(point_raw, key, copy.deepcopy(value))
             cfg = validate_config(point_raw, source=f"{source}, sweep point {i + 1}: {describe_point(params)}")
         except UserInputError as e:
             errors.append(str(e))
