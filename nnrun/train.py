@@ -222,7 +222,7 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
         run.write_model(history.last_good)
         summary.update({"reason": reason, "seconds": time.perf_counter() - started})
         run.write_summary(summary)
-        raise RunFailed(f"run {status}: {reason}. Last good weights and metrics saved in {run.path}")
+        raise RunFailed(f"{reason}; status {status}. Last good weights and metrics saved in {run.path}")
     run.write_model(model.state_dict())
     final = {split: evaluate(model, loss_fn, X, y, cfg.train.eval_batch_size, detail=True)
              for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),

@@ -159,3 +159,18 @@ def test_real_cifar10_short_run(cifar10_folder, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["n_train"] == 5000 and summary["n_test"] == 10000
     assert summary["test_accuracy"] > 0.2
+
+
+def test_download_checksum_mismatch_exits_2(tmp_path, monkeypatch):
+    from nnrun import datasets
+    from tests.cifar_fixtures import cifar_tarball_bytes
+    from tests.test_datasets import ArchiveServer
+
+    with ArchiveServer(cifar_tarball_bytes(tmp_path / "build")) as server:
+        monkeypatch.setattr(datasets, "CIFAR10_URL", server.url)
+        monkeypatch.setattr(datasets, "CIFAR10_MD5", "0" * 32)
+        result = invoke("train", "configs/cifar10.yaml", "--set", f"data.root={tmp_path / 'root'}",
+                        "--set", "data.download=true", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "checksum mismatch" in result.stderr and "Traceback" not in result.output
+    assert list((tmp_path / "root").iterdir()) == []
