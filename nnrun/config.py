@@ -234,7 +234,7 @@ class TrainConfig(Section):
     batch_size: int = Field(128, ge=1, description="Examples per minibatch.")
     eval_batch_size: int = Field(4096, ge=1, description="Examples per forward pass when evaluating.")
     eval_train_size: int = Field(
-        5000, ge=1, description="Training examples (a fixed seeded subset) evaluated each epoch for train accuracy.")
+        2000, ge=1, description="Training examples (a fixed seeded subset) evaluated each epoch for train accuracy.")
     patience: int | None = Field(
         None, ge=1, description="Early stopping: stop after this many epochs without a better val accuracy; null: off.")
     restore_best: bool = Field(
