@@ -31,7 +31,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 
 
 def command(name: str | None = None, **kwargs: Any) -> Callable:
-    """Register a command whose `UserInputError` exits 2 and `RunFailed` exits 1, each with one message."""
+    """Register a command whose `UserInputError` exits 2, `RunFailed` and Ctrl-C exit 1, each with one message."""
     def register(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def run(*args: Any, **kw: Any) -> Any:
@@ -42,6 +42,10 @@ def command(name: str | None = None, **kwargs: Any) -> Callable:
                 raise typer.Exit(2) from None
             except RunFailed as e:
                 stderr_console.print(Text("run failed: ", style="bold red") + Text(str(e)), soft_wrap=True)
+                raise typer.Exit(1) from None
+            except KeyboardInterrupt:
+                # Outside a training loop (loading data, fitting statistics) there is no state to save.
+                stderr_console.print(Text("interrupted", style="bold red"), soft_wrap=True)
                 raise typer.Exit(1) from None
         return app.command(name, **kwargs)(run)
     return register

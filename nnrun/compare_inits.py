@@ -142,18 +142,11 @@ def _check_options(*, depth: int, width: int, activation: str, epochs: int, exam
 
 
 def prepare_data(cfg: ExperimentConfig):
-    """(dataset, loss) as `run_experiment` prepares them: split, preprocessing fitted on the
-    training split and applied to every split, the configured loss fitted on the training targets."""
-    from nnrun.datasets import load_dataset
-    from nnrun.nn.losses import build_loss, loss_target_kind
-    from nnrun.preprocess import fit_preprocessor
+    """(dataset, loss) exactly as `run_experiment` prepares them (`nnrun.train.prepare_data`)."""
+    from nnrun.train import prepare_data as prepare_experiment_data
 
-    data = load_dataset(cfg.data, cfg.seed)
-    data.use_targets(loss_target_kind(cfg.loss), cfg.loss.name)
-    preprocessor = fit_preprocessor(cfg.preprocess, data.X_train, data.image_shape)
-    for name in ("X_train", "X_val", "X_test"):
-        setattr(data, name, preprocessor.transform(getattr(data, name), copy=False))
-    return data, build_loss(cfg.loss, data)
+    data, _, loss_fn = prepare_experiment_data(cfg)
+    return data, loss_fn
 
 
 def build_network(cfg: ExperimentConfig, data, loss_fn) -> MLP:

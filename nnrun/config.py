@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -35,7 +35,7 @@ def one_of(names: dict | tuple) -> Any:
 class Section(BaseModel):
     """A config section: unknown keys are errors, values are checked on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -122,7 +122,8 @@ class ModelConfig(Section):
     Layout per hidden layer i: Linear -> BatchNorm (if on) -> activation -> Dropout (if keep < 1).
     """
 
-    hidden: list[int] = Field([100], description="Hidden layer widths, input side first; [] is a linear model.")
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(
+        [100], description="Hidden layer widths (each >= 1), input side first; [] is a linear model.")
     activation: one_of(ACTIVATIONS) = Field("relu", description="Non-linearity after each hidden layer.")
     leaky_slope: float = Field(0.01, gt=0, lt=1, description="Slope of leaky_relu for negative inputs.")
     init: one_of(INIT_SCHEMES) = Field("he", description="Weight init scheme for every Linear layer.")
@@ -236,15 +237,18 @@ class TrainConfig(Section):
     eval_train_size: int = Field(
         2000, ge=1, description="Training examples (a fixed seeded subset) evaluated each epoch for train accuracy.")
     patience: int | None = Field(
-        None, ge=1, description="Early stopping: stop after this many epochs without a better val accuracy; null: off.")
+        None, ge=1, description="Early stopping: stop after this many epochs without a better validation score; "
+                                "null: off.")
     restore_best: bool = Field(
-        True, description="End with the weights of the epoch with the best val accuracy (else the last epoch's).")
+        True, description="End with the weights of the epoch with the best validation score (else the last epoch's).")
 
 
 class ExperimentConfig(Section):
     """One experiment: everything `nnrun train` needs."""
 
-    name: str = Field("experiment", min_length=1, description="Experiment name; names the run directory.")
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$",
+                      description="Experiment name (letters, digits, . _ -, not starting with .); "
+                                  "names the run directory.")
     seed: int = Field(0, ge=0, description="Seed of every random stream (split, init, shuffle, dropout).")
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset and split.")
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Preprocessing.")
@@ -279,7 +283,9 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserInputError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserInputError(f"cannot read config file {path}: {e}") from None
     except yaml.YAMLError as e:
         where = ""
         mark = getattr(e, "problem_mark", None)

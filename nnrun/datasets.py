@@ -28,6 +28,8 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,7 +274,7 @@ def read_npz(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, l
         raise UserInputError(f"data.path: npz file not found: {path}")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise UserInputError(f"data.path: cannot read {path} as an .npz file: {e}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise UserInputError(f"data.path: {path} is a single .npy array, not an .npz archive with an 'X' key")
@@ -282,7 +284,7 @@ def read_npz(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, l
         def get(key: str) -> np.ndarray:
             try:
                 return archive[key]
-            except (OSError, ValueError, EOFError) as e:
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
                 raise UserInputError(f"{path}: key '{key}' cannot be read: {e}") from None
 
         def bad(key: str, problem: str) -> UserInputError:
@@ -537,7 +539,7 @@ def read_cifar10_cached(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
         try:
             with np.load(cache) as z:
                 return z["X_train"], z["y_train"], z["X_test"], z["y_test"]
-        except (OSError, ValueError, KeyError, EOFError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
             cache.unlink(missing_ok=True)
     arrays = read_cifar10(folder)
     try:

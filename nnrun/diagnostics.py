@@ -16,7 +16,7 @@ truncation error (~h**2) against rounding noise (~1/h); the shipped configs stay
 
 Kinks: ReLU, leaky ReLU and `|w|` (L1) are not differentiable at 0, and a centered difference
 whose two points straddle a kink measures an average of two slopes, not a derivative. With
-h = 1e-6 in float64 this is rare but happens; such entries are skipped and counted, not failed:
+h = 1e-5 in float64 this is rare but happens; such entries are skipped and counted, not failed:
 an entry is skipped when a kinked layer's on/off pattern differs between `w + h` and `w - h`
 (see `Layer.kinks`), when a loss with a `kinks(scores, y)` method reports the same, or when
 the entry carries an L1 penalty and `|w| < h`. Dropout masks are drawn once and held fixed, so
@@ -176,24 +176,20 @@ def gradcheck(cfg, *, batch_size: int = 16, h: float = DEFAULT_H, tol: float = D
     preprocessed with statistics fitted on the training split, the configured loss and
     penalties. Returns `{"passed", "h", "tol", "batch_size", "max_entries", "params": [...]}`.
     """
-    from nnrun.datasets import load_dataset
     from nnrun.errors import UserInputError
-    from nnrun.nn.losses import build_loss
     from nnrun.nn.model import build_mlp
-    from nnrun.preprocess import fit_preprocessor
     from nnrun.rng import stream
+    from nnrun.train import prepare_data
 
     if batch_size < 2:
         raise UserInputError(f"--batch-size: needs at least 2 examples (BatchNorm statistics), got {batch_size}")
     if not h > 0 or not tol > 0:
         raise UserInputError(f"--h and --tol must be positive, got h={h}, tol={tol}")
-    data = load_dataset(cfg.data, cfg.seed)
-    loss_fn = build_loss(cfg.loss, data)  # also switches the dataset to the targets this loss trains on
+    data, _, loss_fn = prepare_data(cfg)
     rng = stream(cfg.seed, "gradcheck")
     n = min(batch_size, len(data.X_train))
     idx = np.sort(rng.choice(len(data.X_train), n, replace=False))
-    preprocessor = fit_preprocessor(cfg.preprocess, data.X_train, data.image_shape)
-    X = preprocessor.transform(data.X_train[idx]).astype(np.float64)
+    X = data.X_train[idx].astype(np.float64)
     y = data.y_train[idx]
     model = build_mlp(cfg.model, data.n_features, loss_fn.output_dim(data.n_targets), stream(cfg.seed, "init"),
                       dropout_rng=stream(cfg.seed, "dropout")).astype(np.float64)

@@ -47,7 +47,7 @@ class RunDir:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserInputError(f"cannot create run directory {path}: {e.strerror}") from None
-        for stale in ("summary.json", "metrics.jsonl", "model.npz", "preprocess.npz"):
+        for stale in ("summary.json", "metrics.jsonl", "model.npz", "preprocess.npz", "targets.npz"):
             (path / stale).unlink(missing_ok=True)
         return cls(path)
 

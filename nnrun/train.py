@@ -27,7 +27,7 @@ from nnrun.nn.losses import build_loss, loss_target_kind
 from nnrun.nn.model import MLP, build_mlp
 from nnrun.nn.regularizers import Regularizer
 from nnrun.optim import OPTIMIZERS, learning_rate
-from nnrun.preprocess import fit_preprocessor
+from nnrun.preprocess import Preprocessor, fit_preprocessor
 from nnrun.rng import stream
 from nnrun.runs import RunDir
 
@@ -176,6 +176,21 @@ def fit(model: MLP, loss_fn, data: Dataset, cfg: ExperimentConfig, reporter: Rep
     return history
 
 
+def prepare_data(cfg: ExperimentConfig) -> tuple[Dataset, Preprocessor, Any]:
+    """The dataset ready to train on, the fitted preprocessor, and the loss.
+
+    Loads and splits the data, switches it to the targets the loss trains on (failing early
+    when they do not fit), fits the preprocessing on the training split alone and applies it
+    to every split in place, then builds the loss (fitted on the training targets).
+    """
+    data = load_dataset(cfg.data, cfg.seed)
+    data.use_targets(loss_target_kind(cfg.loss), cfg.loss.name)
+    preprocessor = fit_preprocessor(cfg.preprocess, data.X_train, data.image_shape)
+    for name in ("X_train", "X_val", "X_test"):
+        setattr(data, name, preprocessor.transform(getattr(data, name), copy=False))
+    return data, preprocessor, build_loss(cfg.loss, data)
+
+
 def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None = None) -> dict[str, Any]:
     """Run the experiment `cfg` into `run` and return the summary (also written to summary.json).
 
@@ -185,22 +200,18 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     run.write_config(cfg)
-    data = load_dataset(cfg.data, cfg.seed)
-    data.use_targets(loss_target_kind(cfg.loss), cfg.loss.name)
-    preprocessor = fit_preprocessor(cfg.preprocess, data.X_train, data.image_shape)
-    for name in ("X_train", "X_val", "X_test"):
-        setattr(data, name, preprocessor.transform(getattr(data, name), copy=False))
+    data, preprocessor, loss_fn = prepare_data(cfg)
     run.write_preprocess(preprocessor.statistics())
-    loss_fn = build_loss(cfg.loss, data)
     names = {"classes": data.class_names, "attributes": data.attribute_names, "regression": data.target_names}
     write_npz(run.path / "targets.npz", {"kind": np.array(data.target_kind),
                                          "names": np.array(names[data.target_kind], dtype=str),
                                          **loss_fn.state()})
-    model = build_mlp(cfg.model, data.n_features, loss_fn.output_dim(data.n_targets), stream(cfg.seed, "init"))
+    n_outputs = loss_fn.output_dim(data.n_targets)
+    model = build_mlp(cfg.model, data.n_features, n_outputs, stream(cfg.seed, "init"))
     n_params = sum(p.value.size for p in model.params)
     reporter.start({"name": cfg.name, "run_dir": str(run.path), "dataset": data.name, **data.sizes(),
                     "features": data.n_features, "loss": cfg.loss.name, "targets": data.target_kind,
-                    "outputs": loss_fn.output_dim(data.n_targets), "parameters": n_params})
+                    "outputs": n_outputs, "parameters": n_params})
     history = History()
     status, reason = "completed", None
     try:

@@ -174,3 +174,10 @@ def test_download_checksum_mismatch_exits_2(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "checksum mismatch" in result.stderr and "Traceback" not in result.output
     assert list((tmp_path / "root").iterdir()) == []
+
+
+def test_gradcheck_with_pca_builds_the_network_on_the_reduced_features():
+    result = invoke("gradcheck", "configs/quickstart.yaml", "--set", "preprocess.pca=20",
+                    "--set", "model.hidden=[8]", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["passed"]

@@ -107,3 +107,22 @@ def test_example_configs_validate():
     assert configs
     for path in configs:
         load_config(path)
+
+
+@pytest.mark.parametrize("item, expected", [
+    ("model.hidden=[0]", "model.hidden.0: Input should be greater than or equal to 1"),
+    ("model.bias_init=.nan", "model.bias_init: Input should be a finite number"),
+    ("optim.lr=.inf", "optim.lr: Input should be a finite number"),
+    ("name=a/../../escaped", "name: String should match pattern"),
+    ("name=..", "name: String should match pattern"),
+])
+def test_values_that_would_crash_later_are_rejected_up_front(item, expected):
+    with pytest.raises(UserInputError, match=expected):
+        load_config(None, [item])
+
+
+def test_config_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xff\xfe\x00name: x\n")
+    with pytest.raises(UserInputError, match="cannot read config file"):
+        load_config(path)

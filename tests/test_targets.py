@@ -127,6 +127,10 @@ def test_npz_file_problems(tmp_path):
     np.savez(tmp_path / "obj.npz", X=np.zeros((10, 2)), y=np.array([{"a": 1}] * 10, dtype=object))
     with pytest.raises(UserInputError, match="key 'y' cannot be read"):
         load_dataset(npz_config(tmp_path / "obj.npz"), seed=0)
+    np.savez(tmp_path / "cut.npz", X=np.zeros((50, 20)), y=np.zeros(50, dtype=int))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "cut.npz").read_bytes()[:200])
+    with pytest.raises(UserInputError, match="cut.npz"):
+        load_dataset(npz_config(tmp_path / "cut.npz"), seed=0)
 
 
 # ---- diabetes, bins, build_loss --------------------------------------------------------------
