@@ -154,7 +154,7 @@ def resolve_count(size: int | float, total: int, key: str) -> int:
     if isinstance(size, float) and not size.is_integer():
         if not 0 < size < 1:
             raise UserInputError(f"{key}: a fraction must be in (0, 1), got {size}")
-        count = int(round(size * total))
+        count = max(1, int(round(size * total)))  # a fraction always keeps at least one example
     else:
         count = int(size)
     if not 1 <= count < total:
