@@ -104,6 +104,17 @@ class NnrunEpoch:
         model = build_mlp(cfg.model, self.data.n_features, C, stream(cfg.seed, "init"))
         return model, LOSSES[cfg.loss.name]()
 
+    def build_step_loop(self):
+        """(model, loss, optimizer, lr) for a hand-written step loop, set up as `fit` sets them up."""
+        from nnrun.optim import OPTIMIZERS, learning_rate
+        from nnrun.rng import stream
+
+        cfg = self.cfg
+        model, loss_fn = self.build()
+        model.set_dropout_rng(stream(cfg.seed, "dropout"))
+        optimizer = OPTIMIZERS[cfg.optim.name](cfg.optim)
+        return model, loss_fn, optimizer, learning_rate(cfg.optim, 0, cfg.train.epochs)
+
     def __call__(self) -> float:
         from nnrun.train import History, SilentReporter, fit
 

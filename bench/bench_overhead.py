@@ -37,14 +37,10 @@ class BareLoop(NnrunEpoch):
     """Forward, loss, backward and update over one epoch of shuffled batches, nothing else."""
 
     def __call__(self) -> float:
-        from nnrun.optim import OPTIMIZERS, learning_rate
         from nnrun.rng import stream
 
         cfg, data = self.cfg, self.data
-        model, loss_fn = self.build()
-        model.set_dropout_rng(stream(cfg.seed, "dropout"))
-        optimizer = OPTIMIZERS[cfg.optim.name](cfg.optim)
-        lr = learning_rate(cfg.optim, 0, cfg.train.epochs)
+        model, loss_fn, optimizer, lr = self.build_step_loop()
         X, y, batch = data.X_train, data.y_train, cfg.train.batch_size
         with np.errstate(over="ignore", invalid="ignore"):
             start = now()

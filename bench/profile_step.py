@@ -32,14 +32,10 @@ class ProfiledLoop(NnrunEpoch):
     """The bare step loop with every piece timed; returns the seconds per piece for one epoch."""
 
     def profile(self) -> dict[str, float]:
-        from nnrun.optim import OPTIMIZERS, learning_rate
         from nnrun.rng import stream
 
         cfg, data = self.cfg, self.data
-        model, loss_fn = self.build()
-        model.set_dropout_rng(stream(cfg.seed, "dropout"))
-        optimizer = OPTIMIZERS[cfg.optim.name](cfg.optim)
-        lr = learning_rate(cfg.optim, 0, cfg.train.epochs)
+        model, loss_fn, optimizer, lr = self.build_step_loop()
         totals: dict[str, float] = defaultdict(float)
         for i, layer in enumerate(model.layers):
             name = f"{i}:{type(layer).__name__}"
