@@ -22,8 +22,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/nnrun train configs/quickstart.yaml
 
+# ruff, then the import-linter contracts of pyproject.toml (layers, no cycles).
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check nnrun tests bench
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest

@@ -3,7 +3,7 @@ a minimal NumPy loop and the BLAS ceiling, all measured in this one process and 
 
 Variants: `plain` (3072-512-512-10 ReLU MLP, momentum SGD, softmax) and `bn-dropout` (the same
 with BatchNorm after each hidden Linear layer and dropout with keep probability 0.5 after each
-hidden ReLU). nnrun runs through `nnrun.train.fit` with a validated `ExperimentConfig` and a
+hidden ReLU). nnrun runs through `nnrun.trainer.fit` with a validated `ExperimentConfig` and a
 `Dataset` of random data of CIFAR-10's shape (50,000 training rows, 1,000 validation rows), one
 epoch, progress reporting off; its time includes the per-epoch evaluation `fit` does (the
 `train.eval_train_size` subset and the validation split). The competitors only train.
@@ -88,7 +88,7 @@ def reference_dataset(X: np.ndarray, y: np.ndarray):
 
 
 class NnrunEpoch:
-    """One epoch of `nnrun.train.fit` on a freshly built model (set-up not timed)."""
+    """One epoch of `nnrun.trainer.fit` on a freshly built model (set-up not timed)."""
 
     def __init__(self, X, y, variant: str, reporter_factory=None):
         self.cfg = reference_config(variant)
@@ -96,33 +96,32 @@ class NnrunEpoch:
         self.reporter_factory = reporter_factory
 
     def build(self):
-        from nnrun.nn.losses import LOSSES
-        from nnrun.nn.model import build_mlp
+        from nnrun.experiment import build_loss, build_model
         from nnrun.rng import stream
 
         cfg = self.cfg
-        model = build_mlp(cfg.model, self.data.n_features, C, stream(cfg.seed, "init"))
-        return model, LOSSES[cfg.loss.name]()
+        model = build_model(cfg.model, self.data.n_features, C, stream(cfg.seed, "init"))
+        return model, build_loss(cfg.loss, self.data)
 
     def build_step_loop(self):
         """(model, loss, optimizer, lr) for a hand-written step loop, set up as `fit` sets them up."""
-        from nnrun.optim import OPTIMIZERS, learning_rate
+        from nnrun.experiment import build_optimizer, build_schedule
         from nnrun.rng import stream
 
         cfg = self.cfg
         model, loss_fn = self.build()
         model.set_dropout_rng(stream(cfg.seed, "dropout"))
-        optimizer = OPTIMIZERS[cfg.optim.name](cfg.optim)
-        return model, loss_fn, optimizer, learning_rate(cfg.optim, 0, cfg.train.epochs)
+        return model, loss_fn, build_optimizer(cfg.optim), build_schedule(cfg.optim)(0, cfg.train.epochs)
 
     def __call__(self) -> float:
-        from nnrun.train import History, SilentReporter, fit
+        from nnrun.experiment import train_setup
+        from nnrun.trainer import History, SilentReporter, fit
 
         model, loss_fn = self.build()
         reporter = self.reporter_factory() if self.reporter_factory else SilentReporter()
         with np.errstate(over="ignore", invalid="ignore"):
             start = now()
-            fit(model, loss_fn, self.data, self.cfg, reporter, History())
+            fit(model, loss_fn, self.data, train_setup(self.cfg), reporter, History())
             seconds = now() - start
         close = getattr(reporter, "close", None)
         if close is not None:

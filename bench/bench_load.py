@@ -1,7 +1,7 @@
 """CIFAR-10 load time through nnrun: cold (from the python batches, with an empty NNRUN_CACHE_DIR)
 and warm (from nnrun's cache), against the plain `pickle.load` a script would do.
 
-Each figure is `nnrun.datasets.load_dataset` for the cifar10 config (split, validation carved,
+Each figure is `nnrun.experiment.load_data` for the cifar10 config (split, validation carved,
 float32 conversion of every split included). "Cold" means nnrun's cache is empty; the operating
 system's file cache is warm after the first read, so the figure is the parsing, not the disk.
 
@@ -25,14 +25,14 @@ CACHE_ENV = "NNRUN_CACHE_DIR"
 
 
 def data_config(folder: Path):
-    """The validated `data` section of the cifar10 example config, rooted at `folder`."""
+    """The validated config of a cifar10 run rooted at `folder`."""
     from nnrun.config import validate_config
 
-    return validate_config({"data": {"dataset": "cifar10", "root": str(folder), "val_size": 1000}}, "bench").data
+    return validate_config({"data": {"dataset": "cifar10", "root": str(folder), "val_size": 1000}}, "bench")
 
 
 class NnrunLoad:
-    """`load_dataset` with NNRUN_CACHE_DIR pointing at a cache folder: empty each time (cold) or filled (warm)."""
+    """`load_data` with NNRUN_CACHE_DIR pointing at a cache folder: empty each time (cold) or filled (warm)."""
 
     def __init__(self, folder: Path, cold: bool, scratch: Path):
         self.cfg, self.cold, self.scratch = data_config(folder), cold, scratch
@@ -40,7 +40,7 @@ class NnrunLoad:
         self.warm_dir = scratch / "warm"
 
     def __call__(self) -> float:
-        from nnrun.datasets import load_dataset
+        from nnrun.experiment import load_data
 
         if self.cold:
             self.count += 1
@@ -49,10 +49,10 @@ class NnrunLoad:
             cache = self.warm_dir
             if not cache.exists():  # fill the cache once, untimed
                 os.environ[CACHE_ENV] = str(cache)
-                load_dataset(self.cfg, 0)
+                load_data(self.cfg)
         os.environ[CACHE_ENV] = str(cache)
         start = time.perf_counter()
-        data = load_dataset(self.cfg, 0)
+        data = load_data(self.cfg)
         seconds = time.perf_counter() - start
         assert data.X_train.shape[1] == 3072
         del data

@@ -71,7 +71,8 @@ def main() -> None:
             return
         log(f"[{part}] filling the data cache (untimed)")
         prime = [sys.executable, "-c", "import sys; from pathlib import Path; "
-                 "from nnrun.datasets import read_cifar10_cached; read_cifar10_cached(Path(sys.argv[1]))", str(folder)]
+                 "from nnrun.datasets.cifar10 import read_cifar10_cached; read_cifar10_cached(Path(sys.argv[1]))",
+                 str(folder)]
         subprocess.run(prime, check=True, env=env, cwd=REPO)
         cmd = [*nnrun_command(), "train", str(CONFIG), *sets, "--out", str(scratch / "run"), "--json", "--quiet"]
         log(f"[{part}] {' '.join(cmd)}")

@@ -59,7 +59,7 @@ class EvaluationOnly(NnrunEpoch):
 
     def __call__(self) -> float:
         from nnrun.rng import stream
-        from nnrun.train import evaluate
+        from nnrun.trainer import evaluate
 
         cfg, data = self.cfg, self.data
         model, loss_fn = self.build()
@@ -76,7 +76,7 @@ def rich_reporter_factory():
     """A `RichReporter` drawing to a terminal console whose output is discarded."""
     from rich.console import Console
 
-    from nnrun.report import RichReporter
+    from nnrun.progress import RichReporter
 
     sink = open(os.devnull, "w")  # kept open for the reporter's lifetime
     reporter = RichReporter(Console(file=sink, force_terminal=True, width=120))

@@ -51,7 +51,7 @@ def worker(which: str, k: int | None, folder: Path) -> dict:
     """Load the training split, time one fit, report seconds, peak RSS and the top eigenvalues (ddof 0)."""
     import numpy as np
 
-    from nnrun.datasets import read_cifar10_cached
+    from nnrun.datasets.cifar10 import read_cifar10_cached
 
     X_u8, _, _, _ = read_cifar10_cached(folder)
     X = X_u8.astype(np.float32)
@@ -59,10 +59,9 @@ def worker(which: str, k: int | None, folder: Path) -> dict:
     n = len(X)
     data_mb = rss_mb()
     if which == "nnrun":
-        from nnrun.config import PreprocessConfig
-        from nnrun.preprocess import fit_preprocessor
+        from nnrun.preprocess import PreprocessSettings, fit_preprocessor
 
-        cfg = PreprocessConfig(center="per_feature", pca=k, whiten=True)
+        cfg = PreprocessSettings(center="per_feature", pca=k, whiten=True)
         start = time.perf_counter()
         pre = fit_preprocessor(cfg, X)
         seconds = time.perf_counter() - start

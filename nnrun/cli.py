@@ -19,7 +19,11 @@ from rich.text import Text
 
 from nnrun.config import ExperimentConfig, load_config
 from nnrun.errors import RunFailed, UserInputError
-from nnrun.report import RichReporter, stderr_console
+from nnrun.nn.init import INIT_SCHEMES
+from nnrun.nn.layers import ACTIVATIONS
+from nnrun.progress import RichReporter
+from nnrun.tables import print_table, stderr_console
+from nnrun.workers import EXECUTORS
 
 app = typer.Typer(
     help="nnrun: train NumPy MLPs from YAML configs and see what each setup choice does.",
@@ -69,8 +73,9 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
 ) -> None:
     """Train the MLP a config describes; write the run directory; print tables (stderr) or --json (stdout)."""
-    from nnrun.runs import RunDir
-    from nnrun.train import SilentReporter, default_run_path, run_experiment
+    from nnrun.rundir import RunDir
+    from nnrun.train import default_run_path, run_experiment
+    from nnrun.trainer import SilentReporter
 
     cfg = load_config(config, set_ or ())
     run = RunDir.create(out or default_run_path(runs_dir, cfg.name), overwrite=overwrite)
@@ -122,7 +127,8 @@ def sweep(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at the same time.")] = 1,
     threads: Annotated[int | None, typer.Option(
         help="BLAS threads per run (default: cores // jobs; jobs x threads may not exceed the cores).")] = None,
-    executor: Annotated[str, typer.Option(help="Where runs execute: local (worker processes) or dask.")] = "local",
+    executor: Annotated[str, typer.Option(
+        help=f"Where runs execute: {' or '.join(EXECUTORS)} (local: worker processes).")] = "local",
     scheduler: Annotated[str | None, typer.Option(
         metavar="ADDR", help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster).")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Parent folder of the run directories.")] = Path("runs"),
@@ -138,16 +144,9 @@ def sweep(
 
     Exit code 0 when every run completed, 1 when some failed, 2 for bad input (nothing runs then).
     """
-    from nnrun.sweep import (
-        SweepProgress,
-        outcome_report,
-        plan_report,
-        plan_sweep,
-        plan_table,
-        print_table,
-        results_table,
-        run_sweep,
-    )
+    from nnrun.sweep.display import SweepProgress, plan_table, results_table
+    from nnrun.sweep.execute import outcome_report, run_sweep
+    from nnrun.sweep.plan import plan_report, plan_sweep
 
     plan = plan_sweep(config, overrides=set_ or (), grid=grid or (), space=space or (), n_random=random, seed=seed,
                       runs_dir=runs_dir)
@@ -185,10 +184,7 @@ def runs(
         help="Columns to show: run, path, status, started, reason, config keys (optim.lr), summary keys.")] = None,
 ) -> None:
     """List run directories: status, the config keys that differ between runs, metrics and time."""
-    from rich.table import Table
-
-    from nnrun.runs import runs_csv, runs_json, select_runs
-    from nnrun.sweep import print_table, show
+    from nnrun.runs import runs_csv, runs_json, runs_table, select_runs
 
     if format_ not in ("table", "csv", "json"):
         raise UserInputError(f"--format must be table, csv or json, got {format_!r}")
@@ -200,12 +196,7 @@ def runs(
     elif not records:
         stderr_console.print(f"no runs in {runs_dir}")
     else:
-        table = Table(title=f"{len(records)} runs in {runs_dir}")
-        for c in chosen:
-            table.add_column(c, overflow="fold")
-        for r in records:
-            table.add_row(*(show(r.get(c)) for c in chosen))
-        print_table(table)
+        print_table(runs_table(f"{len(records)} runs in {runs_dir}", records, chosen))
 
 
 @command()
@@ -220,8 +211,8 @@ def gradcheck(
     json_: JsonOption = False,
 ) -> None:
     """Check the configured network's analytic gradients against centered differences (float64); exit 1 on failure."""
-    from nnrun.diagnostics import gradcheck as run_gradcheck
-    from nnrun.diagnostics import gradcheck_table
+    from nnrun.gradcheck import gradcheck as run_gradcheck
+    from nnrun.gradcheck import gradcheck_table
 
     cfg = load_config(config, set_ or ())
     if max_entries < 0:
@@ -255,7 +246,7 @@ def preprocess(
     json_: JsonOption = False,
 ) -> None:
     """Fit the preprocessing on the training split; print shapes, variance kept and fit time; draw PCA figures."""
-    from nnrun.preprocess import preprocess_report, report_table
+    from nnrun.preprocess_report import preprocess_report, report_table
     from nnrun.train import default_run_path
 
     overrides = list(set_ or ())
@@ -279,12 +270,13 @@ def preprocess(
 @command("compare-inits")
 def compare_inits_command(
     config: Annotated[Path | None, typer.Argument(help="Experiment YAML file (default: all defaults, digits).")] = None,
-    schemes: Annotated[str, typer.Option(metavar="A,B,...", help="Init schemes to compare, comma-separated.")] = (
-        "zeros,small,calibrated,xavier,he,sparse"),
+    schemes: Annotated[str | None, typer.Option(
+        metavar="A,B,...", help=f"Init schemes to compare, comma-separated (default: {', '.join(INIT_SCHEMES)}).")
+    ] = None,
     depth: Annotated[int, typer.Option(help="Hidden layers.")] = 10,
     width: Annotated[int, typer.Option(help="Units per hidden layer.")] = 500,
     activation: Annotated[str | None, typer.Option(
-        help="Hidden non-linearity: relu, leaky_relu, tanh, sigmoid, identity (default: the config's).")] = None,
+        help=f"Hidden non-linearity: {', '.join(ACTIVATIONS)} (default: the config's).")] = None,
     batchnorm: Annotated[bool | None, typer.Option(
         "--batchnorm/--no-batchnorm", help="Only with (only without) BatchNorm. Default: train both variants; "
                                            "forward statistics without it.")] = None,
@@ -304,11 +296,10 @@ def compare_inits_command(
     """Show what each weight init scheme does: activation statistics through a deep network, and short
     training runs without and with BatchNorm; writes an activation-histogram grid and loss curves."""
     from nnrun.compare_inits import compare_inits, forward_table, parse_schemes, training_table
-    from nnrun.sweep import print_table
     from nnrun.train import default_run_path
 
     cfg = load_config(config, set_ or ())
-    chosen = parse_schemes(schemes)
+    chosen = parse_schemes(schemes) if schemes is not None else None
 
     def progress(run: dict[str, Any], done: int, total: int) -> None:
         acc = run["final_val_accuracy"]

@@ -1,14 +1,14 @@
-"""Compare weight init schemes on real data: forward statistics and short training runs.
+"""`nnrun compare-inits`: compare weight init schemes on real data, forward statistics and short training runs.
 
 `compare_inits(cfg, out=...)` is what `nnrun compare-inits` runs. For each init scheme it builds
-the same deep network (`depth` hidden layers of `width` units; `build_mlp` with `model.init` set
-to the scheme) and
+the same deep network (`depth` hidden layers of `width` units; the config's model with
+`model.init` set to the scheme) and
 
 1. passes one batch of `examples` preprocessed training examples through it in training mode,
    recording per hidden layer the mean and standard deviation of the activations (over all
    examples and units), the share of dead or saturated units, and, after one backward pass of
    the configured data loss, the norm of the gradient reaching the layer;
-2. trains it for `epochs` epochs with `nnrun.train.fit` (the config's loss, optimizer, batch
+2. trains it for `epochs` epochs with `nnrun.trainer.fit` (the config's loss, optimizer, batch
    size and penalties), without and with BatchNorm, and records the training loss of every
    batch, the mean training loss of every epoch, the final validation accuracy and the number
    of distinct hidden units per layer.
@@ -17,15 +17,12 @@ Every network of a comparison uses the same data, split, preprocessing and seed:
 each scheme come from the experiment's `init` stream, so the forward pass and the training run
 of a scheme start from the same weights (when both use the same BatchNorm setting).
 
-Dead and saturated (computed on the activation outputs `a` of the batch):
-- relu, leaky_relu: `a <= 0` (relu: the output and its gradient are 0; leaky_relu: only the
-  slope passes);
-- tanh: `|a| > 0.99` (local gradient `1 - a**2 < 0.0199`);
-- sigmoid: `a < 0.01` or `a > 0.99` (local gradient `a (1 - a) < 0.0099`);
-- identity: never.
-`dead_units` is the fraction of a layer's units for which this holds on *every* example of the
-batch (a unit that passes no gradient for the whole batch); `dead_activations` the fraction of
-all (example, unit) entries for which it holds.
+Dead and saturated (computed on the activation outputs `a` of the batch) is each activation's
+own test (`nnrun.nn.layers.Activation.dead_mask`): relu and leaky_relu `a <= 0`, tanh
+`|a| > 0.99`, sigmoid `a < 0.01` or `a > 0.99`, identity never. `dead_units` is the fraction
+of a layer's units for which this holds on *every* example of the batch (a unit that passes no
+gradient for the whole batch); `dead_activations` the fraction of all (example, unit) entries
+for which it holds.
 
 Gradient norms: `grad_norm` is the Frobenius norm of dL/dh_l, the gradient of the batch-mean
 data loss with respect to hidden layer l's activation output h_l: (N, width); `weight_grad_norm`
@@ -39,6 +36,7 @@ takes every ungrouped unit that close to it), and the count is the number of gro
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -46,16 +44,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
+from nnrun import plots
 from nnrun.config import ExperimentConfig, validate_config
 from nnrun.errors import RunFailed, UserInputError
+from nnrun.experiment import PreparedData, build_model, prepare_data, train_setup
+from nnrun.io import check_output_folder, write_json
 from nnrun.nn.init import INIT_SCHEMES
-from nnrun.nn.layers import ACTIVATIONS
-from nnrun.nn.model import MLP, build_mlp
+from nnrun.nn.layers import ACTIVATIONS, Activation
+from nnrun.nn.losses import Loss
+from nnrun.nn.model import MLP
 from nnrun.rng import stream
+from nnrun.tables import fmt, pct
+from nnrun.trainer import Diverged, History, SilentReporter, fit
+from nnrun.workers import available_cores, blas_threads_in_use, open_executor
 
-DEFAULT_SCHEMES = tuple(INIT_SCHEMES)
-"""Every init scheme: zeros, small, calibrated, xavier, he, sparse."""
 DEFAULT_DEPTH = 10
 """Hidden layers of the compared network."""
 DEFAULT_WIDTH = 500
@@ -64,8 +68,6 @@ DEFAULT_EPOCHS = 5
 """Epochs of each training run."""
 DEFAULT_EXAMPLES = 1000
 """Training examples in the batch of the forward statistics."""
-SATURATION = 0.99
-"""tanh saturates where |a| > 0.99; sigmoid where a < 1 - 0.99 or a > 0.99."""
 DISTINCT_RTOL = 1e-5
 """Relative tolerance under which two hidden units' incoming vectors count as the same."""
 HISTOGRAM_BINS = 40
@@ -79,16 +81,6 @@ EVAL_TRAIN_CAP = 1000
 """Training runs evaluate train accuracy on at most this many examples (`train.eval_train_size`)."""
 FILES = {"activations": "activations.png", "loss_curves": "loss_curves.png", "statistics": "compare_inits.json"}
 """What `compare_inits` writes into `out`."""
-CRITERIA = {
-    "relu": "output <= 0",
-    "leaky_relu": "output <= 0 (negative side)",
-    "tanh": f"|a| > {SATURATION}",
-    "sigmoid": f"a < {1 - SATURATION:.2g} or a > {SATURATION}",
-    "identity": "never",
-}
-"""The dead/saturated test of each activation, as the tables describe it."""
-
-_ACTIVATION_LAYERS = tuple(ACTIVATIONS.values())
 
 
 # ---- checks and configs -------------------------------------------------------------------------
@@ -141,18 +133,11 @@ def _check_options(*, depth: int, width: int, activation: str, epochs: int, exam
         raise UserInputError(f"--examples: needs at least 2 (BatchNorm statistics), got {examples}")
 
 
-def prepare_data(cfg: ExperimentConfig):
-    """(dataset, loss) exactly as `run_experiment` prepares them (`nnrun.train.prepare_data`)."""
-    from nnrun.train import prepare_data as prepare_experiment_data
-
-    data, _, loss_fn = prepare_experiment_data(cfg)
-    return data, loss_fn
-
-
-def build_network(cfg: ExperimentConfig, data, loss_fn) -> MLP:
-    """The network `cfg` describes for `data`, weights from the `init` stream of `cfg.seed`."""
-    return build_mlp(cfg.model, data.n_features, loss_fn.output_dim(data.n_targets), stream(cfg.seed, "init"),
-                     dropout_rng=stream(cfg.seed, "dropout"))
+def build_network(cfg: ExperimentConfig, prepared: PreparedData) -> MLP:
+    """The network `cfg` describes for the prepared data, weights from the `init` stream of `cfg.seed`."""
+    data = prepared.data
+    return build_model(cfg.model, data.n_features, prepared.loss.output_dim(data.n_targets), stream(cfg.seed, "init"),
+                       dropout_rng=stream(cfg.seed, "dropout"))
 
 
 def _finite(value: float) -> float | None:
@@ -162,20 +147,8 @@ def _finite(value: float) -> float | None:
 
 # ---- forward statistics -------------------------------------------------------------------------
 
-def dead_mask(activation: str, a: np.ndarray) -> np.ndarray | None:
-    """a: (N, H) activation outputs -> (N, H) bool, True where dead or saturated (module docstring);
-    None for `identity`, which has neither."""
-    if activation in ("relu", "leaky_relu"):
-        return a <= 0
-    if activation == "tanh":
-        return np.abs(a) > SATURATION
-    if activation == "sigmoid":
-        return (a < 1 - SATURATION) | (a > SATURATION)
-    return None
-
-
-def forward_statistics(model: MLP, loss_fn, X: np.ndarray, y: np.ndarray,
-                       activation: str) -> tuple[float, list[dict[str, Any]], list[np.ndarray]]:
+def forward_statistics(model: MLP, loss_fn: Loss, X: np.ndarray,
+                       y: np.ndarray) -> tuple[float, list[dict[str, Any]], list[np.ndarray]]:
     """One training-mode forward pass of X: (N, D) and one backward pass of the data loss.
 
     Returns (loss, one statistics dict per hidden layer, the hidden activations (N, H) each).
@@ -185,13 +158,15 @@ def forward_statistics(model: MLP, loss_fn, X: np.ndarray, y: np.ndarray,
     """
     hidden: list[np.ndarray] = []
     positions: list[int] = []
+    activations: list[Activation] = []
     x = X
     with np.errstate(over="ignore", invalid="ignore"):
         for i, layer in enumerate(model.layers):
             x = layer.forward(x, train=True)
-            if isinstance(layer, _ACTIVATION_LAYERS) and i < len(model.layers) - 1:
+            if isinstance(layer, Activation) and i < len(model.layers) - 1:
                 hidden.append(x.copy())
                 positions.append(i)
+                activations.append(layer)
         loss, dout = loss_fn.loss_and_grad(x, y)
         grad_norms: dict[int, float] = {}
         for i in range(len(model.layers) - 1, -1, -1):
@@ -200,9 +175,9 @@ def forward_statistics(model: MLP, loss_fn, X: np.ndarray, y: np.ndarray,
             dout = model.layers[i].backward(dout)
     linears = list(model.linear_layers())
     layers = []
-    for index, (a, position) in enumerate(zip(hidden, positions, strict=True)):
+    for index, (a, position, layer) in enumerate(zip(hidden, positions, activations, strict=True)):
         a64 = a.astype(np.float64)
-        mask = dead_mask(activation, a)
+        mask = layer.dead_mask(a)
         layers.append({
             "layer": index + 1,
             "mean": _finite(a64.mean()),
@@ -216,16 +191,16 @@ def forward_statistics(model: MLP, loss_fn, X: np.ndarray, y: np.ndarray,
 
 
 def histogram_range(activation: str, hidden: list[np.ndarray]) -> tuple[float, float]:
-    """The x-range shared by one scheme's histograms: [-1, 1] for tanh, [0, 1] for sigmoid, else
-    up to the widest layer's `HISTOGRAM_QUANTILE` percentile of |a| ([0, hi] for relu)."""
-    if activation == "tanh":
-        return -1.0, 1.0
-    if activation == "sigmoid":
-        return 0.0, 1.0
+    """The x-range shared by one scheme's histograms: the activation's output range where it is bounded
+    ([-1, 1] for tanh, [0, 1] for sigmoid), else up to the widest layer's `HISTOGRAM_QUANTILE`
+    percentile of |a| (from the lower bound where there is one: [0, hi] for relu)."""
+    low, high = ACTIVATIONS[activation].output_range
+    if low is not None and high is not None:
+        return low, high
     finite = [np.abs(a[np.isfinite(a)]) for a in hidden]
     hi = max((float(np.percentile(f, HISTOGRAM_QUANTILE)) for f in finite if f.size), default=0.0)
     hi = hi if hi > 0 else 1.0
-    return (0.0, hi) if activation == "relu" else (-hi, hi)
+    return (low, hi) if low is not None else (-hi, hi)
 
 
 def histogram(a: np.ndarray, lo: float, hi: float, bins: int = HISTOGRAM_BINS) -> dict[str, list]:
@@ -237,26 +212,14 @@ def histogram(a: np.ndarray, lo: float, hi: float, bins: int = HISTOGRAM_BINS) -
 
 # ---- training runs ------------------------------------------------------------------------------
 
-class _BatchLosses:
-    """A `Reporter` that keeps each batch's training loss."""
+class BatchLosses(SilentReporter):
+    """A reporter that keeps each batch's training loss."""
 
     def __init__(self) -> None:
         self.losses: list[float] = []
 
-    def start(self, info: dict[str, Any]) -> None:
-        pass
-
-    def epoch_start(self, epoch: int, n_batches: int) -> None:
-        pass
-
     def batch_end(self, loss: float) -> None:
         self.losses.append(float(loss))
-
-    def epoch_end(self, row: dict[str, Any]) -> None:
-        pass
-
-    def end(self, summary: dict[str, Any]) -> None:
-        pass
 
 
 def count_distinct_units(W: np.ndarray, b: np.ndarray, rtol: float = DISTINCT_RTOL) -> int:
@@ -285,8 +248,8 @@ def distinct_units(model: MLP, rtol: float = DISTINCT_RTOL) -> list[int]:
     return [count_distinct_units(layer.W.value, layer.b.value, rtol) for layer in list(model.linear_layers())[:-1]]
 
 
-def train_network(cfg: ExperimentConfig, data, loss_fn) -> tuple[MLP, dict[str, Any]]:
-    """Build the network `cfg` describes and train it with `nnrun.train.fit`; never raises on divergence.
+def train_network(cfg: ExperimentConfig, prepared: PreparedData) -> tuple[MLP, dict[str, Any]]:
+    """Build the network `cfg` describes and train it with `nnrun.trainer.fit`; never raises on divergence.
 
     Returns (model, record) with `status` (completed or diverged), `reason`, `epochs` (rows:
     epoch, train_loss, val_loss, val_accuracy), `batch_losses`, `final_val_loss`,
@@ -294,16 +257,14 @@ def train_network(cfg: ExperimentConfig, data, loss_fn) -> tuple[MLP, dict[str, 
     `distinct_units` (per hidden layer, after training; before it when the first epoch failed)
     and `seconds`.
     """
-    from nnrun.train import Diverged, History, fit
-
     started = time.perf_counter()
-    model = build_network(cfg, data, loss_fn)
-    reporter = _BatchLosses()
+    model = build_network(cfg, prepared)
+    reporter = BatchLosses()
     history = History()
     status, reason = "completed", None
     with np.errstate(over="ignore", invalid="ignore"):
         try:
-            fit(model, loss_fn, data, cfg, reporter, history)
+            fit(model, prepared.loss, prepared.data, train_setup(cfg), reporter, history)
         except Diverged as e:
             status, reason = "diverged", str(e)
             model.load_state_dict(history.last_good)
@@ -316,13 +277,11 @@ def train_network(cfg: ExperimentConfig, data, loss_fn) -> tuple[MLP, dict[str, 
                    "distinct_units": distinct_units(model), "seconds": time.perf_counter() - started}
 
 
-_PREPARED: dict[str, tuple[Any, Any]] = {}
-"""Per process: prepared (data, loss) by the JSON of the data, preprocess, loss and seed settings."""
+_PREPARED: dict[str, PreparedData] = {}
+"""Per process: the prepared data by the JSON of the data, preprocess, loss and seed settings."""
 
 
-def _prepared(cfg: ExperimentConfig):
-    import json
-
+def _prepared(cfg: ExperimentConfig) -> PreparedData:
     key = json.dumps({k: cfg.model_dump(mode="json")[k] for k in ("seed", "data", "preprocess", "loss")},
                      sort_keys=True)
     if key not in _PREPARED:
@@ -337,15 +296,13 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
     `train_network` with `scheme`, `batchnorm` and `blas_threads` added."""
     from threadpoolctl import threadpool_limits
 
-    from nnrun.sweep import blas_threads_in_use
-
     limit = payload["blas_threads"]
     with threadpool_limits(limits=limit):
         cfg = validate_config(payload["config"], source="compare-inits")
-        data, loss_fn = _prepared(cfg)
+        prepared = _prepared(cfg)
         # again: loading the data may have loaded more BLAS/OpenMP libraries (scikit-learn's, SciPy's)
         with threadpool_limits(limits=limit):
-            _, record = train_network(cfg, data, loss_fn)
+            _, record = train_network(cfg, prepared)
             threads = blas_threads_in_use()
     return {"scheme": payload["scheme"], "batchnorm": payload["batchnorm"], **record, "blas_threads": threads}
 
@@ -363,8 +320,6 @@ def _run_jobs(payloads: list[dict[str, Any]], jobs: int,
         return results
     from concurrent.futures import as_completed
 
-    from nnrun.sweep import open_executor
-
     with open_executor("local", min(jobs, total), None) as pool:
         futures = {pool.submit(train_job, payload): i for i, payload in enumerate(payloads)}
         try:
@@ -381,18 +336,7 @@ def _run_jobs(payloads: list[dict[str, Any]], jobs: int,
 
 # ---- the comparison -----------------------------------------------------------------------------
 
-def check_out(out: str | Path, overwrite: bool) -> Path:
-    """`out` as a Path; an error if it is a file, or holds `FILES` already and `overwrite` is off."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out} exists and is not a folder")
-    clash = [name for name in FILES.values() if (out / name).exists()]
-    if clash and not overwrite:
-        raise UserInputError(f"{out} already holds {', '.join(clash)}; choose another --out or pass --overwrite")
-    return out
-
-
-def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] | tuple[str, ...] = DEFAULT_SCHEMES,
+def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] | tuple[str, ...] | None = None,
                   depth: int = DEFAULT_DEPTH, width: int = DEFAULT_WIDTH, activation: str | None = None,
                   batchnorm: bool | None = None, epochs: int = DEFAULT_EPOCHS, examples: int = DEFAULT_EXAMPLES,
                   jobs: int | None = None, train: bool = True, overwrite: bool = False,
@@ -412,10 +356,8 @@ def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] 
     JSON-ready dict: settings, `forward` (loss and per-layer statistics and histograms per
     scheme), `training` (one record per run, see `train_network`), `files` and `seconds`.
     """
-    from nnrun.sweep import available_cores
-
     started = time.perf_counter()
-    schemes = parse_schemes(schemes)
+    schemes = parse_schemes(list(INIT_SCHEMES) if schemes is None else schemes)
     activation = activation or cfg.model.activation
     _check_options(depth=depth, width=width, activation=activation, epochs=epochs, examples=examples)
     n_runs = len(schemes) * (2 if batchnorm is None else 1) if train else 0
@@ -425,7 +367,7 @@ def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] 
     if not 1 <= jobs <= cores:
         raise UserInputError(f"--jobs: needs 1 to {cores} (the CPU cores available; each run uses one BLAS thread), "
                              f"got {jobs}")
-    out = check_out(out, overwrite)
+    out = check_output_folder(out, tuple(FILES.values()), overwrite)
     variants = [False, True] if batchnorm is None else [batchnorm]
     forward_bn = bool(batchnorm)
 
@@ -434,7 +376,8 @@ def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] 
     with threadpool_limits(limits=cores):
         base = network_config(cfg, scheme=schemes[0], depth=depth, width=width, activation=activation,
                               batchnorm=forward_bn)
-        data, loss_fn = _prepared(base)  # kept for training runs in this process (--jobs 1)
+        prepared = _prepared(base)  # kept for training runs in this process (--jobs 1)
+        data, loss_fn = prepared.data, prepared.loss
         n = min(examples, len(data.X_train))
         idx = np.sort(stream(cfg.seed, "compare_inits").choice(len(data.X_train), n, replace=False))
         X, y = data.X_train[idx], data.y_train[idx]
@@ -442,8 +385,8 @@ def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] 
         for scheme in schemes:
             scheme_cfg = network_config(cfg, scheme=scheme, depth=depth, width=width, activation=activation,
                                         batchnorm=forward_bn)
-            model = build_network(scheme_cfg, data, loss_fn)
-            loss, layers, hidden = forward_statistics(model, loss_fn, X, y, activation)
+            model = build_network(scheme_cfg, prepared)
+            loss, layers, hidden = forward_statistics(model, loss_fn, X, y)
             lo, hi = histogram_range(activation, hidden)
             for layer, a in zip(layers, hidden, strict=True):
                 layer["histogram"] = histogram(a, lo, hi)
@@ -451,7 +394,7 @@ def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] 
             del hidden, model
     input_std = float(X.astype(np.float64).std())
     sizes, features = data.sizes(), data.n_features
-    del data, X, y
+    del prepared, data, X, y
 
     runs: list[dict[str, Any]] = []
     try:
@@ -470,16 +413,13 @@ def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] 
         "activation": activation, "depth": depth, "width": width, "schemes": schemes,
         "batchnorm": batchnorm, "epochs": epochs if train else 0, "jobs": jobs, "blas_threads": TRAIN_BLAS_THREADS,
         "loss": cfg.loss.name, "optim": cfg.optim.name, "lr": cfg.optim.lr, "batch_size": cfg.train.batch_size,
-        "dead_criterion": CRITERIA[activation], "distinct_rtol": DISTINCT_RTOL,
+        "dead_criterion": ACTIVATIONS[activation].dead_criterion or "never", "distinct_rtol": DISTINCT_RTOL,
         "forward": {"batchnorm": forward_bn, "examples": n, "input_std": _finite(input_std), "schemes": forward},
         "training": runs,
     }
-    from nnrun import plots_inits
-    from nnrun.io import write_json
-
-    files = {"activations": str(plots_inits.activation_histograms(result, out / FILES["activations"]))}
+    files = {"activations": str(plots.activation_histograms(result, out / FILES["activations"]))}
     if runs:
-        files["loss_curves"] = str(plots_inits.loss_curves(result, out / FILES["loss_curves"]))
+        files["loss_curves"] = str(plots.loss_curves(result, out / FILES["loss_curves"]))
     files["statistics"] = str(out / FILES["statistics"])
     result["files"] = files
     result["out"] = str(out)
@@ -490,26 +430,13 @@ def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] 
 
 # ---- tables -------------------------------------------------------------------------------------
 
-def _num(value: float | None, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0"
-    return f"{value:.{digits}g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.{max(digits - 1, 1)}e}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f} %"
-
-
-def forward_table(result: dict[str, Any]):
+def forward_table(result: dict[str, Any]) -> Table:
     """A rich table of the forward statistics: one row per scheme and hidden layer."""
-    from rich.table import Table
-
     fwd = result["forward"]
     bn = " with BatchNorm" if fwd["batchnorm"] else ""
+    input_std = fmt(fwd["input_std"], 3)
     table = Table(title=f"forward pass at init: {result['depth']} x {result['width']} {result['activation']}{bn}, "
-                        f"{fwd['examples']} {result['dataset']} training examples (input std {_num(fwd['input_std'])})",
+                        f"{fwd['examples']} {result['dataset']} training examples (input std {input_std})",
                   caption=f"std/std1: std relative to the first hidden layer's; dead/saturated "
                           f"({result['dead_criterion']}): units on every example, and all activations; "
                           f"|dL/dh|, |dL/dW|: Frobenius norms after one backward pass of the {result['loss']} loss")
@@ -520,9 +447,9 @@ def forward_table(result: dict[str, Any]):
         first = layers[0]["std"]
         for i, layer in enumerate(layers):
             ratio = layer["std"] / first if first and layer["std"] is not None else None
-            table.add_row(scheme if i == 0 else "", str(layer["layer"]), _num(layer["mean"]), _num(layer["std"]),
-                          _num(ratio), _pct(layer["dead_units"]), _pct(layer["dead_activations"]),
-                          _num(layer["grad_norm"]), _num(layer["weight_grad_norm"]),
+            table.add_row(scheme if i == 0 else "", str(layer["layer"]), fmt(layer["mean"], 3), fmt(layer["std"], 3),
+                          fmt(ratio, 3), pct(layer["dead_units"]), pct(layer["dead_activations"]),
+                          fmt(layer["grad_norm"], 3), fmt(layer["weight_grad_norm"], 3),
                           end_section=i == len(layers) - 1)
     return table
 
@@ -534,10 +461,8 @@ def epochs_shown(epochs: int, most: int = 8) -> list[int]:
     return sorted({int(round(e)) for e in np.linspace(1, epochs, most)})
 
 
-def training_table(result: dict[str, Any]):
+def training_table(result: dict[str, Any]) -> Table:
     """A rich table of the training runs: mean training loss per epoch, final val accuracy, distinct units."""
-    from rich.table import Table
-
     shown = epochs_shown(result["epochs"])
     table = Table(title=f"training: {result['depth']} x {result['width']} {result['activation']}, {result['epochs']} "
                         f"epochs of {result['optim']} (lr {result['lr']:g}, batch {result['batch_size']}) on "
@@ -559,7 +484,7 @@ def training_table(result: dict[str, Any]):
         acc = run["final_val_accuracy"]
         status = "[green]ok[/green]" if run["status"] == "completed" else f"[bold red]{run['status']}[/bold red]"
         last_of_variant = i == len(runs) - 1 or runs[i + 1]["batchnorm"] != run["batchnorm"]
-        table.add_row(run["scheme"], "yes" if run["batchnorm"] else "no", *(_num(losses.get(e), 4) for e in shown),
-                      _num(run["final_val_loss"], 4), "-" if acc is None else f"{100 * acc:.1f} %", distinct,
+        table.add_row(run["scheme"], "yes" if run["batchnorm"] else "no", *(fmt(losses.get(e), 4) for e in shown),
+                      fmt(run["final_val_loss"], 4), pct(acc), distinct,
                       f"{run['seconds']:.1f}", status, end_section=last_of_variant)
     return table

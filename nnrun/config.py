@@ -4,32 +4,86 @@ An experiment is one YAML file with the sections below. `load_config(path, overr
 it, applies dotted `--set` overrides (values parsed as YAML), and validates it: unknown keys
 and bad values raise `UserInputError` naming the dotted key, the value given and what is
 allowed. `ExperimentConfig.model_json_schema()` gives the JSON schema editors use.
+
+Names (datasets, init schemes, activations, losses, optimizers, schedules, penalties) are read
+from the library's registries when a config is validated, so an entry registered later (a
+plugin, a test) is accepted without touching this module.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from nnrun.datasets import DATASET_TARGETS, DATASETS, TARGET_WORDS, losses_for
+from nnrun.datasets import DATASETS, TARGET_WORDS
 from nnrun.errors import UserInputError
 from nnrun.nn.init import INIT_SCHEMES
 from nnrun.nn.layers import ACTIVATIONS
-from nnrun.nn.losses import LOSSES, check_tree_spec, loss_target_kind
+from nnrun.nn.losses import LOSSES, check_tree_spec, losses_for
+from nnrun.nn.regularizers import PENALTIES
 from nnrun.optim import OPTIMIZERS, SCHEDULES
+from nnrun.preprocess import CENTER_MODES, SCALE_MODES
 
 DATA_ROOT_ENV = "NNRUN_DATA_ROOT"
 """Environment variable that sets the default `data.root`."""
+NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+"""A number as typed on a command line (`1e-3` included, which YAML 1.1 reads as text)."""
 
 
-def one_of(names: dict | tuple) -> Any:
-    """A `Literal` type of the registry's names: validation lists them, the schema has an enum."""
-    return Literal[tuple(names)]  # type: ignore[valid-type]
+def _expected(names: list[str]) -> str:
+    """`'a', 'b' or 'c'`, as pydantic lists the allowed values of a `Literal`."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+@dataclass(frozen=True, eq=False)
+class _RegistryEnum:
+    """Schema metadata: the JSON schema of a registry name is an enum of the names registered when it is made."""
+
+    registry: Mapping[str, Any]
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        schema = handler(core_schema)
+        schema["enum"] = list(self.registry)
+        return schema
+
+
+def registry_name(registry: Mapping[str, Any]) -> Any:
+    """The type of a config value that must be a key of `registry`, checked when a config is validated."""
+    def check(value: str) -> str:
+        if value not in registry:
+            raise PydanticCustomError("literal_error", "Input should be {expected}",
+                                      {"expected": _expected(list(registry))})
+        return value
+    return Annotated[str, AfterValidator(check), _RegistryEnum(registry)]
+
+
+def names_of(registry: Mapping[str, Any]) -> str:
+    """`a, b, c`: a registry's names for descriptions and messages."""
+    return ", ".join(registry)
+
+
+def one_of(names: tuple[str, ...]) -> Any:
+    """A `Literal` type of fixed names (modes that are not registries)."""
+    return Literal[names]  # type: ignore[valid-type]
 
 
 class Section(BaseModel):
@@ -41,9 +95,8 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Which dataset, where it lives, and how it is split."""
 
-    dataset: one_of(DATASETS) = Field(
-        "digits", description="Dataset name: digits (bundled 8x8 images), cifar10 (32x32 colour; classes or "
-                              "attributes), diabetes (bundled regression) or npz (a file at data.path).")
+    dataset: registry_name(DATASETS) = Field(
+        "digits", description="Dataset name: " + "; ".join(f"{n} ({e.summary})" for n, e in DATASETS.items()) + ".")
     path: str | None = Field(
         None, description="The .npz file of dataset npz (keys X and y / attributes / targets; see docs/losses.md).")
     root: str | None = Field(
@@ -79,10 +132,10 @@ class PreprocessConfig(Section):
     PCA and whitening need `center: per_feature`: the covariance is taken about the per-feature mean.
     """
 
-    center: Literal["none", "per_feature", "global", "per_channel"] = Field(
+    center: one_of(CENTER_MODES) = Field(
         "per_feature", description="Mean subtraction: none, per_feature (the mean image), global (one scalar) "
                                    "or per_channel (one mean per colour channel).")
-    scale: Literal["none", "std", "minmax"] = Field(
+    scale: one_of(SCALE_MODES) = Field(
         "none", description="Scaling after centring: none, std (divide each feature by its standard deviation) "
                             "or minmax (each feature's training range onto [-1, 1]).")
     pca: int | None = Field(
@@ -104,16 +157,26 @@ class PreprocessConfig(Section):
         return self
 
 
-class LayerConfig(Section):
+def _penalty_description(name: str) -> str:
+    """The first line of a penalty's docstring: what its strength key adds."""
+    return (PENALTIES[name].__doc__ or name).strip().splitlines()[0]
+
+
+class _LayerConfigBase(Section):
     """Settings of one Linear layer that override the network-wide ones (null keeps those)."""
 
-    init: one_of(INIT_SCHEMES) | None = Field(None, description="Weight init scheme of this layer.")
+    init: registry_name(INIT_SCHEMES) | None = Field(None, description="Weight init scheme of this layer.")
     init_scale: float | None = Field(None, gt=0, description="Std of the small and sparse gaussians here.")
     sparse_k: int | None = Field(None, ge=1, description="Nonzero incoming weights per neuron for sparse here.")
     bias_init: float | None = Field(None, description="Constant this layer's biases start at.")
-    l2: float | None = Field(None, ge=0, description="L2 strength of this layer's weights.")
-    l1: float | None = Field(None, ge=0, description="L1 strength of this layer's weights.")
-    max_norm: float | None = Field(None, gt=0, description="Max-norm bound of this layer's weight columns.")
+
+
+LayerConfig = create_model(
+    "LayerConfig", __base__=_LayerConfigBase, __doc__=_LayerConfigBase.__doc__,
+    **{name: (float | None, Field(None, ge=0, description=f"This layer's {_penalty_description(name)}"))
+       for name in PENALTIES},
+    max_norm=(float | None, Field(None, gt=0, description="Max-norm bound of this layer's weight columns.")))
+"""Per-layer overrides: init settings, one strength per penalty in `PENALTIES`, max_norm."""
 
 
 class ModelConfig(Section):
@@ -124,9 +187,11 @@ class ModelConfig(Section):
 
     hidden: list[Annotated[int, Field(ge=1)]] = Field(
         [100], description="Hidden layer widths (each >= 1), input side first; [] is a linear model.")
-    activation: one_of(ACTIVATIONS) = Field("relu", description="Non-linearity after each hidden layer.")
+    activation: registry_name(ACTIVATIONS) = Field(
+        "relu", description=f"Non-linearity after each hidden layer: {names_of(ACTIVATIONS)}.")
     leaky_slope: float = Field(0.01, gt=0, lt=1, description="Slope of leaky_relu for negative inputs.")
-    init: one_of(INIT_SCHEMES) = Field("he", description="Weight init scheme for every Linear layer.")
+    init: registry_name(INIT_SCHEMES) = Field(
+        "he", description=f"Weight init scheme for every Linear layer: {names_of(INIT_SCHEMES)}.")
     init_scale: float = Field(0.01, gt=0, description="Std of the gaussian of the small and sparse schemes.")
     sparse_k: int = Field(10, ge=1, description="Nonzero incoming weights per output neuron for the sparse scheme.")
     bias_init: float = Field(0.0, description="Constant every bias starts at (0 or a small value such as 0.01).")
@@ -153,16 +218,18 @@ class ModelConfig(Section):
         return self
 
 
-class RegularizationConfig(Section):
+class _RegularizationConfigBase(Section):
     """Penalties on the weights (per-layer strengths go in model.layers)."""
 
-    l2: float = Field(0.0, ge=0, description="L2 strength: adds 0.5 * l2 * sum(W**2) per weight matrix.")
-    l1: float = Field(
-        0.0, ge=0, description="L1 strength: adds l1 * sum(|W|) per weight matrix (with l2: elastic net).")
-    max_norm: float | None = Field(
-        None, gt=0, description="Project each neuron's incoming weight vector to norm <= max_norm after each update.")
-    regularize_bias: bool = Field(False, description="Apply l2/l1 to biases too.")
-    regularize_bn: bool = Field(False, description="Apply l2/l1 to BatchNorm gamma and beta too.")
+
+RegularizationConfig = create_model(
+    "RegularizationConfig", __base__=_RegularizationConfigBase, __doc__=_RegularizationConfigBase.__doc__,
+    **{name: (float, Field(0.0, ge=0, description=_penalty_description(name))) for name in PENALTIES},
+    max_norm=(float | None, Field(
+        None, gt=0, description="Project each neuron's incoming weight vector to norm <= max_norm after each update.")),
+    regularize_bias=(bool, Field(False, description="Apply the penalties to biases too.")),
+    regularize_bn=(bool, Field(False, description="Apply the penalties to BatchNorm gamma and beta too.")))
+"""One strength per penalty in `PENALTIES` (l2, l1), max_norm, and whether biases and BatchNorm are penalized."""
 
 
 class LossConfig(Section):
@@ -172,9 +239,10 @@ class LossConfig(Section):
     except `bins`, which only class losses accept.
     """
 
-    name: one_of(LOSSES) = Field(
-        "softmax", description="Loss: softmax, svm, squared_hinge, hierarchical_softmax (class labels); "
-                               "attribute_hinge, attribute_logistic (0/1 attributes); l2, l1 (regression).")
+    name: registry_name(LOSSES) = Field(
+        "softmax", description="Loss: " + "; ".join(
+            f"{', '.join(losses_for([kind]))} ({TARGET_WORDS[kind]} targets)" for kind in TARGET_WORDS
+            if losses_for([kind])) + ".")
     margin: float = Field(1.0, gt=0, description="svm, squared_hinge: the margin delta in max(0, s_j - s_y + delta).")
     tree: list[Any] | None = Field(
         None, description="hierarchical_softmax: label tree as nested lists of class names (a list of more than "
@@ -197,11 +265,16 @@ class LossConfig(Section):
                              f"not {self.name}; remove loss.bins or change loss.name")
         return self
 
+    @property
+    def target_kind(self) -> str:
+        """The kind of targets this loss trains on: classes, attributes or regression (a class loss with bins)."""
+        return "regression" if self.bins is not None else LOSSES[self.name].target_kind
+
 
 def check_loss_fits_data(loss: LossConfig, data: DataConfig) -> None:
     """Raise `UserInputError` when the loss needs targets the dataset cannot have (npz is checked on load)."""
-    offered = DATASET_TARGETS[data.dataset]
-    kind = loss_target_kind(loss)
+    offered = DATASETS[data.dataset].target_kinds
+    kind = loss.target_kind
     if offered is None or kind in offered:
         return
     what = f"loss.bins={loss.bins} (with loss.name={loss.name})" if loss.bins is not None else f"loss.name={loss.name}"
@@ -215,14 +288,15 @@ def check_loss_fits_data(loss: LossConfig, data: DataConfig) -> None:
 class OptimConfig(Section):
     """The update rule and the learning-rate schedule."""
 
-    name: one_of(OPTIMIZERS) = Field("momentum", description="Update rule.")
+    name: registry_name(OPTIMIZERS) = Field("momentum", description=f"Update rule: {names_of(OPTIMIZERS)}.")
     lr: float = Field(0.01, gt=0, description="Learning rate. With a schedule: the rate of the first epoch.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum coefficient mu (momentum, nesterov).")
     beta1: float = Field(0.9, ge=0, lt=1, description="Adam: decay of the first-moment average.")
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam: decay of the second-moment average.")
     decay_rate: float = Field(0.99, ge=0, lt=1, description="RMSprop: decay of the squared-gradient average.")
     eps: float = Field(1e-8, gt=0, description="Adam, RMSprop: added to the root of the second moment.")
-    schedule: one_of(SCHEDULES) = Field("constant", description="Learning-rate schedule over epochs.")
+    schedule: registry_name(SCHEDULES) = Field(
+        "constant", description=f"Learning-rate schedule over epochs: {names_of(SCHEDULES)}.")
     step_epochs: int = Field(3, ge=1, description="step schedule: epochs between decays.")
     lr_decay: float = Field(0.1, gt=0, le=1, description="step and exponential schedules: factor per decay.")
     min_lr: float = Field(0.0, ge=0, description="cosine schedule: learning rate reached after the last epoch.")
@@ -311,6 +385,39 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     except yaml.YAMLError:
         value = text
     set_dotted(raw, key, value, what=f"--set {item}")
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split `text` on commas outside brackets and quotes: `'[64,32],[128]'` -> `['[64,32]', '[128]']`."""
+    parts, depth, quote, current = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts]
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value parsed like `--set` values (YAML), with `1e-3` read as a number, not text."""
+    text = text.strip()
+    if NUMBER_RE.match(text):
+        value = float(text)
+        return int(text) if value.is_integer() and re.fullmatch(r"[-+]?\d+", text) else value
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any, what: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temporary name in the same folder, then rename.
+"""Files on disk: atomic writes (a temporary name in the same folder, then rename) and output-folder checks.
 
 A reader never sees a half-written file, and a crash leaves the old file (if any) intact.
 """
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from nnrun.errors import UserInputError
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -53,3 +55,25 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def check_output_folder(path: str | Path, names: tuple[str, ...] | list[str] | None, overwrite: bool, *,
+                        what: str = "--out", hint: str = "choose another --out or pass --overwrite") -> Path:
+    """`path` as a Path, checked before anything is written there.
+
+    An error (`UserInputError`) when it exists and is not a folder, or when it already holds files
+    and `overwrite` is off: any file when `names` is None, else one of `names`.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserInputError(f"{what} {path} exists and is not a folder")
+    if overwrite or not path.is_dir():
+        return path
+    if names is None:
+        if any(path.iterdir()):
+            raise UserInputError(f"{what} {path} already holds files; {hint}")
+        return path
+    clash = [name for name in names if (path / name).exists()]
+    if clash:
+        raise UserInputError(f"{path} already holds {', '.join(clash)}; {hint}")
+    return path

@@ -1,8 +1,10 @@
 """Update rules and learning-rate schedules. Each rule updates parameters in place from `.grad`.
 
-`Optimizer.step(params, lr)` applies one update with learning rate `lr`; the schedule gives
-`lr` per epoch (`learning_rate(cfg, epoch, epochs)`) and the training loop passes it in.
+`Optimizer.step(params, lr)` applies one update with learning rate `lr`; a schedule gives `lr`
+per epoch (`schedule(epoch, epochs, lr=..., ...)`) and the training loop passes it in.
 Per-parameter state (velocity, moments) is kept by parameter name, in the parameter's dtype.
+Constructor arguments of the optimizers and keyword options of the schedules are named like the
+optim config keys (`momentum`, `beta1`, `lr_decay`, ...): the experiment passes each the ones it names.
 
 Update rules (g = gradient, t = step count starting at 1):
 - `sgd`:       `w -= lr * g`
@@ -36,8 +38,7 @@ from nnrun.nn.layers import Parameter
 class Optimizer:
     """Base class: per-parameter state arrays created lazily, keyed by parameter name."""
 
-    def __init__(self, cfg) -> None:
-        self.cfg = cfg
+    def __init__(self) -> None:
         self.state: dict[str, dict[str, np.ndarray]] = {}
 
     def _state(self, p: Parameter, *names: str) -> list[np.ndarray]:
@@ -63,11 +64,15 @@ class SGD(Optimizer):
 class Momentum(Optimizer):
     """Momentum SGD as in the notes: `v = mu * v - lr * g; w += v`."""
 
+    def __init__(self, momentum: float = 0.9) -> None:
+        super().__init__()
+        self.momentum = momentum
+
     def step(self, params: list[Parameter], lr: float) -> None:
         for p in params:
             (v,) = self._state(p, "velocity")
             dt = p.value.dtype.type
-            v *= dt(self.cfg.momentum)
+            v *= dt(self.momentum)
             p.grad *= dt(lr)
             v -= p.grad
             p.value += v
@@ -79,11 +84,15 @@ class Nesterov(Optimizer):
     Written as `w += mu * v_new - lr * g`, which is the same update without keeping v_prev.
     """
 
+    def __init__(self, momentum: float = 0.9) -> None:
+        super().__init__()
+        self.momentum = momentum
+
     def step(self, params: list[Parameter], lr: float) -> None:
         for p in params:
             (v,) = self._state(p, "velocity")
             dt = p.value.dtype.type
-            mu = dt(self.cfg.momentum)
+            mu = dt(self.momentum)
             p.grad *= dt(lr)
             v *= mu
             v -= p.grad
@@ -94,13 +103,14 @@ class Nesterov(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma and Ba) with bias correction; `beta1`, `beta2`, `eps` from the config."""
 
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.t = 0
 
     def step(self, params: list[Parameter], lr: float) -> None:
         self.t += 1
-        b1, b2, eps = self.cfg.beta1, self.cfg.beta2, self.cfg.eps
+        b1, b2, eps = self.beta1, self.beta2, self.eps
         correction1 = 1 - b1 ** self.t
         correction2 = 1 - b2 ** self.t
         for p in params:
@@ -125,8 +135,12 @@ class Adam(Optimizer):
 class RMSprop(Optimizer):
     """RMSprop: `c = decay * c + (1 - decay) * g**2; w -= lr * g / (sqrt(c) + eps)`."""
 
+    def __init__(self, decay_rate: float = 0.99, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.decay_rate, self.eps = decay_rate, eps
+
     def step(self, params: list[Parameter], lr: float) -> None:
-        decay, eps = self.cfg.decay_rate, self.cfg.eps
+        decay, eps = self.decay_rate, self.eps
         for p in params:
             (c,) = self._state(p, "cache")
             dt = p.value.dtype.type
@@ -147,30 +161,30 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "adam": Adam,
     "rmsprop": RMSprop,
 }
-"""Registry: config name -> optimizer class (constructed with the `OptimConfig`).
+"""Registry: config name -> optimizer class (constructed with the optim config keys its `__init__` names).
 
 Note: `step` uses each `.grad` as scratch space (it is recomputed by the next backward pass).
 """
 
 
-def constant(cfg, epoch: int, epochs: int) -> float:
+def constant(epoch: int, epochs: int, *, lr: float) -> float:
     """`lr` every epoch."""
-    return cfg.lr
+    return lr
 
 
-def step(cfg, epoch: int, epochs: int) -> float:
+def step(epoch: int, epochs: int, *, lr: float, lr_decay: float, step_epochs: int) -> float:
     """`lr * lr_decay ** floor(epoch / step_epochs)`."""
-    return cfg.lr * cfg.lr_decay ** (epoch // cfg.step_epochs)
+    return lr * lr_decay ** (epoch // step_epochs)
 
 
-def exponential(cfg, epoch: int, epochs: int) -> float:
+def exponential(epoch: int, epochs: int, *, lr: float, lr_decay: float) -> float:
     """`lr * lr_decay ** epoch`."""
-    return cfg.lr * cfg.lr_decay ** epoch
+    return lr * lr_decay ** epoch
 
 
-def cosine(cfg, epoch: int, epochs: int) -> float:
+def cosine(epoch: int, epochs: int, *, lr: float, min_lr: float) -> float:
     """`min_lr + (lr - min_lr) * (1 + cos(pi * epoch / epochs)) / 2`."""
-    return cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+    return min_lr + (lr - min_lr) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
 SCHEDULES: dict[str, Callable[..., float]] = {
@@ -179,9 +193,7 @@ SCHEDULES: dict[str, Callable[..., float]] = {
     "exponential": exponential,
     "cosine": cosine,
 }
-"""Registry: config name -> schedule `(OptimConfig, epoch from 0, total epochs) -> lr`."""
+"""Registry: config name -> schedule `(epoch from 0, total epochs, *, lr, ...options) -> lr`."""
 
-
-def learning_rate(cfg, epoch: int, epochs: int) -> float:
-    """The learning rate of `epoch` (0-based) out of `epochs` under `cfg.schedule` (an `OptimConfig`)."""
-    return SCHEDULES[cfg.schedule](cfg, epoch, epochs)
+Schedule = Callable[[int, int], float]
+"""A schedule with its options bound: `(epoch from 0, total epochs) -> learning rate`."""

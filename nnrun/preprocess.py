@@ -3,7 +3,7 @@
 Fitting statistics on all data and splitting afterwards leaks val/test information into
 training: `fit` only ever sees `X_train`. Rows are examples; data are float32 `(N, D)`.
 
-Steps, in order (each optional, chosen by `PreprocessConfig`):
+Steps, in order (each optional, chosen by `PreprocessSettings`):
 
 1. centre: `none`; `per_feature` subtracts the mean image `mean = X.mean(0)`; `global` one scalar
    `X.mean()`; `per_channel` one mean per colour channel (rows are channel-major, `image_shape`
@@ -31,15 +31,13 @@ works in place (or, when PCA reduces the dimension, writes only the smaller outp
 
 from __future__ import annotations
 
-import time
 import zipfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
-from nnrun.config import PreprocessConfig
 from nnrun.errors import UserInputError
 from nnrun.io import write_npz
 
@@ -47,20 +45,31 @@ CHUNK_ROWS = 8192
 """Rows per block when accumulating the covariance and when transforming with a projection."""
 SUBSET_EIGH_FRACTION = 4
 """Compute only the top k eigenvectors (`subset_by_index`) when k <= D // SUBSET_EIGH_FRACTION."""
-REPORT_KS = (10, 50, 100, 144)
-"""Numbers of components at which `nnrun preprocess` reports the explained variance."""
-FIGURE_K = 144
-"""Components kept in the reconstruction figures (at most D // 4)."""
-FIGURE_IMAGES = 49
-"""Training images shown in the reconstruction figure (a 7 x 7 grid)."""
-REPORT_FILES = {
-    "statistics": "preprocess.npz",
-    "eigenvectors": "eigenvectors.png",
-    "reconstructions": "reconstructions.png",
-    "explained_variance": "explained_variance.png",
-    "toy_cloud": "toy_cloud.png",
-}
-"""What `preprocess_report` writes into its output folder, by key."""
+CENTER_MODES = ("none", "per_feature", "global", "per_channel")
+"""Mean subtraction modes (step 1)."""
+SCALE_MODES = ("none", "std", "minmax")
+"""Scaling modes (step 2)."""
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """The preprocessing steps: `center` (one of `CENTER_MODES`), `scale` (one of `SCALE_MODES`), `pca`
+    (components kept, None: no reduction), `whiten` (divide by sqrt(eigenvalue + eps)) and `eps`.
+    PCA and whitening need `center="per_feature"`."""
+
+    center: str = "per_feature"
+    scale: str = "none"
+    pca: int | None = None
+    whiten: bool = False
+    eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.center not in CENTER_MODES:
+            raise ValueError(f"center must be one of {', '.join(CENTER_MODES)}, got {self.center!r}")
+        if self.scale not in SCALE_MODES:
+            raise ValueError(f"scale must be one of {', '.join(SCALE_MODES)}, got {self.scale!r}")
+        if (self.pca is not None or self.whiten) and self.center != "per_feature":
+            raise ValueError(f"PCA and whitening need center='per_feature', got {self.center!r}")
 
 
 # ---- statistics in blocks of rows ---------------------------------------------------------------
@@ -155,8 +164,9 @@ class Preprocessor:
     The output has `n_output` features: k with PCA, D with whitening of all components or without PCA.
     """
 
-    def __init__(self, cfg: PreprocessConfig | None = None, image_shape: tuple[int, int, int] | None = None) -> None:
-        self.cfg = cfg if cfg is not None else PreprocessConfig()
+    def __init__(self, settings: PreprocessSettings | None = None,
+                 image_shape: tuple[int, int, int] | None = None) -> None:
+        self.settings = settings if settings is not None else PreprocessSettings()
         self.image_shape = None if image_shape is None else tuple(int(v) for v in image_shape)
         self.n_features: int | None = None
         self.mean: np.ndarray | None = None
@@ -176,14 +186,14 @@ class Preprocessor:
     @property
     def uses_pca(self) -> bool:
         """Whether the output is rotated onto principal components (pca set, or whiten on)."""
-        return self.cfg.pca is not None or self.cfg.whiten
+        return self.settings.pca is not None or self.settings.whiten
 
     @property
     def n_components(self) -> int | None:
         """Principal components kept (k), or None without PCA."""
         if not self.uses_pca:
             return None
-        return self.cfg.pca if self.cfg.pca is not None else self.n_features
+        return self.settings.pca if self.settings.pca is not None else self.n_features
 
     @property
     def n_output(self) -> int:
@@ -203,33 +213,33 @@ class Preprocessor:
         """
         X = as_float32_rows(X, "X_train")
         n, d = X.shape
-        cfg = self.cfg
+        s = self.settings
         if n == 0:
             raise UserInputError("preprocess: the training split is empty; nothing to fit")
-        if cfg.pca is not None and cfg.pca > d:
+        if s.pca is not None and s.pca > d:
             raise UserInputError(
-                f"preprocess.pca: {cfg.pca} components asked for, but the training data has {d} features; "
+                f"preprocess.pca: {s.pca} components asked for, but the training data has {d} features; "
                 f"allowed: 1..{d}, or null (no reduction)")
-        if cfg.center == "per_channel":
+        if s.center == "per_channel":
             self._check_channels(d)
         self.n_features = d
         k = self.n_components
         need_eig = self.uses_pca or spectrum
-        mu = column_mean(X) if (cfg.center != "none" or cfg.scale == "std" or need_eig) else None
+        mu = column_mean(X) if (s.center != "none" or s.scale == "std" or need_eig) else None
         if mu is not None:
             self.feature_mean = mu.astype(np.float32)
-        if cfg.center == "per_feature":
+        if s.center == "per_feature":
             self.mean = self.feature_mean
-        elif cfg.center == "global":
+        elif s.center == "global":
             self.mean = np.full(d, mu.mean(), dtype=np.float32)
-        elif cfg.center == "per_channel":
+        elif s.center == "per_channel":
             channels = self.image_shape[0]
             self.mean = np.repeat(mu.reshape(channels, -1).mean(axis=1), d // channels).astype(np.float32)
         scatter = scatter_matrix(X, self.feature_mean) if need_eig else None
-        if cfg.scale == "std":
+        if s.scale == "std":
             sum_squares = np.diag(scatter).copy() if scatter is not None else column_sum_squares(X, self.feature_mean)
             self.std = np.sqrt(np.maximum(sum_squares / n, 0.0)).astype(np.float32)
-        elif cfg.scale == "minmax":
+        elif s.scale == "minmax":
             self.min, self.max = X.min(axis=0), X.max(axis=0)
         if scatter is not None:
             cov = scatter
@@ -243,7 +253,7 @@ class Preprocessor:
             del cov, scatter
             self.eigenvalues = w
             self.components = np.ascontiguousarray(U, dtype=np.float32)
-        if cfg.whiten and cfg.eps == 0 and np.any(self.eigenvalues[:k] <= 0):
+        if s.whiten and s.eps == 0 and np.any(self.eigenvalues[:k] <= 0):
             rank = int(np.count_nonzero(self.eigenvalues > 0))
             raise UserInputError(
                 f"preprocess.eps: whitening divides by sqrt(eigenvalue + eps), and only {rank} of the {k} kept "
@@ -263,9 +273,9 @@ class Preprocessor:
 
     def _scale_divisor(self) -> np.ndarray | None:
         """(D,) float64 divisor of the scaling step (1 for features constant on the training split)."""
-        if self.cfg.scale == "std":
+        if self.settings.scale == "std":
             spread = self.std.astype(np.float64)
-        elif self.cfg.scale == "minmax":
+        elif self.settings.scale == "minmax":
             spread = (self.max.astype(np.float64) - self.min.astype(np.float64)) / 2.0
         else:
             return None
@@ -279,14 +289,14 @@ class Preprocessor:
             P = self.components[:, :k].astype(np.float64)
             if divisor is not None:
                 P /= divisor[:, None]
-            if self.cfg.whiten:
-                P /= np.sqrt(self.eigenvalues[:k] + self.cfg.eps)[None, :]
+            if self.settings.whiten:
+                P /= np.sqrt(self.eigenvalues[:k] + self.settings.eps)[None, :]
             self._shift = self.mean
             self._divisor = divisor
             self._projection = np.ascontiguousarray(P, dtype=np.float32)
             return
         shift = None if self.mean is None else self.mean.astype(np.float64)
-        if self.cfg.scale == "minmax":
+        if self.settings.scale == "minmax":
             shift = (self.min.astype(np.float64) + self.max.astype(np.float64)) / 2.0
         self._shift = None if shift is None else shift.astype(np.float32)
         self._divisor = None if divisor is None else divisor.astype(np.float32)
@@ -350,8 +360,8 @@ class Preprocessor:
         back = self.components[:, :k].T.astype(np.float64)
         if not unwhiten:
             return (Z @ back.astype(np.float32)).astype(np.float32)
-        if self.cfg.whiten:
-            back *= np.sqrt(self.eigenvalues[:k] + self.cfg.eps)[:, None]
+        if self.settings.whiten:
+            back *= np.sqrt(self.eigenvalues[:k] + self.settings.eps)[:, None]
         if divisor is not None:
             back *= divisor[None, :]
         X = Z @ back.astype(np.float32)
@@ -367,9 +377,9 @@ class Preprocessor:
         if self.components is None or not 1 <= k <= self.components.shape[1]:
             have = 0 if self.components is None else self.components.shape[1]
             raise ValueError(f"k={k} components asked for, {have} computed; fit with spectrum=True")
-        cfg = PreprocessConfig(center="per_feature", scale=self.cfg.scale, pca=k, whiten=whiten,
-                               eps=self.cfg.eps if eps is None else eps)
-        other = Preprocessor(cfg, self.image_shape)
+        settings = replace(self.settings, center="per_feature", pca=k, whiten=whiten,
+                           eps=self.settings.eps if eps is None else eps)
+        other = Preprocessor(settings, self.image_shape)
         other.n_features = self.n_features
         other.mean = other.feature_mean = self.feature_mean
         other.std, other.min, other.max = self.std, self.min, self.max
@@ -395,11 +405,11 @@ class Preprocessor:
         and `components` (D, k) of the kept components and `total_variance`.
         """
         self._check_fitted()
-        cfg = self.cfg
+        s = self.settings
         stats: dict[str, np.ndarray] = {
-            "center": np.array(cfg.center), "scale": np.array(cfg.scale),
-            "pca": np.array(-1 if cfg.pca is None else cfg.pca), "whiten": np.array(cfg.whiten),
-            "eps": np.array(cfg.eps), "n_features": np.array(self.n_features)}
+            "center": np.array(s.center), "scale": np.array(s.scale),
+            "pca": np.array(-1 if s.pca is None else s.pca), "whiten": np.array(s.whiten),
+            "eps": np.array(s.eps), "n_features": np.array(self.n_features)}
         if self.image_shape is not None:
             stats["image_shape"] = np.array(self.image_shape)
         for name in ("mean", "std", "min", "max"):
@@ -428,17 +438,17 @@ class Preprocessor:
             raise UserInputError(f"cannot read preprocessing statistics {path}: {e}") from None
         try:
             pca = int(stats["pca"])
-            cfg = PreprocessConfig(center=str(stats["center"]), scale=str(stats["scale"]),
-                                   pca=None if pca < 0 else pca, whiten=bool(stats["whiten"]),
-                                   eps=float(stats["eps"]))
+            settings = PreprocessSettings(center=str(stats["center"]), scale=str(stats["scale"]),
+                                     pca=None if pca < 0 else pca, whiten=bool(stats["whiten"]),
+                                     eps=float(stats["eps"]))
             shape = stats.get("image_shape")
-            pre = cls(cfg, None if shape is None else tuple(int(v) for v in shape))
+            pre = cls(settings, None if shape is None else tuple(int(v) for v in shape))
             pre.n_features = d = int(stats["n_features"])
             for name in ("mean", "std", "min", "max"):
                 if name in stats:
                     setattr(pre, name, np.asarray(stats[name], dtype=np.float32).reshape(d))
-            required = {"std": cfg.scale == "std", "min": cfg.scale == "minmax", "max": cfg.scale == "minmax",
-                        "mean": cfg.center != "none"}
+            minmax = settings.scale == "minmax"
+            required = {"std": settings.scale == "std", "min": minmax, "max": minmax, "mean": settings.center != "none"}
             missing = [name for name, needed in required.items() if needed and name not in stats]
             if pre.uses_pca:
                 k = pre.n_components
@@ -448,7 +458,7 @@ class Preprocessor:
                 pre.feature_mean = pre.mean
         except KeyError as e:
             raise UserInputError(f"{path} is not a preprocess.npz file: key {e} is missing") from None
-        except (ValueError, TypeError, ValidationError) as e:
+        except (ValueError, TypeError) as e:
             raise UserInputError(f"{path} holds malformed preprocessing statistics: {e}") from None
         if missing:
             raise UserInputError(f"{path} is not a preprocess.npz file: key(s) {', '.join(missing)} missing")
@@ -456,88 +466,12 @@ class Preprocessor:
         return pre
 
 
-def fit_preprocessor(cfg: PreprocessConfig, X_train: np.ndarray,
+def fit_preprocessor(settings: PreprocessSettings, X_train: np.ndarray,
                      image_shape: tuple[int, int, int] | None = None) -> Preprocessor:
-    """A `Preprocessor` for `cfg` fitted on the training split X_train: (N, D)."""
-    return Preprocessor(cfg, image_shape).fit(X_train)
+    """A `Preprocessor` for `settings` fitted on the training split X_train: (N, D)."""
+    return Preprocessor(settings, image_shape).fit(X_train)
 
 
 def load_preprocessor(path: str | Path) -> Preprocessor:
     """The fitted `Preprocessor` saved at `path` (a `preprocess.npz`)."""
     return Preprocessor.load(path)
-
-
-# ---- `nnrun preprocess`: fit on the training split, report, draw ----------------------------------
-
-def preprocess_report(cfg, *, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
-    """Fit `cfg.preprocess` (cfg: an `ExperimentConfig`) on its dataset's training split; write figures.
-
-    Writes `REPORT_FILES` into `out` (the statistics and, for image data, the eigenvector grid and
-    the reconstructions; always the explained-variance curve and the 2-D toy cloud) and returns
-    shapes, the variance kept at several k, the fit time and the paths written. Existing files
-    of those names are an error unless `overwrite`.
-    """
-    from nnrun import plots
-    from nnrun.datasets import load_dataset
-
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out} exists and is not a folder")
-    clash = [name for name in REPORT_FILES.values() if (out / name).exists()]
-    if clash and not overwrite:
-        raise UserInputError(f"{out} already holds {', '.join(clash)}; choose another --out or pass --overwrite")
-    data = load_dataset(cfg.data, cfg.seed)
-    X = data.X_train
-    n, d = X.shape
-    started = time.perf_counter()
-    pre = Preprocessor(cfg.preprocess, data.image_shape).fit(X, spectrum=True)
-    fit_seconds = time.perf_counter() - started
-
-    files: dict[str, str] = {}
-    files["statistics"] = str(pre.save(out / REPORT_FILES["statistics"]))
-    ratio = np.cumsum(pre.explained_variance_ratio())
-    k = pre.n_components
-    ks = sorted({*(j for j in REPORT_KS if j < d), *([k] if k is not None else [])})
-    explained = {str(j): float(min(ratio[j - 1], 1.0)) for j in ks}
-    figure_k = k if k is not None and k < d else min(FIGURE_K, max(1, d // 4))
-    if data.image_shape is not None:
-        files["eigenvectors"] = str(plots.eigenvector_grid(
-            pre.components, data.image_shape, out / REPORT_FILES["eigenvectors"]))
-        sample = X[:FIGURE_IMAGES]
-        reduced = pre.with_components(figure_k, whiten=False)
-        whitened = pre.with_components(figure_k, whiten=True)
-        files["reconstructions"] = str(plots.reconstruction_figure(
-            sample, reduced.inverse_transform(reduced.transform(sample)),
-            whitened.inverse_transform(whitened.transform(sample), unwhiten=False),
-            data.image_shape, figure_k, out / REPORT_FILES["reconstructions"]))
-    files["explained_variance"] = str(plots.explained_variance_figure(
-        pre.eigenvalues, pre.total_variance, out / REPORT_FILES["explained_variance"],
-        marks=sorted({figure_k, *([k] if k is not None else [])}), title=f"{data.name}: training split, N={n}"))
-    files["toy_cloud"] = str(plots.toy_cloud_figure(out / REPORT_FILES["toy_cloud"], eps=cfg.preprocess.eps))
-    p = cfg.preprocess
-    return {"dataset": data.name, "out": str(out), "center": p.center, "scale": p.scale, "pca": p.pca,
-            "whiten": p.whiten, "eps": p.eps, "input_shape": [n, d], "output_shape": [n, pre.n_output],
-            "n_components": k, "explained_variance": explained, "figure_components": figure_k,
-            "fit_seconds": fit_seconds, "files": files}
-
-
-def report_table(result: dict[str, Any]):
-    """A rich table of `preprocess_report`'s result (settings, shapes, variance kept, fit time)."""
-    from rich.table import Table
-
-    table = Table(title=f"preprocess: {result['dataset']} (fitted on the training split)", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    pca = "all (whitening)" if result["pca"] is None and result["whiten"] else result["pca"]
-    rows = [("center", result["center"]), ("scale", result["scale"]), ("pca", "none" if pca is None else pca),
-            ("whiten", result["whiten"]), ("eps", f"{result['eps']:g}"),
-            ("input shape", " x ".join(map(str, result["input_shape"]))),
-            ("output shape", " x ".join(map(str, result["output_shape"])))]
-    chosen = result["n_components"]
-    for j, value in result["explained_variance"].items():
-        label = f"variance kept, k={j}" + (" (chosen)" if chosen is not None and int(j) == chosen else "")
-        rows.append((label, f"{100 * value:.2f} %"))
-    rows.append(("fit time (with full spectrum)", f"{result['fit_seconds']:.2f} s"))
-    for key, value in rows:
-        table.add_row(key, str(value))
-    return table

@@ -1,12 +1,7 @@
-"""Run directories on disk.
+"""`nnrun runs`: every run directory under a folder as records, filtered, sorted, as a table, CSV or JSON.
 
-A run directory holds:
-- `config.yaml`: the resolved config (overrides applied), written first;
-- `preprocess.npz`: the fitted preprocessing statistics;
-- `metrics.jsonl`: one JSON object per epoch;
-- `model.npz`: weights and buffers by name (see the README for the keys);
-- `summary.json`: final status and metrics, written last.
-Every file is written atomically (temporary name in the same folder, then rename).
+A record is a run's flattened config (dotted keys) and summary; columns name either. Filters are
+`KEY OP VALUE`; sorting puts runs without the key last.
 """
 
 from __future__ import annotations
@@ -21,103 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
+from rich.table import Table
 
+from nnrun.config import parse_value
 from nnrun.errors import UserInputError
-from nnrun.io import write_json, write_npz, write_text
-
-
-class RunDir:
-    """One run's folder. `RunDir.create(path, overwrite)` refuses to reuse a folder that holds files."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    @classmethod
-    def create(cls, path: str | Path, overwrite: bool = False) -> RunDir:
-        """Make the folder; an existing non-empty one is an error unless `overwrite`."""
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise UserInputError(f"run directory {path} exists and is not a folder")
-        if path.is_dir() and any(path.iterdir()) and not overwrite:
-            raise UserInputError(
-                f"run directory {path} already holds files; choose another --out or pass --overwrite")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserInputError(f"cannot create run directory {path}: {e.strerror}") from None
-        for stale in ("summary.json", "metrics.jsonl", "model.npz", "preprocess.npz", "targets.npz"):
-            (path / stale).unlink(missing_ok=True)
-        return cls(path)
-
-    def write_config(self, cfg) -> Path:
-        return write_text(self.path / "config.yaml", cfg.to_yaml())
-
-    def write_preprocess(self, statistics: dict[str, np.ndarray]) -> Path:
-        return write_npz(self.path / "preprocess.npz", statistics)
-
-    def write_metrics(self, rows: list[dict[str, Any]]) -> Path:
-        return write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-
-    def write_model(self, state: dict[str, np.ndarray]) -> Path:
-        return write_npz(self.path / "model.npz", state)
-
-    def write_summary(self, summary: dict[str, Any]) -> Path:
-        return write_json(self.path / "summary.json", summary)
-
-    def read_summary(self) -> dict[str, Any] | None:
-        """The summary, or None when the run has not finished writing one."""
-        try:
-            return json.loads((self.path / "summary.json").read_text())
-        except (OSError, ValueError):
-            return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading and listing run directories (`nnrun runs`)
+from nnrun.rundir import RunDir
+from nnrun.tables import METRIC_COLUMNS, csv_cell, fmt
 
 INCOMPLETE = "incomplete"
 """Status of a run directory without summary.json: still running, or stopped before writing it."""
 
-NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
-METRIC_COLUMNS = ("epochs", "val_accuracy", "val_loss", "test_accuracy", "seconds")
-"""Summary values shown by default, when runs have them."""
 BUILTIN_COLUMNS = ("run", "path", "status", "started", "reason")
-
-
-def split_top_level(text: str) -> list[str]:
-    """Split `text` on commas outside brackets and quotes: `'[64,32],[128]'` -> `['[64,32]', '[128]']`."""
-    parts, depth, quote, current = [], 0, "", []
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    parts.append("".join(current))
-    return [p.strip() for p in parts]
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value parsed like `--set` values (YAML), with `1e-3` read as a number, not text."""
-    text = text.strip()
-    if NUMBER_RE.match(text):
-        value = float(text)
-        return int(text) if value.is_integer() and re.fullmatch(r"[-+]?\d+", text) else value
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -181,13 +92,8 @@ def read_run(path: str | Path) -> RunRecord | None:
         started = config_file.stat().st_mtime
     except (OSError, yaml.YAMLError):
         pass
-    summary = RunDir(path).read_summary()
-    try:
-        with open(path / "metrics.jsonl", "rb") as f:
-            epochs_done = sum(1 for _ in f)
-    except OSError:
-        epochs_done = 0
-    return RunRecord(path, config, summary if isinstance(summary, dict) else None, epochs_done, started)
+    run = RunDir(path)
+    return RunRecord(path, config, run.read_summary(), run.epochs_done(), started)
 
 
 def list_runs(root: str | Path) -> list[RunRecord]:
@@ -297,7 +203,7 @@ def sort_runs(records: list[RunRecord], key: str | None) -> list[RunRecord]:
     numbers.sort(key=lambda r: r.path.name)
     numbers.sort(key=lambda r: r.get(name), reverse=descending)
     texts.sort(key=lambda r: r.path.name)
-    texts.sort(key=lambda r: cell(r.get(name)), reverse=descending)
+    texts.sort(key=lambda r: csv_cell(r.get(name)), reverse=descending)
     return numbers + texts + sorted(missing, key=lambda r: r.path.name)
 
 
@@ -319,24 +225,13 @@ def select_runs(root: str | Path, *, filters: list[str] | tuple[str, ...] = (), 
     return sort_runs(kept, sort), chosen or default_columns(records)
 
 
-def cell(value: Any) -> str:
-    """A value as text for csv: numbers in full precision, lists and dicts as JSON, None empty."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
-
-
 def runs_csv(records: list[RunRecord], columns: list[str]) -> str:
     """A CSV document: a header of `columns`, then one row per run."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for r in records:
-        writer.writerow([cell(r.get(c)) for c in columns])
+        writer.writerow([csv_cell(r.get(c)) for c in columns])
     return out.getvalue()
 
 
@@ -344,3 +239,13 @@ def runs_json(root: str | Path, records: list[RunRecord], columns: list[str]) ->
     """One JSON-ready object: the runs as `{column: value}` rows (plus `path`)."""
     return {"runs_dir": str(root), "count": len(records), "columns": columns,
             "runs": [{**{c: r.get(c) for c in columns}, "path": str(r.path)} for r in records]}
+
+
+def runs_table(title: str, records: list[RunRecord], columns: list[str]) -> Table:
+    """The runs as a rich table, one column per name in `columns`."""
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in records:
+        table.add_row(*(fmt(r.get(c)) for c in columns))
+    return table

@@ -162,13 +162,13 @@ def test_real_cifar10_short_run(cifar10_folder, tmp_path):
 
 
 def test_download_checksum_mismatch_exits_2(tmp_path, monkeypatch):
-    from nnrun import datasets
+    from nnrun.datasets import cifar10
     from tests.cifar_fixtures import cifar_tarball_bytes
     from tests.test_datasets import ArchiveServer
 
     with ArchiveServer(cifar_tarball_bytes(tmp_path / "build")) as server:
-        monkeypatch.setattr(datasets, "CIFAR10_URL", server.url)
-        monkeypatch.setattr(datasets, "CIFAR10_MD5", "0" * 32)
+        monkeypatch.setattr(cifar10, "CIFAR10_URL", server.url)
+        monkeypatch.setattr(cifar10, "CIFAR10_MD5", "0" * 32)
         result = invoke("train", "configs/cifar10.yaml", "--set", f"data.root={tmp_path / 'root'}",
                         "--set", "data.download=true", "--out", tmp_path / "r")
     assert result.exit_code == 2

@@ -10,15 +10,19 @@ from nnrun.cli import app
 from nnrun.compare_inits import (
     build_network,
     count_distinct_units,
-    dead_mask,
     forward_statistics,
     network_config,
     parse_schemes,
-    prepare_data,
     train_network,
 )
 from nnrun.config import load_config
 from nnrun.errors import UserInputError
+from nnrun.experiment import prepare_data
+from nnrun.nn.layers import ACTIVATIONS
+
+
+def dead_mask(activation, a):
+    return ACTIVATIONS[activation]().dead_mask(a)
 
 runner = CliRunner()
 
@@ -35,10 +39,10 @@ def digits(base):
 
 
 def layer_stats(base, digits, scheme, activation, depth=10, width=200, n=200):
-    data, loss_fn = digits
+    data, loss_fn = digits.data, digits.loss
     cfg = network_config(base, scheme=scheme, depth=depth, width=width, activation=activation, batchnorm=False)
-    model = build_network(cfg, data, loss_fn)
-    return forward_statistics(model, loss_fn, data.X_train[:n], data.y_train[:n], activation), model
+    model = build_network(cfg, digits)
+    return forward_statistics(model, loss_fn, data.X_train[:n], data.y_train[:n]), model
 
 
 # ---- forward statistics ------------------------------------------------------------------------
@@ -69,7 +73,7 @@ def test_zero_init_every_relu_unit_is_dead_and_gradients_vanish(base, digits):
 
 
 def test_gradient_norm_reaching_the_last_layer_is_dscores_times_output_weights(base, digits):
-    data, loss_fn = digits
+    data, loss_fn = digits.data, digits.loss
     (_, layers, hidden), model = layer_stats(base, digits, "xavier", "tanh", depth=3, width=32, n=64)
     scores = hidden[-1] @ model.layers[-1].W.value + model.layers[-1].b.value
     _, dscores = loss_fn.loss_and_grad(scores, data.y_train[:64])
@@ -105,10 +109,9 @@ def test_count_distinct_units():
 
 
 def test_zero_init_units_stay_identical_while_they_learn(base, digits):
-    data, loss_fn = digits
     cfg = network_config(load_config(None, ["preprocess.scale=std", "model.bias_init=0.5", "optim.lr=0.1"]),
                          scheme="zeros", depth=3, width=16, activation="relu", batchnorm=False, epochs=3)
-    model, record = train_network(cfg, data, loss_fn)
+    model, record = train_network(cfg, digits)
     assert record["status"] == "completed" and len(record["batch_losses"]) > 10
     for layer in list(model.linear_layers())[:-1]:
         W = layer.W.value
@@ -116,17 +119,16 @@ def test_zero_init_units_stay_identical_while_they_learn(base, digits):
         assert np.array_equal(W, np.repeat(W[:, :1], W.shape[1], axis=1))  # ... all units alike
     assert record["distinct_units"] == [1, 1, 1]
     he = network_config(base, scheme="he", depth=3, width=16, activation="relu", batchnorm=False, epochs=1)
-    assert train_network(he, data, loss_fn)[1]["distinct_units"] == [16, 16, 16]
+    assert train_network(he, digits)[1]["distinct_units"] == [16, 16, 16]
 
 
 # ---- training ----------------------------------------------------------------------------------
 
 def test_batchnorm_rescues_small_init(base, digits):
-    data, loss_fn = digits
     losses = {}
     for bn in (False, True):
         cfg = network_config(base, scheme="small", depth=5, width=48, activation="relu", batchnorm=bn, epochs=3)
-        losses[bn] = [row["train_loss"] for row in train_network(cfg, data, loss_fn)[1]["epochs"]]
+        losses[bn] = [row["train_loss"] for row in train_network(cfg, digits)[1]["epochs"]]
     chance = np.log(10)
     assert min(losses[False]) > chance - 0.01  # stalls at chance level without BatchNorm
     assert losses[True][-1] < losses[True][0] - 0.8 and losses[True][-1] < 1.0

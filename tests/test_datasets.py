@@ -12,10 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnrun import datasets
 from nnrun.config import DataConfig
+from nnrun.datasets import cifar10
 from nnrun.errors import UserInputError
+from nnrun.experiment import data_options
 from tests.cifar_fixtures import PER_BATCH, cifar_tarball_bytes, write_cifar_folder
+
+
+def load(cfg: DataConfig, seed: int):
+    """The dataset `cfg` (a data section) names, split with `seed`."""
+    from nnrun.datasets import load_dataset
+
+    return load_dataset(cfg.dataset, data_options(cfg), seed)
 
 
 def cifar_cfg(root: Path, **kw) -> DataConfig:
@@ -24,9 +32,9 @@ def cifar_cfg(root: Path, **kw) -> DataConfig:
 
 def test_digits_split_sizes_disjoint_and_seeded():
     cfg = DataConfig(dataset="digits", val_size=0.1, test_size=0.2)
-    a = datasets.load_dataset(cfg, seed=3)
-    b = datasets.load_dataset(cfg, seed=3)
-    c = datasets.load_dataset(cfg, seed=4)
+    a = load(cfg, seed=3)
+    b = load(cfg, seed=3)
+    c = load(cfg, seed=4)
     sizes = a.sizes()
     assert sum(sizes.values()) == 1797
     assert sizes["test"] == round(0.2 * 1797)
@@ -39,20 +47,20 @@ def test_digits_split_sizes_disjoint_and_seeded():
 
 
 def test_train_size_keeps_a_subset():
-    data = datasets.load_dataset(DataConfig(dataset="digits", train_size=100), seed=0)
+    data = load(DataConfig(dataset="digits", train_size=100), seed=0)
     assert len(data.X_train) == 100
 
 
 def test_split_sizes_out_of_range_name_the_key():
     with pytest.raises(UserInputError, match="data.val_size"):
-        datasets.load_dataset(DataConfig(dataset="digits", val_size=5000), seed=0)
+        load(DataConfig(dataset="digits", val_size=5000), seed=0)
     with pytest.raises(UserInputError, match="data.train_size"):
-        datasets.load_dataset(DataConfig(dataset="digits", train_size=10**6), seed=0)
+        load(DataConfig(dataset="digits", train_size=10**6), seed=0)
 
 
 def test_cifar_folder_loads_float32_rows_and_carves_val(tmp_path):
     folder = write_cifar_folder(tmp_path)
-    data = datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+    data = load(cifar_cfg(tmp_path), seed=0)
     assert data.sizes() == {"train": 5 * PER_BATCH - 10, "val": 10, "test": PER_BATCH}
     assert data.X_train.dtype == np.float32 and data.X_train.shape[1] == 3072
     assert data.image_shape == (3, 32, 32) and data.class_names[0] == "airplane"
@@ -67,29 +75,29 @@ def test_cifar_folder_loads_float32_rows_and_carves_val(tmp_path):
 
 def test_root_may_be_the_batches_folder_itself(tmp_path):
     folder = write_cifar_folder(tmp_path)
-    assert datasets.load_dataset(cifar_cfg(folder), seed=0).sizes()["test"] == PER_BATCH
+    assert load(cifar_cfg(folder), seed=0).sizes()["test"] == PER_BATCH
 
 
 def test_cache_makes_second_load_skip_the_batches(tmp_path, monkeypatch):
     write_cifar_folder(tmp_path)
-    first = datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
-    assert list(datasets.cache_dir().glob("cifar10-*.npz"))
+    first = load(cifar_cfg(tmp_path), seed=0)
+    assert list(cifar10.cache_dir().glob("cifar10-*.npz"))
 
     def fail(_folder):
         raise AssertionError("batches read although the cache is warm")
 
-    monkeypatch.setattr(datasets, "read_cifar10", fail)
-    second = datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+    monkeypatch.setattr(cifar10, "read_cifar10", fail)
+    second = load(cifar_cfg(tmp_path), seed=0)
     np.testing.assert_array_equal(first.X_train, second.X_train)
 
 
 def test_changed_batch_file_invalidates_cache(tmp_path):
     folder = write_cifar_folder(tmp_path)
-    datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+    load(cifar_cfg(tmp_path), seed=0)
     batch = {b"data": np.full((PER_BATCH, 3072), 7, np.uint8), b"labels": [1] * PER_BATCH}
     (folder / "test_batch").write_bytes(pickle.dumps(batch))
     os.utime(folder / "test_batch", ns=(1, 1))
-    data = datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+    data = load(cifar_cfg(tmp_path), seed=0)
     assert (data.X_test == 7).all()
 
 
@@ -97,13 +105,13 @@ def test_unwritable_cache_still_loads(tmp_path, monkeypatch):
     write_cifar_folder(tmp_path)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
-    monkeypatch.setenv(datasets.CACHE_ENV, str(blocker / "cache"))
-    assert datasets.load_dataset(cifar_cfg(tmp_path), seed=0).sizes()["test"] == PER_BATCH
+    monkeypatch.setenv(cifar10.CACHE_ENV, str(blocker / "cache"))
+    assert load(cifar_cfg(tmp_path), seed=0).sizes()["test"] == PER_BATCH
 
 
 def test_missing_cifar_names_root_and_download_option(tmp_path):
     with pytest.raises(UserInputError, match="data.download=true") as e:
-        datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+        load(cifar_cfg(tmp_path), seed=0)
     assert str(tmp_path) in str(e.value)
 
 
@@ -112,14 +120,14 @@ def test_truncated_batch_is_a_clear_error(tmp_path):
     path = folder / "data_batch_3"
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(UserInputError, match="corrupt CIFAR-10 batch file .*data_batch_3"):
-        datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+        load(cifar_cfg(tmp_path), seed=0)
 
 
 def test_batch_with_wrong_shape_is_rejected(tmp_path):
     folder = write_cifar_folder(tmp_path)
     (folder / "data_batch_2").write_bytes(pickle.dumps({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}))
     with pytest.raises(UserInputError, match=r"expected data \(N, 3072\)"):
-        datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+        load(cifar_cfg(tmp_path), seed=0)
 
 
 def test_pickle_that_would_run_code_is_refused(tmp_path):
@@ -131,13 +139,13 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
 
     (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": Evil(), b"labels": []}))
     with pytest.raises(UserInputError, match="refusing to load"):
-        datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+        load(cifar_cfg(tmp_path), seed=0)
 
 
 def test_tarball_in_root_is_extracted(tmp_path):
-    (tmp_path / datasets.CIFAR10_ARCHIVE).write_bytes(cifar_tarball_bytes(tmp_path / "build"))
+    (tmp_path / cifar10.CIFAR10_ARCHIVE).write_bytes(cifar_tarball_bytes(tmp_path / "build"))
     root = tmp_path
-    data = datasets.load_dataset(cifar_cfg(root), seed=0)
+    data = load(cifar_cfg(root), seed=0)
     assert (root / "cifar-10-batches-py" / "test_batch").is_file()
     assert data.sizes()["test"] == PER_BATCH
     assert not list(root.glob(".extract-*"))
@@ -151,16 +159,16 @@ def test_tarball_member_escaping_root_is_refused(tmp_path):
         tar.addfile(info, io.BytesIO(b"hi"))
     root = tmp_path / "root"
     root.mkdir()
-    (root / datasets.CIFAR10_ARCHIVE).write_bytes(buf.getvalue())
+    (root / cifar10.CIFAR10_ARCHIVE).write_bytes(buf.getvalue())
     with pytest.raises(UserInputError, match="outside"):
-        datasets.load_dataset(cifar_cfg(root), seed=0)
+        load(cifar_cfg(root), seed=0)
     assert not (tmp_path / "escaped.txt").exists()
 
 
 def test_corrupt_tarball_is_a_clear_error(tmp_path):
-    (tmp_path / datasets.CIFAR10_ARCHIVE).write_bytes(b"not a tarball at all")
+    (tmp_path / cifar10.CIFAR10_ARCHIVE).write_bytes(b"not a tarball at all")
     with pytest.raises(UserInputError, match="cannot extract"):
-        datasets.load_dataset(cifar_cfg(tmp_path), seed=0)
+        load(cifar_cfg(tmp_path), seed=0)
 
 
 class ArchiveServer:
@@ -196,21 +204,21 @@ def test_download_verifies_md5_then_extracts(tmp_path, monkeypatch):
     payload = cifar_tarball_bytes(tmp_path / "build")
     root = tmp_path / "root"
     with ArchiveServer(payload) as server:
-        monkeypatch.setattr(datasets, "CIFAR10_URL", server.url)
-        monkeypatch.setattr(datasets, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
-        data = datasets.load_dataset(cifar_cfg(root, download=True), seed=0)
+        monkeypatch.setattr(cifar10, "CIFAR10_URL", server.url)
+        monkeypatch.setattr(cifar10, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
+        data = load(cifar_cfg(root, download=True), seed=0)
     assert data.sizes()["test"] == PER_BATCH
-    assert (root / datasets.CIFAR10_ARCHIVE).read_bytes() == payload
+    assert (root / cifar10.CIFAR10_ARCHIVE).read_bytes() == payload
 
 
 def test_download_checksum_mismatch_leaves_nothing_behind(tmp_path, monkeypatch):
     payload = cifar_tarball_bytes(tmp_path / "build")
     root = tmp_path / "root"
     with ArchiveServer(payload) as server:
-        monkeypatch.setattr(datasets, "CIFAR10_URL", server.url)
-        monkeypatch.setattr(datasets, "CIFAR10_MD5", "0" * 32)
+        monkeypatch.setattr(cifar10, "CIFAR10_URL", server.url)
+        monkeypatch.setattr(cifar10, "CIFAR10_MD5", "0" * 32)
         with pytest.raises(UserInputError, match="checksum mismatch"):
-            datasets.load_dataset(cifar_cfg(root, download=True), seed=0)
+            load(cifar_cfg(root, download=True), seed=0)
     assert list(root.iterdir()) == []
 
 
@@ -218,22 +226,22 @@ def test_truncated_download_leaves_nothing_behind(tmp_path, monkeypatch):
     payload = cifar_tarball_bytes(tmp_path / "build")
     root = tmp_path / "root"
     with ArchiveServer(payload, truncate=True) as server:
-        monkeypatch.setattr(datasets, "CIFAR10_URL", server.url)
-        monkeypatch.setattr(datasets, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
+        monkeypatch.setattr(cifar10, "CIFAR10_URL", server.url)
+        monkeypatch.setattr(cifar10, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
         with pytest.raises(UserInputError):
-            datasets.load_dataset(cifar_cfg(root, download=True), seed=0)
+            load(cifar_cfg(root, download=True), seed=0)
     assert list(root.iterdir()) == []
 
 
 def test_unreachable_download_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "CIFAR10_URL", "http://127.0.0.1:9/none.tar.gz")
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", "http://127.0.0.1:9/none.tar.gz")
     with pytest.raises(UserInputError, match="could not download"):
-        datasets.load_dataset(cifar_cfg(tmp_path / "root", download=True), seed=0)
+        load(cifar_cfg(tmp_path / "root", download=True), seed=0)
 
 
 def test_real_cifar10(cifar10_folder):
     cfg = DataConfig(dataset="cifar10", root=str(cifar10_folder), val_size=1000)
-    data = datasets.load_dataset(cfg, seed=0)
+    data = load(cfg, seed=0)
     assert data.sizes() == {"train": 49000, "val": 1000, "test": 10000}
     assert data.X_train.dtype == np.float32 and data.X_train.shape == (49000, 3072)
     assert 0 <= data.X_test.min() and data.X_test.max() <= 255

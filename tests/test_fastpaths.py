@@ -12,11 +12,10 @@ import pytest
 
 from nnrun.config import validate_config
 from nnrun.datasets import Dataset
+from nnrun.experiment import build_model, build_optimizer, train_setup
 from nnrun.nn.layers import Dropout
 from nnrun.nn.losses import SoftmaxCrossEntropy
-from nnrun.nn.model import build_mlp
-from nnrun.optim import OPTIMIZERS
-from nnrun.train import History, SilentReporter, evaluate, fit
+from nnrun.trainer import History, SilentReporter, evaluate, fit
 
 D, HIDDEN, C = 96, [48, 32], 10
 LR, MU, L2 = 0.05, 0.9, 1e-3
@@ -38,7 +37,7 @@ def config(batchnorm: bool = False, keep: float = 1.0, l2: float = 0.0, batch_si
 
 def model_for(cfg, seed: int = 0):
     """nnrun's float32 model for `cfg` and a float64 copy of its parameters (by name)."""
-    model = build_mlp(cfg.model, D, C, np.random.default_rng(seed))
+    model = build_model(cfg.model, D, C, np.random.default_rng(seed))
     return model, {k: v.astype(np.float64) for k, v in model.state_dict().items()}
 
 
@@ -162,7 +161,7 @@ def test_training_steps_match_float64_reference(bn, keep):
     cfg = config(batchnorm=bn, keep=keep)
     model, p = model_for(cfg)
     loss_fn = SoftmaxCrossEntropy()
-    optimizer = OPTIMIZERS["momentum"](cfg.optim)
+    optimizer = build_optimizer(cfg.optim)
     rng = np.random.default_rng(5)
     v: dict = {}
     for step in range(2):  # the second step exercises the velocity
@@ -255,7 +254,7 @@ def test_fit_matches_float64_replay_of_its_batches(bn):
         return loss_and_grad(scores, y)
 
     model.forward, loss_fn.loss_and_grad = spy_forward, spy_loss
-    history = fit(model, loss_fn, data, cfg, SilentReporter(), History())
+    history = fit(model, loss_fn, data, train_setup(cfg), SilentReporter(), History())
     assert len(history.rows) == 2
     assert np.array_equal(data.X_train, X_train_before), "fit must not modify the training data"
     steps_per_epoch = -(-len(data.X_train) // cfg.train.batch_size)
@@ -284,7 +283,7 @@ def test_evaluation_in_large_batches_matches_one_row_at_a_time_and_float64(bn):
     cfg = config(batchnorm=bn, keep=0.5)
     model, _ = model_for(cfg)
     # Train a few steps so BatchNorm's running statistics are not the initial ones.
-    optimizer = OPTIMIZERS["momentum"](cfg.optim)
+    optimizer = build_optimizer(cfg.optim)
     for step in range(3):
         x, y = batch(64, seed=20 + step)
         nnrun_step(model, SoftmaxCrossEntropy(), optimizer, x, y)

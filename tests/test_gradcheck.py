@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 
 from nnrun.cli import app
 from nnrun.config import ModelConfig
-from nnrun.diagnostics import check_model_gradients, numeric_gradient
+from nnrun.experiment import build_model
 from nnrun.nn.layers import BatchNorm
 from nnrun.nn.losses import SoftmaxCrossEntropy
-from nnrun.nn.model import build_mlp
+from nnrun.nn.numeric import check_model_gradients, numeric_gradient
 from nnrun.nn.regularizers import Regularizer, Strengths
 
 runner = CliRunner()
@@ -28,7 +28,7 @@ def test_numeric_gradient_of_a_known_function():
 
 def small_net(**model):
     cfg = ModelConfig(**{"hidden": [6, 5], "bias_init": 0.05, **model})
-    model = build_mlp(cfg, 4, 3, np.random.default_rng(0)).astype(np.float64)
+    model = build_model(cfg, 4, 3, np.random.default_rng(0)).astype(np.float64)
     rng = np.random.default_rng(1)
     return model, rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
 
@@ -38,7 +38,8 @@ def test_network_with_batchnorm_dropout_l1_l2_passes():
     for p in model.params:
         if p.kind == "beta":  # away from 0, where L1 has its kink (zeros would all be skipped)
             p.value[:] = np.random.default_rng(2).uniform(0.1, 0.5, p.value.shape)
-    reg = Regularizer(Strengths(l2=0.05, l1=0.01), {2: Strengths(l2=0.3)}, regularize_bias=True, regularize_bn=True)
+    reg = Regularizer(Strengths({"l2": 0.05, "l1": 0.01}), {2: Strengths({"l2": 0.3})}, regularize_bias=True,
+                      regularize_bn=True)
     checks = check_model_gradients(model, SoftmaxCrossEntropy(), X, y, reg)
     assert [c.name for c in checks] == [p.name for p in model.params]
     for c in checks:
@@ -63,7 +64,7 @@ def test_a_wrong_gradient_is_caught(monkeypatch):
 
 def test_a_missing_penalty_gradient_is_caught():
     model, X, y = small_net()
-    reg = Regularizer(Strengths(l2=0.1))
+    reg = Regularizer(Strengths({"l2": 0.1}))
     checks = check_model_gradients(model, SoftmaxCrossEntropy(), X, y, reg)
     assert all(c.passed for c in checks)
 
@@ -71,7 +72,7 @@ def test_a_missing_penalty_gradient_is_caught():
         def add_penalty(self, params):
             return self.penalty(params)
 
-    checks = check_model_gradients(model, SoftmaxCrossEntropy(), X, y, NoGradient(Strengths(l2=0.1)))
+    checks = check_model_gradients(model, SoftmaxCrossEntropy(), X, y, NoGradient(Strengths({"l2": 0.1})))
     assert not any(c.passed for c in checks if c.name.endswith(".W"))
 
 
@@ -83,7 +84,7 @@ def test_entries_at_a_relu_kink_or_an_l1_zero_are_skipped_not_failed():
     fc0.b.value[0] = -(X[0] @ fc0.W.value[:, 0])
     model.layers[2].W.value[1, 1] = 0.0  # an L1-penalized weight exactly at |w|'s kink
     checks = {c.name: c for c in check_model_gradients(model, SoftmaxCrossEntropy(), X, y,
-                                                        Regularizer(Strengths(l1=0.05)))}
+                                                        Regularizer(Strengths({"l1": 0.05})))}
     assert checks["fc0.b"].skipped >= 1 and checks["fc0.b"].passed
     assert checks["fc1.W"].skipped >= 1 and checks["fc1.W"].passed
     assert all(c.passed for c in checks.values())

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from nnrun.config import ModelConfig
-from nnrun.diagnostics import numeric_gradient, relative_error
+from nnrun.experiment import build_model
 from nnrun.nn.layers import Linear, ReLU
 from nnrun.nn.losses import SoftmaxCrossEntropy
-from nnrun.nn.model import build_mlp
+from nnrun.nn.numeric import numeric_gradient, relative_error
 
 
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -78,7 +78,7 @@ def test_softmax_is_stable_for_huge_scores():
 
 
 def test_whole_mlp_gradient(rng):
-    model = build_mlp(ModelConfig(hidden=[6, 5]), 4, 3, rng)
+    model = build_model(ModelConfig(hidden=[6, 5]), 4, 3, rng)
     for p in model.params:
         p.value = p.value.astype(np.float64)
         p.grad = np.zeros_like(p.value)

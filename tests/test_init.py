@@ -7,9 +7,9 @@ from typer.testing import CliRunner
 from nnrun.cli import app
 from nnrun.config import ModelConfig, load_config
 from nnrun.errors import UserInputError
+from nnrun.experiment import build_model
 from nnrun.nn.init import INIT_SCHEMES, init_weights
 from nnrun.nn.losses import SoftmaxCrossEntropy
-from nnrun.nn.model import build_mlp
 from nnrun.optim import SGD
 
 FAN_IN, FAN_OUT = 400, 300
@@ -58,11 +58,11 @@ def test_unknown_scheme_lists_the_valid_ones():
 
 def test_zeros_keeps_every_hidden_unit_identical_while_training():
     cfg = ModelConfig(hidden=[8, 6], init="zeros", bias_init=0.01)
-    model = build_mlp(cfg, 5, 3, np.random.default_rng(0))
+    model = build_model(cfg, 5, 3, np.random.default_rng(0))
     rng = np.random.default_rng(1)
     X = rng.standard_normal((32, 5)).astype(np.float32)
     y = rng.integers(0, 3, 32)
-    loss_fn, opt = SoftmaxCrossEntropy(), SGD(None)
+    loss_fn, opt = SoftmaxCrossEntropy(), SGD()
     for _ in range(20):
         _, dscores = loss_fn.loss_and_grad(model.forward(X, train=True), y)
         model.backward(dscores)
@@ -80,7 +80,7 @@ def test_per_layer_overrides_init_and_bias():
     cfg = load_config(None, ["model.hidden=[30, 20]", "model.init=he", "model.layers.1.init=zeros",
                              "model.layers.2.bias_init=0.5", "model.layers.0.init=sparse",
                              "model.layers.0.sparse_k=3", "model.layers.0.init_scale=2"]).model
-    model = build_mlp(cfg, 10, 4, np.random.default_rng(0))
+    model = build_model(cfg, 10, 4, np.random.default_rng(0))
     state = model.state_dict()
     assert np.all(np.count_nonzero(state["fc0.W"], axis=0) == 3)
     assert not state["fc1.W"].any()
@@ -90,15 +90,15 @@ def test_per_layer_overrides_init_and_bias():
 
 def test_same_seed_same_weights():
     cfg = ModelConfig(hidden=[12], init="xavier")
-    a = build_mlp(cfg, 5, 3, np.random.default_rng(7)).state_dict()
-    b = build_mlp(cfg, 5, 3, np.random.default_rng(7)).state_dict()
+    a = build_model(cfg, 5, 3, np.random.default_rng(7)).state_dict()
+    b = build_model(cfg, 5, 3, np.random.default_rng(7)).state_dict()
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_sparse_k_larger_than_fan_in_names_the_key():
     cfg = ModelConfig(hidden=[4], init="sparse", sparse_k=9)
     with pytest.raises(UserInputError, match=r"model\.sparse_k.*1\.\.8"):
-        build_mlp(cfg, 8, 3, np.random.default_rng(0))
+        build_model(cfg, 8, 3, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from nnrun.config import ModelConfig
-from nnrun.diagnostics import numeric_gradient, relative_error
+from nnrun.experiment import build_model
 from nnrun.nn.layers import ACTIVATIONS, BatchNorm, Dropout, LeakyReLU, Linear
-from nnrun.nn.model import build_mlp
+from nnrun.nn.numeric import numeric_gradient, relative_error
 
 RNG = np.random.default_rng(0)
 
@@ -157,8 +157,8 @@ def test_inverted_and_vanilla_dropout_nets_agree_at_test_time_in_expectation():
     # The same weights: the vanilla net's test output scaled by 1/p equals the inverted net's
     # for one dropout layer before a linear output (expected activations are equal).
     cfg = ModelConfig(hidden=[16], dropout=0.5)
-    inv = build_mlp(cfg, 6, 3, np.random.default_rng(0))
-    van = build_mlp(cfg.model_copy(update={"dropout_mode": "vanilla"}), 6, 3, np.random.default_rng(0))
+    inv = build_model(cfg, 6, 3, np.random.default_rng(0))
+    van = build_model(cfg.model_copy(update={"dropout_mode": "vanilla"}), 6, 3, np.random.default_rng(0))
     x = RNG.standard_normal((4, 6)).astype(np.float32)
     h_inv = inv.layers[1].forward(inv.layers[0].forward(x, False), False)
     h_van = van.layers[1].forward(van.layers[0].forward(x, False), False)
@@ -174,7 +174,7 @@ def test_dropout_rejects_bad_keep_probability(p):
 
 def test_mlp_layout_names_and_state():
     cfg = ModelConfig(hidden=[8, 6], batchnorm=True, dropout=0.5, activation="tanh")
-    model = build_mlp(cfg, 5, 3, np.random.default_rng(0))
+    model = build_model(cfg, 5, 3, np.random.default_rng(0))
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == ["Linear", "BatchNorm", "Tanh", "Dropout", "Linear", "BatchNorm", "Tanh", "Dropout", "Linear"]
     names = [p.name for p in model.params]
@@ -187,18 +187,18 @@ def test_mlp_layout_names_and_state():
     x = RNG.standard_normal((10, 5)).astype(np.float32)
     model.forward(x, train=True)
     snap = model.snapshot()
-    other = build_mlp(cfg, 5, 3, np.random.default_rng(1))
+    other = build_model(cfg, 5, 3, np.random.default_rng(1))
     other.load_state_dict(snap)
     assert np.allclose(other.forward(x, train=False), model.forward(x, train=False))
 
 
 def test_mlp_gradient_float64_all_activations_with_bn_and_dropout():
-    from nnrun.diagnostics import check_model_gradients
     from nnrun.nn.losses import SoftmaxCrossEntropy
+    from nnrun.nn.numeric import check_model_gradients
 
     for act in ACTIVATIONS:
         cfg = ModelConfig(hidden=[7, 5], activation=act, batchnorm=True, dropout=0.7, bias_init=0.1)
-        model = build_mlp(cfg, 4, 3, np.random.default_rng(0)).astype(np.float64)
+        model = build_model(cfg, 4, 3, np.random.default_rng(0)).astype(np.float64)
         X = RNG.standard_normal((6, 4))
         y = RNG.integers(0, 3, 6)
         checks = check_model_gradients(model, SoftmaxCrossEntropy(), X, y)

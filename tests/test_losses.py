@@ -5,7 +5,6 @@ import itertools
 import numpy as np
 import pytest
 
-from nnrun.diagnostics import numeric_gradient
 from nnrun.errors import UserInputError
 from nnrun.nn.losses import (
     LOSSES,
@@ -24,6 +23,7 @@ from nnrun.nn.losses import (
     tree_from_spec,
     tree_leaves,
 )
+from nnrun.nn.numeric import numeric_gradient
 
 N, C, A, T = 7, 5, 4, 3
 

@@ -8,13 +8,12 @@ from typer.testing import CliRunner
 
 from nnrun.cli import app
 from nnrun.config import OptimConfig, load_config
-from nnrun.datasets import load_dataset
+from nnrun.experiment import build_model, build_optimizer, build_schedule, load_data, preprocess_settings, train_setup
 from nnrun.nn.layers import Parameter
 from nnrun.nn.losses import SoftmaxCrossEntropy
-from nnrun.nn.model import build_mlp
-from nnrun.optim import OPTIMIZERS, learning_rate
+from nnrun.optim import OPTIMIZERS
 from nnrun.preprocess import fit_preprocessor
-from nnrun.train import History, SilentReporter, fit
+from nnrun.trainer import History, SilentReporter, fit
 
 STEPS = 6
 W0 = np.random.default_rng(0).standard_normal((4, 3))
@@ -23,7 +22,7 @@ GRADS = [np.random.default_rng(i + 1).standard_normal((4, 3)) for i in range(STE
 
 def run_ours(cfg, lrs):
     p = Parameter("w", W0.copy(), "weight", 0)
-    opt = OPTIMIZERS[cfg.name](cfg)
+    opt = build_optimizer(cfg)
     for g, lr in zip(GRADS, lrs, strict=True):
         p.grad[...] = g
         opt.step([p], lr)
@@ -74,7 +73,7 @@ def test_adam_first_step_moves_each_weight_by_lr():
     # Bias correction: the first step is lr * g / (|g| + eps) = lr * sign(g) for eps << |g|.
     p = Parameter("w", W0.copy(), "weight", 0)
     p.grad[...] = GRADS[0]
-    OPTIMIZERS["adam"](OptimConfig(name="adam", eps=1e-12)).step([p], 0.01)
+    build_optimizer(OptimConfig(name="adam", eps=1e-12)).step([p], 0.01)
     assert np.allclose(W0 - p.value, 0.01 * np.sign(GRADS[0]))
 
 
@@ -82,21 +81,21 @@ def test_updates_keep_float32():
     p = Parameter("w", W0.astype(np.float32), "weight", 0)
     for name in OPTIMIZERS:
         p.grad[...] = 1
-        OPTIMIZERS[name](OptimConfig(name=name)).step([p], 0.1)
+        build_optimizer(OptimConfig(name=name)).step([p], 0.1)
         assert p.value.dtype == np.float32
 
 
 def test_schedule_values():
     cfg = OptimConfig(lr=0.1, schedule="step", step_epochs=3, lr_decay=0.2)
-    assert [learning_rate(cfg, e, 10) for e in range(7)] == pytest.approx(
+    assert [build_schedule(cfg)(e, 10) for e in range(7)] == pytest.approx(
         [0.1, 0.1, 0.1, 0.02, 0.02, 0.02, 0.004])
     cfg = OptimConfig(lr=0.1, schedule="exponential", lr_decay=0.5)
-    assert [learning_rate(cfg, e, 10) for e in range(3)] == pytest.approx([0.1, 0.05, 0.025])
+    assert [build_schedule(cfg)(e, 10) for e in range(3)] == pytest.approx([0.1, 0.05, 0.025])
     cfg = OptimConfig(lr=0.1, schedule="cosine", min_lr=0.01)
-    assert learning_rate(cfg, 0, 4) == pytest.approx(0.1)
-    assert learning_rate(cfg, 2, 4) == pytest.approx(0.055)
-    assert learning_rate(cfg, 3, 4) == pytest.approx(0.01 + 0.09 * (1 + math.cos(3 * math.pi / 4)) / 2)
-    assert all(learning_rate(OptimConfig(lr=0.3), e, 5) == 0.3 for e in range(5))
+    assert build_schedule(cfg)(0, 4) == pytest.approx(0.1)
+    assert build_schedule(cfg)(2, 4) == pytest.approx(0.055)
+    assert build_schedule(cfg)(3, 4) == pytest.approx(0.01 + 0.09 * (1 + math.cos(3 * math.pi / 4)) / 2)
+    assert all(build_schedule(OptimConfig(lr=0.3))(e, 5) == 0.3 for e in range(5))
 
 
 @pytest.mark.parametrize("schedule", ["step", "exponential", "cosine"])
@@ -108,23 +107,22 @@ def test_schedules_match_torch_schedulers(schedule):
              "exponential": lambda: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5),
              "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8, eta_min=0.001)}[schedule]()
     for epoch in range(8):
-        assert learning_rate(cfg, epoch, 8) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+        assert build_schedule(cfg)(epoch, 8) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
         opt.step()
         sched.step()
 
 
 def digits_setup(overrides):
     cfg = load_config(None, ["model.hidden=[16]", *overrides])
-    data = load_dataset(cfg.data, cfg.seed)
-    pre = fit_preprocessor(cfg.preprocess, data.X_train, data.image_shape)
-    for name in ("X_train", "X_val", "X_test"):
-        setattr(data, name, pre.transform(getattr(data, name)))
-    return cfg, data, build_mlp(cfg.model, data.n_features, 10, np.random.default_rng(0))
+    data = load_data(cfg)
+    pre = fit_preprocessor(preprocess_settings(cfg.preprocess), data.X_train, data.image_shape)
+    data = data.with_features(*(pre.transform(X) for X in (data.X_train, data.X_val, data.X_test)))
+    return cfg, data, build_model(cfg.model, data.n_features, 10, np.random.default_rng(0))
 
 
 def digits_fit(overrides):
     cfg, data, model = digits_setup(overrides)
-    history = fit(model, SoftmaxCrossEntropy(), data, cfg, SilentReporter(), History())
+    history = fit(model, SoftmaxCrossEntropy(), data, train_setup(cfg), SilentReporter(), History())
     return model, history
 
 
@@ -140,17 +138,18 @@ def test_early_stopping_stops_after_patience_and_restores_the_best_weights():
 
 def test_restore_best_ends_with_the_best_epochs_weights_not_the_last():
     cfg, data, model = digits_setup(["optim.lr=0.01", "train.epochs=4"])
+    setup = train_setup(cfg)
 
     def spoil_after_epoch_2(history):
         # Epochs 3 and 4 start from an output layer of zeros and a tiny step cannot recover:
         # validation accuracy collapses, so the best epoch is one of the first two.
         if len(history.rows) == 2:
-            cfg.optim.lr = 1e-9
+            setup.schedule = lambda epoch, epochs: 1e-9
             for p in model.params:
                 if p.name.startswith("fc1."):
                     p.value[...] = 0
 
-    history = fit(model, SoftmaxCrossEntropy(), data, cfg, SilentReporter(), History(), spoil_after_epoch_2)
+    history = fit(model, SoftmaxCrossEntropy(), data, setup, SilentReporter(), History(), spoil_after_epoch_2)
     assert history.best_epoch < len(history.rows) and not history.stopped_early
     state = model.state_dict()
     assert all(np.array_equal(state[k], history.best[k]) for k in state)

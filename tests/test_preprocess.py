@@ -8,18 +8,19 @@ import pytest
 from typer.testing import CliRunner
 
 from nnrun.cli import app
-from nnrun.config import PreprocessConfig, load_config, validate_config
-from nnrun.datasets import load_dataset
+from nnrun.config import load_config, validate_config
 from nnrun.errors import UserInputError
+from nnrun.experiment import load_data, preprocess_settings
 from nnrun.preprocess import (
-    REPORT_FILES,
     Preprocessor,
+    PreprocessSettings,
     fit_preprocessor,
     load_preprocessor,
     scatter_matrix,
     symmetric_eigh,
 )
-from nnrun.runs import RunDir
+from nnrun.preprocess_report import REPORT_FILES
+from nnrun.rundir import RunDir
 
 runner = CliRunner()
 
@@ -39,7 +40,7 @@ def cov0(Z):
 
 
 def digits_train():
-    data = load_dataset(validate_config({}).data, seed=0)
+    data = load_data(validate_config({}))
     return data.X_train, data.image_shape
 
 
@@ -63,7 +64,7 @@ def test_centring_modes_match_formulas(center):
         "per_channel": (X64.reshape(len(X), 3, 16) - X64.reshape(len(X), 3, 16).mean(axis=(0, 2))[:, None])
         .reshape(len(X), 48),
     }[center]
-    pre = fit_preprocessor(PreprocessConfig(center=center), X, shape)
+    pre = fit_preprocessor(PreprocessSettings(center=center), X, shape)
     out = pre.transform(X)
     assert out.dtype == np.float32 and out.shape == X.shape
     np.testing.assert_allclose(out, expected, atol=2e-5)
@@ -76,18 +77,18 @@ def test_scaling_std_and_minmax_match_formulas():
     X = correlated(d=6)
     X[:, 2] = 7.0  # a constant feature: left unscaled rather than divided by zero
     X64 = X.astype(np.float64)
-    std = fit_preprocessor(PreprocessConfig(center="per_feature", scale="std"), X).transform(X)
+    std = fit_preprocessor(PreprocessSettings(center="per_feature", scale="std"), X).transform(X)
     sd = X64.std(axis=0)
     expected = (X64 - X64.mean(axis=0)) / np.where(sd > 0, sd, 1)
     np.testing.assert_allclose(std, expected, atol=1e-5)
     np.testing.assert_allclose(np.delete(std.std(axis=0), 2), 1, atol=1e-5)
     assert np.all(std[:, 2] == 0)
     # std without centring divides the raw feature
-    raw = fit_preprocessor(PreprocessConfig(center="none", scale="std"), X).transform(X)
+    raw = fit_preprocessor(PreprocessSettings(center="none", scale="std"), X).transform(X)
     np.testing.assert_allclose(raw, X64 / np.where(sd > 0, sd, 1), rtol=1e-5)
 
     for center in ("per_feature", "none", "global"):
-        mm = fit_preprocessor(PreprocessConfig(center=center, scale="minmax"), X).transform(X)
+        mm = fit_preprocessor(PreprocessSettings(center=center, scale="minmax"), X).transform(X)
         lo, hi = X64.min(axis=0), X64.max(axis=0)
         span = np.where(hi > lo, hi - lo, 2.0)
         np.testing.assert_allclose(mm, 2 * (X64 - lo) / span - 1 + (hi == lo), atol=1e-5)
@@ -99,7 +100,7 @@ def test_scaling_std_and_minmax_match_formulas():
 def test_transform_copy_semantics():
     X = correlated(d=5)
     before = X.copy()
-    pre = fit_preprocessor(PreprocessConfig(scale="std"), X)
+    pre = fit_preprocessor(PreprocessSettings(scale="std"), X)
     assert np.array_equal(X, before)  # fit never writes to X
     out = pre.transform(X, copy=True)
     assert np.array_equal(X, before) and not np.shares_memory(out, X)
@@ -108,12 +109,12 @@ def test_transform_copy_semantics():
     frozen = before.copy()
     frozen.flags.writeable = False
     np.testing.assert_array_equal(pre.transform(frozen, copy=False), pre.transform(before))
-    whiten_all = fit_preprocessor(PreprocessConfig(whiten=True), before)
+    whiten_all = fit_preprocessor(PreprocessSettings(whiten=True), before)
     Y = before.copy()
     Z = whiten_all.transform(Y, copy=False)
     assert np.shares_memory(Z, Y)
     np.testing.assert_allclose(Z, whiten_all.transform(before), atol=1e-5)
-    reduced = fit_preprocessor(PreprocessConfig(pca=2), before)
+    reduced = fit_preprocessor(PreprocessSettings(pca=2), before)
     Y = before.copy()
     assert reduced.transform(Y, copy=False).shape == (len(Y), 2) and np.array_equal(Y, before)
 
@@ -122,25 +123,25 @@ def test_transform_copy_semantics():
 
 def test_whitened_covariance_is_identity_and_rotation_is_diagonal():
     X = correlated(n=2000, d=16)
-    white = fit_preprocessor(PreprocessConfig(pca=10, whiten=True, eps=0.0), X)
+    white = fit_preprocessor(PreprocessSettings(pca=10, whiten=True, eps=0.0), X)
     Z = white.transform(X)
     assert Z.shape == (2000, 10)
     np.testing.assert_allclose(cov0(Z), np.eye(10), atol=1e-4)
-    rot = fit_preprocessor(PreprocessConfig(pca=16), X)
+    rot = fit_preprocessor(PreprocessSettings(pca=16), X)
     C = cov0(rot.transform(X))
     np.testing.assert_allclose(C, np.diag(np.diag(C)), atol=1e-3 * C.max())
     np.testing.assert_allclose(np.diag(C), rot.eigenvalues, rtol=1e-4, atol=1e-6 * C.max())
     assert np.all(np.diff(rot.eigenvalues) <= 0)  # descending
     # eps shrinks each component to variance S / (S + eps)
     eps = 0.5
-    shrunk = fit_preprocessor(PreprocessConfig(pca=10, whiten=True, eps=eps), X)
+    shrunk = fit_preprocessor(PreprocessSettings(pca=10, whiten=True, eps=eps), X)
     S = shrunk.eigenvalues[:10]
     np.testing.assert_allclose(np.diag(cov0(shrunk.transform(X))), S / (S + eps), rtol=1e-4)
 
 
 def test_whiten_without_pca_keeps_and_whitens_all_components():
     X = correlated(n=1500, d=8)
-    pre = fit_preprocessor(PreprocessConfig(whiten=True, pca=None, eps=0.0), X)
+    pre = fit_preprocessor(PreprocessSettings(whiten=True, pca=None, eps=0.0), X)
     Z = pre.transform(X)
     assert Z.shape == X.shape and pre.n_components == 8
     np.testing.assert_allclose(cov0(Z), np.eye(8), atol=1e-4)
@@ -156,7 +157,7 @@ def test_pca_whitening_matches_sklearn(scale):
     X64 = X.astype(np.float64)
     ref_input = StandardScaler().fit_transform(X64) if scale == "std" else X64
     sk = PCA(n_components=k, whiten=True, svd_solver="full").fit(ref_input)
-    pre = fit_preprocessor(PreprocessConfig(scale=scale, pca=k, whiten=True, eps=0.0), X, shape)
+    pre = fit_preprocessor(PreprocessSettings(scale=scale, pca=k, whiten=True, eps=0.0), X, shape)
     # ddof: our eigenvalues are sklearn's explained variance * (N - 1) / N
     np.testing.assert_allclose(pre.eigenvalues, sk.explained_variance_ * (n - 1) / n, rtol=1e-4)
     signs = np.sign(np.sum(pre.components * sk.components_.T, axis=0))
@@ -189,27 +190,28 @@ def test_scatter_blocks_and_subset_eigh_agree_with_float64():
 # ---- no leaks ------------------------------------------------------------------------------------
 
 def test_val_and_test_data_do_not_change_fitted_statistics(tmp_path, monkeypatch):
+    import nnrun.experiment as experiment
     import nnrun.train as train
 
     cfg = validate_config({"preprocess": {"scale": "std", "pca": 24, "whiten": True},
                            "model": {"hidden": [16]}, "train": {"epochs": 1, "batch_size": 256}})
-    real_load = train.load_dataset
+    real_load = experiment.load_dataset
     seen = {}
 
-    def perturbed(data_cfg, seed):
-        data = real_load(data_cfg, seed)
+    def perturbed(name, options, seed):
+        data = real_load(name, options, seed)
         data.X_val = data.X_val * 3.0 + 100.0
         data.X_test = np.random.default_rng(5).uniform(-50, 50, data.X_test.shape).astype(np.float32)
         return data
 
-    def remember(data_cfg, seed):
-        data = real_load(data_cfg, seed)
+    def remember(name, options, seed):
+        data = real_load(name, options, seed)
         seen["X_train"] = data.X_train.copy()
         return data
 
-    monkeypatch.setattr(train, "load_dataset", remember)
+    monkeypatch.setattr(experiment, "load_dataset", remember)
     train.run_experiment(cfg, RunDir.create(tmp_path / "plain"))
-    monkeypatch.setattr(train, "load_dataset", perturbed)
+    monkeypatch.setattr(experiment, "load_dataset", perturbed)
     train.run_experiment(cfg, RunDir.create(tmp_path / "perturbed"))
     with np.load(tmp_path / "plain" / "preprocess.npz") as a, np.load(tmp_path / "perturbed" / "preprocess.npz") as b:
         assert sorted(a.files) == sorted(b.files)
@@ -231,12 +233,12 @@ def test_val_and_test_data_do_not_change_fitted_statistics(tmp_path, monkeypatch
 ])
 def test_inverse_transform_round_trip_and_save_load(settings, tmp_path):
     X, shape = image_data()
-    pre = fit_preprocessor(PreprocessConfig(**settings), X, shape)
+    pre = fit_preprocessor(PreprocessSettings(**settings), X, shape)
     back = pre.inverse_transform(pre.transform(X))
     np.testing.assert_allclose(back, X, atol=1e-4 * np.abs(X).max())
     path = pre.save(tmp_path / "preprocess.npz")
     loaded = load_preprocessor(path)
-    assert loaded.cfg == pre.cfg and loaded.image_shape == shape
+    assert loaded.settings == pre.settings and loaded.image_shape == shape
     for key, value in pre.statistics().items():
         assert np.array_equal(loaded.statistics()[key], value), key
     assert np.array_equal(loaded.transform(X), pre.transform(X))
@@ -245,7 +247,7 @@ def test_inverse_transform_round_trip_and_save_load(settings, tmp_path):
 
 def test_reduction_inverse_is_the_projection():
     X = correlated(n=500, d=10)
-    pre = fit_preprocessor(PreprocessConfig(pca=4, whiten=True), X)
+    pre = fit_preprocessor(PreprocessSettings(pca=4, whiten=True), X)
     back = pre.inverse_transform(pre.transform(X)).astype(np.float64)
     U = pre.components[:, :4].astype(np.float64)
     mean = X.mean(axis=0, dtype=np.float64)
@@ -269,9 +271,9 @@ def test_load_rejects_other_files(tmp_path):
 def test_bad_preprocessing_input_names_the_key():
     X = correlated(d=6)
     with pytest.raises(UserInputError, match=r"preprocess\.pca.*allowed: 1\.\.6"):
-        fit_preprocessor(PreprocessConfig(pca=7), X)
+        fit_preprocessor(PreprocessSettings(pca=7), X)
     with pytest.raises(UserInputError, match=r"preprocess\.center: per_channel.*allowed here: none, per_feature"):
-        fit_preprocessor(PreprocessConfig(center="per_channel"), X, None)
+        fit_preprocessor(PreprocessSettings(center="per_channel"), X, None)
     with pytest.raises(UserInputError, match=r"preprocess\.eps"):
         load_config(None, ["preprocess.eps=-1"])
     with pytest.raises(UserInputError, match=r"preprocess\.center must be per_feature"):
@@ -282,7 +284,7 @@ def test_bad_preprocessing_input_names_the_key():
         load_config(None, ["preprocess.scale=range"])
     X[:, 0] = 1.0  # rank 5: whitening 6 components with eps = 0 would divide by zero
     with pytest.raises(UserInputError, match=r"preprocess\.eps.*only 5 of the 6"):
-        fit_preprocessor(PreprocessConfig(whiten=True, eps=0.0), X)
+        fit_preprocessor(PreprocessSettings(whiten=True, eps=0.0), X)
 
 
 # ---- the command ---------------------------------------------------------------------------------
@@ -299,7 +301,7 @@ def test_cli_preprocess_writes_figures_and_prints_paths(tmp_path):
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "64" in result.output and "16" in result.output and "variance kept" in result.output
     loaded = load_preprocessor(out / "preprocess.npz")
-    assert loaded.cfg.pca == 16 and loaded.cfg.whiten
+    assert loaded.settings.pca == 16 and loaded.settings.whiten
     # a second run does not overwrite silently
     again = runner.invoke(app, ["preprocess", "--out", str(out)])
     assert again.exit_code == 2 and "--overwrite" in again.output
@@ -334,8 +336,8 @@ def test_cli_preprocess_bad_input_exits_2(tmp_path, args, key):
 def test_cifar10_whitening_and_smooth_first_components(cifar10_folder):
     cfg = validate_config({"data": {"dataset": "cifar10", "root": str(cifar10_folder.parent), "train_size": 4000},
                            "preprocess": {"pca": 100, "whiten": True}})
-    data = load_dataset(cfg.data, cfg.seed)
-    pre = Preprocessor(cfg.preprocess, data.image_shape).fit(data.X_train)
+    data = load_data(cfg)
+    pre = Preprocessor(preprocess_settings(cfg.preprocess), data.image_shape).fit(data.X_train)
     Z = pre.transform(data.X_train)
     np.testing.assert_allclose(cov0(Z), np.eye(100), atol=2e-3)
     images = pre.components[:, :100].T.reshape(100, 3, 32, 32)

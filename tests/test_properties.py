@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnrun.config import DataConfig
-from nnrun.datasets import split_indices
+from nnrun.datasets import DataOptions
+from nnrun.datasets.split import split_indices
 from nnrun.nn.losses import SoftmaxCrossEntropy
 from nnrun.rng import stream
 
@@ -13,7 +13,7 @@ from nnrun.rng import stream
 @settings(max_examples=60, deadline=None)
 @given(n_pool=st.integers(10, 500), val=st.floats(0.05, 0.5), test=st.floats(0.05, 0.4), seed=st.integers(0, 2**31))
 def test_split_is_a_seeded_partition(n_pool, val, test, seed):
-    cfg = DataConfig(dataset="digits", val_size=val, test_size=test)
+    cfg = DataOptions(val_size=val, test_size=test)
     train, val_idx, test_idx = split_indices(n_pool, cfg, stream(seed, "split"), carve_test=True)
     together = np.concatenate([train, val_idx, test_idx])
     assert sorted(together.tolist()) == list(range(n_pool))

@@ -6,15 +6,14 @@ from typer.testing import CliRunner
 
 from nnrun.cli import app
 from nnrun.config import ModelConfig, RegularizationConfig, load_config
-from nnrun.datasets import load_dataset
-from nnrun.diagnostics import numeric_gradient, relative_error
+from nnrun.experiment import build_model, build_regularizer, load_data, preprocess_settings, train_setup
 from nnrun.nn.layers import Parameter
 from nnrun.nn.losses import SoftmaxCrossEntropy
-from nnrun.nn.model import build_mlp
+from nnrun.nn.numeric import numeric_gradient, relative_error
 from nnrun.nn.regularizers import Regularizer, Strengths, l1_penalty, l2_penalty, max_norm_project
 from nnrun.optim import SGD
 from nnrun.preprocess import fit_preprocessor
-from nnrun.train import History, SilentReporter, fit
+from nnrun.trainer import History, SilentReporter, fit
 
 RNG = np.random.default_rng(0)
 
@@ -50,7 +49,7 @@ def make_params():
 
 @pytest.mark.parametrize("bias, bn", [(False, False), (True, False), (False, True), (True, True)])
 def test_elastic_net_with_per_layer_strengths_and_switches(bias, bn):
-    reg = Regularizer(Strengths(l2=0.1, l1=0.05), {1: Strengths(l2=0.7, l1=0.0)}, regularize_bias=bias,
+    reg = Regularizer(Strengths({"l2": 0.1, "l1": 0.05}), {1: Strengths({"l2": 0.7, "l1": 0.0})}, regularize_bias=bias,
                       regularize_bn=bn)
     params = make_params()
     for p in params:
@@ -60,9 +59,9 @@ def test_elastic_net_with_per_layer_strengths_and_switches(bias, bn):
     expected = 0.0
     for p in params:
         penalized = p.kind == "weight" or (bias and p.kind == "bias") or (bn and p.kind in ("gamma", "beta"))
-        s = Strengths(0.7, 0.0) if p.layer == 1 else Strengths(0.1, 0.05)
+        s = Strengths({"l2": 0.7, "l1": 0.0}) if p.layer == 1 else Strengths({"l2": 0.1, "l1": 0.05})
         if penalized:
-            expected += l2_penalty(p.value, s.l2)[0] + l1_penalty(p.value, s.l1)[0]
+            expected += l2_penalty(p.value, s.strength("l2"))[0] + l1_penalty(p.value, s.strength("l1"))[0]
             numeric = numeric_gradient(lambda: reg.penalty(params), p.value)
             assert relative_error(p.grad, numeric).max() < 1e-8, p.name
         else:
@@ -70,14 +69,14 @@ def test_elastic_net_with_per_layer_strengths_and_switches(bias, bn):
     assert total == pytest.approx(expected)
 
 
-def test_regularizer_from_config_resolves_per_layer_overrides():
+def test_build_regularizer_resolves_per_layer_overrides():
     model = ModelConfig(hidden=[4, 4], layers={1: {"l2": 0.5}, 2: {"max_norm": 2.0, "l1": 0.0}})
-    reg = Regularizer.from_config(RegularizationConfig(l2=0.01, l1=0.02, max_norm=3.0), model)
-    assert reg.strengths(0) == Strengths(0.01, 0.02, 3.0)
-    assert reg.strengths(1) == Strengths(0.5, 0.02, 3.0)
-    assert reg.strengths(2) == Strengths(0.01, 0.0, 2.0)
+    reg = build_regularizer(RegularizationConfig(l2=0.01, l1=0.02, max_norm=3.0), model)
+    assert reg.strengths(0) == Strengths({"l2": 0.01, "l1": 0.02}, 3.0)
+    assert reg.strengths(1) == Strengths({"l2": 0.5, "l1": 0.02}, 3.0)
+    assert reg.strengths(2) == Strengths({"l2": 0.01, "l1": 0.0}, 2.0)
     assert reg.has_max_norm
-    assert not Regularizer.from_config(RegularizationConfig(), ModelConfig()).has_max_norm
+    assert not build_regularizer(RegularizationConfig(), ModelConfig()).has_max_norm
 
 
 def test_max_norm_projects_only_long_columns_and_keeps_direction():
@@ -95,9 +94,9 @@ def test_max_norm_bound_holds_after_every_update_even_with_an_exploding_lr():
     loss_fn = SoftmaxCrossEntropy()
 
     def train(max_norm):
-        model = build_mlp(ModelConfig(hidden=[16, 16]), 10, 4, np.random.default_rng(0))
+        model = build_model(ModelConfig(hidden=[16, 16]), 10, 4, np.random.default_rng(0))
         reg = Regularizer(Strengths(max_norm=max_norm))
-        opt = SGD(None)
+        opt = SGD()
         largest = []
         for _ in range(30):
             _, dscores = loss_fn.loss_and_grad(model.forward(X, train=True), y)
@@ -118,14 +117,13 @@ def test_max_norm_bound_holds_after_every_update_even_with_an_exploding_lr():
 def test_fit_projects_after_updates_and_reports_reg_loss_separately():
     cfg = load_config(None, ["model.hidden=[32]", "train.epochs=3", "optim.name=sgd", "optim.lr=5",
                              "regularization.max_norm=1.0", "regularization.l2=0.01", "model.layers.1.max_norm=0.5"])
-    data = load_dataset(cfg.data, cfg.seed)
-    pre = fit_preprocessor(cfg.preprocess, data.X_train, data.image_shape)
-    for name in ("X_train", "X_val", "X_test"):
-        setattr(data, name, pre.transform(getattr(data, name)))
-    model = build_mlp(cfg.model, data.n_features, 10, np.random.default_rng(0))
+    data = load_data(cfg)
+    pre = fit_preprocessor(preprocess_settings(cfg.preprocess), data.X_train, data.image_shape)
+    data = data.with_features(*(pre.transform(X) for X in (data.X_train, data.X_val, data.X_test)))
+    model = build_model(cfg.model, data.n_features, 10, np.random.default_rng(0))
     norms = []
-    fit(model, SoftmaxCrossEntropy(), data, cfg.model_copy(update={"train": cfg.train.model_copy(
-        update={"restore_best": False})}), SilentReporter(), History(),
+    fit(model, SoftmaxCrossEntropy(), data, train_setup(cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"restore_best": False})})), SilentReporter(), History(),
         lambda h: norms.append([np.linalg.norm(p.value, axis=0).max() for p in model.params if p.kind == "weight"]))
     assert len(norms) == 3
     for fc0, fc1 in norms:
@@ -137,9 +135,9 @@ def test_reg_loss_column_is_the_penalty_alone():
     rows = {}
     for l2 in (0.0, 0.1):
         cfg = load_config(None, [*base, f"regularization.l2={l2}"])
-        data = load_dataset(cfg.data, cfg.seed)
-        model = build_mlp(cfg.model, data.n_features, 10, np.random.default_rng(0))
-        rows[l2] = fit(model, SoftmaxCrossEntropy(), data, cfg, SilentReporter(), History()).rows[0]
+        data = load_data(cfg)
+        model = build_model(cfg.model, data.n_features, 10, np.random.default_rng(0))
+        rows[l2] = fit(model, SoftmaxCrossEntropy(), data, train_setup(cfg), SilentReporter(), History()).rows[0]
     assert rows[0.0]["reg_loss"] == 0
     assert rows[0.1]["reg_loss"] > 0.1 and rows[0.1]["train_loss"] < 10
 

@@ -8,16 +8,14 @@ import pytest
 from typer.testing import CliRunner
 
 from nnrun.cli import app
-from nnrun.config import validate_config
+from nnrun.config import parse_value, split_top_level, validate_config
 from nnrun.errors import UserInputError
+from nnrun.rundir import RunDir
 from nnrun.runs import (
-    RunDir,
     flatten,
     list_runs,
     parse_filter,
-    parse_value,
     select_runs,
-    split_top_level,
     varying_keys,
 )
 
@@ -33,7 +31,7 @@ def make_run(root, name, lr, l2, summary=None, epochs_done=0):
     cfg = validate_config({"name": "exp", "optim": {"lr": lr}, "regularization": {"l2": l2},
                            "model": {"hidden": [32, 16]}})
     run = RunDir.create(root / name)
-    run.write_config(cfg)
+    run.write_config(cfg.to_yaml())
     run.write_metrics([{"epoch": i + 1, "val_accuracy": 0.1} for i in range(epochs_done)])
     if summary is not None:
         run.write_summary(summary)

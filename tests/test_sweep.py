@@ -13,17 +13,9 @@ from typer.testing import CliRunner
 
 from nnrun.cli import app
 from nnrun.errors import UserInputError
-from nnrun.sweep import (
-    Distribution,
-    available_cores,
-    config_hash,
-    expand_points,
-    parse_distribution,
-    parse_grid,
-    parse_space,
-    plan_sweep,
-    thread_budget,
-)
+from nnrun.sweep.plan import config_hash, plan_sweep
+from nnrun.sweep.space import Distribution, expand_points, parse_distribution, parse_grid, parse_space
+from nnrun.workers import available_cores, thread_budget
 
 runner = CliRunner()
 TINY = {"name": "tiny", "seed": 0, "data": {"dataset": "digits"}, "model": {"hidden": [8]},

@@ -10,13 +10,22 @@ from typer.testing import CliRunner
 
 from nnrun.cli import app
 from nnrun.config import DataConfig, LossConfig, load_config
-from nnrun.datasets import CIFAR10_ATTRIBUTE_NAMES, CIFAR10_ATTRIBUTES, CIFAR10_CLASSES, load_dataset
+from nnrun.datasets.cifar10 import CIFAR10_ATTRIBUTE_NAMES, CIFAR10_ATTRIBUTES, CIFAR10_CLASSES
 from nnrun.errors import UserInputError
-from nnrun.nn.losses import BinnedRegression, HierarchicalSoftmax, L2Loss, build_loss, fit_bins
-from nnrun.runs import RunDir
+from nnrun.experiment import build_loss, data_options
+from nnrun.nn.losses import BinnedRegression, HierarchicalSoftmax, L2Loss, fit_bins
+from nnrun.rundir import RunDir
 from nnrun.train import run_experiment
 
 runner = CliRunner()
+
+
+
+def load(cfg: DataConfig, seed: int):
+    """The dataset `cfg` (a data section) names, split with `seed`."""
+    from nnrun.datasets import load_dataset
+
+    return load_dataset(cfg.dataset, data_options(cfg), seed)
 
 
 def write_npz(path, **arrays):
@@ -44,21 +53,21 @@ def test_npz_classes_attributes_and_regression_targets(tmp_path):
     reg = np.stack([y * 2.0 + 1, -X[:, 0]], axis=1)
     path = write_npz(tmp_path / "d.npz", X=X, y=y, attributes=attributes, targets=reg,
                      class_names=np.array(["a", "b", "c"]), attribute_names=np.array(["is a", "not c"]))
-    data = load_dataset(npz_config(path), seed=3)
+    data = load(npz_config(path), seed=3)
     assert data.target_kind == "classes" and data.class_names == ["a", "b", "c"]
     assert data.target_kinds() == ["classes", "attributes", "regression"]
     assert data.X_train.dtype == np.float32 and data.y_train.dtype == np.int64
     assert data.sizes() == {"train": 144, "val": 16, "test": 40}
     assert data.n_targets == 3 and data.image_shape is None
     labels = data.y_test.copy()
-    data.use_targets("attributes", "attribute_logistic")
+    data = data.with_targets("attributes")
     assert data.y_test.shape == (40, 2) and data.y_test.dtype == np.float32 and data.n_targets == 2
     np.testing.assert_array_equal(data.y_test[:, 0], labels == 0)  # rows stay aligned with X
     assert data.attribute_names == ["is a", "not c"]
-    data.use_targets("regression", "l2")
+    data = data.with_targets("regression")
     np.testing.assert_allclose(data.y_test[:, 0], labels * 2.0 + 1)
     assert data.target_names == ["t0", "t1"] and data.n_targets == 2
-    data.use_targets("classes", "softmax")
+    data = data.with_targets("classes")
     np.testing.assert_array_equal(data.y_test, labels)
 
 
@@ -66,18 +75,18 @@ def test_npz_split_is_seeded_and_disjoint(tmp_path):
     X, y = blobs()
     X[:, 0] = np.arange(len(X))  # an id column
     path = write_npz(tmp_path / "d.npz", X=X, y=y)
-    a, b = load_dataset(npz_config(path), seed=1), load_dataset(npz_config(path), seed=1)
+    a, b = load(npz_config(path), seed=1), load(npz_config(path), seed=1)
     np.testing.assert_array_equal(a.X_train, b.X_train)
     ids = [set(d[:, 0].astype(int)) for d in (a.X_train, a.X_val, a.X_test)]
     assert set.union(*ids) == set(range(200)) and sum(map(len, ids)) == 200
-    assert not np.array_equal(load_dataset(npz_config(path), seed=2).X_test, a.X_test)
+    assert not np.array_equal(load(npz_config(path), seed=2).X_test, a.X_test)
 
 
 def test_npz_minus_one_plus_one_attributes_and_image_shape(tmp_path):
     X, y = blobs(d=12)
     path = write_npz(tmp_path / "d.npz", X=X, Y=np.where(y[:, None] == np.arange(3), 1, -1),
                      image_shape=np.array([3, 2, 2]))
-    data = load_dataset(npz_config(path), seed=0)
+    data = load(npz_config(path), seed=0)
     assert data.target_kind == "attributes" and data.target_kinds() == ["attributes"]
     assert set(np.unique(data.y_train)) == {0.0, 1.0} and data.image_shape == (3, 2, 2)
     assert data.attribute_names == ["a0", "a1", "a2"]
@@ -108,7 +117,7 @@ def test_npz_minus_one_plus_one_attributes_and_image_shape(tmp_path):
 def test_malformed_npz_names_file_and_key(tmp_path, arrays, key, text):
     path = write_npz(tmp_path / "bad.npz", **arrays)
     with pytest.raises(UserInputError) as err:
-        load_dataset(npz_config(path), seed=0)
+        load(npz_config(path), seed=0)
     message = str(err.value)
     assert str(path) in message and text in message
     if key is not None:
@@ -117,26 +126,26 @@ def test_malformed_npz_names_file_and_key(tmp_path, arrays, key, text):
 
 def test_npz_file_problems(tmp_path):
     with pytest.raises(UserInputError, match="not found"):
-        load_dataset(npz_config(tmp_path / "nope.npz"), seed=0)
+        load(npz_config(tmp_path / "nope.npz"), seed=0)
     (tmp_path / "junk.npz").write_bytes(b"not a zip archive")
     with pytest.raises(UserInputError, match="cannot read .*junk.npz"):
-        load_dataset(npz_config(tmp_path / "junk.npz"), seed=0)
+        load(npz_config(tmp_path / "junk.npz"), seed=0)
     np.save(tmp_path / "single.npy", np.zeros((3, 2)))
     with pytest.raises(UserInputError, match="single .npy array"):
-        load_dataset(npz_config(tmp_path / "single.npy"), seed=0)
+        load(npz_config(tmp_path / "single.npy"), seed=0)
     np.savez(tmp_path / "obj.npz", X=np.zeros((10, 2)), y=np.array([{"a": 1}] * 10, dtype=object))
     with pytest.raises(UserInputError, match="key 'y' cannot be read"):
-        load_dataset(npz_config(tmp_path / "obj.npz"), seed=0)
+        load(npz_config(tmp_path / "obj.npz"), seed=0)
     np.savez(tmp_path / "cut.npz", X=np.zeros((50, 20)), y=np.zeros(50, dtype=int))
     (tmp_path / "cut.npz").write_bytes((tmp_path / "cut.npz").read_bytes()[:200])
     with pytest.raises(UserInputError, match="cut.npz"):
-        load_dataset(npz_config(tmp_path / "cut.npz"), seed=0)
+        load(npz_config(tmp_path / "cut.npz"), seed=0)
 
 
 # ---- diabetes, bins, build_loss --------------------------------------------------------------
 
 def test_diabetes_is_a_regression_dataset():
-    data = load_dataset(DataConfig(dataset="diabetes"), seed=0)
+    data = load(DataConfig(dataset="diabetes"), seed=0)
     assert data.target_kind == "regression" and data.target_kinds() == ["regression"]
     assert data.X_train.shape[1] == 10 and data.y_train.shape[1] == 1 and data.y_train.dtype == np.float32
     assert sum(data.sizes().values()) == 442 and data.n_targets == 1
@@ -144,7 +153,7 @@ def test_diabetes_is_a_regression_dataset():
 
 
 def test_build_loss_fits_on_the_training_split_only():
-    data = load_dataset(DataConfig(dataset="diabetes"), seed=0)
+    data = load(DataConfig(dataset="diabetes"), seed=0)
     loss = build_loss(LossConfig(name="l2"), data)
     assert isinstance(loss, L2Loss) and loss.output_dim(data.n_targets) == 1
     np.testing.assert_allclose(loss.mean, data.y_train.mean(0), rtol=1e-5)
@@ -158,7 +167,7 @@ def test_build_loss_fits_on_the_training_split_only():
 
 
 def test_build_loss_trees_and_output_dims():
-    data = load_dataset(DataConfig(dataset="digits"), seed=0)
+    data = load(DataConfig(dataset="digits"), seed=0)
     loss = build_loss(LossConfig(name="hierarchical_softmax"), data)
     assert loss.output_dim(data.n_targets) == 9
     custom = build_loss(LossConfig(name="hierarchical_softmax", tree=[[0, 6, 8, 9], [1, 7, 4], [2, 3, 5]]), data)
@@ -197,7 +206,7 @@ def test_diabetes_regression_beats_the_training_mean(tmp_path):
     assert summary["test_rmse"] < summary["test_rmse_baseline"] * 0.85
     assert summary["test_mae"] < summary["test_rmse"] and "test_accuracy" not in summary
     assert summary["train_rmse_baseline"] == pytest.approx(
-        float(np.std(load_dataset(DataConfig(dataset="diabetes"), 0).y_train)), rel=1e-4)
+        float(np.std(load(DataConfig(dataset="diabetes"), 0).y_train)), rel=1e-4)
     with np.load(tmp_path / "run" / "targets.npz") as z:
         assert str(z["kind"]) == "regression" and z["names"].tolist() == ["progression"]
         assert z["target_mean"].shape == (1,) and z["target_std"][0] > 10
@@ -249,9 +258,9 @@ def test_cifar10_attribute_logistic_end_to_end(tmp_path):
 
 
 def test_real_cifar10_attribute_targets_follow_the_labels(cifar10_folder):
-    data = load_dataset(DataConfig(dataset="cifar10", root=str(cifar10_folder.parent), val_size=1000), seed=0)
+    data = load(DataConfig(dataset="cifar10", root=str(cifar10_folder.parent), val_size=1000), seed=0)
     labels = data.y_test.copy()
-    data.use_targets("attributes", "attribute_logistic")
+    data = data.with_targets("attributes")
     table = np.array([CIFAR10_ATTRIBUTES[c] for c in CIFAR10_CLASSES], dtype=np.float32)
     np.testing.assert_array_equal(data.y_test, table[labels])
     assert data.y_train.shape == (49000, 7)

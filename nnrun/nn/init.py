@@ -1,9 +1,10 @@
-"""Weight init schemes, by name.
+"""Weight init schemes, by name, each with the variance it gives.
 
 Conventions: a weight matrix is `(fan_in, fan_out)`: row i holds input i's outgoing weights,
-column j output neuron j's incoming weights. Each scheme is a function
-`(fan_in, fan_out, rng, *, scale, k) -> W` returning float32; schemes ignore the options they
-do not use. All draws come from `rng` (the experiment's `init` stream).
+column j output neuron j's incoming weights. Each scheme draws with a function
+`(fan_in, fan_out, rng, *, scale, k) -> W` (float32, options it does not use ignored) and states
+its expected per-entry variance `(fan_in, fan_out, *, scale, k) -> float`. All draws come from
+`rng` (the experiment's `init` stream).
 
 | name         | W                                                    | variance            |
 |--------------|------------------------------------------------------|---------------------|
@@ -18,6 +19,7 @@ do not use. All draws come from `rng` (the experiment's `init` stream).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,6 +27,14 @@ DEFAULT_SCALE = 0.01
 """Standard deviation of the `small` and `sparse` gaussians."""
 DEFAULT_SPARSE_K = 10
 """Nonzero incoming weights per output neuron for `sparse`."""
+
+
+class InitOptionError(ValueError):
+    """An init option that does not fit the layer; `option` is its config key (`sparse_k`, `init_scale`)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 def _gaussian(fan_in: int, fan_out: int, rng: np.random.Generator, std: float) -> np.ndarray:
@@ -66,7 +76,7 @@ def sparse(fan_in: int, fan_out: int, rng: np.random.Generator, *, scale: float 
     The k rows of each column are drawn without replacement; `k` must be in [1, fan_in].
     """
     if not 1 <= k <= fan_in:
-        raise ValueError(f"sparse init needs 1 <= k <= fan_in ({fan_in}), got k={k}")
+        raise InitOptionError("sparse_k", f"the layer has only {fan_in} inputs, so k must be in 1..{fan_in}, got {k}")
     W = np.zeros((fan_in, fan_out), dtype=np.float32)
     if k == fan_in:
         rows = np.broadcast_to(np.arange(fan_in)[:, None], (fan_in, fan_out))
@@ -77,20 +87,32 @@ def sparse(fan_in: int, fan_out: int, rng: np.random.Generator, *, scale: float 
     return W
 
 
-INIT_SCHEMES: dict[str, Callable[..., np.ndarray]] = {
-    "zeros": zeros,
-    "small": small,
-    "calibrated": calibrated,
-    "xavier": xavier,
-    "he": he,
-    "sparse": sparse,
+@dataclass(frozen=True)
+class InitScheme:
+    """A registered scheme: `draw(fan_in, fan_out, rng, *, scale, k) -> W` and the expected variance of
+    each entry `variance(fan_in, fan_out, *, scale, k)` (what the property tests check)."""
+
+    draw: Callable[..., np.ndarray]
+    variance: Callable[..., float]
+
+
+INIT_SCHEMES: dict[str, InitScheme] = {
+    "zeros": InitScheme(zeros, lambda fan_in, fan_out, **_: 0.0),
+    "small": InitScheme(small, lambda fan_in, fan_out, *, scale, **_: scale ** 2),
+    "calibrated": InitScheme(calibrated, lambda fan_in, fan_out, **_: 1.0 / fan_in),
+    "xavier": InitScheme(xavier, lambda fan_in, fan_out, **_: 2.0 / (fan_in + fan_out)),
+    "he": InitScheme(he, lambda fan_in, fan_out, **_: 2.0 / fan_in),
+    "sparse": InitScheme(sparse, lambda fan_in, fan_out, *, scale, k, **_: k * scale ** 2 / fan_in),
 }
-"""Registry: config name -> init function."""
+"""Registry: config name -> `InitScheme`."""
 
 
 def init_weights(name: str, fan_in: int, fan_out: int, rng: np.random.Generator, *,
                  scale: float = DEFAULT_SCALE, k: int = DEFAULT_SPARSE_K) -> np.ndarray:
-    """W: (fan_in, fan_out) float32 from the scheme `name`; unknown names list the valid ones."""
+    """W: (fan_in, fan_out) float32 from the scheme `name`; unknown names list the valid ones.
+
+    Raises `InitOptionError` when an option does not fit the layer (sparse k > fan_in).
+    """
     if name not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {name!r}; allowed: {', '.join(INIT_SCHEMES)}")
-    return INIT_SCHEMES[name](fan_in, fan_out, rng, scale=scale, k=k)
+    return INIT_SCHEMES[name].draw(fan_in, fan_out, rng, scale=scale, k=k)

@@ -41,7 +41,10 @@ class Parameter:
 
 
 class Layer:
-    """Base class: no parameters, identity in both directions."""
+    """Base class of every layer: no parameters or buffers until a subclass adds them.
+
+    Subclasses implement `forward` and `backward`; the base versions raise `NotImplementedError`.
+    """
 
     params: list[Parameter]
     needs_input_grad: bool = True
@@ -101,8 +104,34 @@ class Linear(Layer):
         return dout @ self.W.value.T
 
 
-class ReLU(Layer):
+class Activation(Layer):
+    """Base class of the non-linearities: what their outputs can be and when a unit passes no gradient.
+
+    `output_range`: (low, high) bounds of the output, None where unbounded; `dead_criterion`: when an
+    output `a` counts as dead or saturated, in words (None: never); `dead_mask(a)` the test itself.
+    """
+
+    output_range: tuple[float | None, float | None] = (None, None)
+    dead_criterion: str | None = None
+
+    def dead_mask(self, a: np.ndarray) -> np.ndarray | None:
+        """a: (N, H) outputs -> (N, H) bool, True where dead or saturated; None when the activation has neither."""
+        return None
+
+
+SATURATION = 0.99
+"""tanh saturates where |a| > 0.99 (local gradient below 0.0199); sigmoid where a < 0.01 or a > 0.99."""
+
+
+class ReLU(Activation):
     """`out = max(0, x)`; the gradient passes where the output is positive."""
+
+    output_range = (0.0, None)
+    dead_criterion = "output <= 0"
+
+    def dead_mask(self, a: np.ndarray) -> np.ndarray:
+        """The output and its gradient are 0 where a <= 0."""
+        return a <= 0
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, D) -> (N, D). Overwrites x, which is the previous layer's fresh output."""
@@ -117,14 +146,23 @@ class ReLU(Layer):
         return self.out > 0
 
 
-class LeakyReLU(Layer):
-    """`out = x` where x > 0, `slope * x` elsewhere (0 < slope < 1); dx = dout or slope * dout."""
+class LeakyReLU(Activation):
+    """`out = x` where x > 0, `slope * x` elsewhere (0 < slope < 1); dx = dout or slope * dout.
 
-    def __init__(self, slope: float = 0.01) -> None:
+    The slope is the config's `model.leaky_slope`, the name of the constructor's argument.
+    """
+
+    dead_criterion = "output <= 0 (negative side)"
+
+    def dead_mask(self, a: np.ndarray) -> np.ndarray:
+        """Only the slope passes where a <= 0."""
+        return a <= 0
+
+    def __init__(self, leaky_slope: float = 0.01) -> None:
         super().__init__()
-        if not 0 < slope < 1:
-            raise ValueError(f"leaky ReLU slope must be in (0, 1), got {slope}")
-        self.slope = slope
+        if not 0 < leaky_slope < 1:
+            raise ValueError(f"leaky ReLU slope must be in (0, 1), got {leaky_slope}")
+        self.slope = leaky_slope
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, D) -> (N, D). Overwrites x."""
@@ -140,8 +178,15 @@ class LeakyReLU(Layer):
         return self.positive
 
 
-class Tanh(Layer):
+class Tanh(Activation):
     """`out = tanh(x)`; dx = dout * (1 - out**2)."""
+
+    output_range = (-1.0, 1.0)
+    dead_criterion = f"|a| > {SATURATION}"
+
+    def dead_mask(self, a: np.ndarray) -> np.ndarray:
+        """Saturated where |a| > 0.99 (local gradient `1 - a**2 < 0.0199`)."""
+        return np.abs(a) > SATURATION
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, D) -> (N, D). Overwrites x."""
@@ -154,8 +199,15 @@ class Tanh(Layer):
         return dout
 
 
-class Sigmoid(Layer):
+class Sigmoid(Activation):
     """`out = 1 / (1 + exp(-x))`, computed stably as `0.5 * (1 + tanh(x / 2))`; dx = dout * out * (1 - out)."""
+
+    output_range = (0.0, 1.0)
+    dead_criterion = f"a < {1 - SATURATION:.2g} or a > {SATURATION}"
+
+    def dead_mask(self, a: np.ndarray) -> np.ndarray:
+        """Saturated where a < 0.01 or a > 0.99 (local gradient `a (1 - a) < 0.0099`)."""
+        return (a < 1 - SATURATION) | (a > SATURATION)
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, D) -> (N, D). Overwrites x."""
@@ -172,8 +224,8 @@ class Sigmoid(Layer):
         return dout
 
 
-class Identity(Layer):
-    """`out = x` (a linear network when used everywhere)."""
+class Identity(Activation):
+    """`out = x` (a linear network when used everywhere); never dead."""
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, D) -> the same array."""
@@ -184,14 +236,15 @@ class Identity(Layer):
         return dout
 
 
-ACTIVATIONS: dict[str, type[Layer]] = {
+ACTIVATIONS: dict[str, type[Activation]] = {
     "relu": ReLU,
     "leaky_relu": LeakyReLU,
     "tanh": Tanh,
     "sigmoid": Sigmoid,
     "identity": Identity,
 }
-"""Registry: config name -> activation layer class (LeakyReLU takes its slope)."""
+"""Registry: config name -> activation layer class. A class's constructor arguments are model config
+keys (LeakyReLU takes `leaky_slope`); the model is built with the ones each class names."""
 
 
 class BatchNorm(Layer):

@@ -9,15 +9,19 @@ Each loss states the kind of targets it needs (`target_kind`):
 - `regression`: float targets Y: (N, T) (l2, l1, and any class loss with `bins`).
 
 Each loss also names its headline metric (`primary_metric`, with `higher_is_better`) for
-early stopping and model selection. `build_loss(cfg, data)` builds the loss a `LossConfig`
-describes for a loaded dataset and fits what it needs from the training targets only.
+early stopping and model selection. `Loss.create(targets, **options)` builds a loss for a
+dataset's targets (`Targets`: their names and training array), fitting what it needs from the
+training targets only; its keyword options are loss config keys (`margin`, `tree`, ...).
+Losses with kinks (hinges, L1) report which side of each kink the scores are on (`kinks`), so
+gradient checks skip centered differences that straddle one.
 Softmax and sigmoid are computed stably (row max subtracted; `logaddexp`; `tanh` form).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,12 +43,27 @@ def softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0, x)
 
 
+@dataclass(frozen=True)
+class Targets:
+    """What a loss is built for: the names of the targets (classes, attributes or outputs), the
+    training targets (to fit statistics on), and the dataset's name (for messages)."""
+
+    names: list[str]
+    y_train: np.ndarray
+    dataset: str
+
+
 class Loss:
     """Base class. Subclasses set `target_kind` and implement the methods below."""
 
     target_kind = "classes"
     primary_metric = "accuracy"
     higher_is_better = True
+
+    @classmethod
+    def create(cls, targets: Targets) -> Loss:
+        """The loss for `targets`; subclasses with options take them as keywords named like the config keys."""
+        return cls()
 
     def output_dim(self, n_targets: int) -> int:
         """Number of scores the network must produce for `n_targets` classes, attributes or outputs."""
@@ -73,6 +92,13 @@ class Loss:
     def state(self) -> dict[str, np.ndarray]:
         """What the loss fitted on the training targets, as arrays (saved beside the model)."""
         return {}
+
+    def kinks(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """Which side of each kink of the loss the scores are on (a bool array), or None for smooth losses.
+
+        Gradient checks compare this pattern between `x + h` and `x - h` and skip the entry where it differs.
+        """
+        return None
 
 
 class ClassLoss(Loss):
@@ -128,6 +154,18 @@ class MulticlassSVM(ClassLoss):
 
     def __init__(self, margin: float = 1.0) -> None:
         self.margin = float(margin)
+
+    @classmethod
+    def create(cls, targets: Targets, *, margin: float = 1.0) -> MulticlassSVM:
+        """The hinge with margin delta = `margin`."""
+        return cls(margin=margin)
+
+    def kinks(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """(N, C) bool: which margin terms `s_j - s_y + margin` are positive (the true class's is False)."""
+        rows = np.arange(scores.shape[0])
+        terms = scores - scores[rows, y][:, None] + self.margin
+        terms[rows, y] = 0
+        return terms > 0
 
     def _terms(self, scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The clamped margin terms (N, C), zero at the true class, and the row index."""
@@ -213,6 +251,16 @@ class HierarchicalSoftmax(ClassLoss):
         self.right = (directions < 0).astype(np.float32)
 
     @classmethod
+    def create(cls, targets: Targets, *, tree: list | None = None) -> HierarchicalSoftmax:
+        """The tree `tree` (nested lists of class names, see `tree_from_spec`) or, with None, a balanced one."""
+        if len(targets.names) < 2:
+            raise UserInputError(
+                f"loss.name=hierarchical_softmax needs at least two classes (data.dataset={targets.dataset})")
+        if tree is None:
+            return cls.balanced(len(targets.names))
+        return cls(tree_from_spec(tree, targets.names, f"loss.tree (data.dataset={targets.dataset})"))
+
+    @classmethod
     def balanced(cls, n_classes: int) -> HierarchicalSoftmax:
         """The default tree: classes 0..C-1 in order, halved recursively."""
         return cls(balanced_tree(list(range(n_classes))))
@@ -255,6 +303,11 @@ class AttributeLoss(Loss):
     def __init__(self, attribute_names: Sequence[str] | None = None) -> None:
         self.attribute_names = list(attribute_names) if attribute_names is not None else None
 
+    @classmethod
+    def create(cls, targets: Targets) -> AttributeLoss:
+        """The loss for these attributes; metric keys use the names made safe (`metric_key`)."""
+        return cls([metric_key(n) for n in targets.names])
+
     def predict(self, scores: np.ndarray) -> np.ndarray:
         """scores: (N, A) -> 0/1 attribute matrix (N, A)."""
         return (scores > 0).astype(np.int8)
@@ -271,6 +324,10 @@ class AttributeHinge(AttributeLoss):
 
     Averaged over N. Gradient `-t_ij / N` where the term is positive, else 0.
     """
+
+    def kinks(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """(N, A) bool: which terms `1 - t_ij s_ij` are positive."""
+        return 1 - (2 * y.astype(scores.dtype, copy=False) - 1) * scores > 0
 
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, A), y: (N, A) 0/1 -> (loss, dscores (N, A))."""
@@ -319,6 +376,11 @@ class RegressionLoss(Loss):
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self.train_mean: np.ndarray | None = None
+
+    @classmethod
+    def create(cls, targets: Targets, *, standardize_targets: bool = True) -> RegressionLoss:
+        """The loss fitted on the training targets (their mean, and with `standardize_targets` their std)."""
+        return cls(standardize=standardize_targets).fit(targets.y_train)
 
     def fit(self, y_train: np.ndarray) -> RegressionLoss:
         """Learn the training targets' mean (the baseline) and, with `standardize`, their std."""
@@ -380,6 +442,10 @@ class L1Loss(RegressionLoss):
     Averaged over N. Gradient `sign(s - y) / N`. PyTorch's `l1_loss` (mean) is this / T.
     """
 
+    def kinks(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """(N, T) bool: where the error `s - y` is positive."""
+        return scores - self._scaled(y, scores.dtype) > 0
+
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, T), y: (N, T) or (N,) float -> (loss, dscores (N, T))."""
         n = scores.shape[0]
@@ -409,6 +475,23 @@ class BinnedRegression(Loss):
         self.centres = np.asarray(centres, dtype=np.float64)
         self.train_mean = float(train_mean)
 
+    @classmethod
+    def create(cls, targets: Targets, *, bins: int, inner: Callable[[Targets], ClassLoss]) -> BinnedRegression:
+        """Quantile bins of the single training target (`fit_bins`) and the class loss `inner(Targets)` over them."""
+        y = targets.y_train
+        if y.reshape(len(y), -1).shape[1] != 1:
+            raise UserInputError(
+                f"loss.bins needs a single regression target, but data.dataset={targets.dataset} has "
+                f"{y.shape[1]}; drop loss.bins or use one target column")
+        edges, centres = fit_bins(y, bins)
+        if len(centres) < 2:
+            raise UserInputError(
+                f"loss.bins={bins}: the training targets of data.dataset={targets.dataset} take a single value")
+        bin_names = [f"bin{k}" for k in range(len(centres))]
+        inner_loss = inner(Targets(bin_names, np.searchsorted(edges, y.reshape(len(y)), side="right"),
+                                   targets.dataset))
+        return cls(inner_loss, edges, centres, float(np.mean(y, dtype=np.float64)))
+
     def output_dim(self, n_targets: int) -> int:
         """The inner class loss's output size for K classes."""
         return self.inner.output_dim(len(self.centres))
@@ -424,6 +507,10 @@ class BinnedRegression(Loss):
     def loss(self, scores: np.ndarray, y: np.ndarray) -> float:
         """The inner loss on the bin indices."""
         return self.inner.loss(scores, self.to_bins(y))
+
+    def kinks(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """The inner loss's kinks on the bin indices."""
+        return self.inner.kinks(scores, self.to_bins(y))
 
     def predict(self, scores: np.ndarray) -> np.ndarray:
         """scores -> the predicted bin's centre (N, 1)."""
@@ -539,7 +626,7 @@ def check_tree_spec(spec: Any) -> list:
     return spec
 
 
-# ---- registry and factory ---------------------------------------------------------------------
+# ---- registry ---------------------------------------------------------------------------------
 
 LOSSES: dict[str, type[Loss]] = {
     "softmax": SoftmaxCrossEntropy,
@@ -551,61 +638,14 @@ LOSSES: dict[str, type[Loss]] = {
     "l2": L2Loss,
     "l1": L1Loss,
 }
-"""Registry: config name -> loss class (`build_loss` constructs them from a `LossConfig`)."""
-
-MARGIN_LOSSES = ("svm", "squared_hinge")
-"""Losses with a configurable `margin`."""
+"""Registry: config name -> loss class (built with `create(targets, **options)`)."""
 
 
-def loss_target_kind(cfg) -> str:
-    """The kind of targets the loss of `cfg` (a `LossConfig`) trains on: classes, attributes or regression."""
-    if getattr(cfg, "bins", None) is not None:
-        return "regression"
-    return LOSSES[cfg.name].target_kind
+def losses_for(kinds: Sequence[str]) -> list[str]:
+    """Names of the losses that train on any of these target kinds."""
+    return [name for name, loss in LOSSES.items() if loss.target_kind in kinds]
 
 
 def metric_key(name: str) -> str:
     """A name made safe for metric keys: lower case letters, digits and underscores."""
     return re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_") or "x"
-
-
-def build_class_loss(cfg, class_names: Sequence[str], dataset: str) -> ClassLoss:
-    """The class loss `cfg` names, for these classes (the tree of hierarchical_softmax is resolved here)."""
-    if cfg.name == "softmax":
-        return SoftmaxCrossEntropy()
-    if cfg.name in MARGIN_LOSSES:
-        return LOSSES[cfg.name](margin=cfg.margin)
-    if cfg.name == "hierarchical_softmax":
-        if len(class_names) < 2:
-            raise UserInputError(f"loss.name=hierarchical_softmax needs at least two classes (data.dataset={dataset})")
-        if cfg.tree is None:
-            return HierarchicalSoftmax.balanced(len(class_names))
-        return HierarchicalSoftmax(tree_from_spec(cfg.tree, class_names, f"loss.tree (data.dataset={dataset})"))
-    raise ValueError(f"{cfg.name} is not a class loss")
-
-
-def build_loss(cfg, data) -> Loss:
-    """The loss `cfg` (a `LossConfig`) describes for `data` (a `Dataset`), fitted on its training targets.
-
-    First makes the targets the loss needs the dataset's current ones (`Dataset.use_targets`,
-    a `UserInputError` naming loss.name and data.dataset when it has none); the network then
-    needs `loss.output_dim(data.n_targets)` outputs.
-    """
-    kind = loss_target_kind(cfg)
-    data.use_targets(kind, cfg.name)
-    if cfg.bins is not None:
-        if data.y_train.reshape(len(data.y_train), -1).shape[1] != 1:
-            raise UserInputError(
-                f"loss.bins needs a single regression target, but data.dataset={data.name} has "
-                f"{data.y_train.shape[1]}; drop loss.bins or use one target column")
-        edges, centres = fit_bins(data.y_train, cfg.bins)
-        if len(centres) < 2:
-            raise UserInputError(
-                f"loss.bins={cfg.bins}: the training targets of data.dataset={data.name} take a single value")
-        inner = build_class_loss(cfg, [f"bin{k}" for k in range(len(centres))], data.name)
-        return BinnedRegression(inner, edges, centres, float(np.mean(data.y_train, dtype=np.float64)))
-    if kind == "classes":
-        return build_class_loss(cfg, data.class_names, data.name)
-    if kind == "attributes":
-        return LOSSES[cfg.name]([metric_key(n) for n in data.attribute_names])
-    return LOSSES[cfg.name](standardize=cfg.standardize_targets).fit(data.y_train)

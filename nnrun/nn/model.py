@@ -1,4 +1,4 @@
-"""The MLP: a list of layers built from the model config, with train/eval forward passes.
+"""The MLP: a list of layers with train/eval forward passes, a backward pass and its state by name.
 
 Layout for `hidden = [H1, H2]`: Linear(D, H1) -> act -> Linear(H1, H2) -> act -> Linear(H2, C),
 with BatchNorm between each hidden Linear layer and its activation when `batchnorm` is on, and
@@ -10,13 +10,11 @@ BatchNorm i has parameters `bn{i}.gamma`, `bn{i}.beta` and buffers `bn{i}.runnin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from nnrun.errors import UserInputError
-from nnrun.nn.init import init_weights
-from nnrun.nn.layers import ACTIVATIONS, BatchNorm, Dropout, Layer, LeakyReLU, Linear, Parameter
+from nnrun.nn.layers import BatchNorm, Dropout, Layer, Linear, Parameter
 
 
 class MLP:
@@ -86,39 +84,24 @@ class MLP:
             array[...] = state[name]
 
 
-def build_mlp(cfg, input_dim: int, output_dim: int, rng: np.random.Generator,
-              dropout_rng: np.random.Generator | None = None) -> MLP:
-    """Build the MLP that `cfg` (a `ModelConfig`) describes, float32, weights drawn from `rng`.
+def build_mlp(weights: Sequence[tuple[np.ndarray, np.ndarray]], *, activation: Callable[[], Layer],
+              batchnorm: bool = False, bn_momentum: float = 0.1, bn_eps: float = 1e-5, dropout: float = 1.0,
+              dropout_mode: str = "inverted", dropout_rng: np.random.Generator | None = None) -> MLP:
+    """The MLP over the Linear layers `weights`: one `(W (fan_in, fan_out), b (fan_out,))` pair per layer.
 
-    Each Linear layer i uses `cfg.layers[i]`'s settings where given, else the network-wide ones.
-    Dropout masks come from `dropout_rng` (default: a generator seeded with 0; training
-    replaces it with the experiment's `dropout` stream).
+    Each hidden Linear layer is followed by BatchNorm (when `batchnorm`, with `bn_momentum` and
+    `bn_eps`), a fresh `activation()` layer, and Dropout (keep probability `dropout` < 1, mode
+    `dropout_mode`, masks from `dropout_rng`; default a generator seeded with 0, which training
+    replaces with the experiment's `dropout` stream). The arrays are used as given, not copied.
     """
-    sizes = [input_dim, *cfg.hidden, output_dim]
     dropout_rng = dropout_rng if dropout_rng is not None else np.random.default_rng(0)
     layers: list[Layer] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        own = cfg.layers.get(i)
-
-        def setting(key: str, own=own):
-            value = getattr(own, key) if own is not None else None
-            return getattr(cfg, key) if value is None else value
-
-        k = setting("sparse_k")
-        scheme = setting("init")
-        if scheme == "sparse" and k > fan_in:
-            key = f"model.layers.{i}.sparse_k" if own is not None and own.sparse_k is not None else "model.sparse_k"
-            raise UserInputError(f"{key}: layer {i} has only {fan_in} inputs, so k must be in 1..{fan_in}, got {k}")
-        W = init_weights(scheme, fan_in, fan_out, rng, scale=setting("init_scale"), k=k)
-        b = np.full(fan_out, setting("bias_init"), dtype=np.float32)
+    for i, (W, b) in enumerate(weights):
         layers.append(Linear(W, b, i))
-        if i < len(sizes) - 2:
-            if cfg.batchnorm:
-                layers.append(BatchNorm(fan_out, i, momentum=cfg.bn_momentum, eps=cfg.bn_eps))
-            if cfg.activation == "leaky_relu":
-                layers.append(LeakyReLU(cfg.leaky_slope))
-            else:
-                layers.append(ACTIVATIONS[cfg.activation]())
-            if cfg.dropout < 1:
-                layers.append(Dropout(cfg.dropout, dropout_rng, cfg.dropout_mode))
+        if i < len(weights) - 1:
+            if batchnorm:
+                layers.append(BatchNorm(W.shape[1], i, momentum=bn_momentum, eps=bn_eps))
+            layers.append(activation())
+            if dropout < 1:
+                layers.append(Dropout(dropout, dropout_rng, dropout_mode))
     return MLP(layers)

@@ -6,15 +6,17 @@ Conventions (per weight matrix W: (fan_in, fan_out)):
 - both together: elastic net.
 - `max_norm`: not a penalty but a constraint: after every update each output neuron's incoming
   weight vector (a column of W) is scaled down to norm <= c; columns already inside are untouched.
-Biases are penalized only with `regularize_bias`, BatchNorm gamma and beta only with
-`regularize_bn` (then with their layer's l2/l1). Max-norm applies to weight matrices alone.
-Every strength can be overridden per Linear layer (index 0 = first hidden layer).
+`PENALTIES` is the registry of penalties: each name is also the config key of its strength
+(`regularization.l2`, `model.layers.0.l1`). Biases are penalized only with `regularize_bias`,
+BatchNorm gamma and beta only with `regularize_bn` (then with their layer's strengths). Max-norm
+applies to weight matrices alone. Every strength can be overridden per Linear layer (index 0 =
+first hidden layer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,12 +24,18 @@ from nnrun.nn.layers import Parameter
 
 
 def l2_penalty(w: np.ndarray, strength: float) -> tuple[float, np.ndarray]:
-    """L2: `(0.5 * strength * sum(w**2), strength * w)`; the gradient has w's shape and dtype."""
+    """L2 strength: adds 0.5 * l2 * sum(W**2) per weight matrix (gradient l2 * W).
+
+    Returns `(0.5 * strength * sum(w**2), strength * w)`; the gradient has w's shape and dtype.
+    """
     return 0.5 * strength * float(np.vdot(w, w)), w * w.dtype.type(strength)
 
 
 def l1_penalty(w: np.ndarray, strength: float) -> tuple[float, np.ndarray]:
-    """L1: `(strength * sum(|w|), strength * sign(w))`; the gradient has w's shape and dtype."""
+    """L1 strength: adds l1 * sum(|W|) per weight matrix (with l2: elastic net).
+
+    Returns `(strength * sum(|w|), strength * sign(w))`; the gradient has w's shape and dtype.
+    """
     return strength * float(np.abs(w).sum(dtype=np.float64)), np.sign(w) * w.dtype.type(strength)
 
 
@@ -35,7 +43,8 @@ PENALTIES: dict[str, Callable[[np.ndarray, float], tuple[float, np.ndarray]]] = 
     "l2": l2_penalty,
     "l1": l1_penalty,
 }
-"""Registry: strength name -> penalty function `(w, strength) -> (penalty, gradient)`."""
+"""Registry: strength name (the config key) -> penalty function `(w, strength) -> (penalty, gradient)`.
+The first line of each function's docstring describes the key in the config schema."""
 
 
 def max_norm_project(W: np.ndarray, c: float) -> None:
@@ -50,11 +59,15 @@ def max_norm_project(W: np.ndarray, c: float) -> None:
 
 @dataclass(frozen=True)
 class Strengths:
-    """The regularization of one Linear layer (and of its bias and BatchNorm, when switched on)."""
+    """The regularization of one Linear layer (and of its bias and BatchNorm, when switched on):
+    the strength of each penalty by `PENALTIES` name (missing or 0: off) and the max-norm bound."""
 
-    l2: float = 0.0
-    l1: float = 0.0
+    penalties: Mapping[str, float] = field(default_factory=dict)
     max_norm: float | None = None
+
+    def strength(self, name: str) -> float:
+        """The strength of penalty `name` (0 when off)."""
+        return self.penalties.get(name, 0.0)
 
 
 class Regularizer:
@@ -71,50 +84,33 @@ class Regularizer:
         self.penalized_kinds = {"weight"} | ({"bias"} if regularize_bias else set()) | (
             {"gamma", "beta"} if regularize_bn else set())
 
-    @classmethod
-    def from_config(cls, reg_cfg, model_cfg=None) -> Regularizer:
-        """From a `RegularizationConfig` and (for per-layer overrides) a `ModelConfig`."""
-        default = Strengths(reg_cfg.l2, reg_cfg.l1, reg_cfg.max_norm)
-        per_layer: dict[int, Strengths] = {}
-        for index, layer in (getattr(model_cfg, "layers", None) or {}).items():
-            per_layer[index] = Strengths(
-                default.l2 if layer.l2 is None else layer.l2,
-                default.l1 if layer.l1 is None else layer.l1,
-                default.max_norm if layer.max_norm is None else layer.max_norm)
-        return cls(default, per_layer, reg_cfg.regularize_bias, reg_cfg.regularize_bn)
-
     def strengths(self, layer: int) -> Strengths:
         """The strengths of Linear layer `layer`."""
         return self.per_layer.get(layer, self.default)
 
-    def _penalized(self, params: Iterable[Parameter]) -> Iterable[tuple[Parameter, Strengths]]:
+    def _penalized(self, params: Iterable[Parameter]) -> Iterable[tuple[Parameter, list[tuple[str, float]]]]:
+        """Each penalized parameter with its (penalty name, strength) pairs, in `PENALTIES` order."""
         for p in params:
             if p.kind in self.penalized_kinds:
                 s = self.strengths(p.layer)
-                if s.l2 or s.l1:
-                    yield p, s
+                active = [(name, s.strength(name)) for name in PENALTIES if s.strength(name)]
+                if active:
+                    yield p, active
 
     def add_penalty(self, params: Iterable[Parameter]) -> float:
         """Add each penalty's gradient into `.grad` (after backward); return the total penalty."""
         total = 0.0
-        for p, s in self._penalized(params):
-            if s.l2:
-                total += 0.5 * s.l2 * float(np.vdot(p.value, p.value))
-                p.grad += p.value * p.value.dtype.type(s.l2)
-            if s.l1:
-                total += s.l1 * float(np.abs(p.value).sum(dtype=np.float64))
-                p.grad += np.sign(p.value) * p.value.dtype.type(s.l1)
+        for p, active in self._penalized(params):
+            for name, strength in active:
+                value, grad = PENALTIES[name](p.value, strength)
+                total += value
+                p.grad += grad
         return total
 
     def penalty(self, params: Iterable[Parameter]) -> float:
         """The total penalty alone (gradients untouched)."""
-        total = 0.0
-        for p, s in self._penalized(params):
-            for name in ("l2", "l1"):
-                strength = getattr(s, name)
-                if strength:
-                    total += PENALTIES[name](p.value, strength)[0]
-        return total
+        return sum(PENALTIES[name](p.value, strength)[0]
+                   for p, active in self._penalized(params) for name, strength in active)
 
     def project(self, params: Iterable[Parameter]) -> None:
         """Apply max-norm to every weight matrix whose layer has one (call after each update)."""
@@ -131,4 +127,4 @@ class Regularizer:
 
     def l1_weights(self, params: Iterable[Parameter]) -> list[Parameter]:
         """The parameters carrying an L1 penalty (gradient checks avoid |w| < h there: a kink at 0)."""
-        return [p for p, s in self._penalized(params) if s.l1]
+        return [p for p, active in self._penalized(params) if any(name == "l1" for name, _ in active)]

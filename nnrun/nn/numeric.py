@@ -1,9 +1,8 @@
-"""Gradient checks: analytic gradients against centered differences, in float64.
+"""Numeric gradients: analytic gradients against centered differences, in float64.
 
 `numeric_gradient(f, x)` is the reusable helper (tests use it for every layer, loss and
-penalty); `check_model_gradients` checks a whole network with its loss and penalties;
-`gradcheck(cfg)` is what `nnrun gradcheck` runs: the configured model on a small batch of the
-configured dataset's real, preprocessed training data.
+penalty); `check_model_gradients` checks a whole network with its loss and penalties (what
+`nnrun gradcheck` runs on the configured model and a small batch of real training data).
 
 Error measure, per entry: `|a - n| / max(|a| + |n|, floor)` with a the analytic and n the
 numeric derivative, and `floor = 1e7 * eps * max(|loss|, 1) / h` (eps = float64 machine
@@ -14,11 +13,12 @@ Linear bias followed by BatchNorm, whose effect BatchNorm removes) do not turn n
 ratios, while a wrong derivative of any size above the floor still shows. h = 1e-5 balances
 truncation error (~h**2) against rounding noise (~1/h); the shipped configs stay below 1e-6.
 
-Kinks: ReLU, leaky ReLU and `|w|` (L1) are not differentiable at 0, and a centered difference
+Kinks: ReLU, leaky ReLU, `|w|` (L1), the hinge losses (svm, squared_hinge, attribute_hinge)
+and the L1 regression loss are not differentiable at their kinks, and a centered difference
 whose two points straddle a kink measures an average of two slopes, not a derivative. With
 h = 1e-5 in float64 this is rare but happens; such entries are skipped and counted, not failed:
 an entry is skipped when a kinked layer's on/off pattern differs between `w + h` and `w - h`
-(see `Layer.kinks`), when a loss with a `kinks(scores, y)` method reports the same, or when
+(see `Layer.kinks`), when the loss's `kinks(scores, y)` pattern differs the same way, or when
 the entry carries an L1 penalty and `|w| < h`. Dropout masks are drawn once and held fixed, so
 the loss is a deterministic function of the parameters. Max-norm is a projection after each
 update, not a term of the loss: it is applied once before the check, as after a training step.
@@ -27,12 +27,12 @@ update, not a term of the loss: it is applied once before the check, as after a 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from nnrun.nn.layers import Parameter
+from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
 from nnrun.nn.regularizers import Regularizer
 
@@ -90,9 +90,9 @@ class ParamCheck:
     passed: bool
 
 
-def check_model_gradients(model: MLP, loss_fn, X: np.ndarray, y: np.ndarray, regularizer: Regularizer | None = None,
-                          *, h: float = DEFAULT_H, tol: float = DEFAULT_TOL, max_entries: int | None = None,
-                          rng: np.random.Generator | None = None) -> list[ParamCheck]:
+def check_model_gradients(model: MLP, loss_fn: Loss, X: np.ndarray, y: np.ndarray,
+                          regularizer: Regularizer | None = None, *, h: float = DEFAULT_H, tol: float = DEFAULT_TOL,
+                          max_entries: int | None = None, rng: np.random.Generator | None = None) -> list[ParamCheck]:
     """Compare every parameter's analytic gradient of `data loss + penalty` with centered differences.
 
     The model should be float64 (`model.astype(np.float64)`) and X: (N, D) float64. The loss is
@@ -104,7 +104,6 @@ def check_model_gradients(model: MLP, loss_fn, X: np.ndarray, y: np.ndarray, reg
     params = model.params
     saved = model.snapshot()
     rng = rng or np.random.default_rng(0)
-    loss_kinks = getattr(loss_fn, "kinks", None)
     l1_params = {id(p) for p in regularizer.l1_weights(params)} if regularizer is not None else set()
 
     scores = model.forward(X, train=True)
@@ -125,8 +124,9 @@ def check_model_gradients(model: MLP, loss_fn, X: np.ndarray, y: np.ndarray, reg
             if regularizer is not None:
                 loss += regularizer.penalty(params)
             kinks = model.kinks()
+            loss_kinks = loss_fn.kinks(s, y)
             if loss_kinks is not None:
-                kinks.append(np.asarray(loss_kinks(s, y)))
+                kinks.append(loss_kinks)
             return loss, kinks
 
         return [_check_param(p, analytic[p.name], evaluate, h, tol, floor, max_entries, rng, id(p) in l1_params)
@@ -166,52 +166,3 @@ def _check_param(p: Parameter, analytic: np.ndarray, evaluate: Callable[[], tupl
     max_abs = float(np.abs(a - n).max()) if rel.size else 0.0
     return ParamCheck(p.name, tuple(p.value.shape), len(used), len(indices) - len(used), max_rel, max_abs,
                       max_rel <= tol)
-
-
-def gradcheck(cfg, *, batch_size: int = 16, h: float = DEFAULT_H, tol: float = DEFAULT_TOL,
-              max_entries: int | None = 200) -> dict[str, Any]:
-    """Check the gradients of the network `cfg` (an `ExperimentConfig`) describes, in float64.
-
-    Uses `batch_size` examples of the configured dataset's training split (seeded choice),
-    preprocessed with statistics fitted on the training split, the configured loss and
-    penalties. Returns `{"passed", "h", "tol", "batch_size", "max_entries", "params": [...]}`.
-    """
-    from nnrun.errors import UserInputError
-    from nnrun.nn.model import build_mlp
-    from nnrun.rng import stream
-    from nnrun.train import prepare_data
-
-    if batch_size < 2:
-        raise UserInputError(f"--batch-size: needs at least 2 examples (BatchNorm statistics), got {batch_size}")
-    if not h > 0 or not tol > 0:
-        raise UserInputError(f"--h and --tol must be positive, got h={h}, tol={tol}")
-    data, _, loss_fn = prepare_data(cfg)
-    rng = stream(cfg.seed, "gradcheck")
-    n = min(batch_size, len(data.X_train))
-    idx = np.sort(rng.choice(len(data.X_train), n, replace=False))
-    X = data.X_train[idx].astype(np.float64)
-    y = data.y_train[idx]
-    model = build_mlp(cfg.model, data.n_features, loss_fn.output_dim(data.n_targets), stream(cfg.seed, "init"),
-                      dropout_rng=stream(cfg.seed, "dropout")).astype(np.float64)
-    regularizer = Regularizer.from_config(cfg.regularization, cfg.model)
-    regularizer.project(model.params)
-    checks = check_model_gradients(model, loss_fn, X, y, regularizer, h=h, tol=tol, max_entries=max_entries, rng=rng)
-    return {"passed": all(c.passed for c in checks), "h": h, "tol": tol, "batch_size": n,
-            "max_entries": max_entries, "params": [asdict(c) for c in checks]}
-
-
-def gradcheck_table(result: dict[str, Any]):
-    """A rich table of a `gradcheck` result: one row per parameter, failures in red."""
-    from rich.table import Table
-
-    verdict = "[green]passed[/green]" if result["passed"] else "[bold red]FAILED[/bold red]"
-    table = Table(title=f"gradient check: {verdict} (h={result['h']:g}, tol={result['tol']:g}, "
-                        f"batch {result['batch_size']}, float64)",
-                  caption="skipped: entries whose centered difference straddles a kink (ReLU, |w| of L1)")
-    for column in ("parameter", "shape", "checked", "skipped", "max rel error", "max abs error", ""):
-        table.add_column(column, justify="left" if column in ("parameter", "") else "right")
-    for p in result["params"]:
-        status = "[green]ok[/green]" if p["passed"] else "[bold red]exceeds tol[/bold red]"
-        table.add_row(p["name"], "x".join(map(str, p["shape"])), str(p["checked"]), str(p["skipped"]),
-                      f"{p['max_rel_error']:.2e}", f"{p['max_abs_error']:.2e}", status)
-    return table

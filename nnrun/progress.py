@@ -1,6 +1,7 @@
-"""Terminal output: a live per-epoch table with a batch progress bar, and summary tables.
+"""What `nnrun train` shows in the terminal: the run header, a live per-epoch table with a batch
+progress bar, and the final line and metrics table.
 
-Everything goes to a rich `Console` on stderr, so stdout stays free for `--json`.
+Everything goes to the stderr console of `nnrun.tables`, so stdout stays free for `--json`.
 """
 
 from __future__ import annotations
@@ -13,20 +14,17 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-stderr_console = Console(stderr=True)
+from nnrun.tables import fmt, key_value_table, stderr_console
+
 REDRAW_SECONDS = 0.1
 """Shortest time between two redraws of the batch progress bar."""
 
 
-def fmt(value: Any) -> str:
-    """Numbers with 4 significant digits, everything else as text."""
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
-    return str(value)
-
-
 class RichReporter:
-    """Shows training live: the epoch table so far and a progress bar over the current epoch's batches."""
+    """Shows training live: the epoch table so far and a progress bar over the current epoch's batches.
+
+    A `nnrun.trainer.Reporter`; `close()` leaves the terminal clean when a run stops early.
+    """
 
     def __init__(self, console: Console = stderr_console) -> None:
         self.console = console
@@ -93,16 +91,6 @@ def run_line(summary: dict[str, Any]) -> str:
     if summary.get("restored_best") and summary.get("best_epoch") != summary.get("epochs"):
         line += f"; final metrics use the best epoch's weights (epoch {summary.get('best_epoch')})"
     return line
-
-
-def key_value_table(title: str, values: dict[str, Any]) -> Table:
-    """A two-column table of `values`."""
-    table = Table(title=title, show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in values.items():
-        table.add_row(key, fmt(value))
-    return table
 
 
 def summary_table(summary: dict[str, Any]) -> Table:

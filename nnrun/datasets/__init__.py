@@ -1,0 +1,45 @@
+"""Datasets: raw arrays and a seeded train/val/test split. Nothing is fitted here.
+
+`DATASETS` is the registry of dataset names; `load_dataset(name, options, seed)` loads one.
+The loaders live one per module: `bundled` (digits, diabetes), `cifar10`, `npz`; `split` holds
+the seeded split and `dataset` the `Dataset` they return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nnrun.datasets.bundled import load_diabetes, load_digits
+from nnrun.datasets.cifar10 import load_cifar10
+from nnrun.datasets.dataset import TARGET_KINDS, TARGET_WORDS, DataOptions, Dataset
+from nnrun.datasets.npz import load_npz
+
+__all__ = ["DATASETS", "TARGET_KINDS", "TARGET_WORDS", "DataOptions", "Dataset", "DatasetEntry", "load_dataset"]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: its loader `(DataOptions, seed) -> Dataset`, the target kinds it offers
+    (None: known only once its file is read), and one line for help texts."""
+
+    load: Callable[[DataOptions, int], Dataset]
+    target_kinds: tuple[str, ...] | None
+    summary: str
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "digits": DatasetEntry(load_digits, ("classes",), "scikit-learn's bundled 8x8 digit images"),
+    "cifar10": DatasetEntry(load_cifar10, ("classes", "attributes"),
+                            "32x32 colour images under data.root; classes or attributes"),
+    "diabetes": DatasetEntry(load_diabetes, ("regression",), "scikit-learn's bundled regression data"),
+    "npz": DatasetEntry(load_npz, None, "your own .npz file at data.path"),
+}
+"""Registry: config name -> `DatasetEntry`."""
+
+
+def load_dataset(name: str, options: DataOptions, seed: int) -> Dataset:
+    """Load and split the dataset `name` with the `split` stream of `seed`."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    return DATASETS[name].load(options, seed)

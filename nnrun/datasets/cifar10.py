@@ -1,0 +1,167 @@
+"""CIFAR-10 in the official python-batches layout: finding, reading, caching.
+
+`load_cifar10` finds the `cifar-10-batches-py/` folder under `DataOptions.root` (or the folder
+itself, or the official `cifar-10-python.tar.gz` there, extracted safely, or downloaded when
+`download` is set, md5 checked first). Pixels become float32 `(N, 3072)` in the official layout
+(1024 red, 1024 green, 1024 blue, row-major 32x32), values 0..255. The official test batch is
+the test split; val is carved from the 50,000 training images. A uint8 cache in
+`$NNRUN_CACHE_DIR` makes the second load fast. Besides class labels it offers attribute
+targets from the class-to-attribute table `CIFAR10_ATTRIBUTES`. Batch files are read by an
+unpickler that only builds NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from nnrun.datasets.dataset import DataOptions, Dataset
+from nnrun.datasets.download import download_file, extract_tarball
+from nnrun.datasets.split import split_indices
+from nnrun.errors import UserInputError
+from nnrun.io import atomic_write
+from nnrun.rng import stream
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_ATTRIBUTE_NAMES = ("animal", "vehicle", "can_fly", "has_wheels", "on_water", "has_fur", "four_legs")
+CIFAR10_ATTRIBUTES = {
+    #             animal vehicle can_fly has_wheels on_water has_fur four_legs
+    "airplane":   (0,     1,      1,      1,         0,       0,      0),
+    "automobile": (0,     1,      0,      1,         0,       0,      0),
+    "bird":       (1,     0,      1,      0,         0,       0,      0),
+    "cat":        (1,     0,      0,      0,         0,       1,      1),
+    "deer":       (1,     0,      0,      0,         0,       1,      1),
+    "dog":        (1,     0,      0,      0,         0,       1,      1),
+    "frog":       (1,     0,      0,      0,         0,       0,      1),
+    "horse":      (1,     0,      0,      0,         0,       1,      1),
+    "ship":       (0,     1,      0,      0,         1,       0,      0),
+    "truck":      (0,     1,      0,      1,         0,       0,      0),
+}
+"""The attributes of each CIFAR-10 class (1 = has it), a property of the class, not of each image:
+airplanes have landing-gear wheels, ships travel on water, frogs have four legs and no fur."""
+CACHE_ENV = "NNRUN_CACHE_DIR"
+"""Environment variable naming the folder for cached arrays (default ~/.cache/nnrun)."""
+
+
+def load_cifar10(options: DataOptions, seed: int) -> Dataset:
+    """CIFAR-10: official test batch as test, val carved from the 50,000 training images."""
+    folder = find_cifar10(Path(options.root), options.download)
+    X_pool, y_pool, X_test, y_test = read_cifar10_cached(folder)
+    train, val, _ = split_indices(len(X_pool), options, stream(seed, "split"), carve_test=False)
+    # Index the uint8 arrays first, then convert: one float32 copy per split, no more.
+    table = np.array([CIFAR10_ATTRIBUTES[c] for c in CIFAR10_CLASSES], dtype=np.float32)
+    return Dataset("cifar10",
+                   X_pool[train].astype(np.float32), y_pool[train],
+                   X_pool[val].astype(np.float32), y_pool[val],
+                   X_test.astype(np.float32), y_test,
+                   list(CIFAR10_CLASSES), (3, 32, 32),
+                   attribute_names=list(CIFAR10_ATTRIBUTE_NAMES),
+                   alternatives={"attributes": (table[y_pool[train]], table[y_pool[val]], table[y_test])})
+
+
+def find_cifar10(root: Path, download: bool) -> Path:
+    """The `cifar-10-batches-py` folder under `root`: present, extracted from the archive, or downloaded."""
+    for candidate in (root / CIFAR10_FOLDER, root):
+        if (candidate / CIFAR10_TEST_FILE).is_file() or (candidate / "data_batch_1").is_file():
+            return candidate
+    archive = root / CIFAR10_ARCHIVE
+    if not archive.is_file():
+        if not download:
+            raise UserInputError(
+                f"CIFAR-10 not found under data root {root}: expected the folder {root / CIFAR10_FOLDER} "
+                f"or the archive {archive}. Set data.root to the folder that holds them, "
+                f"or set data.download=true to fetch the official archive.")
+        download_file(CIFAR10_URL, archive, CIFAR10_MD5)
+    extract_tarball(archive, root)
+    folder = root / CIFAR10_FOLDER
+    if not folder.is_dir():
+        raise UserInputError(f"{archive} does not contain the folder {CIFAR10_FOLDER}/")
+    return folder
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that builds only NumPy arrays: a data file cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One python-format batch -> (uint8 (N, 3072), int64 labels (N,)); a bad file is a `UserInputError`."""
+    if not path.is_file():
+        raise UserInputError(f"CIFAR-10 batch file missing: {path}")
+    try:
+        with open(path, "rb") as f:
+            batch = _ArrayOnlyUnpickler(f, encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise UserInputError(f"corrupt CIFAR-10 batch file {path}: {type(e).__name__}: {e}") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
+        raise UserInputError(
+            f"corrupt CIFAR-10 batch file {path}: expected data (N, 3072) and N labels, "
+            f"got data {data.shape} and labels {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise UserInputError(f"corrupt CIFAR-10 batch file {path}: labels outside 0..9")
+    return data, labels
+
+
+def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All batches -> (X_train uint8 (50000, 3072), y_train, X_test uint8 (10000, 3072), y_test)."""
+    parts = [read_cifar10_batch(folder / name) for name in CIFAR10_TRAIN_FILES]
+    X_test, y_test = read_cifar10_batch(folder / CIFAR10_TEST_FILE)
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), X_test, y_test)
+
+
+def cache_dir() -> Path:
+    """Where cached arrays go: $NNRUN_CACHE_DIR, else ~/.cache/nnrun."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "nnrun")
+
+
+def cifar10_cache_path(folder: Path) -> Path:
+    """Cache file keyed by the folder's absolute path and each batch file's size and mtime."""
+    key = hashlib.sha1(str(folder.resolve()).encode())
+    for name in (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE):
+        st = (folder / name).stat()
+        key.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return cache_dir() / f"cifar10-{key.hexdigest()[:16]}.npz"
+
+
+def read_cifar10_cached(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`read_cifar10` through a uint8 `.npz` cache; an unwritable cache folder just means no cache."""
+    try:
+        cache = cifar10_cache_path(folder)
+    except OSError:
+        return read_cifar10(folder)
+    if cache.is_file():
+        try:
+            with np.load(cache) as z:
+                return z["X_train"], z["y_train"], z["X_test"], z["y_test"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+            cache.unlink(missing_ok=True)
+    arrays = read_cifar10(folder)
+    try:
+        named = dict(zip(("X_train", "y_train", "X_test", "y_test"), arrays, strict=True))
+        atomic_write(cache, lambda f: np.savez(f, **named))
+    except OSError:
+        pass
+    return arrays

@@ -1,0 +1,64 @@
+"""`nnrun gradcheck`: the configured network's analytic gradients against centered differences.
+
+The model of the config, in float64, on a small seeded batch of the configured dataset's real,
+preprocessed training data, with the configured loss and penalties (`nnrun.nn.numeric` does the
+checking; its docstring explains the error measure and the skipped kinks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from nnrun.config import ExperimentConfig
+from nnrun.errors import UserInputError
+from nnrun.experiment import build_model, build_regularizer, prepare_data
+from nnrun.nn.numeric import DEFAULT_H, DEFAULT_TOL, check_model_gradients
+from nnrun.rng import stream
+
+
+def gradcheck(cfg: ExperimentConfig, *, batch_size: int = 16, h: float = DEFAULT_H, tol: float = DEFAULT_TOL,
+              max_entries: int | None = 200) -> dict[str, Any]:
+    """Check the gradients of the network `cfg` (an `ExperimentConfig`) describes, in float64.
+
+    Uses `batch_size` examples of the configured dataset's training split (seeded choice),
+    preprocessed with statistics fitted on the training split, the configured loss and
+    penalties. Returns `{"passed", "h", "tol", "batch_size", "max_entries", "params": [...]}`.
+    """
+    if batch_size < 2:
+        raise UserInputError(f"--batch-size: needs at least 2 examples (BatchNorm statistics), got {batch_size}")
+    if not h > 0 or not tol > 0:
+        raise UserInputError(f"--h and --tol must be positive, got h={h}, tol={tol}")
+    prepared = prepare_data(cfg)
+    data, loss_fn = prepared.data, prepared.loss
+    rng = stream(cfg.seed, "gradcheck")
+    n = min(batch_size, len(data.X_train))
+    idx = np.sort(rng.choice(len(data.X_train), n, replace=False))
+    X = data.X_train[idx].astype(np.float64)
+    y = data.y_train[idx]
+    model = build_model(cfg.model, data.n_features, loss_fn.output_dim(data.n_targets), stream(cfg.seed, "init"),
+                        dropout_rng=stream(cfg.seed, "dropout")).astype(np.float64)
+    regularizer = build_regularizer(cfg.regularization, cfg.model)
+    regularizer.project(model.params)
+    checks = check_model_gradients(model, loss_fn, X, y, regularizer, h=h, tol=tol, max_entries=max_entries, rng=rng)
+    return {"passed": all(c.passed for c in checks), "h": h, "tol": tol, "batch_size": n,
+            "max_entries": max_entries, "params": [asdict(c) for c in checks]}
+
+
+def gradcheck_table(result: dict[str, Any]) -> Table:
+    """A rich table of a `gradcheck` result: one row per parameter, failures in red."""
+    verdict = "[green]passed[/green]" if result["passed"] else "[bold red]FAILED[/bold red]"
+    table = Table(title=f"gradient check: {verdict} (h={result['h']:g}, tol={result['tol']:g}, "
+                        f"batch {result['batch_size']}, float64)",
+                  caption="skipped: entries whose centered difference straddles a kink (ReLU, |w| of L1, "
+                          "hinge and L1 losses)")
+    for column in ("parameter", "shape", "checked", "skipped", "max rel error", "max abs error", ""):
+        table.add_column(column, justify="left" if column in ("parameter", "") else "right")
+    for p in result["params"]:
+        status = "[green]ok[/green]" if p["passed"] else "[bold red]exceeds tol[/bold red]"
+        table.add_row(p["name"], "x".join(map(str, p["shape"])), str(p["checked"]), str(p["skipped"]),
+                      f"{p['max_rel_error']:.2e}", f"{p['max_abs_error']:.2e}", status)
+    return table

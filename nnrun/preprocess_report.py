@@ -1,0 +1,101 @@
+"""`nnrun preprocess`: fit the preprocessing on the training split and show what it does.
+
+Writes the fitted statistics, the eigenvector grid and reconstructions (image data), the
+explained-variance curve and the 2-D toy cloud into one folder, and reports shapes, the
+variance kept at several k and the fit time.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from nnrun import plots
+from nnrun.config import ExperimentConfig
+from nnrun.experiment import load_data, preprocess_settings
+from nnrun.io import check_output_folder
+from nnrun.preprocess import Preprocessor
+from nnrun.tables import pct
+
+REPORT_KS = (10, 50, 100, 144)
+"""Numbers of components at which `nnrun preprocess` reports the explained variance."""
+FIGURE_K = 144
+"""Components kept in the reconstruction figures (at most D // 4)."""
+FIGURE_IMAGES = 49
+"""Training images shown in the reconstruction figure (a 7 x 7 grid)."""
+REPORT_FILES = {
+    "statistics": "preprocess.npz",
+    "eigenvectors": "eigenvectors.png",
+    "reconstructions": "reconstructions.png",
+    "explained_variance": "explained_variance.png",
+    "toy_cloud": "toy_cloud.png",
+}
+"""What `preprocess_report` writes into its output folder, by key."""
+
+
+def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
+    """Fit `cfg.preprocess` (cfg: an `ExperimentConfig`) on its dataset's training split; write figures.
+
+    Writes `REPORT_FILES` into `out` (the statistics and, for image data, the eigenvector grid and
+    the reconstructions; always the explained-variance curve and the 2-D toy cloud) and returns
+    shapes, the variance kept at several k, the fit time and the paths written. Existing files
+    of those names are an error unless `overwrite`.
+    """
+    out = check_output_folder(out, tuple(REPORT_FILES.values()), overwrite)
+    data = load_data(cfg)
+    X = data.X_train
+    n, d = X.shape
+    started = time.perf_counter()
+    pre = Preprocessor(preprocess_settings(cfg.preprocess), data.image_shape).fit(X, spectrum=True)
+    fit_seconds = time.perf_counter() - started
+
+    files: dict[str, str] = {}
+    files["statistics"] = str(pre.save(out / REPORT_FILES["statistics"]))
+    ratio = np.cumsum(pre.explained_variance_ratio())
+    k = pre.n_components
+    ks = sorted({*(j for j in REPORT_KS if j < d), *([k] if k is not None else [])})
+    explained = {str(j): float(min(ratio[j - 1], 1.0)) for j in ks}
+    figure_k = k if k is not None and k < d else min(FIGURE_K, max(1, d // 4))
+    if data.image_shape is not None:
+        files["eigenvectors"] = str(plots.eigenvector_grid(
+            pre.components, data.image_shape, out / REPORT_FILES["eigenvectors"]))
+        sample = X[:FIGURE_IMAGES]
+        reduced = pre.with_components(figure_k, whiten=False)
+        whitened = pre.with_components(figure_k, whiten=True)
+        files["reconstructions"] = str(plots.reconstruction_figure(
+            sample, reduced.inverse_transform(reduced.transform(sample)),
+            whitened.inverse_transform(whitened.transform(sample), unwhiten=False),
+            data.image_shape, figure_k, out / REPORT_FILES["reconstructions"]))
+    files["explained_variance"] = str(plots.explained_variance_figure(
+        pre.eigenvalues, pre.total_variance, out / REPORT_FILES["explained_variance"],
+        marks=sorted({figure_k, *([k] if k is not None else [])}), title=f"{data.name}: training split, N={n}"))
+    files["toy_cloud"] = str(plots.toy_cloud_figure(out / REPORT_FILES["toy_cloud"], eps=cfg.preprocess.eps))
+    p = cfg.preprocess
+    return {"dataset": data.name, "out": str(out), "center": p.center, "scale": p.scale, "pca": p.pca,
+            "whiten": p.whiten, "eps": p.eps, "input_shape": [n, d], "output_shape": [n, pre.n_output],
+            "n_components": k, "explained_variance": explained, "figure_components": figure_k,
+            "fit_seconds": fit_seconds, "files": files}
+
+
+def report_table(result: dict[str, Any]) -> Table:
+    """A rich table of `preprocess_report`'s result (settings, shapes, variance kept, fit time)."""
+    table = Table(title=f"preprocess: {result['dataset']} (fitted on the training split)", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    pca = "all (whitening)" if result["pca"] is None and result["whiten"] else result["pca"]
+    rows = [("center", result["center"]), ("scale", result["scale"]), ("pca", "none" if pca is None else pca),
+            ("whiten", result["whiten"]), ("eps", f"{result['eps']:g}"),
+            ("input shape", " x ".join(map(str, result["input_shape"]))),
+            ("output shape", " x ".join(map(str, result["output_shape"])))]
+    chosen = result["n_components"]
+    for j, value in result["explained_variance"].items():
+        label = f"variance kept, k={j}" + (" (chosen)" if chosen is not None and int(j) == chosen else "")
+        rows.append((label, pct(value, 2)))
+    rows.append(("fit time (with full spectrum)", f"{result['fit_seconds']:.2f} s"))
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table

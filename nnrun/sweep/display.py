@@ -1,0 +1,151 @@
+"""How a sweep looks in the terminal: the plan and results tables, and live progress while it runs.
+
+On a terminal the progress is a live table of the runs in progress (epoch read from each run's
+`metrics.jsonl`) and the latest finished ones; elsewhere (logs, CI) one line per finished run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from nnrun.rundir import RunDir
+from nnrun.sweep.execute import RunResult, SweepOutcome, sort_results
+from nnrun.sweep.plan import SweepPlan, SweepPoint, completed_summary
+from nnrun.tables import METRIC_COLUMNS, fmt, plural, stderr_console
+
+
+def status_text(result: RunResult) -> Text:
+    styles = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "cancelled": "dim"}
+    label = "skipped (done)" if result.skipped else result.status
+    return Text(label, style=styles.get(result.status, ""))
+
+
+def results_table(outcome: SweepOutcome, title: str | None = None) -> Table:
+    """All runs of a finished sweep, best first: varied keys, status, metrics, run directory, reason."""
+    results = sort_results(outcome.results)
+    metrics = [m for m in METRIC_COLUMNS if any(r.metric(m) is not None for r in results)]
+    with_reason = any(r.reason for r in results)
+    n_failed = len(outcome.failed)
+    table = Table(title=title or f"sweep: {plural(len(results), 'run')}, {len(results) - n_failed} completed, "
+                                 f"{n_failed} failed or not run")
+    table.add_column("#", justify="right")
+    for key in outcome.plan.keys:
+        table.add_column(key, justify="right")
+    table.add_column("status")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    table.add_column("run dir", overflow="fold")
+    if with_reason:
+        table.add_column("reason", overflow="fold")
+    for r in results:
+        cells = [str(r.point.index + 1), *(fmt(r.point.params.get(k)) for k in outcome.plan.keys), status_text(r),
+                 *(fmt(r.metric(m)) for m in metrics), r.point.run_dir.name]
+        if with_reason:
+            cells.append(r.reason or "")
+        table.add_row(*cells)
+    return table
+
+
+def plan_table(plan: SweepPlan) -> Table:
+    """The points of a plan and whether each still has to run (for --dry-run)."""
+    table = Table(title=f"sweep plan: {plural(len(plan.points), 'run')} in {plan.runs_dir}")
+    table.add_column("#", justify="right")
+    for key in plan.keys:
+        table.add_column(key, justify="right")
+    table.add_column("state")
+    table.add_column("run dir", overflow="fold")
+    for p in plan.points:
+        done = completed_summary(p) is not None
+        table.add_row(str(p.index + 1), *(fmt(p.params.get(k)) for k in plan.keys),
+                      Text("done", style="green") if done else Text("to run"), p.run_dir.name)
+    return table
+
+
+class SweepProgress:
+    """Shows a sweep while it runs.
+
+    On a terminal: a live table of the runs in progress (epoch read from each run's
+    `metrics.jsonl`) and the latest finished ones, under a count of what is done. Elsewhere
+    (logs, CI): one line per finished run. The final table is printed by the caller.
+    """
+
+    def __init__(self, console: Console = stderr_console) -> None:
+        self.console = console
+        self.live: Live | None = None
+        self.plan: SweepPlan | None = None
+        self.started = 0.0
+        self.reported: set[int] = set()
+
+    def start(self, plan: SweepPlan, results: dict[int, RunResult], started: float) -> None:
+        self.plan, self.started = plan, started
+        skipped = len(results)
+        self.console.print(f"sweep: {plural(len(plan.points), 'run')} in {plan.runs_dir}"
+                           + (f", {skipped} already completed (skipped)" if skipped else "")
+                           + (f", {plan.duplicates} duplicate points merged" if plan.duplicates else ""))
+        self.reported = set(results)
+        if self.console.is_terminal:
+            self.live = Live(self._render(results, []), console=self.console, refresh_per_second=2,
+                             transient=True)
+            self.live.start()
+
+    def update(self, results: dict[int, RunResult], pending: list[SweepPoint]) -> None:
+        if self.live is not None:
+            self.live.update(self._render(results, pending))
+            return
+        for index, result in sorted(results.items()):
+            if index not in self.reported:
+                self.reported.add(index)
+                acc = result.metric("val_accuracy")
+                extra = f" val_accuracy={fmt(acc)}" if acc is not None else f" ({result.reason})"
+                self.console.print(f"[{len(self.reported)}/{len(self.plan.points)}] {result.status} "
+                                   f"{result.point.label}{extra}", markup=False, highlight=False, soft_wrap=True)
+
+    def finish(self, outcome: SweepOutcome) -> None:
+        if self.live is None:
+            self.update({r.point.index: r for r in outcome.results}, [])
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live display (also when the sweep stops on an error)."""
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def _render(self, results: dict[int, RunResult], pending: list[SweepPoint]) -> Group:
+        plan = self.plan
+        running = [p for p in pending if _started_since(p.run_dir, self.started)]
+        n_failed = sum(r.status != "completed" for r in results.values())
+        head = Text(f"{len(results)}/{len(plan.points)} done, {n_failed} failed, {len(running)} running, "
+                    f"{len(pending) - len(running)} queued  ({time.time() - self.started:.0f} s)")
+        table = Table()
+        table.add_column("#", justify="right")
+        for key in plan.keys:
+            table.add_column(key, justify="right")
+        table.add_column("status")
+        table.add_column("epoch", justify="right")
+        table.add_column("val_accuracy", justify="right")
+        room = max(self.console.height - 8, 4)
+        finished = sorted((r for r in results.values() if not r.skipped), key=lambda r: r.point.index)
+        finished = finished[-max(room - len(running), 0):] if room > len(running) else []
+        epochs = self.plan.base.train.epochs
+        for p in running[:room]:
+            total = p.config.get("train", {}).get("epochs", epochs)
+            table.add_row(str(p.index + 1), *(fmt(p.params.get(k)) for k in plan.keys), Text("running", "cyan"),
+                          f"{RunDir(p.run_dir).epochs_done()}/{total}", "")
+        for r in finished:
+            table.add_row(str(r.point.index + 1), *(fmt(r.point.params.get(k)) for k in plan.keys), status_text(r),
+                          fmt(r.metric("epochs")), fmt(r.metric("val_accuracy")))
+        return Group(head, table)
+
+
+def _started_since(run_dir: Path, since: float) -> bool:
+    try:
+        return (run_dir / "config.yaml").stat().st_mtime >= since - 1
+    except OSError:
+        return False

@@ -1,0 +1,242 @@
+"""Running a sweep's plan: one `nnrun train` run per point, in worker processes or on a Dask cluster.
+
+Executors: `local` runs each point in a worker process (spawn start method) with BLAS threads
+capped so that jobs x threads <= cores; `dask` runs them as tasks on a Dask distributed cluster
+(an existing scheduler, or a `LocalCluster` on 127.0.0.1). Workers receive the resolved config
+as a plain dict and validate it again (`run_point`). A run that fails (divergence, bad data) is
+recorded with its reason and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from nnrun.config import validate_config
+from nnrun.errors import RunFailed, UserInputError
+from nnrun.rundir import RunDir
+from nnrun.sweep.plan import SweepPlan, SweepPoint, completed_summary
+from nnrun.workers import (
+    EXECUTORS,
+    active_run,
+    blas_threads_in_use,
+    dask_worker_threads,
+    import_distributed,
+    open_executor,
+    thread_budget,
+)
+
+
+class SweepProgress(Protocol):
+    """Receives a running sweep's state (`nnrun.sweep.display.SweepProgress` draws it)."""
+
+    def start(self, plan: SweepPlan, results: dict[int, RunResult], started: float) -> None: ...
+    def update(self, results: dict[int, RunResult], pending: list[SweepPoint]) -> None: ...
+    def finish(self, outcome: SweepOutcome) -> None: ...
+    def close(self) -> None: ...
+
+
+def run_point(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run one sweep point in this process; never raises for a failed run.
+
+    `payload`: `config` (resolved config, a plain dict, validated again here), `run_dir` (absolute
+    path), `blas_threads` (cap on BLAS threads, None: this worker's cores / its task threads).
+    Returns `{"status", "reason", "summary", "blas_threads"}`; status is `completed`, `failed` or
+    `interrupted`, and every outcome also leaves a `summary.json` in the run directory.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from nnrun.train import SilentReporter, run_experiment
+
+    threads = payload.get("blas_threads") or dask_worker_threads()
+    result: dict[str, Any] = {"status": "failed", "reason": None, "summary": None}
+    run = RunDir(Path(payload["run_dir"]))
+    with threadpool_limits(limits=threads), np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result["blas_threads"] = blas_threads_in_use()
+        try:
+            with active_run():
+                run = RunDir.create(payload["run_dir"], overwrite=True)
+                cfg = validate_config(payload["config"], source=str(run.path / "config.yaml"))
+                result["summary"] = run_experiment(cfg, run, SilentReporter())
+                result["status"] = "completed"
+        except RunFailed as e:
+            summary = run.read_summary() or {}
+            result.update(status=summary.get("status", "failed"), reason=summary.get("reason") or str(e),
+                          summary=summary)
+        except KeyboardInterrupt:
+            result.update(status="interrupted", reason="interrupted by the user")
+        except UserInputError as e:
+            result["reason"] = str(e)
+        except Exception as e:  # a run must not take the sweep down: record the error as its reason
+            result["reason"] = f"{type(e).__name__}: {e}"
+    if result["status"] != "completed" and result["summary"] is None:
+        result["summary"] = _write_failure(run, payload["config"], result["status"], result["reason"])
+    return result
+
+
+def _write_failure(run: RunDir, config: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
+    summary = {"status": status, "name": config.get("name"), "seed": config.get("seed"), "reason": reason}
+    try:
+        run.write_summary(summary)
+    except OSError:
+        pass
+    return summary
+
+
+@dataclass
+class RunResult:
+    """What became of one point: status `completed`, `failed`, `interrupted` or `cancelled` (never started).
+
+    `skipped`: completed by an earlier sweep, not run now; `blas_threads`: the BLAS thread cap the run saw.
+    """
+
+    point: SweepPoint
+    status: str
+    skipped: bool = False
+    reason: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    blas_threads: int | None = None
+
+    def metric(self, name: str) -> Any:
+        return self.summary.get(name)
+
+
+@dataclass
+class SweepOutcome:
+    """All points' results (in plan order) and whether the sweep was interrupted."""
+
+    plan: SweepPlan
+    results: list[RunResult]
+    interrupted: bool = False
+    executor: str = "local"
+
+    @property
+    def failed(self) -> list[RunResult]:
+        return [r for r in self.results if r.status != "completed"]
+
+
+def run_sweep(plan: SweepPlan, *, jobs: int = 1, threads: int | None = None, executor: str = "local",
+              scheduler: str | None = None, progress: SweepProgress | None = None) -> SweepOutcome:
+    """Run every point of `plan` that has no completed run directory yet; returns all results.
+
+    `jobs`: runs at a time (local worker processes, or LocalCluster workers); `threads`: BLAS
+    threads per run (default cores // jobs; on a remote `scheduler`'s cluster, each worker's cores
+    divided by its task threads). `progress` shows the sweep while it runs. Ctrl-C stops the sweep:
+    runs in progress save their state as `interrupted`, the others are `cancelled`.
+    """
+    remote = executor == "dask" and bool(scheduler)
+    if executor not in EXECUTORS:
+        raise UserInputError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
+    if executor == "dask":
+        import_distributed()
+    elif scheduler:
+        raise UserInputError("--scheduler is for --executor dask")
+    per_run = threads if remote else thread_budget(jobs, threads)
+    results: dict[int, RunResult] = {}
+    todo: list[SweepPoint] = []
+    for point in plan.points:
+        summary = completed_summary(point)
+        if summary is not None:
+            results[point.index] = RunResult(point, "completed", skipped=True, summary=summary)
+        else:
+            todo.append(point)
+    outcome = SweepOutcome(plan, [], executor=executor)
+    started = time.time()
+    if progress:
+        progress.start(plan, results, started)
+    try:
+        _execute(todo, results, outcome, progress, jobs=jobs, per_run=per_run, executor=executor, scheduler=scheduler)
+    except BaseException:
+        if progress:
+            progress.close()
+        raise
+    outcome.results = [results[p.index] for p in plan.points]
+    if progress:
+        progress.finish(outcome)
+    return outcome
+
+
+def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: SweepOutcome,
+             progress: SweepProgress | None, *, jobs: int, per_run: int | None, executor: str,
+             scheduler: str | None) -> None:
+    """Submit `todo` to the executor and fill `results` as runs finish.
+
+    Local pools get one run per free worker at a time, so that Ctrl-C leaves nothing queued
+    behind the runs in progress; a Dask cluster gets every run at once and schedules them itself.
+    """
+    if not todo:
+        return
+    workers = min(jobs, len(todo))
+    in_flight = workers if executor == "local" else len(todo)
+    queue = list(reversed(todo))
+    with open_executor(executor, workers, scheduler) as pool:
+        futures: dict[Future, SweepPoint] = {}
+
+        pending: set[Future] = set()
+        try:
+            while queue or pending:
+                while queue and len(pending) < in_flight:
+                    point = queue.pop()
+                    payload = {"config": point.config, "run_dir": str(point.run_dir), "blas_threads": per_run}
+                    fut = pool.submit(run_point, payload)
+                    futures[fut] = point
+                    pending.add(fut)
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    results[futures[fut].index] = _result_of(futures[fut], fut)
+                if progress:
+                    progress.update(results, [futures[f] for f in pending] + queue[::-1])
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+            for fut in pending:
+                fut.cancel()
+            for fut in pending:
+                if not fut.cancelled():
+                    results[futures[fut].index] = _result_of(futures[fut], fut)
+            for point in todo:
+                if point.index not in results:
+                    results[point.index] = RunResult(point, "cancelled", reason="the sweep was interrupted first")
+
+
+def _result_of(point: SweepPoint, fut: Future) -> RunResult:
+    try:
+        out = fut.result()
+    except KeyboardInterrupt:
+        return RunResult(point, "interrupted", reason="interrupted")
+    except Exception as e:  # the worker process itself died (killed, out of memory) or the cluster lost it
+        reason = f"worker error: {type(e).__name__}: {e}"
+        return RunResult(point, "failed", reason=reason,
+                         summary=_write_failure(RunDir(point.run_dir), point.config, "failed", reason))
+    return RunResult(point, out["status"], reason=out.get("reason"), summary=out.get("summary") or {},
+                     blas_threads=out.get("blas_threads"))
+
+
+def sort_results(results: list[RunResult]) -> list[RunResult]:
+    """Completed runs first, best validation accuracy first (lowest val_loss without accuracy); then the rest."""
+    def key(r: RunResult) -> tuple:
+        acc, loss = r.metric("val_accuracy"), r.metric("val_loss")
+        done = r.status == "completed"
+        return (not done, -acc if isinstance(acc, (int, float)) else math.inf,
+                loss if isinstance(loss, (int, float)) else math.inf, r.point.index)
+    return sorted(results, key=key)
+
+
+def outcome_report(outcome: SweepOutcome) -> dict[str, Any]:
+    """A finished sweep as one JSON-ready object, runs sorted like the final table."""
+    results = sort_results(outcome.results)
+    return {"runs_dir": str(outcome.plan.runs_dir), "executor": outcome.executor, "seed": outcome.plan.seed,
+            "keys": outcome.plan.keys, "points": len(results), "duplicates": outcome.plan.duplicates,
+            "completed": sum(r.status == "completed" for r in results),
+            "failed": len(outcome.failed), "skipped": sum(r.skipped for r in results),
+            "interrupted": outcome.interrupted,
+            "runs": [{"index": r.point.index + 1, "params": r.point.params, "status": r.status, "skipped": r.skipped,
+                      "reason": r.reason, "hash": r.point.key, "run_dir": str(r.point.run_dir),
+                      "blas_threads": r.blas_threads, "summary": r.summary} for r in results]}

@@ -1,0 +1,144 @@
+"""Where parallel work runs: local worker processes or a Dask cluster, with BLAS threads capped.
+
+`open_executor` gives a `concurrent.futures` executor (spawned local processes, or a Dask
+cluster's); `thread_budget` splits the cores between jobs so that jobs x BLAS threads never
+exceeds them. A local worker's Ctrl-C interrupts only the run in progress (`active_run`), never
+an idle worker. Sweeps and compare-inits share this module.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from nnrun.errors import UserInputError
+
+EXECUTORS = ("local", "dask")
+"""Where runs can execute: local worker processes, or a Dask distributed cluster."""
+DASK_INSTALL_HINT = "install the Dask extra: pip install 'nnrun[dask]' (or pip install 'dask[distributed]')"
+
+_IN_RUN = False
+"""True while a worker process is inside a run; its SIGINT handler interrupts only then."""
+
+
+def _sigint_in_run(signum: int, frame: Any) -> None:
+    if _IN_RUN:
+        raise KeyboardInterrupt
+
+
+def init_local_worker() -> None:
+    """Pool worker start-up: Ctrl-C interrupts the run in progress (saved as interrupted), never an idle worker.
+
+    A worker of a sweep that ignores SIGINT (started in the background, nohup) keeps ignoring it.
+    """
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _sigint_in_run)
+
+
+@contextmanager
+def active_run() -> Iterator[None]:
+    """Mark this worker as inside a run while the block executes (Ctrl-C then interrupts it)."""
+    global _IN_RUN
+    _IN_RUN = True
+    try:
+        yield
+    finally:
+        _IN_RUN = False
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def dask_worker_threads() -> int:
+    """BLAS threads for a Dask task: the worker machine's cores shared by the worker's task threads."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        nthreads = getattr(getattr(worker, "state", None), "nthreads", None) or worker.nthreads
+    except (ImportError, ValueError, AttributeError):
+        nthreads = 1
+    return max(available_cores() // max(int(nthreads), 1), 1)
+
+
+def blas_threads_in_use() -> int | None:
+    """The largest thread count the loaded BLAS/OpenMP libraries report (None when none is loaded)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [info.get("num_threads") for info in threadpool_info() if info.get("num_threads")]
+    return max(counts) if counts else None
+
+
+def thread_budget(jobs: int, threads: int | None, cores: int | None = None) -> int:
+    """BLAS threads per job: `threads`, or cores // jobs; jobs x threads may not exceed the cores."""
+    cores = cores or available_cores()
+    if jobs < 1:
+        raise UserInputError(f"--jobs must be >= 1, got {jobs}")
+    if threads is not None and threads < 1:
+        raise UserInputError(f"--threads must be >= 1, got {threads}")
+    per_job = threads if threads is not None else cores // jobs
+    if jobs * max(per_job, 1) > cores:
+        raise UserInputError(f"--jobs {jobs} x --threads {max(per_job, 1)} exceeds the {cores} CPU cores available; "
+                             f"use at most --jobs {cores}" + (f" and --threads {cores // jobs}" if threads else ""))
+    return per_job
+
+
+def import_distributed() -> Any:
+    """The `distributed` package, or a `UserInputError` telling how to install it."""
+    try:
+        import distributed
+    except ImportError:
+        raise UserInputError(f"--executor dask needs Dask distributed, which is not installed: {DASK_INSTALL_HINT}") \
+            from None
+    return distributed
+
+
+@contextmanager
+def open_executor(kind: str, jobs: int, scheduler: str | None) -> Iterator[Executor]:
+    """A `concurrent.futures` executor: local spawn processes, or a Dask cluster's (existing or local)."""
+    if kind == "local":
+        import multiprocessing
+
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=init_local_worker)
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return
+    if kind != "dask":
+        raise UserInputError(f"unknown executor {kind!r}; allowed: {', '.join(EXECUTORS)}")
+    import logging
+
+    distributed = import_distributed()
+    cluster = None
+    try:
+        if scheduler:
+            client = distributed.Client(scheduler, timeout="10s")
+        else:
+            cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                               host="127.0.0.1", dashboard_address=None,
+                                               silence_logs=logging.ERROR)
+            client = distributed.Client(cluster)
+    except (OSError, TimeoutError, ValueError) as e:
+        if cluster is not None:
+            cluster.close()
+        where = f"the Dask scheduler at {scheduler}" if scheduler else "a local Dask cluster"
+        raise UserInputError(f"cannot connect to {where}: {e}") from None
+    executor = client.get_executor(pure=False)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=False)
+        client.close()
+        if cluster is not None:
+            cluster.close()
