@@ -15,15 +15,8 @@ import pytest
 from nnrun.config import DataConfig
 from nnrun.datasets import cifar10
 from nnrun.errors import UserInputError
-from nnrun.experiment import data_options
 from tests.cifar_fixtures import PER_BATCH, cifar_tarball_bytes, write_cifar_folder
-
-
-def load(cfg: DataConfig, seed: int):
-    """The dataset `cfg` (a data section) names, split with `seed`."""
-    from nnrun.datasets import load_dataset
-
-    return load_dataset(cfg.dataset, data_options(cfg), seed)
+from tests.helpers import load
 
 
 def cifar_cfg(root: Path, **kw) -> DataConfig:

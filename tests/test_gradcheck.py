@@ -10,7 +10,7 @@ from nnrun.cli import app
 from nnrun.config import ModelConfig
 from nnrun.experiment import build_model
 from nnrun.nn.layers import BatchNorm
-from nnrun.nn.losses import SoftmaxCrossEntropy
+from nnrun.nn.losses import LOSSES, SoftmaxCrossEntropy, Targets
 from nnrun.nn.numeric import check_model_gradients, numeric_gradient
 from nnrun.nn.regularizers import Regularizer, Strengths
 
@@ -88,6 +88,56 @@ def test_entries_at_a_relu_kink_or_an_l1_zero_are_skipped_not_failed():
     assert checks["fc0.b"].skipped >= 1 and checks["fc0.b"].passed
     assert checks["fc1.W"].skipped >= 1 and checks["fc1.W"].passed
     assert all(c.passed for c in checks.values())
+
+
+def linear_net_at_a_loss_kink():
+    """A float64 linear model (no hidden layer), its inputs, their scores and its Linear layer: tests shift
+    an output bias so that one score of example 0 sits exactly on a kink of `loss`."""
+    model = build_model(ModelConfig(hidden=[]), 4, 3, np.random.default_rng(0)).astype(np.float64)
+    X = np.random.default_rng(1).standard_normal((6, 4))
+    fc = model.layers[0]
+    return model, X, X @ fc.W.value + fc.b.value, fc
+
+
+def bias_checks(model, loss, X, y):
+    checks = {c.name: c for c in check_model_gradients(model, loss, X, y)}
+    return checks["fc0.b"]
+
+
+@pytest.mark.parametrize("name", ["svm", "squared_hinge"])
+def test_a_margin_exactly_at_the_hinge_kink_is_skipped(name):
+    y = np.array([0, 1, 2, 0, 1, 2])
+    loss = LOSSES[name].create(Targets(["a", "b", "c"], y, "test"))
+    model, X, s, fc = linear_net_at_a_loss_kink()
+    fc.b.value[1] += -(s[0, 1] - s[0, 0] + 1.0)  # s_1 - s_0 + margin = 0 for example 0 (true class 0)
+    check = bias_checks(model, loss, X, y)
+    assert check.skipped >= 1 and check.passed
+
+
+def test_without_the_kinks_hook_the_svm_kink_fails_the_check(monkeypatch):
+    y = np.array([0, 1, 2, 0, 1, 2])
+    loss = LOSSES["svm"].create(Targets(["a", "b", "c"], y, "test"))
+    model, X, s, fc = linear_net_at_a_loss_kink()
+    fc.b.value[1] += -(s[0, 1] - s[0, 0] + 1.0)
+    monkeypatch.setattr(type(loss), "kinks", lambda self, scores, y: None)
+    check = bias_checks(model, loss, X, y)
+    assert check.skipped == 0 and not check.passed  # the centered difference averaged two slopes
+
+
+def test_attribute_hinge_and_l1_kinks_are_skipped():
+    y_attr = np.random.default_rng(2).integers(0, 2, (6, 3)).astype(np.float64)
+    loss = LOSSES["attribute_hinge"].create(Targets(["a", "b", "c"], y_attr, "test"))
+    model, X, s, fc = linear_net_at_a_loss_kink()
+    t = 2 * y_attr[0, 2] - 1
+    fc.b.value[2] += 1.0 / t - s[0, 2]  # 1 - t s = 0 for example 0, attribute 2
+    check = bias_checks(model, loss, X, y_attr)
+    assert check.skipped >= 1 and check.passed
+    y_reg = np.random.default_rng(3).normal(size=(6, 3))
+    loss = LOSSES["l1"].create(Targets(["t0", "t1", "t2"], y_reg, "test"), standardize_targets=False)
+    model, X, s, fc = linear_net_at_a_loss_kink()
+    fc.b.value[0] += y_reg[0, 0] - s[0, 0]  # the error of example 0, output 0 is exactly 0
+    check = bias_checks(model, loss, X, y_reg)
+    assert check.skipped >= 1 and check.passed
 
 
 def test_max_entries_samples_and_state_is_restored():

@@ -8,7 +8,7 @@ from nnrun.cli import app
 from nnrun.config import ModelConfig, load_config
 from nnrun.errors import UserInputError
 from nnrun.experiment import build_model
-from nnrun.nn.init import INIT_SCHEMES, init_weights
+from nnrun.nn.init import init_weights
 from nnrun.nn.losses import SoftmaxCrossEntropy
 from nnrun.optim import SGD
 
@@ -117,7 +117,3 @@ def test_bad_model_config_exits_2_naming_the_key(override, expected):
     assert result.exit_code == 2, result.output
     for text in expected:
         assert text in result.output, (text, result.output)
-
-
-def test_every_scheme_is_in_the_registry():
-    assert set(INIT_SCHEMES) == {"zeros", "small", "calibrated", "xavier", "he", "sparse"}

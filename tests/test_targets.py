@@ -12,20 +12,14 @@ from nnrun.cli import app
 from nnrun.config import DataConfig, LossConfig, load_config
 from nnrun.datasets.cifar10 import CIFAR10_ATTRIBUTE_NAMES, CIFAR10_ATTRIBUTES, CIFAR10_CLASSES
 from nnrun.errors import UserInputError
-from nnrun.experiment import build_loss, data_options
+from nnrun.experiment import build_loss
 from nnrun.nn.losses import BinnedRegression, HierarchicalSoftmax, L2Loss, fit_bins
 from nnrun.rundir import RunDir
 from nnrun.train import run_experiment
+from tests.helpers import load
 
 runner = CliRunner()
 
-
-
-def load(cfg: DataConfig, seed: int):
-    """The dataset `cfg` (a data section) names, split with `seed`."""
-    from nnrun.datasets import load_dataset
-
-    return load_dataset(cfg.dataset, data_options(cfg), seed)
 
 
 def write_npz(path, **arrays):

@@ -1,0 +1,10 @@
+"""Helpers shared by test modules."""
+
+from nnrun.config import DataConfig
+from nnrun.datasets import Dataset, load_dataset
+from nnrun.experiment import data_options
+
+
+def load(cfg: DataConfig, seed: int) -> Dataset:
+    """The dataset a data section names, split with `seed` (what `nnrun.experiment.load_data` does)."""
+    return load_dataset(cfg.dataset, data_options(cfg), seed)
