@@ -22,6 +22,8 @@ from nnrun.errors import RunFailed, UserInputError
 from nnrun.nn.init import INIT_SCHEMES
 from nnrun.nn.layers import ACTIVATIONS
 from nnrun.progress import RichReporter
+from nnrun.rundir import free_timestamped_path
+from nnrun.signals import Interrupted, stop_on_signals
 from nnrun.tables import print_table, stderr_console
 from nnrun.workers import EXECUTORS
 
@@ -35,21 +37,24 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 
 
 def command(name: str | None = None, **kwargs: Any) -> Callable:
-    """Register a command whose `UserInputError` exits 2, `RunFailed` and Ctrl-C exit 1, each with one message."""
+    """Register a command whose `UserInputError` exits 2, `RunFailed` and a stop signal exit 1, each with one
+    message. SIGINT, SIGTERM and SIGHUP all stop a command the same way (`nnrun.signals`)."""
     def register(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def run(*args: Any, **kw: Any) -> Any:
             try:
-                return fn(*args, **kw)
+                with stop_on_signals():
+                    return fn(*args, **kw)
             except UserInputError as e:
                 stderr_console.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
                 raise typer.Exit(2) from None
             except RunFailed as e:
                 stderr_console.print(Text("run failed: ", style="bold red") + Text(str(e)), soft_wrap=True)
                 raise typer.Exit(1) from None
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as e:
                 # Outside a training loop (loading data, fitting statistics) there is no state to save.
-                stderr_console.print(Text("interrupted", style="bold red"), soft_wrap=True)
+                name = e.signal_name if isinstance(e, Interrupted) else "SIGINT"
+                stderr_console.print(Text(f"interrupted by {name}", style="bold red"), soft_wrap=True)
                 raise typer.Exit(1) from None
         return app.command(name, **kwargs)(run)
     return register
@@ -63,32 +68,40 @@ def print_json(obj: Any) -> None:
 
 @command()
 def train(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    config: Annotated[Path | None, typer.Argument(help="Experiment YAML file (not with --resume).")] = None,
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Run directory (default: RUNS_DIR/NAME-TIME).")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Parent folder of default run directories.")] = Path("runs"),
     overwrite: Annotated[bool, typer.Option(help="Reuse an --out folder that already holds files.")] = False,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", metavar="RUN_DIR", help="Continue an interrupted or failed run from its last checkpoint "
+                                            "(--set train.epochs=N trains a finished run further).")] = None,
     json_: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
 ) -> None:
     """Train the MLP a config describes; write the run directory; print tables (stderr) or --json (stdout)."""
-    from nnrun.rundir import RunDir
-    from nnrun.train import default_run_path, run_experiment
+    from nnrun.train import resume_run, train_new
     from nnrun.trainer import SilentReporter
 
-    cfg = load_config(config, set_ or ())
-    run = RunDir.create(out or default_run_path(runs_dir, cfg.name), overwrite=overwrite)
+    if (config is None) == (resume is None):
+        raise UserInputError("give a config file to start a run, or --resume RUN_DIR to continue one (not both)")
+    if resume is not None and (out is not None or overwrite):
+        raise UserInputError("--resume continues the run in RUN_DIR itself; --out and --overwrite do not apply")
     reporter = SilentReporter() if quiet else RichReporter()
     try:
-        summary = run_experiment(cfg, run, reporter)
+        if resume is not None:
+            summary = resume_run(resume, set_ or (), reporter=reporter)
+        else:
+            summary = train_new(load_config(config, set_ or ()), out=out, runs_dir=runs_dir, overwrite=overwrite,
+                                reporter=reporter)
     finally:
         if isinstance(reporter, RichReporter):
             reporter.close()
     if json_:
         print_json(summary)
     elif not quiet:
-        stderr_console.print(f"run directory: {run.path}")
+        stderr_console.print(f"run directory: {summary['run_dir']}")
 
 
 @command()
@@ -247,7 +260,6 @@ def preprocess(
 ) -> None:
     """Fit the preprocessing on the training split; print shapes, variance kept and fit time; draw PCA figures."""
     from nnrun.preprocess_report import preprocess_report, report_table
-    from nnrun.train import default_run_path
 
     overrides = list(set_ or ())
     if whiten is not None:
@@ -257,7 +269,7 @@ def preprocess(
     if eps is not None:
         overrides.append(f"preprocess.eps={eps!r}")
     cfg = load_config(config, overrides)
-    result = preprocess_report(cfg, out=out or default_run_path(runs_dir, f"{cfg.name}-preprocess"),
+    result = preprocess_report(cfg, out=out or free_timestamped_path(runs_dir, f"{cfg.name}-preprocess"),
                                overwrite=overwrite)
     if json_:
         print_json(result)
@@ -296,7 +308,6 @@ def compare_inits_command(
     """Show what each weight init scheme does: activation statistics through a deep network, and short
     training runs without and with BatchNorm; writes an activation-histogram grid and loss curves."""
     from nnrun.compare_inits import compare_inits, forward_table, parse_schemes, training_table
-    from nnrun.train import default_run_path
 
     cfg = load_config(config, set_ or ())
     chosen = parse_schemes(schemes) if schemes is not None else None
@@ -307,8 +318,8 @@ def compare_inits_command(
                              f"{run['status']}, val accuracy {'-' if acc is None else f'{100 * acc:.1f} %'} "
                              f"({run['seconds']:.1f} s)", markup=False, highlight=False)
 
-    result = compare_inits(cfg, out=out or default_run_path(runs_dir, "compare-inits"), schemes=chosen, depth=depth,
-                           width=width, activation=activation, batchnorm=batchnorm, epochs=epochs,
+    result = compare_inits(cfg, out=out or free_timestamped_path(runs_dir, "compare-inits"), schemes=chosen,
+                           depth=depth, width=width, activation=activation, batchnorm=batchnorm, epochs=epochs,
                            examples=examples, jobs=jobs, train=train, overwrite=overwrite,
                            on_run_end=None if json_ else progress)
     if json_:

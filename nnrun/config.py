@@ -315,6 +315,9 @@ class TrainConfig(Section):
                                 "null: off.")
     restore_best: bool = Field(
         True, description="End with the weights of the epoch with the best validation score (else the last epoch's).")
+    checkpoint_every: int = Field(
+        1, ge=1, description="Save the training state (checkpoint.npz) every this many epochs, and whenever a run "
+                             "stops; nnrun train --resume continues from it.")
 
 
 class ExperimentConfig(Section):
@@ -418,6 +421,24 @@ def parse_value(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{'optim': {'lr': 0.1}}` -> `{'optim.lr': 0.1}` (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two nested mappings (or that only one has), sorted."""
+    fa, fb = flatten(a), flatten(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k, object()) != fb.get(k, object()))
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any, what: str | None = None) -> None:

@@ -1,8 +1,12 @@
 """Files on disk: atomic writes (a temporary name in the same folder, then rename) and output-folder checks.
 
-A reader never sees a half-written file, and a crash leaves the old file (if any) intact.
+A reader never sees a half-written file, and a crash leaves the old file (if any) intact. Files
+get the permissions the user's umask allows (0644 by default), not the 0600 of a temporary file.
+A write killed before its rename leaves a hidden `.NAME.*.tmp` beside `NAME`;
+`remove_stale_temporaries` clears them when a folder is taken up again.
 """
 
+import functools
 import json
 import os
 import tempfile
@@ -14,13 +18,25 @@ import numpy as np
 
 from nnrun.errors import UserInputError
 
+TEMP_SUFFIX = ".tmp"
+"""Suffix of the temporary files of atomic writes (`.NAME.RANDOM.tmp` beside `NAME`)."""
+
+
+@functools.cache
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (0o644 for the usual umask 022)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call `write(f)` on a temporary file beside `path`, fsync it, then rename it to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -77,3 +93,16 @@ def check_output_folder(path: str | Path, names: tuple[str, ...] | list[str] | N
     if clash:
         raise UserInputError(f"{path} already holds {', '.join(clash)}; {hint}")
     return path
+
+
+def remove_stale_temporaries(folder: str | Path, names: tuple[str, ...] | list[str]) -> list[Path]:
+    """Remove what killed atomic writes of the files `names` left in `folder`; returns the paths removed.
+
+    Call it only while no other process writes those files (a run directory's lock is held).
+    """
+    removed = []
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*{TEMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed

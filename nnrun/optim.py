@@ -36,7 +36,14 @@ from nnrun.nn.layers import Parameter
 
 
 class Optimizer:
-    """Base class: per-parameter state arrays created lazily, keyed by parameter name."""
+    """Base class: per-parameter state arrays created lazily, keyed by parameter name.
+
+    `state_dict()` / `load_state_dict()` save and restore that state (and any step counter named in
+    `counters`), so that training continued from a checkpoint takes exactly the steps it would have.
+    """
+
+    counters: tuple[str, ...] = ()
+    """Integer attributes that are part of the state (Adam's step count `t`)."""
 
     def __init__(self) -> None:
         self.state: dict[str, dict[str, np.ndarray]] = {}
@@ -46,6 +53,23 @@ class Optimizer:
         if slot is None:
             slot = self.state[p.name] = {name: np.zeros_like(p.value) for name in names}
         return [slot[name] for name in names]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of the state: `PARAM/SLOT` -> array for each parameter's slot, `#COUNTER` -> 0-d int64."""
+        arrays = {f"{name}/{slot}": value.copy() for name, slots in self.state.items()
+                  for slot, value in slots.items()}
+        arrays.update({f"#{counter}": np.array(getattr(self, counter), dtype=np.int64) for counter in self.counters})
+        return arrays
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore the state `state_dict` returned (arrays are copied)."""
+        self.state = {}
+        for key, value in arrays.items():
+            if key.startswith("#"):
+                setattr(self, key[1:], int(value))
+            else:
+                name, _, slot = key.rpartition("/")
+                self.state.setdefault(name, {})[slot] = np.array(value, copy=True)
 
     def step(self, params: list[Parameter], lr: float) -> None:
         """Update every parameter in place."""
@@ -102,6 +126,8 @@ class Nesterov(Optimizer):
 
 class Adam(Optimizer):
     """Adam (Kingma and Ba) with bias correction; `beta1`, `beta2`, `eps` from the config."""
+
+    counters = ("t",)
 
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
         super().__init__()

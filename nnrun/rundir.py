@@ -1,48 +1,165 @@
-"""A run directory on disk: the files one training run writes and reads back.
+"""A run directory on disk: the files one training run writes and reads back, and who owns it.
 
 A run directory holds:
 - `config.yaml`: the resolved config (overrides applied), written first;
 - `preprocess.npz`: the fitted preprocessing statistics;
 - `targets.npz`: what the outputs mean (target kind, names, fitted target statistics);
 - `metrics.jsonl`: one JSON object per epoch;
+- `checkpoint.npz`: the training state after the last saved epoch (see `nnrun.trainer.Checkpoint`),
+  from which `nnrun train --resume` continues;
 - `model.npz`: weights and buffers by name (see the README for the keys);
 - `summary.json`: final status and metrics, written last.
 Every file is written atomically (temporary name in the same folder, then rename).
+
+Ownership: a process that trains into a run directory holds its lock (`.lock`, through the
+`filelock` library: an OS file lock, released when the process dies, SIGKILL included), so two
+`nnrun train` runs or sweeps never write one directory at once. `status()` tells a finished run
+(its summary's status), one in progress (`running`: the lock is held) and one that stopped
+without a summary (`interrupted`: killed; resumable).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from nnrun.errors import UserInputError
-from nnrun.io import check_output_folder, write_json, write_npz, write_text
+from nnrun.io import check_output_folder, remove_stale_temporaries, write_json, write_npz, write_text
 
-RUN_FILES = ("config.yaml", "preprocess.npz", "targets.npz", "metrics.jsonl", "model.npz", "summary.json")
+RUN_FILES = ("config.yaml", "preprocess.npz", "targets.npz", "metrics.jsonl", "checkpoint.npz", "model.npz",
+             "summary.json")
 """The files of a run directory, in the order a run writes them."""
+LOCK_FILE = ".lock"
+"""The lock file a process holds while it trains into the run directory."""
+CLAIM_TIMEOUT = 2.0
+"""Seconds `claim` waits for a lock (a listing may hold it for a moment to see whether it is free)."""
+RUNNING = "running"
+"""Status of a run directory whose lock is held: a process is training into it now."""
+INTERRUPTED = "interrupted"
+"""Status of a run that stopped without a summary (killed) or saved one saying so: resumable."""
 
 
 class RunDir:
-    """One run's folder. `RunDir.create(path, overwrite)` refuses to reuse a folder that holds files."""
+    """One run's folder: `create` (a new run), `create_unique` (a new timestamped folder) or `open` (an
+    existing run, to resume it) claim its lock; `release()` or the end of a `with` block gives it back."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock: FileLock | None = None
+
+    # -- ownership --
 
     @classmethod
     def create(cls, path: str | Path, overwrite: bool = False) -> RunDir:
-        """Make the folder; an existing non-empty one is an error unless `overwrite` (which removes old run files)."""
+        """Make the folder and claim it; one that holds files is an error unless `overwrite` (old run files go)."""
         path = check_output_folder(path, None, overwrite, what="run directory",
-                                   hint="choose another --out or pass --overwrite")
+                                   hint="choose another --out, pass --overwrite, or continue it with --resume")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserInputError(f"cannot create run directory {path}: {e.strerror}") from None
-        for stale in RUN_FILES[1:]:
-            (path / stale).unlink(missing_ok=True)
-        return cls(path)
+        run = cls(path)
+        run.claim()
+        if not overwrite and any(p.name != LOCK_FILE for p in path.iterdir()):  # filled while we waited
+            run.release()
+            raise UserInputError(f"run directory {path} already holds files; choose another --out, "
+                                 "pass --overwrite, or continue it with --resume")
+        run.reset()
+        return run
+
+    @classmethod
+    def create_unique(cls, runs_root: str | Path, name: str) -> RunDir:
+        """A new folder `runs_root/<name>-<YYYYmmdd-HHMMSS>` (a numeric suffix when taken), claimed.
+
+        The folder is made with an exclusive `mkdir`, so two runs started in the same second never share one.
+        """
+        root = Path(runs_root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for n in range(1, 10_000):
+                path = timestamped_path(root, name, n)
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    continue
+                run = cls(path)
+                run.claim()
+                return run
+        except OSError as e:
+            raise UserInputError(f"cannot create a run directory under {root}: {e.strerror or e}") from None
+        raise UserInputError(f"cannot find a free run directory name under {root} for {name}")
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing run directory, claimed (to resume it); its stale temporary files are removed."""
+        path = Path(path)
+        if not (path / "config.yaml").is_file():
+            raise UserInputError(f"{path} is not a run directory (no config.yaml)")
+        run = cls(path)
+        run.claim()
+        run.remove_temporaries()
+        return run
+
+    def claim(self, timeout: float = CLAIM_TIMEOUT) -> None:
+        """Hold the lock, or raise `UserInputError` when another process trains into this folder."""
+        if not self.try_claim(timeout):
+            raise UserInputError(f"run directory {self.path} is in use by another nnrun process; "
+                                 "wait for it to finish or stop it first")
+
+    def try_claim(self, timeout: float = 0.0) -> bool:
+        """Hold the lock if it is free within `timeout` seconds; False when another process holds it."""
+        if self._lock is not None:
+            return True
+        lock = FileLock(self.path / LOCK_FILE)
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            return False
+        except OSError as e:
+            raise UserInputError(f"cannot lock run directory {self.path}: {e.strerror or e}") from None
+        self._lock = lock
+        return True
+
+    def release(self) -> None:
+        """Give the lock back (nothing when not held)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def is_busy(self) -> bool:
+        """Whether another process holds the lock now (a folder that cannot be locked counts as free)."""
+        if self._lock is not None or not (self.path / LOCK_FILE).exists():
+            return False
+        try:
+            if self.try_claim(0.0):
+                self.release()
+                return False
+        except UserInputError:
+            return False
+        return True
+
+    def remove_temporaries(self) -> None:
+        """Remove the temporary files a killed write left (only while the run is owned)."""
+        remove_stale_temporaries(self.path, RUN_FILES)
+
+    def reset(self) -> None:
+        """Remove every run file and temporary, for a fresh run in this folder (only while the run is owned)."""
+        for stale in RUN_FILES:
+            (self.path / stale).unlink(missing_ok=True)
+        self.remove_temporaries()
+
+    # -- writing --
 
     def write_config(self, config_yaml: str) -> Path:
         return write_text(self.path / "config.yaml", config_yaml)
@@ -56,11 +173,23 @@ class RunDir:
     def write_metrics(self, rows: list[dict[str, Any]]) -> Path:
         return write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
+    def write_checkpoint(self, arrays: dict[str, np.ndarray]) -> Path:
+        return write_npz(self.path / "checkpoint.npz", arrays)
+
     def write_model(self, state: dict[str, np.ndarray]) -> Path:
         return write_npz(self.path / "model.npz", state)
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
         return write_json(self.path / "summary.json", summary)
+
+    # -- reading --
+
+    def read_config_text(self) -> str | None:
+        """config.yaml as text, or None when it cannot be read."""
+        try:
+            return (self.path / "config.yaml").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def read_summary(self) -> dict[str, Any] | None:
         """The summary, or None when the run has not finished writing one."""
@@ -70,6 +199,17 @@ class RunDir:
             return None
         return summary if isinstance(summary, dict) else None
 
+    def read_checkpoint(self) -> dict[str, np.ndarray] | None:
+        """The arrays of checkpoint.npz, or None when there is none; an unreadable one is a `UserInputError`."""
+        path = self.path / "checkpoint.npz"
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {name: z[name] for name in z.files}
+        except (OSError, ValueError, EOFError) as e:
+            raise UserInputError(f"cannot read checkpoint {path}: {e}") from None
+
     def epochs_done(self) -> int:
         """Lines of metrics.jsonl: the epochs this run has finished so far."""
         try:
@@ -77,3 +217,24 @@ class RunDir:
                 return sum(1 for _ in f)
         except OSError:
             return 0
+
+    def status(self) -> str:
+        """The summary's status; else `running` while the lock is held, `interrupted` when it is not."""
+        summary = self.read_summary()
+        if summary is not None and summary.get("status"):
+            return str(summary["status"])
+        return RUNNING if self.is_busy() else INTERRUPTED
+
+
+def timestamped_path(root: str | Path, name: str, n: int = 1) -> Path:
+    """`root/<name>-<YYYYmmdd-HHMMSS>`, with `-n` appended for n > 1 (the default output folder of a command)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(root) / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
+
+
+def free_timestamped_path(root: str | Path, name: str) -> Path:
+    """The first `timestamped_path` under `root` that does not exist yet (not created)."""
+    n = 1
+    while (path := timestamped_path(root, name, n)).exists():
+        n += 1
+    return path

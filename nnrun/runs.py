@@ -19,43 +19,27 @@ from typing import Any
 import yaml
 from rich.table import Table
 
-from nnrun.config import parse_value
+from nnrun.config import flatten, parse_value
 from nnrun.errors import UserInputError
 from nnrun.rundir import RunDir
 from nnrun.tables import METRIC_COLUMNS, csv_cell, fmt
-
-INCOMPLETE = "incomplete"
-"""Status of a run directory without summary.json: still running, or stopped before writing it."""
 
 FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
 BUILTIN_COLUMNS = ("run", "path", "status", "started", "reason")
 
 
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{'optim': {'lr': 0.1}}` -> `{'optim.lr': 0.1}` (lists stay values)."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 @dataclass
 class RunRecord:
-    """A run directory as read from disk: flattened config (dotted keys) and summary (None while missing)."""
+    """A run directory as read from disk: flattened config (dotted keys), summary (None while missing), the
+    epochs finished so far, when it started, and its status (`RunDir.status`: the summary's, else `running`
+    while a process holds the run's lock, `interrupted` when none does: it was killed and can be resumed)."""
 
     path: Path
     config: dict[str, Any]
     summary: dict[str, Any] | None
     epochs_done: int
     started: float | None
-
-    @property
-    def status(self) -> str:
-        return (self.summary or {}).get("status", INCOMPLETE)
+    status: str
 
     def get(self, column: str) -> Any:
         """The value of `column`: a built-in (run, path, status, started, reason), a config key, or a summary key."""
@@ -93,7 +77,7 @@ def read_run(path: str | Path) -> RunRecord | None:
     except (OSError, yaml.YAMLError):
         pass
     run = RunDir(path)
-    return RunRecord(path, config, run.read_summary(), run.epochs_done(), started)
+    return RunRecord(path, config, run.read_summary(), run.epochs_done(), started, run.status())
 
 
 def list_runs(root: str | Path) -> list[RunRecord]:

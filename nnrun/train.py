@@ -1,10 +1,16 @@
-"""`nnrun train`: run one experiment into a run directory, from config to summary.
+"""`nnrun train`: run one experiment into a run directory, from config to summary; resume a stopped one.
 
-`run_experiment(cfg, run, reporter)` assembles the experiment (`nnrun.experiment`), writes the
+`train_new(cfg, ...)` validates the config and the data before the run directory exists (a bad
+input leaves nothing behind), claims the directory and calls `run_experiment`, which writes the
 resolved config, the fitted preprocessing and the target description, trains with
-`nnrun.trainer.fit` (metrics saved after every epoch), then evaluates every split and writes
-the weights and `summary.json`. A run that diverges or is interrupted saves its last good
-weights and a summary saying why, then raises `RunFailed`.
+`nnrun.trainer.fit` (metrics after every epoch, `checkpoint.npz` every `train.checkpoint_every`
+epochs), evaluates every split and writes the weights and `summary.json`.
+
+A run that diverges, is interrupted (SIGINT, SIGTERM, SIGHUP) or cannot write its files still
+saves what it has: metrics, the checkpoint of its last finished epoch, the last good weights and
+a summary saying why, and raises `RunFailed`. Saving is shielded from further signals.
+`resume_run(path)` continues such a run from its checkpoint, bit-identical to a run that was
+never stopped; a completed run continues when `train.epochs` is raised.
 """
 
 from __future__ import annotations
@@ -15,76 +21,157 @@ from typing import Any
 
 import numpy as np
 
-from nnrun.config import ExperimentConfig
-from nnrun.errors import RunFailed
-from nnrun.experiment import assemble
+from nnrun.config import ExperimentConfig, differing_keys, load_config
+from nnrun.errors import RunFailed, UserInputError
+from nnrun.experiment import Experiment, assemble
+from nnrun.io import check_output_folder
 from nnrun.rundir import RunDir
-from nnrun.trainer import Diverged, History, Reporter, SilentReporter, evaluate, fit
+from nnrun.signals import Interrupted, shielded
+from nnrun.trainer import Checkpoint, Diverged, History, Reporter, SilentReporter, evaluate, fit
+
+RESUMABLE_KEYS = ("train.epochs",)
+"""Config keys that may change when a run is resumed (more epochs for a finished run)."""
 
 
-def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Run the experiment `cfg` into `run` and return the summary (also written to summary.json).
+def train_new(cfg: ExperimentConfig, *, out: Path | None = None, runs_dir: Path = Path("runs"),
+              overwrite: bool = False, reporter: Reporter | None = None) -> dict[str, Any]:
+    """`nnrun train`: check `out`, load and prepare the data, then create the run directory and run.
 
-    Raises `UserInputError` for bad data or config, `RunFailed` (after saving state) when
-    training diverges or is interrupted.
+    The folder appears only once the config and the data are known to be good. Default folder:
+    `runs_dir/NAME-YYYYmmdd-HHMMSS`.
+    """
+    if out is not None:
+        check_output_folder(out, None, overwrite, what="run directory",
+                            hint="choose another --out, pass --overwrite, or continue it with --resume")
+    experiment = assemble(cfg)
+    run = RunDir.create(out, overwrite) if out is not None else RunDir.create_unique(runs_dir, cfg.name)
+    with run:
+        return run_experiment(cfg, run, reporter, experiment=experiment)
+
+
+def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
+               reporter: Reporter | None = None) -> dict[str, Any]:
+    """`nnrun train --resume PATH`: continue the run in `path` from its checkpoint.
+
+    `overrides` may raise `train.epochs` (to train a finished run further); any other change of the
+    saved config is refused, listing the keys that differ. A run killed before its first checkpoint
+    starts again from epoch 1 in the same folder.
+    """
+    path = Path(path)
+    if not (path / "config.yaml").is_file():
+        raise UserInputError(f"--resume {path}: not a run directory (no config.yaml in it)")
+    saved = load_config(path / "config.yaml")
+    cfg = load_config(path / "config.yaml", overrides)
+    changed = [k for k in differing_keys(saved.model_dump(mode="json"), cfg.model_dump(mode="json"))
+               if k not in RESUMABLE_KEYS]
+    if changed:
+        raise UserInputError(f"--resume {path}: only {', '.join(RESUMABLE_KEYS)} may change when resuming; "
+                             f"these keys differ from the run's config.yaml: {', '.join(changed)}")
+    with RunDir.open(path) as run:
+        arrays = run.read_checkpoint()
+        try:
+            checkpoint = Checkpoint.from_arrays(arrays) if arrays is not None else None
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserInputError(f"--resume {path}: checkpoint.npz cannot be used: {e}") from None
+        summary = run.read_summary() or {}
+        done = checkpoint.epoch if checkpoint is not None else 0
+        if cfg.train.epochs < done:
+            raise UserInputError(f"--resume {path}: train.epochs={cfg.train.epochs} is below the {done} epochs "
+                                 "already trained")
+        if summary.get("status") == "completed" and cfg.train.epochs == saved.train.epochs:
+            raise UserInputError(f"--resume {path}: the run completed all {done} epochs; raise train.epochs "
+                                 f"(--set train.epochs={done + 10}) to train it further")
+        experiment = assemble(cfg)
+        run.write_config(cfg.to_yaml())
+        (run.path / "summary.json").unlink(missing_ok=True)
+        return run_experiment(cfg, run, reporter, experiment=experiment, resume=checkpoint)
+
+
+def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None = None, *,
+                   experiment: Experiment | None = None, resume: Checkpoint | None = None) -> dict[str, Any]:
+    """Run the experiment `cfg` into `run` (already claimed) and return the summary (also in summary.json).
+
+    `experiment`: `cfg` already assembled (assembled here when None); `resume`: continue from this
+    checkpoint. Raises `UserInputError` for bad data or config, `RunFailed` (after saving state)
+    when training diverges, is interrupted or cannot write its files.
     """
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
-    run.write_config(cfg.to_yaml())
-    experiment = assemble(cfg)
+    if experiment is None:
+        experiment = assemble(cfg)
     data, loss_fn, model = experiment.data, experiment.loss, experiment.model
-    run.write_preprocess(experiment.prepared.preprocessor.statistics())
-    run.write_targets({"kind": np.array(data.target_kind), "names": np.array(data.target_names_of_kind, dtype=str),
-                       **loss_fn.state()})
+    if resume is None or not (run.path / "targets.npz").is_file():
+        run.write_config(cfg.to_yaml())
+        run.write_preprocess(experiment.prepared.preprocessor.statistics())
+        run.write_targets({"kind": np.array(data.target_kind),
+                           "names": np.array(data.target_names_of_kind, dtype=str), **loss_fn.state()})
     n_outputs = loss_fn.output_dim(data.n_targets)
     n_params = sum(p.value.size for p in model.params)
     reporter.start({"name": cfg.name, "run_dir": str(run.path), "dataset": data.name, **data.sizes(),
                     "features": data.n_features, "loss": cfg.loss.name, "targets": data.target_kind,
-                    "outputs": n_outputs, "parameters": n_params})
+                    "outputs": n_outputs, "parameters": n_params,
+                    **({"resumed after epoch": resume.epoch} if resume is not None else {})})
     history = History()
-    status, reason = "completed", None
+    saved = {"epoch": resume.epoch if resume is not None else 0}
+
+    def save_epoch(h: History) -> None:
+        with shielded():  # a signal during these writes stops the run after them
+            run.write_metrics(h.rows)
+            checkpoint = h.checkpoint
+            if checkpoint.epoch % cfg.train.checkpoint_every == 0 or checkpoint.stopped_early:
+                run.write_checkpoint(checkpoint.to_arrays())
+                saved["epoch"] = checkpoint.epoch
+
+    status, reason, final = "completed", None, None
+    stage = "training"
     try:
         # Overflow on the way to a NaN loss is reported as a failed run, not as NumPy warnings.
         with np.errstate(over="ignore", invalid="ignore"):
-            fit(model, loss_fn, data, experiment.setup, reporter, history, lambda h: run.write_metrics(h.rows))
+            fit(model, loss_fn, data, experiment.setup, reporter, history, save_epoch, resume=resume)
+        stage = "the final evaluation"
+        batch = cfg.train.eval_batch_size
+        final = {split: evaluate(model, loss_fn, X, y, batch, detail=True)
+                 for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
+                                     ("test", data.X_test, data.y_test))}
     except Diverged as e:
         status, reason = "failed", str(e)
+    except Interrupted as e:
+        status, reason = "interrupted", f"interrupted by {e.signal_name} during {stage}"
     except KeyboardInterrupt:
-        status, reason = "interrupted", "interrupted by the user"
+        status, reason = "interrupted", f"interrupted during {stage}"
+    with shielded():
+        return _finish(cfg, run, experiment, history, final, status, reason, saved["epoch"], n_params, started,
+                       reporter)
+
+
+def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history: History,
+            final: dict[str, dict[str, float]] | None, status: str, reason: str | None, saved_epoch: int,
+            n_params: int, started: float, reporter: Reporter) -> dict[str, Any]:
+    """Write what the run has (metrics, last checkpoint, weights, summary); raise `RunFailed` unless completed."""
+    data, model = experiment.data, experiment.model
     run.write_metrics(history.rows)
+    checkpoint = history.checkpoint
+    if checkpoint is not None and checkpoint.epoch > saved_epoch:
+        run.write_checkpoint(checkpoint.to_arrays())
     summary: dict[str, Any] = {"status": status, "name": cfg.name, "seed": cfg.seed, "dataset": data.name,
                                "epochs": len(history.rows), **{f"n_{k}": v for k, v in data.sizes().items()},
                                "parameters": n_params, "best_epoch": history.best_epoch,
                                "stopped_early": history.stopped_early,
                                "restored_best": history.restored_best}
     if status != "completed":
-        model.load_state_dict(history.last_good)
-        run.write_model(history.last_good)
-        summary.update({"reason": reason, "seconds": time.perf_counter() - started})
+        weights = model.state_dict() if final is None and history.restored_best else history.last_good
+        run.write_model(weights)
+        summary.update({"reason": reason, "checkpoint_epoch": checkpoint.epoch if checkpoint is not None else 0,
+                        "seconds": time.perf_counter() - started})
         run.write_summary(summary)
-        raise RunFailed(f"{reason}; status {status}. Last good weights and metrics saved in {run.path}")
+        raise RunFailed(f"{reason}; status {status}. State saved in {run.path} (last checkpoint after epoch "
+                        f"{summary['checkpoint_epoch']}); continue with: nnrun train --resume {run.path}")
     run.write_model(model.state_dict())
-    batch = cfg.train.eval_batch_size
-    final = {split: evaluate(model, loss_fn, X, y, batch, detail=True)
-             for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
-                                 ("test", data.X_test, data.y_test))}
     for split, values in final.items():
         summary.update({f"{split}_{k}": v for k, v in values.items()})
-    seconds = time.perf_counter() - started
     train_seconds = sum(r["seconds"] for r in history.rows)
-    summary.update({"seconds": seconds, "seconds_per_epoch": train_seconds / max(len(history.rows), 1),
-                    "run_dir": str(run.path)})
+    summary.update({"seconds": time.perf_counter() - started,
+                    "seconds_per_epoch": train_seconds / max(len(history.rows), 1), "run_dir": str(run.path)})
     run.write_summary(summary)
     reporter.end(summary)
     return summary
-
-
-def default_run_path(runs_root: Path, name: str) -> Path:
-    """`runs_root/<name>-<YYYYmmdd-HHMMSS>`, with a numeric suffix if that exists."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = runs_root / f"{name}-{stamp}"
-    n = 1
-    while path.exists():
-        n += 1
-        path = runs_root / f"{name}-{stamp}-{n}"
-    return path

@@ -1,4 +1,4 @@
-"""The training loop: epochs of shuffled minibatches, per-epoch evaluation, early stopping.
+"""The training loop: epochs of shuffled minibatches, per-epoch evaluation, early stopping, checkpoints.
 
 `fit(model, loss_fn, data, setup, reporter, history)` trains a built model on a prepared
 dataset. Each epoch visits the training split in minibatches drawn from a fresh permutation
@@ -7,10 +7,15 @@ epoch's batches (what the optimizer saw), `train_accuracy` and the other train m
 from an evaluation-mode pass over a fixed seeded subset of `eval_train_size` examples, and val
 metrics from the whole validation split. Random streams (all derived from `TrainSetup.seed`):
 `shuffle` (batch order), `dropout` (masks), `eval_subset` (the train-metrics subset).
+
+After every epoch the loop records a `Checkpoint` (weights and BatchNorm buffers, optimizer
+state, random-stream states, history) in `history.checkpoint`; `fit(..., resume=checkpoint)`
+continues from one and takes exactly the steps the uninterrupted run would have taken.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -24,7 +29,12 @@ from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
 from nnrun.nn.regularizers import Regularizer
 from nnrun.optim import Optimizer, Schedule
-from nnrun.rng import stream
+from nnrun.rng import generator_state, set_generator_state, stream
+
+STREAMS = ("shuffle", "dropout", "eval_subset")
+"""The loop's random streams, each derived from the seed by name."""
+CHECKPOINT_VERSION = 1
+"""Layout version of `Checkpoint.to_arrays`; a newer one is refused with a message."""
 
 
 class Reporter(Protocol):
@@ -88,12 +98,63 @@ class TrainSetup:
 
 
 @dataclass
+class Checkpoint:
+    """The training state after `epoch` epochs, enough to continue exactly as if never stopped.
+
+    `weights`: the model's parameters and buffers by name; `optimizer`: `Optimizer.state_dict()`;
+    `rng_states`: each stream's generator state; `rows`, `best_epoch`, `best_score`, `best`
+    (the best epoch's weights) and `stopped_early`: the history so far.
+    """
+
+    epoch: int
+    weights: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]
+    rng_states: dict[str, dict]
+    rows: list[dict[str, Any]]
+    best_epoch: int | None
+    best_score: tuple[float, ...] | None
+    best: dict[str, np.ndarray] | None
+    stopped_early: bool
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The `checkpoint.npz` layout: `model.NAME`, `best.NAME`, `optim.KEY` arrays and `state`, a JSON string
+        of the version, epoch, rows, best epoch and score, stopped_early and the stream states."""
+        state = {"version": CHECKPOINT_VERSION, "epoch": self.epoch, "rows": self.rows, "best_epoch": self.best_epoch,
+                 "best_score": list(self.best_score) if self.best_score is not None else None,
+                 "stopped_early": self.stopped_early, "rng_states": self.rng_states}
+        arrays = {"state": np.array(json.dumps(state))}
+        arrays.update({f"model.{k}": v for k, v in self.weights.items()})
+        arrays.update({f"best.{k}": v for k, v in (self.best or {}).items()})
+        arrays.update({f"optim.{k}": v for k, v in self.optimizer.items()})
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Checkpoint:
+        """The checkpoint `to_arrays` wrote; a `ValueError` names what is missing or too new."""
+        if "state" not in arrays:
+            raise ValueError("no 'state' entry")
+        state = json.loads(str(arrays["state"]))
+        if state.get("version", 0) > CHECKPOINT_VERSION:
+            raise ValueError(f"layout version {state['version']} is newer than this nnrun reads "
+                             f"({CHECKPOINT_VERSION}); upgrade nnrun")
+
+        def part(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        score = state["best_score"]
+        return cls(epoch=int(state["epoch"]), weights=part("model."), optimizer=part("optim."),
+                   rng_states=state["rng_states"], rows=state["rows"], best_epoch=state["best_epoch"],
+                   best_score=tuple(score) if score is not None else None, best=part("best.") or None,
+                   stopped_early=bool(state["stopped_early"]))
+
+
+@dataclass
 class History:
     """Per-epoch metric rows, the last good weights, and the best epoch on validation.
 
     `best_epoch` (1-based) has the best `validation_score` so far and `best` its weights;
     `stopped_early` says whether patience ran out, `restored_best` whether the model was reset
-    to the best weights at the end.
+    to the best weights at the end; `checkpoint` is the state after the last finished epoch.
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -103,6 +164,7 @@ class History:
     best_score: tuple[float, ...] | None = None
     stopped_early: bool = False
     restored_best: bool = False
+    checkpoint: Checkpoint | None = None
 
 
 def validation_score(row: dict[str, Any], loss_fn: Loss) -> tuple[float, ...]:
@@ -127,7 +189,7 @@ def evaluate(model: MLP, loss_fn: Loss, X: np.ndarray, y: np.ndarray, batch_size
 
 
 def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: Reporter, history: History,
-        on_epoch_end: Callable[[History], None] | None = None) -> History:
+        on_epoch_end: Callable[[History], None] | None = None, *, resume: Checkpoint | None = None) -> History:
     """Train `model` on `data` as `setup` says; rows and the last good weights accumulate in `history`.
 
     Each step: forward (train mode: batch statistics, dropout masks from the `dropout` stream),
@@ -135,22 +197,30 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
     scheduled learning rate, then the max-norm projection. After each epoch the validation
     score is compared with the best so far; with `patience` the loop stops after that many
     epochs without improvement, and with `restore_best` the model ends with the best weights.
-    `on_epoch_end(history)` runs after each epoch (the run directory saves metrics there).
+    `on_epoch_end(history)` runs after each epoch, `history.checkpoint` then holding its state
+    (the run directory saves metrics and checkpoints there). With `resume` the model, the
+    optimizer, the streams and the history start from that checkpoint, at its epoch + 1.
 
     Raises `Diverged` when a batch loss is not finite; `history` then holds the last good state.
     """
     optimizer, regularizer, settings = setup.optimizer, setup.regularizer, setup.settings
     project = regularizer.has_max_norm
-    model.set_dropout_rng(stream(setup.seed, "dropout"))
-    shuffle_rng = stream(setup.seed, "shuffle")
+    rngs = {name: stream(setup.seed, name) for name in STREAMS}
+    model.set_dropout_rng(rngs["dropout"])
+    shuffle_rng = rngs["shuffle"]
     n_train = len(data.X_train)
     n_eval = min(settings.eval_train_size, n_train)
-    eval_idx = np.sort(stream(setup.seed, "eval_subset").choice(n_train, n_eval, replace=False))
+    eval_idx = np.sort(rngs["eval_subset"].choice(n_train, n_eval, replace=False))
     X_eval, y_eval = data.X_train[eval_idx], data.y_train[eval_idx]
     batch = settings.batch_size
     n_batches = math.ceil(n_train / batch)
+    first_epoch = 1
+    if resume is not None:
+        first_epoch = _restore(resume, model, optimizer, rngs, history) + 1
     history.last_good = model.snapshot()
-    for epoch in range(1, settings.epochs + 1):
+    if history.stopped_early:
+        first_epoch = settings.epochs + 1  # patience ran out before: nothing more to train
+    for epoch in range(first_epoch, settings.epochs + 1):
         start = time.perf_counter()
         lr = setup.schedule(epoch - 1, settings.epochs)
         reporter.epoch_start(epoch, n_batches)
@@ -184,14 +254,35 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
         score = validation_score(row, loss_fn)
         if history.best_score is None or score > history.best_score:
             history.best_score, history.best_epoch, history.best = score, epoch, history.last_good
+        patience = settings.patience
+        stop = patience is not None and epoch - history.best_epoch >= patience and epoch < settings.epochs
+        history.stopped_early = stop
+        history.checkpoint = Checkpoint(
+            epoch=epoch, weights=history.last_good, optimizer=optimizer.state_dict(),
+            rng_states={name: generator_state(rng) for name, rng in rngs.items()}, rows=list(history.rows),
+            best_epoch=history.best_epoch, best_score=history.best_score, best=history.best, stopped_early=stop)
         if on_epoch_end is not None:
             on_epoch_end(history)
         reporter.epoch_end(row)
-        patience = settings.patience
-        if patience is not None and epoch - history.best_epoch >= patience and epoch < settings.epochs:
-            history.stopped_early = True
+        if stop:
             break
     if settings.restore_best and history.best is not None:
         model.load_state_dict(history.best)
         history.restored_best = True
     return history
+
+
+def _restore(checkpoint: Checkpoint, model: MLP, optimizer: Optimizer, rngs: dict[str, np.random.Generator],
+             history: History) -> int:
+    """Put the model, optimizer, streams and history into the state of `checkpoint`; returns its epoch."""
+    model.load_state_dict(checkpoint.weights)
+    optimizer.load_state_dict(checkpoint.optimizer)
+    for name, state in checkpoint.rng_states.items():
+        if name in rngs:
+            set_generator_state(rngs[name], state)
+    history.rows = list(checkpoint.rows)
+    history.best_epoch, history.best_score = checkpoint.best_epoch, checkpoint.best_score
+    history.best = checkpoint.best
+    history.stopped_early = checkpoint.stopped_early
+    history.checkpoint = checkpoint
+    return checkpoint.epoch

@@ -2,19 +2,31 @@
 
 `open_executor` gives a `concurrent.futures` executor (spawned local processes, or a Dask
 cluster's); `thread_budget` splits the cores between jobs so that jobs x BLAS threads never
-exceeds them. A local worker's Ctrl-C interrupts only the run in progress (`active_run`), never
-an idle worker. Sweeps and compare-inits share this module.
+exceeds them. Sweeps and compare-inits share this module.
+
+Local workers stop the way the main process does: SIGINT, SIGTERM or SIGHUP interrupt the run in
+progress (`active_run`), which saves its state; an idle worker ignores them while its sweep lives
+(the sweep shuts the pool down once its runs have saved). A worker whose parent dies
+(SIGKILL included) gets SIGTERM (Linux `PR_SET_PDEATHSIG`, and a watchdog thread elsewhere), so
+no worker outlives its sweep or keeps its caller's stdout open. `stop_workers` forwards a stop
+signal the parent received to its workers.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+from nnrun import signals
 from nnrun.errors import UserInputError
 
 EXECUTORS = ("local", "dask")
@@ -22,32 +34,75 @@ EXECUTORS = ("local", "dask")
 DASK_INSTALL_HINT = "install the Dask extra: pip install 'nnrun[dask]' (or pip install 'dask[distributed]')"
 
 _IN_RUN = False
-"""True while a worker process is inside a run; its SIGINT handler interrupts only then."""
+"""True while a worker process is inside a run; its stop signals interrupt only then."""
+_PARENT: int | None = None
+"""The process that started this worker (set by `init_local_worker`)."""
+PARENT_POLL_SECONDS = 1.0
+"""How often a worker's watchdog checks that its parent is alive."""
+_PR_SET_PDEATHSIG = 1
 
 
-def _sigint_in_run(signum: int, frame: Any) -> None:
+def _worker_signal(signum: int, frame: Any) -> None:
     if _IN_RUN:
-        raise KeyboardInterrupt
+        signals.handle(signum, frame)
+    elif _PARENT is not None and os.getppid() != _PARENT:
+        os._exit(128 + signum)  # an idle worker of a sweep that is gone
+    # an idle worker of a live sweep stays: the sweep shuts its pool down when its runs have saved
 
 
-def init_local_worker() -> None:
-    """Pool worker start-up: Ctrl-C interrupts the run in progress (saved as interrupted), never an idle worker.
+def _die_with_parent(parent: int) -> None:
+    """Ask for SIGTERM when `parent` dies: the kernel's parent-death signal on Linux, and a watchdog thread."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name and hasattr(signal, "SIGTERM"):
+        try:
+            ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
 
-    A worker of a sweep that ignores SIGINT (started in the background, nohup) keeps ignoring it.
-    """
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _sigint_in_run)
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="nnrun-parent-watchdog", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the kernel could be asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def init_local_worker(parent: int) -> None:
+    """Pool worker start-up: stop signals interrupt the run in progress (saved as interrupted), leave an idle
+    worker alone while `parent` (the sweep) lives, and end the worker when it has died. A signal the parent
+    ignores (started with nohup) stays ignored."""
+    global _PARENT
+    _PARENT = parent
+    signals.reset(quiet=True)
+    for s in signals.STOP_SIGNALS:
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, _worker_signal)
+    _die_with_parent(parent)
 
 
 @contextmanager
 def active_run() -> Iterator[None]:
-    """Mark this worker as inside a run while the block executes (Ctrl-C then interrupts it)."""
+    """Mark this worker as inside a run while the block executes (a stop signal then interrupts it)."""
     global _IN_RUN
+    signals.reset(quiet=True)
     _IN_RUN = True
     try:
         yield
     finally:
         _IN_RUN = False
+
+
+def stop_workers(signal_name: str) -> None:
+    """Send `signal_name` (SIGINT, SIGTERM, SIGHUP) to this process's local worker processes, so that their
+    runs save their state; a worker that is gone already is skipped."""
+    signum = getattr(signal, signal_name, signal.SIGTERM)
+    for child in multiprocessing.active_children():
+        try:
+            os.kill(child.pid, signum)
+        except (ProcessLookupError, TypeError):
+            pass
 
 
 def available_cores() -> int:
@@ -106,10 +161,8 @@ def import_distributed() -> Any:
 def open_executor(kind: str, jobs: int, scheduler: str | None) -> Iterator[Executor]:
     """A `concurrent.futures` executor: local spawn processes, or a Dask cluster's (existing or local)."""
     if kind == "local":
-        import multiprocessing
-
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=init_local_worker)
+                                   initializer=init_local_worker, initargs=(os.getpid(),))
         try:
             yield pool
         finally:

@@ -8,11 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from nnrun.cli import app
-from nnrun.config import parse_value, split_top_level, validate_config
+from nnrun.config import flatten, parse_value, split_top_level, validate_config
 from nnrun.errors import UserInputError
 from nnrun.rundir import RunDir
 from nnrun.runs import (
-    flatten,
     list_runs,
     parse_filter,
     select_runs,
@@ -66,7 +65,7 @@ def test_list_runs_reads_config_and_summary(runs_dir):
     assert set(records) == {"a-001", "b-002", "c-003", "d-004"}
     assert records["b-002"].get("optim.lr") == 0.01 and records["b-002"].get("val_accuracy") == 0.93
     assert records["c-003"].status == "failed" and "nan" in records["c-003"].get("reason")
-    assert records["d-004"].status == "incomplete" and records["d-004"].get("epochs") == 2
+    assert records["d-004"].status == "interrupted" and records["d-004"].get("epochs") == 2
     assert varying_keys(list(records.values())) == ["regularization.l2", "optim.lr"]
     assert [r.path.name for r in list_runs(runs_dir / "b-002")] == ["b-002"]   # one run directory
     with pytest.raises(UserInputError, match="does not exist"):
@@ -108,7 +107,7 @@ def test_cli_csv_parses_with_the_csv_module(runs_dir):
     assert [r["run"] for r in rows] == ["b-002", "a-001", "c-003", "d-004"]
     assert float(rows[0]["optim.lr"]) == 0.01 and float(rows[0]["val_accuracy"]) == 0.93
     assert rows[2]["status"] == "failed" and rows[2]["reason"] == "loss became nan in epoch 1"
-    assert rows[3]["status"] == "incomplete" and rows[3]["val_accuracy"] == "" and rows[3]["epochs"] == "2"
+    assert rows[3]["status"] == "interrupted" and rows[3]["val_accuracy"] == "" and rows[3]["epochs"] == "2"
     chosen = invoke("runs", runs_dir, "--format", "csv", "--columns", "run,optim.lr", "--columns", "model.hidden",
                     "--sort", "run")
     assert chosen.exit_code == 0, chosen.output
@@ -128,7 +127,7 @@ def test_cli_json_is_one_object(runs_dir):
 def test_cli_table_goes_to_stderr_and_errors_exit_2(runs_dir, tmp_path):
     result = invoke("runs", runs_dir)
     assert result.exit_code == 0 and result.stdout == ""
-    assert "b-002" in result.stderr and "incomplete" in result.stderr
+    assert "b-002" in result.stderr and "interrupted" in result.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     assert invoke("runs", empty, "--format", "json").exit_code == 0

@@ -5,6 +5,12 @@ capped so that jobs x threads <= cores; `dask` runs them as tasks on a Dask dist
 (an existing scheduler, or a `LocalCluster` on 127.0.0.1). Workers receive the resolved config
 as a plain dict and validate it again (`run_point`). A run that fails (divergence, bad data) is
 recorded with its reason and does not stop the others.
+
+Claims: before a point runs, the sweep takes its run directory's lock (`RunDir.try_claim`) and
+holds it until the run ends, so any number of sweeps and `nnrun train` runs over one runs-dir
+train each point once: a point another process holds is waited for, and skipped when that
+process completes it. A point with a checkpoint (an interrupted run) is resumed, not restarted.
+A stop signal to the sweep is forwarded to its local workers, whose runs save their state.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import numpy as np
 from nnrun.config import validate_config
 from nnrun.errors import RunFailed, UserInputError
 from nnrun.rundir import RunDir
+from nnrun.signals import Interrupted
 from nnrun.sweep.plan import SweepPlan, SweepPoint, completed_summary
+from nnrun.trainer import Checkpoint
 from nnrun.workers import (
     EXECUTORS,
     active_run,
@@ -30,8 +38,12 @@ from nnrun.workers import (
     dask_worker_threads,
     import_distributed,
     open_executor,
+    stop_workers,
     thread_budget,
 )
+
+WAIT_SECONDS = 0.5
+"""How often the sweep looks at finished runs and at points other processes hold."""
 
 
 class SweepProgress(Protocol):
@@ -47,13 +59,14 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
     """Run one sweep point in this process; never raises for a failed run.
 
     `payload`: `config` (resolved config, a plain dict, validated again here), `run_dir` (absolute
-    path), `blas_threads` (cap on BLAS threads, None: this worker's cores / its task threads).
-    Returns `{"status", "reason", "summary", "blas_threads"}`; status is `completed`, `failed` or
-    `interrupted`, and every outcome also leaves a `summary.json` in the run directory.
+    path; the sweep holds its lock), `blas_threads` (cap on BLAS threads, None: this worker's cores /
+    its task threads). A run directory with a checkpoint of this config is resumed; anything else
+    in it is cleared first. Returns `{"status", "reason", "summary", "blas_threads"}`; status is
+    `completed`, `failed` or `interrupted`, and every outcome also leaves a `summary.json`.
     """
     from threadpoolctl import threadpool_limits
 
-    from nnrun.train import SilentReporter, run_experiment
+    from nnrun.train import run_experiment
 
     threads = payload.get("blas_threads") or dask_worker_threads()
     result: dict[str, Any] = {"status": "failed", "reason": None, "summary": None}
@@ -63,16 +76,23 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
         result["blas_threads"] = blas_threads_in_use()
         try:
             with active_run():
-                run = RunDir.create(payload["run_dir"], overwrite=True)
+                run.path.mkdir(parents=True, exist_ok=True)
                 cfg = validate_config(payload["config"], source=str(run.path / "config.yaml"))
-                result["summary"] = run_experiment(cfg, run, SilentReporter())
+                checkpoint = _resumable(run, payload["config"])
+                if checkpoint is None:
+                    run.reset()
+                else:
+                    run.remove_temporaries()
+                    (run.path / "summary.json").unlink(missing_ok=True)
+                result["summary"] = run_experiment(cfg, run, resume=checkpoint)
                 result["status"] = "completed"
         except RunFailed as e:
             summary = run.read_summary() or {}
             result.update(status=summary.get("status", "failed"), reason=summary.get("reason") or str(e),
                           summary=summary)
-        except KeyboardInterrupt:
-            result.update(status="interrupted", reason="interrupted by the user")
+        except KeyboardInterrupt as e:
+            name = e.signal_name if isinstance(e, Interrupted) else "SIGINT"
+            result.update(status="interrupted", reason=f"interrupted by {name}")
         except UserInputError as e:
             result["reason"] = str(e)
         except Exception as e:  # a run must not take the sweep down: record the error as its reason
@@ -80,6 +100,20 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
     if result["status"] != "completed" and result["summary"] is None:
         result["summary"] = _write_failure(run, payload["config"], result["status"], result["reason"])
     return result
+
+
+def _resumable(run: RunDir, config: dict[str, Any]) -> Checkpoint | None:
+    """The checkpoint of an earlier, unfinished run of exactly `config` in `run`, or None."""
+    import yaml
+
+    text = run.read_config_text()
+    try:
+        if text is None or yaml.safe_load(text) != config:
+            return None
+        arrays = run.read_checkpoint()
+        return Checkpoint.from_arrays(arrays) if arrays is not None else None
+    except (yaml.YAMLError, UserInputError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _write_failure(run: RunDir, config: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
@@ -167,35 +201,58 @@ def run_sweep(plan: SweepPlan, *, jobs: int = 1, threads: int | None = None, exe
 def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: SweepOutcome,
              progress: SweepProgress | None, *, jobs: int, per_run: int | None, executor: str,
              scheduler: str | None) -> None:
-    """Submit `todo` to the executor and fill `results` as runs finish.
+    """Claim and submit `todo` to the executor and fill `results` as runs finish.
 
-    Local pools get one run per free worker at a time, so that Ctrl-C leaves nothing queued
-    behind the runs in progress; a Dask cluster gets every run at once and schedules them itself.
+    Local pools get one run per free worker at a time, so that a stop leaves nothing queued behind
+    the runs in progress; a Dask cluster gets every claimable run at once and schedules them itself.
+    Points whose lock another process holds wait until it is released: done by then (skipped) or
+    not (run here, resuming what the other process saved).
     """
     if not todo:
         return
     workers = min(jobs, len(todo))
     in_flight = workers if executor == "local" else len(todo)
     queue = list(reversed(todo))
+    claims: dict[int, RunDir] = {}
     with open_executor(executor, workers, scheduler) as pool:
         futures: dict[Future, SweepPoint] = {}
-
         pending: set[Future] = set()
         try:
             while queue or pending:
+                held_elsewhere: list[SweepPoint] = []
                 while queue and len(pending) < in_flight:
                     point = queue.pop()
+                    run = RunDir(point.run_dir)
+                    run.path.mkdir(parents=True, exist_ok=True)
+                    if not run.try_claim():
+                        held_elsewhere.append(point)
+                        continue
+                    summary = completed_summary(point)
+                    if summary is not None:  # another process completed it while this sweep waited
+                        run.release()
+                        results[point.index] = RunResult(point, "completed", skipped=True, summary=summary)
+                        continue
+                    claims[point.index] = run
                     payload = {"config": point.config, "run_dir": str(point.run_dir), "blas_threads": per_run}
                     fut = pool.submit(run_point, payload)
                     futures[fut] = point
                     pending.add(fut)
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                queue.extend(reversed(held_elsewhere))
+                if pending:
+                    done, pending = wait(pending, timeout=WAIT_SECONDS, return_when=FIRST_COMPLETED)
+                else:
+                    done = set()
+                    time.sleep(WAIT_SECONDS)  # only points other processes hold are left
                 for fut in done:
-                    results[futures[fut].index] = _result_of(futures[fut], fut)
+                    point = futures[fut]
+                    results[point.index] = _result_of(point, fut)
+                    claims.pop(point.index).release()
                 if progress:
                     progress.update(results, [futures[f] for f in pending] + queue[::-1])
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             outcome.interrupted = True
+            if executor == "local":
+                stop_workers(e.signal_name if isinstance(e, Interrupted) else "SIGINT")
             for fut in pending:
                 fut.cancel()
             for fut in pending:
@@ -204,6 +261,9 @@ def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: Swe
             for point in todo:
                 if point.index not in results:
                     results[point.index] = RunResult(point, "cancelled", reason="the sweep was interrupted first")
+        finally:
+            for run in claims.values():
+                run.release()
 
 
 def _result_of(point: SweepPoint, fut: Future) -> RunResult:

@@ -1,5 +1,8 @@
 """A sweep's plan: every point's resolved, validated config and the run directory it goes to.
 
+Planning also loads the data of each distinct data section once: a missing data root or a bad
+data file stops the sweep before any run directory exists.
+
 A point runs in `RUNS_DIR/<name>-<hash12>`, where `hash12` is the first 12 hex digits of the
 SHA-256 of its resolved config as canonical JSON (`config_hash`): the same config always lands
 in the same folder, so a point whose folder holds a completed `summary.json` is skipped and
@@ -17,6 +20,7 @@ from typing import Any
 
 from nnrun.config import ExperimentConfig, apply_override, read_yaml_mapping, set_dotted, validate_config
 from nnrun.errors import UserInputError
+from nnrun.experiment import load_data, select_targets
 from nnrun.rundir import RunDir
 from nnrun.sweep.space import expand_points, parse_grid, parse_space
 from nnrun.tables import fmt
@@ -107,7 +111,21 @@ def plan_sweep(config: str | Path | None, *, overrides: list[str] | tuple[str, .
         tail = [f"... and {more} more invalid points"] if more else []
         raise UserInputError(f"{len(errors)} of {len(params_list)} sweep points are invalid; nothing was run.\n"
                              + "\n".join(shown + tail))
+    check_data(points)
     return SweepPlan(base, [*grid_values, *distributions], points, runs_root, sweep_seed, duplicates)
+
+
+def check_data(points: list[SweepPoint]) -> None:
+    """Load the data of each distinct data section (and loss target kind) once, so that a missing data root or
+    a bad data file is one `UserInputError` before any run directory exists."""
+    seen: set[str] = set()
+    for point in points:
+        key = json.dumps([point.config["data"], point.config["loss"]["name"], point.config["loss"]["bins"]],
+                         sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            cfg = validate_config(point.config, source=f"sweep point {point.index + 1}")
+            select_targets(load_data(cfg), cfg.loss)
 
 
 def completed_summary(point: SweepPoint) -> dict[str, Any] | None:

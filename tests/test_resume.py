@@ -1,0 +1,251 @@
+"""Never lose a run: checkpoints, `nnrun train --resume`, stop signals, locks, no litter.
+
+Bit-identity is checked the strict way: the resumed run's metrics.jsonl (without timings), every
+array of model.npz and the summary's metrics equal an uninterrupted run's, byte for byte.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nnrun.cli import app
+from nnrun.config import load_config
+from nnrun.errors import RunFailed, UserInputError
+from nnrun.rundir import RunDir
+from nnrun.signals import Interrupted
+from nnrun.train import resume_run, run_experiment
+from nnrun.trainer import Checkpoint, SilentReporter
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = {"seconds", "seconds_per_epoch", "run_dir"}
+CASES = {
+    "momentum_l2": ["optim.name=momentum", "regularization.l2=0.001", "train.epochs=6"],
+    "adam_cosine": ["optim.name=adam", "optim.lr=0.003", "optim.schedule=cosine", "train.epochs=6"],
+    "bn_dropout": ["model.batchnorm=true", "model.dropout=0.6", "optim.schedule=step", "optim.step_epochs=2",
+                   "train.epochs=6"],
+}
+BASE = ["model.hidden=[32, 16]", "train.batch_size=64", "train.eval_train_size=300"]
+
+
+class StopAfter(SilentReporter):
+    """Raises `Interrupted` when epoch `epoch` ends, as a SIGTERM arriving then would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_end(self, row):
+        if row["epoch"] == self.epoch:
+            raise Interrupted("SIGTERM")
+
+
+def same_run(a: Path, b: Path) -> None:
+    """Assert two run directories hold the same results (timings aside)."""
+    rows = [[{k: v for k, v in json.loads(line).items() if k not in TIMING}
+             for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (a, b)]
+    assert rows[0] == rows[1]
+    with np.load(a / "model.npz") as za, np.load(b / "model.npz") as zb:
+        assert sorted(za.files) == sorted(zb.files)
+        for key in za.files:
+            assert za[key].tobytes() == zb[key].tobytes(), key
+    summaries = [{k: v for k, v in json.loads((d / "summary.json").read_text()).items() if k not in TIMING}
+                 for d in (a, b)]
+    assert summaries[0] == summaries[1]
+
+
+def train(cfg, path: Path, reporter=None) -> dict:
+    with RunDir.create(path) as run:
+        return run_experiment(cfg, run, reporter)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("stop_after", [2, 4])
+def test_interrupted_then_resumed_equals_uninterrupted(case, stop_after, tmp_path):
+    cfg = load_config(None, [*BASE, *CASES[case]])
+    train(cfg, tmp_path / "straight")
+    with pytest.raises(RunFailed, match="--resume"):
+        train(cfg, tmp_path / "stopped", StopAfter(stop_after))
+    summary = json.loads((tmp_path / "stopped" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["checkpoint_epoch"] == stop_after
+    assert "SIGTERM" in summary["reason"]
+    resume_run(tmp_path / "stopped")
+    same_run(tmp_path / "straight", tmp_path / "stopped")
+
+
+def test_checkpoint_every_k_epochs_still_saves_the_last_epoch_on_a_stop(tmp_path):
+    cfg = load_config(None, [*BASE, *CASES["momentum_l2"], "train.checkpoint_every=4"])
+    train(cfg, tmp_path / "straight")
+    with pytest.raises(RunFailed):
+        train(cfg, tmp_path / "stopped", StopAfter(3))
+    with np.load(tmp_path / "stopped" / "checkpoint.npz") as z:
+        assert Checkpoint.from_arrays(dict(z)).epoch == 3  # not 0: the stop saved epoch 3's state
+    resume_run(tmp_path / "stopped")
+    same_run(tmp_path / "straight", tmp_path / "stopped")
+
+
+def test_a_completed_run_trains_further_with_more_epochs_and_nothing_else_may_change(tmp_path):
+    straight = load_config(None, [*BASE, *CASES["momentum_l2"]])
+    train(straight, tmp_path / "straight")
+    short = load_config(None, [*BASE, *CASES["momentum_l2"], "train.epochs=3"])
+    train(short, tmp_path / "short")
+    with pytest.raises(UserInputError, match="completed all 3 epochs"):
+        resume_run(tmp_path / "short")
+    with pytest.raises(UserInputError, match=r"optim.lr, regularization.l2"):
+        resume_run(tmp_path / "short", ["train.epochs=6", "optim.lr=0.5", "regularization.l2=0.1"])
+    resume_run(tmp_path / "short", ["train.epochs=6"])
+    same_run(tmp_path / "straight", tmp_path / "short")
+
+
+def test_a_diverged_run_saves_its_last_good_epoch(tmp_path):
+    cfg = load_config(None, [*BASE, "optim.name=sgd", "optim.lr=1e6", "train.epochs=4"])
+    with pytest.raises(RunFailed, match="--resume"):
+        train(cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and (tmp_path / "run" / "model.npz").is_file()
+
+
+def test_resume_refuses_what_it_cannot_use(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path)])
+    assert result.exit_code == 2 and "not a run directory" in result.output
+    result = CliRunner().invoke(app, ["train", "configs/quickstart.yaml", "--resume", str(tmp_path)])
+    assert result.exit_code == 2 and "not both" in result.output
+    cfg = load_config(None, [*BASE, "train.epochs=2"])
+    with pytest.raises(RunFailed):
+        train(cfg, tmp_path / "run", StopAfter(1))
+    np.savez(tmp_path / "run" / "checkpoint.npz", state=np.array(json.dumps({"version": 99})))
+    result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "newer than this nnrun reads" in result.output
+
+
+def test_a_run_in_use_is_not_entered_twice(tmp_path):
+    cfg = load_config(None, [*BASE, "train.epochs=1"])
+    with RunDir.create(tmp_path / "run"):
+        code = ("import sys; from nnrun.rundir import RunDir\n"
+                "try:\n    RunDir.open(sys.argv[1])\nexcept Exception as e:\n    print(e)")
+        (tmp_path / "run" / "config.yaml").write_text(cfg.to_yaml())
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                             cwd=ROOT)
+        assert "in use by another nnrun process" in out.stdout
+        assert RunDir(tmp_path / "run").is_busy() and RunDir(tmp_path / "run").status() == "running"
+    assert not RunDir(tmp_path / "run").is_busy() and RunDir(tmp_path / "run").status() == "interrupted"
+
+
+# ---- signals, as a user or a scheduler sends them ------------------------------------------------
+
+def nnrun(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nnrun", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+SLOW = ["configs/quickstart.yaml", "--set", "model.hidden=[512, 512]", "--set", "train.batch_size=8",
+        "--set", "train.epochs=40", "--quiet"]
+
+
+def test_sigterm_mid_epoch_saves_state_and_resume_finishes_it(tmp_path):
+    run = tmp_path / "run"
+    proc = nnrun("train", *SLOW, "--out", str(run))
+    wait_for(lambda: (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n") >= 1)
+    time.sleep(0.1)  # somewhere in the next epoch
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "nnrun train --resume" in err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "SIGTERM" in summary["reason"]
+    with np.load(run / "checkpoint.npz") as z:
+        assert Checkpoint.from_arrays(dict(z)).epoch == summary["checkpoint_epoch"] >= 1
+    assert not list(run.glob(".*.tmp"))
+    done = subprocess.run([sys.executable, "-m", "nnrun", "train", "--resume", str(run), "--set", "train.epochs=3",
+                           "--json", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "completed" and json.loads(done.stdout)["epochs"] == 3
+
+
+def test_sigint_during_the_final_evaluation_still_writes_the_summary(tmp_path):
+    run = tmp_path / "run"
+    # The final evaluation (detail=True) sends this process a real SIGINT, as a Ctrl-C then would.
+    code = textwrap.dedent("""
+        import os, signal, sys
+        import nnrun.train as train
+        real = train.evaluate
+        def evaluate(*args, detail=False, **kw):
+            if detail:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(*args, detail=detail, **kw)
+        train.evaluate = evaluate
+        from nnrun.cli import main
+        sys.argv = ["nnrun", "train", "configs/quickstart.yaml", "--set", "train.epochs=2", "--out", sys.argv[1],
+                    "--quiet"]
+        main()
+    """)
+    out = subprocess.run([sys.executable, "-c", code, str(run)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "final evaluation" in summary["reason"]
+    assert summary["epochs"] == 2 and (run / "model.npz").is_file()
+    done = CliRunner().invoke(app, ["train", "--resume", str(run), "--json", "--quiet"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["test_accuracy"] > 0.5
+
+
+def test_a_second_ctrl_c_while_saving_waits_for_the_save(tmp_path):
+    run = tmp_path / "run"
+    proc = nnrun("train", *SLOW, "--out", str(run))
+    wait_for(lambda: (run / "metrics.jsonl").is_file())
+    for _ in range(3):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    with np.load(run / "checkpoint.npz") as z:
+        Checkpoint.from_arrays(dict(z))
+
+
+# ---- no litter -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override", ["model.hidden=[0]", "data.dataset=cifar10"])
+def test_bad_config_or_missing_data_leaves_no_folder(tmp_path, override, monkeypatch):
+    monkeypatch.setenv("NNRUN_DATA_ROOT", str(tmp_path / "no-data"))
+    result = CliRunner().invoke(app, ["train", "configs/quickstart.yaml", "--set", override,
+                                      "--out", str(tmp_path / "run"), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    result = CliRunner().invoke(app, ["train", "configs/quickstart.yaml", "--set", override,
+                                      "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def test_run_files_follow_the_umask(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", "import os, sys; os.umask(0o022); from nnrun.cli import main; "
+                           "sys.argv = ['nnrun', 'train', 'configs/quickstart.yaml', '--set', 'train.epochs=1', "
+                           f"'--out', {str(out)!r}, '--quiet']; main()"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("config.yaml", "metrics.jsonl", "model.npz", "summary.json", "checkpoint.npz"):
+        assert os.stat(out / name).st_mode & 0o777 == 0o644, name
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed_on_resume(tmp_path):
+    cfg = load_config(None, [*BASE, "train.epochs=3"])
+    with pytest.raises(RunFailed):
+        train(cfg, tmp_path / "run", StopAfter(1))
+    stale = tmp_path / "run" / ".checkpoint.npz.abc123.tmp"
+    stale.write_bytes(b"half written")
+    resume_run(tmp_path / "run")
+    assert not stale.exists()

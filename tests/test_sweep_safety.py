@@ -1,0 +1,127 @@
+"""Sweeps that share a runs-dir, die, and come back: each point trained once, no orphans, resumed not restarted.
+
+Every training of these subprocess sweeps (worker processes included) is counted through a
+`sitecustomize` module on PYTHONPATH that logs each `nnrun.train.run_experiment` call.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--set", "model.hidden=[16]", "--set", "train.epochs=2"]
+SLOW = ["--set", "model.hidden=[1024, 1024]", "--set", "train.batch_size=8", "--set", "train.epochs=6"]
+
+
+@pytest.fixture
+def logged_env(tmp_path):
+    """Environment for subprocesses whose every training appends `RUN_DIR resumed|fresh` to a log."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(textwrap.dedent("""
+        import os
+        if os.environ.get("NNRUN_TEST_TRAIN_LOG"):
+            import nnrun.train as train
+            real = train.run_experiment
+            def logged(cfg, run, *args, **kw):
+                with open(os.environ["NNRUN_TEST_TRAIN_LOG"], "a") as f:
+                    f.write(f"{run.path} {'resumed' if kw.get('resume') is not None else 'fresh'}\\n")
+                return real(cfg, run, *args, **kw)
+            train.run_experiment = logged
+    """))
+    log = tmp_path / "trainings.log"
+    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "NNRUN_TEST_TRAIN_LOG": str(log)}
+    return env, log
+
+
+def sweep(runs_dir: Path, env: dict, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nnrun", "sweep", "configs/quickstart.yaml", "--runs-dir",
+                             str(runs_dir), "--quiet", *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_three_concurrent_sweeps_train_each_point_once(tmp_path, logged_env):
+    env, log = logged_env
+    runs = tmp_path / "runs"
+    grid = ["--grid", "optim.lr=0.01,0.02,0.03,0.04,0.05", *QUICK]
+    procs = [sweep(runs, env, *grid) for _ in range(3)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    trained = log.read_text().splitlines()
+    folders = [line.split()[0] for line in trained]
+    assert len(trained) == 5 and len(set(folders)) == 5, trained  # 5 points, each trained exactly once
+    for folder in folders:
+        assert json.loads((Path(folder) / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
+def test_sigkill_of_a_sweep_leaves_no_worker_and_a_rerun_resumes(tmp_path, logged_env):
+    env, log = logged_env
+    runs = tmp_path / "runs"
+    args = ["--grid", "optim.lr=0.01,0.02", "--jobs", "2", *SLOW]
+    proc = sweep(runs, env, *args)
+    deadline = time.monotonic() + 120
+    while len(list(runs.glob("*/checkpoint.npz"))) < 2:  # both runs are training (one epoch done)
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
+        time.sleep(0.1)
+    workers = children(proc.pid)
+    assert len(workers) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)  # returns: no worker holds the sweep's stdout and stderr open
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, [pid for pid in workers if alive(pid)]
+        time.sleep(0.1)
+    rerun = sweep(runs, env, *args)  # the same points: their checkpoints are resumed, not restarted
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    lines = log.read_text().splitlines()
+    assert sorted(line.split()[1] for line in lines) == ["fresh", "fresh", "resumed", "resumed"], lines
+    for folder in runs.iterdir():
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["epochs"] == 6
+
+
+def test_a_stopped_sweep_exits_1_and_its_runs_save_their_state(tmp_path, logged_env):
+    env, _ = logged_env
+    runs = tmp_path / "runs"
+    proc = sweep(runs, env, "--grid", "optim.lr=0.01,0.02", "--jobs", "2", *SLOW)
+    deadline = time.monotonic() + 120
+    while len(list(runs.glob("*/checkpoint.npz"))) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)  # the sweep alone, as a scheduler would: it forwards it to its workers
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    for folder in runs.iterdir():
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and summary["checkpoint_epoch"] >= 1, summary
