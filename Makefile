@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(VENV)/.installed-dev
 
 test: lint
 	$(BIN)/pytest
+
+# Thousands of generated configs, command lines and corrupted data files (fixed seed; tests/test_fuzz.py).
+fuzz: $(VENV)/.installed-dev
+	NNRUN_FUZZ_PROFILE=fuzz $(BIN)/pytest tests/test_fuzz.py --hypothesis-show-statistics
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py

@@ -41,11 +41,25 @@ from nnrun.nn.losses import LOSSES, check_tree_spec, losses_for
 from nnrun.nn.regularizers import PENALTIES
 from nnrun.optim import OPTIMIZERS, SCHEDULES
 from nnrun.preprocess import CENTER_MODES, SCALE_MODES
+from nnrun.safeyaml import YamlLimitError, safe_load
 
 DATA_ROOT_ENV = "NNRUN_DATA_ROOT"
 """Environment variable that sets the default `data.root`."""
+MAX_YAML_BYTES = 1 << 20
+"""Largest config file read."""
+MAX_VALUE_CHARS = 10_000
+"""Longest `--set`, `--grid` or `--space` value."""
+MAX_ECHO = 80
+"""Characters of a value a message repeats (the rest is elided)."""
+BIG = 10**9
+"""Upper bound of counts (examples, epochs, units): far above any real use, far below an overflow."""
 NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 """A number as typed on a command line (`1e-3` included, which YAML 1.1 reads as text)."""
+
+
+def shorten(text: str, limit: int = MAX_ECHO) -> str:
+    """`text` cut to `limit` characters with a marker, so messages never echo a huge input."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _expected(names: list[str]) -> str:
@@ -98,17 +112,23 @@ class DataConfig(Section):
     dataset: registry_name(DATASETS) = Field(
         "digits", description="Dataset name: " + "; ".join(f"{n} ({e.summary})" for n, e in DATASETS.items()) + ".")
     path: str | None = Field(
-        None, description="The .npz file of dataset npz (keys X and y / attributes / targets; see docs/losses.md).")
+        None, max_length=4096,
+        description="The .npz file of dataset npz (keys X and y / attributes / targets; see docs/losses.md).")
     root: str | None = Field(
-        None, description=f"Folder holding dataset files; default ${DATA_ROOT_ENV} or 'data'.")
+        None, max_length=4096, description=f"Folder holding dataset files; default ${DATA_ROOT_ENV} or 'data'.")
     download: bool = Field(
         False, description="Download the official CIFAR-10 archive when it is not under root.")
+    url: str | None = Field(
+        None, max_length=2048,
+        description="Where data.download fetches the CIFAR-10 archive (a mirror, a local server); default "
+                    "$NNRUN_CIFAR10_URL, else the official address. The official md5 is checked whatever the source.")
     val_size: int | float = Field(
-        0.1, gt=0, description="Validation examples carved from the training pool: a count, or a fraction < 1.")
+        0.1, gt=0, le=BIG, description="Validation examples carved from the training pool: a count, or a fraction < 1.")
     test_size: int | float = Field(
-        0.2, gt=0, description="Test examples for datasets without an official test split: a count or fraction.")
+        0.2, gt=0, le=BIG,
+        description="Test examples for datasets without an official test split: a count or fraction.")
     train_size: int | None = Field(
-        None, gt=0, description="Keep only this many training examples (a seeded subset); null keeps all.")
+        None, gt=0, le=BIG, description="Keep only this many training examples (a seeded subset); null keeps all.")
 
     @model_validator(mode="after")
     def _path_for_npz(self) -> DataConfig:
@@ -139,7 +159,7 @@ class PreprocessConfig(Section):
         "none", description="Scaling after centring: none, std (divide each feature by its standard deviation) "
                             "or minmax (each feature's training range onto [-1, 1]).")
     pca: int | None = Field(
-        None, ge=1, strict=True, description="Keep this many principal components (eigenvectors by descending "
+        None, ge=1, le=BIG, strict=True, description="Keep this many principal components (eigenvectors by descending "
                                              "eigenvalue); null: no reduction.")
     whiten: bool = Field(
         False, description="Divide each kept principal component by sqrt(eigenvalue + eps); with pca null, "
@@ -167,7 +187,7 @@ class _LayerConfigBase(Section):
 
     init: registry_name(INIT_SCHEMES) | None = Field(None, description="Weight init scheme of this layer.")
     init_scale: float | None = Field(None, gt=0, description="Std of the small and sparse gaussians here.")
-    sparse_k: int | None = Field(None, ge=1, description="Nonzero incoming weights per neuron for sparse here.")
+    sparse_k: int | None = Field(None, ge=1, le=BIG, description="Nonzero incoming weights per neuron for sparse here.")
     bias_init: float | None = Field(None, description="Constant this layer's biases start at.")
 
 
@@ -185,7 +205,7 @@ class ModelConfig(Section):
     Layout per hidden layer i: Linear -> BatchNorm (if on) -> activation -> Dropout (if keep < 1).
     """
 
-    hidden: list[Annotated[int, Field(ge=1)]] = Field(
+    hidden: list[Annotated[int, Field(ge=1, le=BIG)]] = Field(
         [100], description="Hidden layer widths (each >= 1), input side first; [] is a linear model.")
     activation: registry_name(ACTIVATIONS) = Field(
         "relu", description=f"Non-linearity after each hidden layer: {names_of(ACTIVATIONS)}.")
@@ -193,7 +213,8 @@ class ModelConfig(Section):
     init: registry_name(INIT_SCHEMES) = Field(
         "he", description=f"Weight init scheme for every Linear layer: {names_of(INIT_SCHEMES)}.")
     init_scale: float = Field(0.01, gt=0, description="Std of the gaussian of the small and sparse schemes.")
-    sparse_k: int = Field(10, ge=1, description="Nonzero incoming weights per output neuron for the sparse scheme.")
+    sparse_k: int = Field(10, ge=1, le=BIG,
+        description="Nonzero incoming weights per output neuron for the sparse scheme.")
     bias_init: float = Field(0.0, description="Constant every bias starts at (0 or a small value such as 0.01).")
     batchnorm: bool = Field(False, description="BatchNorm after each hidden Linear layer, before the activation.")
     bn_momentum: float = Field(
@@ -248,7 +269,7 @@ class LossConfig(Section):
         None, description="hierarchical_softmax: label tree as nested lists of class names (a list of more than "
                           "two is split in halves); null: a balanced tree over the classes in order.")
     bins: int | None = Field(
-        None, ge=2, description="Class losses on a 1-D regression target: cut it into this many quantile bins "
+        None, ge=2, le=BIG, description="Class losses on a 1-D regression target: cut it into this many quantile bins "
                                 "fitted on the training split and train a classifier; null: off.")
     standardize_targets: bool = Field(
         True, description="l2, l1: train on (y - mean) / std of the training targets; metrics stay in y's units.")
@@ -297,7 +318,7 @@ class OptimConfig(Section):
     eps: float = Field(1e-8, gt=0, description="Adam, RMSprop: added to the root of the second moment.")
     schedule: registry_name(SCHEDULES) = Field(
         "constant", description=f"Learning-rate schedule over epochs: {names_of(SCHEDULES)}.")
-    step_epochs: int = Field(3, ge=1, description="step schedule: epochs between decays.")
+    step_epochs: int = Field(3, ge=1, le=BIG, description="step schedule: epochs between decays.")
     lr_decay: float = Field(0.1, gt=0, le=1, description="step and exponential schedules: factor per decay.")
     min_lr: float = Field(0.0, ge=0, description="cosine schedule: learning rate reached after the last epoch.")
 
@@ -305,28 +326,31 @@ class OptimConfig(Section):
 class TrainConfig(Section):
     """The training loop."""
 
-    epochs: int = Field(10, ge=1, description="Passes over the training split.")
-    batch_size: int = Field(128, ge=1, description="Examples per minibatch.")
-    eval_batch_size: int = Field(4096, ge=1, description="Examples per forward pass when evaluating.")
+    epochs: int = Field(10, ge=1, le=BIG, description="Passes over the training split.")
+    batch_size: int = Field(128, ge=1, le=BIG, description="Examples per minibatch.")
+    eval_batch_size: int = Field(4096, ge=1, le=BIG, description="Examples per forward pass when evaluating.")
     eval_train_size: int = Field(
-        2000, ge=1, description="Training examples (a fixed seeded subset) evaluated each epoch for train accuracy.")
+        2000, ge=1, le=BIG,
+        description="Training examples (a fixed seeded subset) evaluated each epoch for train accuracy.")
     patience: int | None = Field(
-        None, ge=1, description="Early stopping: stop after this many epochs without a better validation score; "
-                                "null: off.")
+        None, ge=1, le=BIG,
+        description="Early stopping: stop after this many epochs without a better validation score; "
+                    "null: off.")
     restore_best: bool = Field(
         True, description="End with the weights of the epoch with the best validation score (else the last epoch's).")
     checkpoint_every: int = Field(
-        1, ge=1, description="Save the training state (checkpoint.npz) every this many epochs, and whenever a run "
-                             "stops; nnrun train --resume continues from it.")
+        1, ge=1, le=BIG,
+        description="Save the training state (checkpoint.npz) every this many epochs, and whenever a run "
+                    "stops; nnrun train --resume continues from it.")
 
 
 class ExperimentConfig(Section):
     """One experiment: everything `nnrun train` needs."""
 
-    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$",
-                      description="Experiment name (letters, digits, . _ -, not starting with .); "
-                                  "names the run directory.")
-    seed: int = Field(0, ge=0, description="Seed of every random stream (split, init, shuffle, dropout).")
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$", max_length=100,
+                      description="Experiment name (letters, digits, . _ -, not starting with ., at most 100 "
+                                  "characters); names the run directory.")
+    seed: int = Field(0, ge=0, lt=2**63, description="Seed of every random stream (split, init, shuffle, dropout).")
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset and split.")
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Preprocessing.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Network.")
@@ -355,26 +379,43 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return validate_config(raw, source=str(path) if path is not None else "defaults")
 
 
-def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """The YAML mapping in `path`; a missing file or malformed YAML is a `UserInputError`."""
+def read_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
+    """The YAML mapping in `path` (read within `nnrun.safeyaml`'s limits); a missing, oversized or malformed
+    file is a `UserInputError` naming it (`what`: how messages call it)."""
     if not path.is_file():
-        raise UserInputError(f"config file not found: {path}")
+        raise UserInputError(f"{what} not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise UserInputError(f"{what} {path} is {size} bytes; a config is at most {MAX_YAML_BYTES} bytes")
+        raw = safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
-        raise UserInputError(f"cannot read config file {path}: {e}") from None
+        raise UserInputError(f"cannot read {what} {path}: {e}") from None
     except yaml.YAMLError as e:
         where = ""
         mark = getattr(e, "problem_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(e, "problem", None) or str(e)
-        raise UserInputError(f"config file {path} is not valid YAML{where}: {problem}") from None
+        raise UserInputError(f"{what} {path} is not valid YAML{where}: {problem}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise UserInputError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
+        raise UserInputError(f"{what} {path} must hold a mapping of sections, got {type(raw).__name__}")
     return raw
+
+
+def parse_yaml_value(text: str, what: str) -> Any:
+    """A command-line value as YAML within `nnrun.safeyaml`'s limits; text that is not YAML stays text, a
+    value that breaks a limit is a `UserInputError` naming `what` (the option)."""
+    if len(text) > MAX_VALUE_CHARS:
+        raise UserInputError(f"{what}: a value of {len(text)} characters (at most {MAX_VALUE_CHARS})")
+    try:
+        return safe_load(text)
+    except YamlLimitError as e:
+        raise UserInputError(f"{what}: {e.problem}") from None
+    except yaml.YAMLError:
+        return text
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -383,11 +424,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise UserInputError(f"--set expects KEY=VALUE with a dotted key such as optim.lr=0.01, got {item!r}")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    set_dotted(raw, key, value, what=f"--set {item}")
+    value = parse_yaml_value(text, f"--set {shorten(key)}") if text.strip() else None
+    set_dotted(raw, key, value, what=f"--set {shorten(item)}")
 
 
 def split_top_level(text: str) -> list[str]:
@@ -417,10 +455,7 @@ def parse_value(text: str) -> Any:
     if NUMBER_RE.match(text):
         value = float(text)
         return int(text) if value.is_integer() and re.fullmatch(r"[-+]?\d+", text) else value
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    return parse_yaml_value(text, "a command-line value")
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -474,7 +509,7 @@ def describe_error(err: dict[str, Any]) -> str:
     if err["type"] == "value_error" and (not err["loc"] or section_at(err["loc"])):
         # Checks across a section's fields name their keys themselves; the whole section is no useful "got".
         return err["msg"].removeprefix("Value error, ")
-    return f"{loc}: {err['msg']} (got {err.get('input')!r})"
+    return f"{loc}: {err['msg']} (got {shorten(repr(err.get('input')))})"
 
 
 def section_at(loc: tuple) -> type[BaseModel] | None:

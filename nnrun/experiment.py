@@ -43,8 +43,12 @@ from nnrun.nn.model import MLP, build_mlp
 from nnrun.nn.regularizers import PENALTIES, Regularizer, Strengths
 from nnrun.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
 from nnrun.preprocess import Preprocessor, PreprocessSettings, fit_preprocessor
+from nnrun.resources import available_memory, human_bytes
 from nnrun.rng import stream
-from nnrun.trainer import TrainSettings, TrainSetup
+from nnrun.trainer import TrainSettings, TrainSetup, training_bytes
+
+MEMORY_SHARE = 0.9
+"""Share of the available memory a run may plan to use."""
 
 
 def accepted_options(fn: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,8 +72,8 @@ class PreparedData:
 
 def data_options(cfg: DataConfig) -> DataOptions:
     """Where the data lives and how it is split, from the data section."""
-    return DataOptions(root=cfg.resolved_root(), path=cfg.path, download=cfg.download, val_size=cfg.val_size,
-                       test_size=cfg.test_size, train_size=cfg.train_size)
+    return DataOptions(root=cfg.resolved_root(), path=cfg.path, download=cfg.download, url=cfg.url,
+                       val_size=cfg.val_size, test_size=cfg.test_size, train_size=cfg.train_size)
 
 
 def preprocess_settings(cfg: PreprocessConfig) -> PreprocessSettings:
@@ -133,6 +137,9 @@ def build_model(cfg: ModelConfig, n_inputs: int, n_outputs: int, rng: np.random.
     activation class receives the model keys its constructor names (leaky_relu: `leaky_slope`).
     """
     sizes = [n_inputs, *cfg.hidden, n_outputs]
+    n_params = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:], strict=False))
+    check_memory(8 * n_params, f"the weights and gradients of a {'-'.join(map(str, sizes))} network "
+                               f"({n_params:,} parameters)", "use fewer or narrower layers (model.hidden)")
     weights = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         own = cfg.layers.get(i)
@@ -156,9 +163,23 @@ def build_model(cfg: ModelConfig, n_inputs: int, n_outputs: int, rng: np.random.
 
 
 def model_for(cfg: ExperimentConfig, prepared: PreparedData) -> MLP:
-    """The model of `cfg` sized for the prepared data, weights from the `init` stream of `cfg.seed`."""
+    """The model of `cfg` sized for the prepared data, weights from the `init` stream of `cfg.seed`, once the
+    memory training it needs (weights, gradients, optimizer state, checkpoints, activations) is known to fit."""
     data = prepared.data
-    return build_model(cfg.model, data.n_features, prepared.loss.output_dim(data.n_targets), stream(cfg.seed, "init"))
+    sizes = [data.n_features, *cfg.model.hidden, prepared.loss.output_dim(data.n_targets)]
+    slots = len(OPTIMIZERS[cfg.optim.name].slots)
+    need = training_bytes(sizes, train_settings(cfg.train), slots, cfg.model.batchnorm)
+    check_memory(need, f"training a {'-'.join(map(str, sizes))} network with {cfg.optim.name} and batches of "
+                       f"{cfg.train.batch_size}", "use fewer or narrower layers (model.hidden) or smaller batches")
+    return build_model(cfg.model, sizes[0], sizes[-1], stream(cfg.seed, "init"))
+
+
+def check_memory(need: int, what: str, advice: str) -> None:
+    """Refuse (`UserInputError`, with the figures) to start something that needs more memory than is available."""
+    available = available_memory()
+    if available is not None and need > MEMORY_SHARE * available:
+        raise UserInputError(f"{what} needs about {human_bytes(need)} of memory and this machine has "
+                             f"{human_bytes(available)} available; {advice}")
 
 
 # ---- training ----------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ class Optimizer:
     `counters`), so that training continued from a checkpoint takes exactly the steps it would have.
     """
 
+    slots: tuple[str, ...] = ()
+    """The per-parameter state arrays of the rule (each the size of its parameter)."""
     counters: tuple[str, ...] = ()
     """Integer attributes that are part of the state (Adam's step count `t`)."""
 
@@ -88,13 +90,15 @@ class SGD(Optimizer):
 class Momentum(Optimizer):
     """Momentum SGD as in the notes: `v = mu * v - lr * g; w += v`."""
 
+    slots = ("velocity",)
+
     def __init__(self, momentum: float = 0.9) -> None:
         super().__init__()
         self.momentum = momentum
 
     def step(self, params: list[Parameter], lr: float) -> None:
         for p in params:
-            (v,) = self._state(p, "velocity")
+            (v,) = self._state(p, *self.slots)
             dt = p.value.dtype.type
             v *= dt(self.momentum)
             p.grad *= dt(lr)
@@ -108,13 +112,15 @@ class Nesterov(Optimizer):
     Written as `w += mu * v_new - lr * g`, which is the same update without keeping v_prev.
     """
 
+    slots = ("velocity",)
+
     def __init__(self, momentum: float = 0.9) -> None:
         super().__init__()
         self.momentum = momentum
 
     def step(self, params: list[Parameter], lr: float) -> None:
         for p in params:
-            (v,) = self._state(p, "velocity")
+            (v,) = self._state(p, *self.slots)
             dt = p.value.dtype.type
             mu = dt(self.momentum)
             p.grad *= dt(lr)
@@ -127,6 +133,7 @@ class Nesterov(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma and Ba) with bias correction; `beta1`, `beta2`, `eps` from the config."""
 
+    slots = ("m", "v")
     counters = ("t",)
 
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
@@ -140,7 +147,7 @@ class Adam(Optimizer):
         correction1 = 1 - b1 ** self.t
         correction2 = 1 - b2 ** self.t
         for p in params:
-            m, v = self._state(p, "m", "v")
+            m, v = self._state(p, *self.slots)
             dt = p.value.dtype.type
             g = p.grad
             m *= dt(b1)
@@ -161,6 +168,8 @@ class Adam(Optimizer):
 class RMSprop(Optimizer):
     """RMSprop: `c = decay * c + (1 - decay) * g**2; w -= lr * g / (sqrt(c) + eps)`."""
 
+    slots = ("cache",)
+
     def __init__(self, decay_rate: float = 0.99, eps: float = 1e-8) -> None:
         super().__init__()
         self.decay_rate, self.eps = decay_rate, eps
@@ -168,7 +177,7 @@ class RMSprop(Optimizer):
     def step(self, params: list[Parameter], lr: float) -> None:
         decay, eps = self.decay_rate, self.eps
         for p in params:
-            (c,) = self._state(p, "cache")
+            (c,) = self._state(p, *self.slots)
             dt = p.value.dtype.type
             g = p.grad
             c *= dt(decay)

@@ -22,6 +22,7 @@ from rich.table import Table
 from nnrun.config import flatten, parse_value
 from nnrun.errors import UserInputError
 from nnrun.rundir import RunDir
+from nnrun.safeyaml import safe_load
 from nnrun.tables import METRIC_COLUMNS, csv_cell, fmt
 
 FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
@@ -71,7 +72,7 @@ def read_run(path: str | Path) -> RunRecord | None:
     config: dict[str, Any] = {}
     started = None
     try:
-        loaded = yaml.safe_load(config_file.read_text())
+        loaded = safe_load(config_file.read_text())
         config = flatten(loaded) if isinstance(loaded, dict) else {}
         started = config_file.stat().st_mtime
     except (OSError, yaml.YAMLError):

@@ -101,10 +101,14 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
         experiment = assemble(cfg)
     data, loss_fn, model = experiment.data, experiment.loss, experiment.model
     if resume is None or not (run.path / "targets.npz").is_file():
-        run.write_config(cfg.to_yaml())
-        run.write_preprocess(experiment.prepared.preprocessor.statistics())
-        run.write_targets({"kind": np.array(data.target_kind),
-                           "names": np.array(data.target_names_of_kind, dtype=str), **loss_fn.state()})
+        try:
+            run.write_config(cfg.to_yaml())
+            run.write_preprocess(experiment.prepared.preprocessor.statistics())
+            run.write_targets({"kind": np.array(data.target_kind),
+                               "names": np.array(data.target_names_of_kind, dtype=str), **loss_fn.state()})
+        except OSError as e:
+            raise RunFailed(f"cannot write the run directory {run.path}: {e.strerror or e}; nothing was "
+                            "trained") from None
     n_outputs = loss_fn.output_dim(data.n_targets)
     n_params = sum(p.value.size for p in model.params)
     reporter.start({"name": cfg.name, "run_dir": str(run.path), "dataset": data.name, **data.sizes(),
@@ -139,6 +143,8 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
         status, reason = "interrupted", f"interrupted by {e.signal_name} during {stage}"
     except KeyboardInterrupt:
         status, reason = "interrupted", f"interrupted during {stage}"
+    except OSError as e:  # a full disk, a folder made read-only or removed: the run cannot keep its state
+        status, reason = "failed", f"cannot write to {run.path} during {stage}: {e.strerror or e}"
     with shielded():
         return _finish(cfg, run, experiment, history, final, status, reason, saved["epoch"], n_params, started,
                        reporter)
@@ -147,31 +153,55 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
 def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history: History,
             final: dict[str, dict[str, float]] | None, status: str, reason: str | None, saved_epoch: int,
             n_params: int, started: float, reporter: Reporter) -> dict[str, Any]:
-    """Write what the run has (metrics, last checkpoint, weights, summary); raise `RunFailed` unless completed."""
+    """Write what the run has (metrics, last checkpoint, weights, summary); raise `RunFailed` unless completed.
+
+    A write that fails (a full disk) makes the run fail; the others, and the summary last, are still tried,
+    so that the run keeps what the disk allows and each file is whole or absent.
+    """
     data, model = experiment.data, experiment.model
-    run.write_metrics(history.rows)
+    failures: list[str] = []
+
+    def attempt(write: Any, *args: Any) -> bool:
+        try:
+            write(*args)
+        except OSError as e:
+            failures.append(f"{e.strerror or e}")
+            return False
+        return True
+
+    attempt(run.write_metrics, history.rows)
     checkpoint = history.checkpoint
-    if checkpoint is not None and checkpoint.epoch > saved_epoch:
-        run.write_checkpoint(checkpoint.to_arrays())
+    if checkpoint is not None and checkpoint.epoch > saved_epoch and attempt(run.write_checkpoint,
+                                                                             checkpoint.to_arrays()):
+        saved_epoch = checkpoint.epoch
+    if status == "completed":
+        attempt(run.write_model, model.state_dict())
+    else:
+        trained = final is not None or history.restored_best  # training ended: the model holds its final weights
+        attempt(run.write_model, model.state_dict() if trained else history.last_good)
+    if failures and status == "completed":
+        status, reason = "failed", f"cannot write to {run.path}: {failures[0]}"
     summary: dict[str, Any] = {"status": status, "name": cfg.name, "seed": cfg.seed, "dataset": data.name,
                                "epochs": len(history.rows), **{f"n_{k}": v for k, v in data.sizes().items()},
                                "parameters": n_params, "best_epoch": history.best_epoch,
                                "stopped_early": history.stopped_early,
                                "restored_best": history.restored_best}
     if status != "completed":
-        weights = model.state_dict() if final is None and history.restored_best else history.last_good
-        run.write_model(weights)
-        summary.update({"reason": reason, "checkpoint_epoch": checkpoint.epoch if checkpoint is not None else 0,
+        summary.update({"reason": reason, "checkpoint_epoch": saved_epoch,
                         "seconds": time.perf_counter() - started})
-        run.write_summary(summary)
-        raise RunFailed(f"{reason}; status {status}. State saved in {run.path} (last checkpoint after epoch "
-                        f"{summary['checkpoint_epoch']}); continue with: nnrun train --resume {run.path}")
-    run.write_model(model.state_dict())
+        attempt(run.write_summary, summary)
+        written = f" Some files could not be written ({failures[-1]}): free space and resume." if failures else ""
+        where = f"last checkpoint after epoch {saved_epoch}" if saved_epoch else "no epoch finished yet"
+        raise RunFailed(f"{reason}; status {status}. State saved in {run.path} ({where}); continue with: "
+                        f"nnrun train --resume {run.path}.{written}")
     for split, values in final.items():
         summary.update({f"{split}_{k}": v for k, v in values.items()})
     train_seconds = sum(r["seconds"] for r in history.rows)
     summary.update({"seconds": time.perf_counter() - started,
                     "seconds_per_epoch": train_seconds / max(len(history.rows), 1), "run_dir": str(run.path)})
-    run.write_summary(summary)
+    attempt(run.write_summary, summary)
+    if failures:
+        raise RunFailed(f"cannot write the summary to {run.path}: {failures[-1]}; the trained weights are in "
+                        "model.npz")
     reporter.end(summary)
     return summary

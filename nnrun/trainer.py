@@ -167,6 +167,21 @@ class History:
     checkpoint: Checkpoint | None = None
 
 
+def training_bytes(sizes: list[int], settings: TrainSettings, optimizer_slots: int, batchnorm: bool = False) -> int:
+    """About how many bytes training an MLP of layer `sizes` (inputs first) takes, data aside.
+
+    Parameter-sized float32 arrays: value and gradient, the optimizer's slots, the last good and
+    best weights, and the checkpoint's copy of the optimizer state; plus the activations of a
+    training batch (about three arrays per layer) and of an evaluation batch.
+    """
+    params = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:], strict=False))
+    if batchnorm:
+        params += 4 * sum(sizes[1:-1])
+    copies = 4 + 2 * optimizer_slots
+    activations = 3 * settings.batch_size * sum(sizes[1:]) + 2 * settings.eval_batch_size * max(sizes)
+    return 4 * (params * copies + activations)
+
+
 def validation_score(row: dict[str, Any], loss_fn: Loss) -> tuple[float, ...]:
     """What model selection maximizes: the loss's headline validation metric (accuracy; rmse
     negated, since lower is better), ties broken by lower val loss."""

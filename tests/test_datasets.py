@@ -5,15 +5,18 @@ import http.server
 import io
 import os
 import pickle
+import socket
+import struct
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nnrun.config import DataConfig
-from nnrun.datasets import cifar10
+from nnrun.datasets import cifar10, download
 from nnrun.errors import UserInputError
 from tests.cifar_fixtures import PER_BATCH, cifar_tarball_bytes, write_cifar_folder
 from tests.helpers import load
@@ -135,8 +138,14 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
         load(cifar_cfg(tmp_path), seed=0)
 
 
-def test_tarball_in_root_is_extracted(tmp_path):
+def as_official(monkeypatch, archive: Path) -> None:
+    """Make `archive` pass the md5 check of the official archive (the tests' archives are small stand-ins)."""
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+
+
+def test_tarball_in_root_is_extracted(tmp_path, monkeypatch):
     (tmp_path / cifar10.CIFAR10_ARCHIVE).write_bytes(cifar_tarball_bytes(tmp_path / "build"))
+    as_official(monkeypatch, tmp_path / cifar10.CIFAR10_ARCHIVE)
     root = tmp_path
     data = load(cifar_cfg(root), seed=0)
     assert (root / "cifar-10-batches-py" / "test_batch").is_file()
@@ -144,7 +153,7 @@ def test_tarball_in_root_is_extracted(tmp_path):
     assert not list(root.glob(".extract-*"))
 
 
-def test_tarball_member_escaping_root_is_refused(tmp_path):
+def test_tarball_member_escaping_root_is_refused(tmp_path, monkeypatch):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         info = tarfile.TarInfo("../escaped.txt")
@@ -153,34 +162,66 @@ def test_tarball_member_escaping_root_is_refused(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     (root / cifar10.CIFAR10_ARCHIVE).write_bytes(buf.getvalue())
+    as_official(monkeypatch, root / cifar10.CIFAR10_ARCHIVE)
     with pytest.raises(UserInputError, match="outside"):
         load(cifar_cfg(root), seed=0)
     assert not (tmp_path / "escaped.txt").exists()
 
 
-def test_corrupt_tarball_is_a_clear_error(tmp_path):
+def test_corrupt_tarball_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / cifar10.CIFAR10_ARCHIVE).write_bytes(b"not a tarball at all")
+    with pytest.raises(UserInputError, match="not the official CIFAR-10 archive: md5"):
+        load(cifar_cfg(tmp_path), seed=0)  # a local archive is checked before it is opened
+    as_official(monkeypatch, tmp_path / cifar10.CIFAR10_ARCHIVE)
     with pytest.raises(UserInputError, match="cannot extract"):
         load(cifar_cfg(tmp_path), seed=0)
 
 
 class ArchiveServer:
-    """Serves `payload` at /cifar-10-python.tar.gz on 127.0.0.1; `truncate` cuts the body short."""
+    """Serves `payload` at /cifar-10-python.tar.gz on 127.0.0.1, misbehaving as asked.
 
-    def __init__(self, payload: bytes, truncate: bool = False) -> None:
-        payload_ref, cut = payload, truncate
+    `truncate`: every answer stops halfway; `fail_first`: the first answer stops halfway with a TCP
+    reset ("reset") or stalls ("stall"); `ranges`: honour `Range` requests with 206; `status`: answer
+    every request with this error status. `requests` records each request's Range header.
+    """
+
+    def __init__(self, payload: bytes, truncate: bool = False, fail_first: str | None = None,
+                 ranges: bool = True, status: int | None = None) -> None:
+        server = self
+        self.requests: list[str | None] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(payload_ref)))
+                first = not server.requests
+                server.requests.append(self.headers.get("Range"))
+                if status is not None:
+                    self.send_error(status)
+                    return
+                start = 0
+                if ranges and self.headers.get("Range"):
+                    start = int(self.headers["Range"].split("=")[1].rstrip("-"))
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+                else:
+                    self.send_response(200)
+                body = payload[start:]
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(payload_ref[: len(payload_ref) // 2] if cut else payload_ref)
+                if truncate or (first and fail_first):
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    if first and fail_first == "stall":
+                        time.sleep(2.0)
+                    elif first and fail_first == "reset":
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                self.wfile.write(body)
 
             def log_message(self, *args):
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}/cifar-10-python.tar.gz"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -191,6 +232,13 @@ class ArchiveServer:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    """Downloads retry after 10 ms, and a stall is 0.5 s without a byte, so the tests stay quick."""
+    monkeypatch.setattr(download, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(download, "READ_TIMEOUT", 0.5)
 
 
 def test_download_verifies_md5_then_extracts(tmp_path, monkeypatch):
@@ -224,6 +272,53 @@ def test_truncated_download_leaves_nothing_behind(tmp_path, monkeypatch):
         with pytest.raises(UserInputError):
             load(cifar_cfg(root, download=True), seed=0)
     assert list(root.iterdir()) == []
+
+
+@pytest.mark.parametrize("failure", ["reset", "stall"])
+def test_a_reset_or_stalled_download_is_retried_and_resumed_with_range(tmp_path, monkeypatch, failure):
+    payload = cifar_tarball_bytes(tmp_path / "build")
+    root = tmp_path / "root"
+    with ArchiveServer(payload, fail_first=failure) as server:
+        monkeypatch.setattr(cifar10, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
+        monkeypatch.setenv(cifar10.URL_ENV, server.url)  # a mirror, as on an air-gapped machine
+        data = load(cifar_cfg(root, download=True), seed=0)
+    assert data.sizes()["test"] == PER_BATCH
+    assert server.requests[0] is None and server.requests[1].startswith("bytes=")  # resumed, not restarted
+    assert 0 < int(server.requests[1].split("=")[1].rstrip("-")) <= len(payload) // 2
+    assert (root / cifar10.CIFAR10_ARCHIVE).read_bytes() == payload
+    assert not list(root.glob(".*.part"))
+
+
+def test_a_server_without_range_support_starts_over(tmp_path, monkeypatch):
+    payload = cifar_tarball_bytes(tmp_path / "build")
+    root = tmp_path / "root"
+    with ArchiveServer(payload, fail_first="reset", ranges=False) as server:
+        monkeypatch.setattr(cifar10, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
+        load(cifar_cfg(root, download=True, url=server.url), seed=0)
+    assert (root / cifar10.CIFAR10_ARCHIVE).read_bytes() == payload
+
+
+def test_a_missing_file_on_the_server_is_not_retried(tmp_path, monkeypatch):
+    with ArchiveServer(b"", status=404) as server:
+        with pytest.raises(UserInputError, match="HTTP 404"):
+            load(cifar_cfg(tmp_path / "root", download=True, url=server.url), seed=0)
+    assert len(server.requests) == 1
+    assert not list((tmp_path / "root").iterdir())
+
+
+def test_an_unwritable_data_root_is_a_clear_error(tmp_path):
+    (tmp_path / "a-file").write_text("x")  # a root below a file cannot be written, even by root
+    with pytest.raises(UserInputError, match="writable folder"):
+        load(cifar_cfg(tmp_path / "a-file" / "root", download=True, url="http://127.0.0.1:9/x.tar.gz"), seed=0)
+    if os.geteuid() != 0:  # permissions bind only other users
+        root = tmp_path / "root"
+        root.mkdir()
+        root.chmod(0o555)
+        try:
+            with pytest.raises(UserInputError, match="writable folder"):
+                load(cifar_cfg(root, download=True, url="http://127.0.0.1:9/x.tar.gz"), seed=0)
+        finally:
+            root.chmod(0o755)
 
 
 def test_unreachable_download_is_a_clear_error(tmp_path, monkeypatch):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import zipfile
 import zlib
 from pathlib import Path
@@ -22,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.datasets.dataset import DataOptions, Dataset
-from nnrun.datasets.download import download_file, extract_tarball
+from nnrun.datasets.download import download_file, extract_tarball, md5sum
+from nnrun.datasets.safe import restricted_unpickle
 from nnrun.datasets.split import split_indices
 from nnrun.errors import UserInputError
 from nnrun.io import atomic_write
@@ -30,6 +30,8 @@ from nnrun.rng import stream
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+URL_ENV = "NNRUN_CIFAR10_URL"
+"""Environment variable naming a mirror of the archive (for air-gapped machines: a local file server)."""
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -51,13 +53,15 @@ CIFAR10_ATTRIBUTES = {
 }
 """The attributes of each CIFAR-10 class (1 = has it), a property of the class, not of each image:
 airplanes have landing-gear wheels, ships travel on water, frogs have four legs and no fur."""
+MAX_BATCH_ROWS = 60_000
+"""Most images one batch file may hold (the official ones hold 10,000)."""
 CACHE_ENV = "NNRUN_CACHE_DIR"
 """Environment variable naming the folder for cached arrays (default ~/.cache/nnrun)."""
 
 
 def load_cifar10(options: DataOptions, seed: int) -> Dataset:
     """CIFAR-10: official test batch as test, val carved from the 50,000 training images."""
-    folder = find_cifar10(Path(options.root), options.download)
+    folder = find_cifar10(Path(options.root), options.download, options.url)
     X_pool, y_pool, X_test, y_test = read_cifar10_cached(folder)
     train, val, _ = split_indices(len(X_pool), options, stream(seed, "split"), carve_test=False)
     # Index the uint8 arrays first, then convert: one float32 copy per split, no more.
@@ -71,8 +75,9 @@ def load_cifar10(options: DataOptions, seed: int) -> Dataset:
                    alternatives={"attributes": (table[y_pool[train]], table[y_pool[val]], table[y_test])})
 
 
-def find_cifar10(root: Path, download: bool) -> Path:
-    """The `cifar-10-batches-py` folder under `root`: present, extracted from the archive, or downloaded."""
+def find_cifar10(root: Path, download: bool, url: str | None = None) -> Path:
+    """The `cifar-10-batches-py` folder under `root`: present, extracted from the archive (md5 checked first), or
+    downloaded from `url` (default `$NNRUN_CIFAR10_URL`, else `CIFAR10_URL`)."""
     for candidate in (root / CIFAR10_FOLDER, root):
         if (candidate / CIFAR10_TEST_FILE).is_file() or (candidate / "data_batch_1").is_file():
             return candidate
@@ -83,46 +88,53 @@ def find_cifar10(root: Path, download: bool) -> Path:
                 f"CIFAR-10 not found under data root {root}: expected the folder {root / CIFAR10_FOLDER} "
                 f"or the archive {archive}. Set data.root to the folder that holds them, "
                 f"or set data.download=true to fetch the official archive.")
-        download_file(CIFAR10_URL, archive, CIFAR10_MD5)
-    extract_tarball(archive, root)
+        download_file(url or os.environ.get(URL_ENV) or CIFAR10_URL, archive, CIFAR10_MD5)
+    else:
+        actual = md5sum(archive)
+        if actual != CIFAR10_MD5:
+            raise UserInputError(f"{archive} is not the official CIFAR-10 archive: md5 {actual}, expected "
+                                 f"{CIFAR10_MD5}; remove it (or let data.download=true fetch a good one)")
+    extract_tarball(archive, root, expect=CIFAR10_FOLDER)
     folder = root / CIFAR10_FOLDER
     if not folder.is_dir():
         raise UserInputError(f"{archive} does not contain the folder {CIFAR10_FOLDER}/")
     return folder
 
 
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that builds only NumPy arrays: a data file cannot run code."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-
 def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One python-format batch -> (uint8 (N, 3072), int64 labels (N,)); a bad file is a `UserInputError`."""
+    """One python-format batch -> (uint8 (N, 3072), int64 labels (N,)), 1 <= N <= `MAX_BATCH_ROWS`.
+
+    The file is scanned and unpickled within bounds (`nnrun.datasets.safe`); `data` must be a uint8 array
+    (pixels 0..255, nothing to wrap or round) and `labels` whole numbers 0..9. Anything else is a
+    `UserInputError` naming the file and what was expected.
+    """
     if not path.is_file():
         raise UserInputError(f"CIFAR-10 batch file missing: {path}")
+    batch = restricted_unpickle(path, "CIFAR-10 batch file")
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise UserInputError(f"corrupt CIFAR-10 batch file {path}: expected a dict with b'data' and b'labels'")
+    data, labels = batch[b"data"], batch[b"labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        raise UserInputError(f"corrupt CIFAR-10 batch file {path}: b'data' must be a uint8 array of pixels 0..255, "
+                             f"got {getattr(data, 'dtype', type(data).__name__)}")
+    if not isinstance(labels, (list, np.ndarray)) or len(labels) > MAX_BATCH_ROWS:
+        raise UserInputError(f"corrupt CIFAR-10 batch file {path}: b'labels' must be a list of class numbers")
     try:
-        with open(path, "rb") as f:
-            batch = _ArrayOnlyUnpickler(f, encoding="bytes").load()
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        raise UserInputError(f"corrupt CIFAR-10 batch file {path}: {type(e).__name__}: {e}") from None
+        labels = np.asarray(labels)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise UserInputError(f"corrupt CIFAR-10 batch file {path}: b'labels': {str(e)[:200]}") from None
     if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
         raise UserInputError(
             f"corrupt CIFAR-10 batch file {path}: expected data (N, 3072) and N labels, "
             f"got data {data.shape} and labels {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
+    if not 1 <= len(data) <= MAX_BATCH_ROWS:
+        raise UserInputError(f"corrupt CIFAR-10 batch file {path}: {len(data)} images (expected 1..{MAX_BATCH_ROWS})")
+    if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
+        raise UserInputError(f"corrupt CIFAR-10 batch file {path}: labels must be whole numbers 0..9, "
+                             f"got dtype {labels.dtype}")
+    if labels.min() < 0 or labels.max() > 9:
         raise UserInputError(f"corrupt CIFAR-10 batch file {path}: labels outside 0..9")
-    return data, labels
+    return data, labels.astype(np.int64)
 
 
 def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -24,13 +24,14 @@ class DataOptions:
     """Where a loader finds its data and how it splits it.
 
     `root`: folder of dataset files (CIFAR-10); `path`: the file of the `npz` dataset;
-    `download`: fetch a missing official archive; `val_size`, `test_size`: counts, or fractions
+    `download`: fetch a missing official archive (from `url` when given); `val_size`, `test_size`: counts, or fractions
     in (0, 1); `train_size`: keep a seeded subset of this many training examples (None: all).
     """
 
     root: Path = Path("data")
     path: str | None = None
     download: bool = False
+    url: str | None = None
     val_size: int | float = 0.1
     test_size: int | float = 0.2
     train_size: int | None = None

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from yaml import YAMLError
 
 from nnrun.config import validate_config
 from nnrun.errors import RunFailed, UserInputError
 from nnrun.rundir import RunDir
+from nnrun.safeyaml import safe_load
 from nnrun.signals import Interrupted
 from nnrun.sweep.plan import SweepPlan, SweepPoint, completed_summary
 from nnrun.trainer import Checkpoint
@@ -104,15 +106,13 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _resumable(run: RunDir, config: dict[str, Any]) -> Checkpoint | None:
     """The checkpoint of an earlier, unfinished run of exactly `config` in `run`, or None."""
-    import yaml
-
     text = run.read_config_text()
     try:
-        if text is None or yaml.safe_load(text) != config:
+        if text is None or safe_load(text) != config:
             return None
         arrays = run.read_checkpoint()
         return Checkpoint.from_arrays(arrays) if arrays is not None else None
-    except (yaml.YAMLError, UserInputError, ValueError, KeyError, TypeError):
+    except (YAMLError, UserInputError, ValueError, KeyError, TypeError):
         return None
 
 

@@ -1,0 +1,114 @@
+"""Bounded YAML reading: what a config file or a `--set` value may hold before anything is built from it.
+
+`safe_load(text, source)` reads YAML with PyYAML's safe loader and these limits, each a
+`YamlLimitError` (a `yaml.YAMLError`) naming the line: at most `MAX_BYTES` of text, nesting at
+most `MAX_DEPTH` deep (checked while composing, before Python's recursion limit is near), at
+most `MAX_NODES` nodes once aliases are expanded (a 364-byte "billion laughs" is refused before
+any of it is built), integers of at most `MAX_INT_DIGITS` digits, and no key twice in a mapping
+(YAML would keep the last one silently).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+MAX_BYTES = 1 << 20
+"""Largest YAML text read (1 MiB: configs are a few kB)."""
+MAX_DEPTH = 64
+"""Deepest nesting of sequences and mappings."""
+MAX_NODES = 100_000
+"""Most nodes a document may expand to, aliases counted every time they are used."""
+MAX_INT_DIGITS = 30
+"""Longest integer literal (a seed fits in 20 digits)."""
+
+
+class YamlLimitError(yaml.YAMLError):
+    """YAML that breaks one of this module's limits; `problem` says which, `problem_mark` where."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+    def __str__(self) -> str:
+        where = f" (line {self.problem_mark.line + 1})" if self.problem_mark is not None else ""
+        return f"{self.problem}{where}"
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with the limits of this module."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: object) -> Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise YamlLimitError(f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {})
+        return node
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base constructor reports it
+                break
+            if duplicate:
+                raise YamlLimitError(f"the key {str(key)[:60]!r} appears twice in one mapping; keep one",
+                                     key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        digits = sum(ch.isdigit() for ch in str(node.value))
+        if digits > MAX_INT_DIGITS:
+            raise YamlLimitError(f"an integer of {digits} digits (at most {MAX_INT_DIGITS})", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)
+
+
+def _expanded_size(node: Node, memo: dict[int, int]) -> int:
+    """Nodes under `node` with every alias expanded, computed once per distinct node; over the limit raises."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, SequenceNode):
+        size += sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, MappingNode):
+        size += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    if size > MAX_NODES:
+        raise YamlLimitError(f"expands to more than {MAX_NODES} values (aliases repeat what they point to)",
+                             node.start_mark)
+    memo[id(node)] = size
+    return size
+
+
+def safe_load(text: str) -> Any:
+    """The YAML document in `text`, read within this module's limits (a `yaml.YAMLError` otherwise)."""
+    if len(text) > MAX_BYTES:
+        raise YamlLimitError(f"{len(text)} characters of YAML (at most {MAX_BYTES})")
+    loader = BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()

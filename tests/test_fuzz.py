@@ -1,0 +1,146 @@
+"""Fuzzing the input surface with hypothesis: configs, `--set`, `--grid`, `--space`, and every data reader.
+
+Any exception other than `UserInputError` (exit 2), a traceback in CLI output, an exit code other
+than 0/1/2, or an example slower than its deadline fails. `make test` runs a few hundred examples
+(profile `suite`); `make fuzz` runs thousands with a fixed seed (profile `fuzz`).
+"""
+
+import io
+import os
+import pickle
+import string
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from nnrun.cli import app
+from nnrun.config import ExperimentConfig, flatten, load_config
+from nnrun.datasets.cifar10 import read_cifar10_batch
+from nnrun.datasets.npz import read_npz
+from nnrun.errors import UserInputError
+from nnrun.sweep.space import expand_points, parse_grid, parse_space
+from tests.cifar_fixtures import batch_dict
+
+settings.register_profile("suite", max_examples=60, deadline=10_000, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("fuzz", max_examples=2500, deadline=10_000, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get("NNRUN_FUZZ_PROFILE", "suite"))
+FUZZ_CORRUPTIONS = int(os.environ.get("NNRUN_FUZZ_CORRUPTIONS", "0") or 0)
+
+KEYS = sorted(flatten(ExperimentConfig().model_dump(mode="json")))
+"""Every dotted key of the config, so generated configs hit real keys as well as wrong ones."""
+runner = CliRunner()
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**30, 10**30), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(string.printable, max_size=20), st.sampled_from(["he", "relu", "softmax", "adam", "cifar10", "npz",
+                                                             "per_feature", "std", "-1", "1e400", ".nan"]))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=5),
+                                                       st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                      max_leaves=25)
+keys = st.one_of(st.sampled_from(KEYS), st.text(string.ascii_letters + "._-0123456789", min_size=1, max_size=30))
+
+
+def nested(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def only_user_errors(fn, *args, **kw) -> None:
+    try:
+        fn(*args, **kw)
+    except UserInputError:
+        pass
+
+
+@given(st.dictionaries(keys, values, max_size=8), st.sampled_from(["dump", "mangle"]), st.integers(0, 10**6))
+def test_config_files(flat, how, where):
+    text = yaml.safe_dump(nested(flat), sort_keys=False)
+    if how == "mangle" and text:
+        i = where % len(text)
+        text = text[:i] + "\n  - &x [*x, {: ]\n"[where % 7:] + text[i:]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.yaml"
+        path.write_text(text)
+        only_user_errors(load_config, path)
+
+
+@given(st.lists(st.tuples(keys, st.text(max_size=40)), max_size=4))
+def test_set_overrides_through_the_cli(items):
+    args = [a for key, text in items for a in ("--set", f"{key}={text}")]
+    result = runner.invoke(app, ["validate", "configs/quickstart.yaml", *args])
+    assert result.exit_code in (0, 2), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+
+
+@given(st.lists(st.text(max_size=40), max_size=3), st.lists(st.text(max_size=40), max_size=3),
+       st.one_of(st.none(), st.integers(-3, 50)))
+def test_grid_and_space(grid, space, n_random):
+    try:
+        expand_points(parse_grid(grid), parse_space(space), n_random, seed=0)
+    except UserInputError:
+        pass
+
+
+def mutate(data: bytes, cuts: list[tuple[int, int, int]]) -> bytes:
+    """Flip, delete or insert bytes of `data` at positions drawn by hypothesis."""
+    out = bytearray(data)
+    for where, what, value in cuts:
+        if not out:
+            break
+        i = where % len(out)
+        if what == 0:
+            out[i] ^= value or 1
+        elif what == 1:
+            del out[i:i + 1 + value % 64]
+        else:
+            out[i:i] = bytes([value]) * (1 + value % 8)
+    return bytes(out)
+
+
+def valid_npz() -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buf, X=rng.standard_normal((20, 6)).astype(np.float32), y=np.arange(20) % 3,
+             attributes=rng.integers(0, 2, (20, 2)), class_names=np.array(["a", "b", "c"]))
+    return buf.getvalue()
+
+
+NPZ = valid_npz()
+BATCH = pickle.dumps(batch_dict(6, 0), protocol=2)
+cuts = st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 2), st.integers(0, 255)), min_size=1, max_size=6)
+
+
+@settings(max_examples=FUZZ_CORRUPTIONS or settings().max_examples)
+@given(cuts)
+def test_corrupted_npz_files(changes):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "d.npz"
+        path.write_bytes(mutate(NPZ, changes))
+        only_user_errors(read_npz, path)
+
+
+@settings(max_examples=FUZZ_CORRUPTIONS or settings().max_examples)
+@given(cuts)
+def test_corrupted_cifar_batches(changes):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "data_batch_1"
+        path.write_bytes(mutate(BATCH, changes))
+        only_user_errors(read_cifar10_batch, path)

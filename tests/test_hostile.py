@@ -1,0 +1,156 @@
+"""Hostile and broken input: every case is one message and exit 2 (1 for faults during a run), never a
+traceback, never a resource bomb, and nothing left behind.
+
+`hostile_cases.py` builds the files; the acceptance script `tests/hostile_cases.py --measure` runs the
+same cases as subprocesses and reports time, peak memory and leftovers.
+"""
+
+import errno
+import json
+import pickle
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nnrun.cli import app
+from nnrun.config import load_config
+from nnrun.datasets import safe
+from nnrun.datasets.cifar10 import read_cifar10_batch
+from nnrun.datasets.npz import read_npz
+from nnrun.errors import UserInputError
+from tests import hostile_cases
+from tests.cifar_fixtures import batch_dict, write_cifar_folder
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.mark.parametrize("name", list(hostile_cases.CONFIG_CASES))
+def test_hostile_config_files_exit_2_with_one_message(name, tmp_path):
+    path, expected = hostile_cases.CONFIG_CASES[name](tmp_path)
+    result = invoke("validate", str(path))
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert len(result.output) < 2000  # the message never echoes an expanded input
+
+
+@pytest.mark.parametrize("name", list(hostile_cases.OVERRIDE_CASES))
+def test_hostile_overrides_exit_2_with_one_message(name):
+    items, expected = hostile_cases.OVERRIDE_CASES[name]
+    args = [arg for item in items for arg in ("--set", item)]
+    result = invoke("validate", "configs/quickstart.yaml", *args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and len(result.output) < 2000
+
+
+@pytest.mark.parametrize("name", list(hostile_cases.NPZ_CASES))
+def test_hostile_npz_files_are_refused_before_allocation(name, tmp_path, monkeypatch):
+    monkeypatch.setattr(safe, "MAX_BOMB_FREE_BYTES", 1 << 20)  # a 2 MiB bomb stands for a 6 GB one
+    path, expected = hostile_cases.NPZ_CASES[name](tmp_path)
+    with pytest.raises(UserInputError, match=expected):
+        read_npz(path)
+
+
+@pytest.mark.parametrize("name", list(hostile_cases.BATCH_CASES))
+def test_hostile_cifar_batches_are_refused(name, tmp_path):
+    path, expected = hostile_cases.BATCH_CASES[name](tmp_path)
+    with pytest.raises(UserInputError, match=expected):
+        read_cifar10_batch(path)
+
+
+def test_the_memo_bomb_is_refused_without_touching_the_unpickler(tmp_path, monkeypatch):
+    path, _ = hostile_cases.BATCH_CASES["memo_bomb"](tmp_path)
+    monkeypatch.setattr(safe._ArrayOnlyUnpickler, "load", lambda self: pytest.fail("unpickled a bomb"))
+    with pytest.raises(UserInputError, match="memo slot"):
+        read_cifar10_batch(path)
+
+
+def test_an_empty_test_batch_fails_at_load_time_and_is_never_cached(tmp_path):
+    folder = write_cifar_folder(tmp_path)
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}))
+    result = invoke("train", "configs/quickstart.yaml", "--set", "data.dataset=cifar10", "--set",
+                    f"data.root={tmp_path}", "--set", "data.val_size=10", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "0 images" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_too_big_for_the_machine_is_refused_with_figures(tmp_path):
+    result = invoke("train", "configs/quickstart.yaml", "--set", "model.hidden=[1000000000]",
+                    "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "TiB of memory" in result.output and "available" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_truncated_archive_leaves_no_extracted_files(tmp_path, monkeypatch):
+    import hashlib
+
+    from nnrun.datasets import cifar10
+    from tests.cifar_fixtures import cifar_tarball_bytes
+
+    archive = tmp_path / "root" / cifar10.CIFAR10_ARCHIVE
+    archive.parent.mkdir()
+    archive.write_bytes(cifar_tarball_bytes(tmp_path / "build")[:-3000])  # the gzip stream ends early
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    result = invoke("train", "configs/quickstart.yaml", "--set", "data.dataset=cifar10", "--set",
+                    f"data.root={archive.parent}", "--set", "data.val_size=10", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "cannot extract" in result.output
+    assert sorted(p.name for p in archive.parent.iterdir()) == [cifar10.CIFAR10_ARCHIVE]
+
+
+# ---- faults during a run ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fail_at, nth", [("checkpoint.npz", 2), ("model.npz", 1), ("summary.json", 1)])
+def test_a_full_disk_during_a_run_exits_1_keeps_whole_files_and_resumes(tmp_path, monkeypatch, fail_at, nth):
+    import nnrun.io as io
+
+    real = io.atomic_write
+    calls = {"n": 0}
+
+    def full_disk(path, write):
+        if path.name == fail_at:
+            calls["n"] += 1
+            if calls["n"] == nth:  # this write of that file finds the disk full
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, write)
+
+    monkeypatch.setattr(io, "atomic_write", full_disk)
+    run = tmp_path / "run"
+    result = invoke("train", "configs/quickstart.yaml", "--set", "train.epochs=3", "--out", str(run), "--quiet")
+    assert result.exit_code == 1, result.output
+    assert "No space left on device" in result.output
+    if fail_at == "summary.json":  # the summary itself could not be written: the message says so
+        assert "summary" in result.output and (run / "model.npz").is_file()
+    else:
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "failed" and "No space left" in summary["reason"]
+    assert not list(run.glob(".*.tmp"))
+    monkeypatch.setattr(io, "atomic_write", real)  # space was freed
+    resumed = invoke("train", "--resume", str(run), "--quiet", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["epochs"] == 3
+
+
+def test_a_run_directory_that_cannot_be_written_exits_1_and_trains_nothing(tmp_path, monkeypatch):
+    import nnrun.io as io
+
+    def read_only(path, write):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(io, "atomic_write", read_only)
+    result = invoke("train", "configs/quickstart.yaml", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 1 and "Read-only file system" in result.output
+
+
+def test_batches_of_the_fixture_stay_readable():
+    assert batch_dict(3, 0)[b"data"].dtype == np.uint8  # the cases below start from this valid batch
+
+
+def test_yaml_limits_are_the_config_limits():
+    cfg = load_config(None, ["loss.tree=" + "[" * 40 + "a, b" + "]" * 40, "loss.name=hierarchical_softmax"])
+    assert cfg.loss.tree is not None  # 40 levels are fine; hostile_cases nests past the limit
