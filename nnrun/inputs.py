@@ -4,9 +4,9 @@
 its input (`ModelInput`: features per row, image shape, pixel range), each problem a
 `UserInputError` naming the file and what was expected:
 
-- an `.npz` file with `X` (N, D) rows, or (N, C, H, W) images, of real numbers; optionally targets
-  and names as a dataset file has them (`y`, `attributes`, `targets`, `class_names`, ...; see
-  `nnrun.datasets.npz.load_npz`);
+- an `.npz` file with `X` (N, D) rows of real numbers; optionally targets and names as a dataset
+  file has them (`y`, `attributes`, `targets`, `class_names`, ...; checked as
+  `nnrun.datasets.npz.load_npz` checks them); without targets, X may also be (N, C, H, W) images;
 - a CIFAR-10 python batch file (`data_batch_1`, `test_batch`, ...): 3,072 uint8 pixels per row, with
   its labels (class targets, and the attribute targets of `CIFAR10_ATTRIBUTES`);
 - a PNG or JPEG image, decoded with Pillow: converted to the model's channels (RGB or grayscale),
