@@ -213,6 +213,78 @@ def runs(
 
 
 @command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    split: Annotated[str | None, typer.Option(
+        help="Split of the run's own data, its exact rows recovered from split.npz: train, val or test "
+             "(default test).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Evaluate on this file instead: an .npz with X and targets, or a CIFAR-10 batch file.")
+    ] = None,
+    data_root: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="Where the run's dataset files are now (replaces the run's data.root).")] = None,
+    plot: Annotated[bool, typer.Option(
+        "--plot", help="Also draw the confusion matrix (per-attribute accuracy; predicted vs true) as "
+                       "RUN_DIR/evaluate-SPLIT.png.")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Recompute a trained run's metrics on a split of its data or on a data file: metrics beside the summary's,
+    a confusion matrix for classes, per-attribute accuracies, RMSE and MAE beside the baseline for regression."""
+    from nnrun.evaluate import evaluate_run, evaluation_tables
+
+    result = evaluate_run(run_dir, split=split, data=data, data_root=data_root, plot=plot)
+    if json_:
+        print_json(result)
+        return
+    _note_unfinished(result)
+    for table in evaluation_tables(result):
+        print_table(table)
+    if "figure" in result:
+        stderr_console.print(f"wrote {result['figure']}", soft_wrap=True, markup=False, highlight=False)
+
+
+def _note_unfinished(result: dict[str, Any]) -> None:
+    """A note on stderr when the run did not complete: its weights are those of its last good epoch."""
+    if result.get("status") not in (None, "completed"):
+        stderr_console.print(f"note: the run's status is {result['status']}; these are the weights of its last "
+                             "good epoch", soft_wrap=True, markup=False, highlight=False)
+
+
+@command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    inputs: Annotated[list[Path], typer.Argument(
+        metavar="INPUT...", help=".npz files with X, CIFAR-10 batch files or PNG/JPEG images.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Write the predictions to this .csv or .npz file (default: CSV on stdout).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+    top_k: Annotated[int, typer.Option(
+        "--top-k", metavar="K", help="Classes listed per row, most likely first, with their probabilities.")] = 3,
+    json_: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object on stdout (with every row unless --out is given).")] = False,
+) -> None:
+    """Predict with a trained run: class (top-k with probabilities), attributes or values for each input row."""
+    from nnrun.predict import predict_run, predictions_csv
+
+    result = predict_run(run_dir, inputs, out=out, overwrite=overwrite, top_k=top_k)
+    columns, rows = result.pop("columns"), result.pop("rows")
+    if not json_:
+        _note_unfinished(result)
+    for path in result["resized"]:
+        stderr_console.print(f"note: {path} was resized to the model's input", soft_wrap=True, markup=False,
+                             highlight=False)
+    if json_:
+        if out is None:
+            result["predictions"] = [dict(zip(columns, line, strict=True)) for line in rows]
+        print_json(result)
+    elif out is None:
+        sys.stdout.write(predictions_csv(columns, rows))
+    else:
+        stderr_console.print(f"wrote {result['n']} predictions to {out}", soft_wrap=True, markup=False,
+                             highlight=False)
+
+
+@command()
 def gradcheck(
     config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
     set_: SetOption = None,

@@ -342,6 +342,8 @@ class TrainConfig(Section):
         1, ge=1, le=BIG,
         description="Save the training state (checkpoint.npz) every this many epochs, and whenever a run "
                     "stops; nnrun train --resume continues from it.")
+    save_predictions: bool = Field(
+        False, description="Write the test split's predictions and scores to predictions.npz in the run directory.")
 
 
 class ExperimentConfig(Section):

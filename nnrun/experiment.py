@@ -1,4 +1,5 @@
-"""The one place a config becomes objects: data, preprocessor, loss, model, regularizer, optimizer.
+"""The one place a config becomes objects (data, preprocessor, loss, model, regularizer, optimizer),
+and a saved run becomes them again (`load_run`).
 
 Read top-down, this is what `nnrun train` assembles from an `ExperimentConfig`:
 
@@ -12,6 +13,11 @@ Read top-down, this is what `nnrun train` assembles from an `ExperimentConfig`:
 `assemble(cfg)` does all four. Library classes never see the config: each registry entry is
 built with the config keys its constructor (or `create`) names, so adding an init scheme, an
 activation, a loss, an optimizer, a schedule or a penalty needs no change here.
+
+`load_run(path)` reads a trained run directory back into a `TrainedRun`: the resolved config, the
+fitted preprocessor (preprocess.npz), the loss (config plus targets.npz), the model built from the
+config with the weights of model.npz, and the rows of each split (split.npz). It predicts and
+scores raw data like a fitted scikit-learn estimator.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,9 +40,11 @@ from nnrun.config import (
     PreprocessConfig,
     RegularizationConfig,
     TrainConfig,
+    load_config,
 )
-from nnrun.datasets import TARGET_WORDS, DataOptions, Dataset, load_dataset
+from nnrun.datasets import SPLITS, TARGET_WORDS, DataOptions, Dataset, SplitRecord, load_dataset
 from nnrun.errors import UserInputError
+from nnrun.inputs import ModelInput
 from nnrun.nn.init import InitOptionError, init_weights
 from nnrun.nn.layers import ACTIVATIONS
 from nnrun.nn.losses import LOSSES, BinnedRegression, Loss, Targets, losses_for
@@ -45,7 +54,8 @@ from nnrun.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
 from nnrun.preprocess import Preprocessor, PreprocessSettings, fit_preprocessor
 from nnrun.resources import available_memory, human_bytes
 from nnrun.rng import stream
-from nnrun.trainer import TrainSettings, TrainSetup, training_bytes
+from nnrun.rundir import RUN_LAYOUT_VERSION, RUNNING, RunDir
+from nnrun.trainer import TrainSettings, TrainSetup, evaluate, training_bytes
 
 MEMORY_SHARE = 0.9
 """Share of the available memory a run may plan to use."""
@@ -244,3 +254,228 @@ def assemble(cfg: ExperimentConfig) -> Experiment:
     """Prepare the data, build the model and the training setup of `cfg`."""
     prepared = prepare_data(cfg)
     return Experiment(cfg, prepared, model_for(cfg, prepared), train_setup(cfg))
+
+
+# ---- a saved run -------------------------------------------------------------------------------
+
+RUN_FILES_NEEDED = {"config.yaml": "the resolved config", "preprocess.npz": "the fitted preprocessing",
+                    "targets.npz": "what the outputs mean", "model.npz": "the trained weights"}
+"""The files `load_run` reads, and what each holds."""
+
+
+def restore_loss(cfg: LossConfig, names: list[str], state: dict[str, np.ndarray], dataset: str) -> Loss:
+    """The loss `build_loss` made for a run, from the loss section and what it fitted (targets.npz arrays)."""
+    targets = Targets(names, np.zeros(0), dataset)
+    loss_class = LOSSES[cfg.name]
+    options = accepted_options(loss_class.create, cfg.model_dump())
+
+    def create(t: Targets) -> Loss:
+        return loss_class.create(t, **options)
+
+    if cfg.bins is not None:
+        return BinnedRegression.restore(targets, state, inner=create)
+    return loss_class.restore(targets, state, **options)
+
+
+@dataclass
+class TrainedRun:
+    """A trained run read back from its directory, used like a fitted scikit-learn estimator.
+
+    X is raw data in the dataset's own layout: (N, D) rows of any real dtype (CIFAR-10: 3,072 pixel
+    values 0..255, uint8 or float; images may also come as (N, C, H, W)); the fitted preprocessing is
+    applied inside, and the network runs in evaluation mode (BatchNorm running statistics, no
+    dropout). y has the form of the run's targets: class labels (N,) in 0..C-1, a 0/1 attribute
+    matrix (N, A), or regression targets (N, T) in their own units.
+
+    `target_kind` is `classes`, `attributes` or `regression`; `target_names` the class, attribute or
+    output names; `summary` the run's summary.json; `split` the rows of each split (None for a run
+    written before split.npz existed).
+    """
+
+    path: Path
+    cfg: ExperimentConfig
+    preprocessor: Preprocessor
+    model: MLP
+    loss: Loss
+    target_kind: str
+    target_names: list[str]
+    summary: dict[str, Any]
+    split: SplitRecord | None
+
+    @property
+    def n_features_in_(self) -> int:
+        """Features of a raw input row (D)."""
+        return int(self.preprocessor.n_features)
+
+    @property
+    def model_input(self) -> ModelInput:
+        """What the model takes as input: features per raw row, image shape, the dataset (`nnrun.inputs`)."""
+        return ModelInput(self.n_features_in_, self.preprocessor.image_shape, self.cfg.data.dataset)
+
+    @property
+    def classes_(self) -> np.ndarray | None:
+        """The labels `predict` returns for class targets, 0..C-1 (names in `target_names`); else None."""
+        return np.arange(len(self.target_names)) if self.target_kind == "classes" else None
+
+    def check_X(self, X: Any) -> np.ndarray:
+        """X as float32 (N, D), or a `UserInputError` saying what shape and dtype were expected."""
+        X = np.asarray(X)
+        d, shape = self.n_features_in_, self.preprocessor.image_shape
+        if X.dtype.kind not in "biuf":
+            raise UserInputError(f"X must hold real numbers (uint8 pixels or floats), got dtype {X.dtype}")
+        if shape is not None and X.ndim == 4 and X.shape[1:] == tuple(shape):
+            X = X.reshape(len(X), -1)
+        if X.ndim != 2 or X.shape[1] != d:
+            images = f" or (N, {', '.join(map(str, shape))}) images" if shape is not None else ""
+            raise UserInputError(f"X must be (N, {d}) rows{images} for this model, got shape {X.shape}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            X = np.asarray(X, dtype=np.float32)
+        if not np.isfinite(X).all():
+            raise UserInputError("X holds NaN or infinite values (after conversion to float32)")
+        return X
+
+    def check_y(self, y: Any, n: int) -> np.ndarray:
+        """y in the form of the run's targets for n rows, or a `UserInputError` saying what was expected."""
+        y = np.asarray(y)
+        count = len(self.target_names)
+        if self.target_kind == "classes":
+            if y.shape != (n,) or y.dtype.kind not in "iu":
+                raise UserInputError(f"y must be ({n},) integer class labels, got {y.dtype} of shape {y.shape}")
+            if n and (y.min() < 0 or y.max() >= count):
+                raise UserInputError(f"y holds labels outside 0..{count - 1} (the run's classes: "
+                                     f"{', '.join(self.target_names)})")
+            return y.astype(np.int64)
+        if self.target_kind == "regression" and y.ndim == 1:
+            y = y.reshape(-1, 1)
+        what = "a 0/1 attribute matrix" if self.target_kind == "attributes" else "regression targets"
+        if y.ndim != 2 or y.shape != (n, count) or y.dtype.kind not in "biuf":
+            raise UserInputError(f"y must be {what} of shape ({n}, {count}), got {y.dtype} of shape {y.shape}")
+        y = y.astype(np.float32)
+        if self.target_kind == "attributes" and not np.isin(y, (0, 1)).all():
+            raise UserInputError("y must hold 0/1 attribute values")
+        return y
+
+    def transform(self, X: Any) -> np.ndarray:
+        """X raw (N, D) -> the network's input (N, D'): the fitted preprocessing applied (X is not modified)."""
+        X32 = self.check_X(X)
+        # transform in place only a copy made here, never the caller's array
+        return self.preprocessor.transform(X32, copy=np.may_share_memory(X32, np.asarray(X)))
+
+    def scores(self, X: Any) -> np.ndarray:
+        """The network's outputs (N, K) for raw X, in batches of `train.eval_batch_size`."""
+        Z = self.transform(X)
+        batch = self.cfg.train.eval_batch_size
+        outputs = [self.model.forward(Z[i:i + batch], train=False) for i in range(0, len(Z), batch)]
+        return np.concatenate(outputs) if outputs else np.zeros((0, self.loss.output_dim(len(self.target_names))),
+                                                                 dtype=np.float32)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class labels (N,) in 0..C-1, a 0/1 attribute matrix (N, A), or regression values (N, T) in the
+        targets' own units (standardized targets mapped back; binned ones as their bin's centre)."""
+        return self.loss.predict(self.scores(X))
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """A confidence per class (N, C) or attribute (N, A), larger meaning more likely: the scores
+        (softmax, SVM, attribute losses) or log P(class) (hierarchical softmax). Not for regression."""
+        if not self.loss.has_decision_function:
+            raise AttributeError(f"the {self.cfg.loss.name} loss defines no decision function; use predict")
+        return self.loss.decision_function(self.scores(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities per class (N, C, rows summing to 1: softmax, hierarchical softmax) or per
+        attribute (N, A: attribute logistic). Losses without probabilities (SVM, hinges, regression)
+        raise AttributeError."""
+        if not self.loss.has_proba:
+            raise AttributeError(f"the {self.cfg.loss.name} loss defines no probabilities; use decision_function")
+        return self.loss.predict_proba(self.scores(X))
+
+    def score(self, X: Any, y: Any) -> dict[str, float]:
+        """The loss and the loss's metrics on (X, y), as summary.json reports them per split: `loss`,
+        `accuracy` (mean attribute accuracy and `accuracy_NAME` per attribute), `mae`, `rmse`,
+        `rmse_baseline` for regression. Unlike scikit-learn's `score`, every metric, in a dict."""
+        Z = self.transform(X)
+        return evaluate(self.model, self.loss, Z, self.check_y(y, len(Z)), self.cfg.train.eval_batch_size,
+                        detail=True)
+
+    def load_split(self, split: str, data_root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The raw rows (X (N, D) float32, y) of the run's own `split` (train, val or test), loaded as the run
+        did (`data_root` replaces `data.root`) and checked against the rows split.npz recorded."""
+        if split not in SPLITS:
+            raise UserInputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        cfg = self.cfg
+        if data_root is not None:
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": str(data_root)})})
+        data = select_targets(load_data(cfg), cfg.loss)
+        if self.split is not None and data.split is not None and not self.split.same_rows(data.split):
+            raise UserInputError(
+                f"{self.path / 'split.npz'}: the rows recorded there differ from the split of the data found now "
+                f"(data.dataset={cfg.data.dataset}, {cfg.data.path or cfg.data.resolved_root()}); the data files "
+                "changed since the run")
+        return {"train": (data.X_train, data.y_train), "val": (data.X_val, data.y_val),
+                "test": (data.X_test, data.y_test)}[split]
+
+
+def load_run(path: str | Path) -> TrainedRun:
+    """The trained run in `path` (see `TrainedRun`); one `UserInputError` names the file and what was expected
+    when the folder is not a finished run directory: files missing, a newer layout, a run that failed before
+    its first epoch or is still training."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserInputError(f"run directory {path} does not exist")
+    if not (path / "config.yaml").is_file():
+        raise UserInputError(f"{path} is not a run directory: it has no config.yaml")
+    run = RunDir(path)
+    provenance = run.read_provenance() or {}
+    layout = provenance.get("layout_version", 0)
+    if not isinstance(layout, int) or layout > RUN_LAYOUT_VERSION:
+        raise UserInputError(f"{path / 'provenance.json'}: layout_version {layout!r} is newer than this nnrun reads "
+                             f"({RUN_LAYOUT_VERSION}); upgrade nnrun to use this run")
+    summary = run.read_summary()
+    if summary is None:
+        if run.status() == RUNNING:
+            raise UserInputError(f"{path} is still training (another process holds its lock); wait for it to end")
+        raise UserInputError(f"{path} has no summary.json: the run stopped before it finished; "
+                             f"continue it with: nnrun train --resume {path}")
+    if not summary.get("epochs"):
+        raise UserInputError(f"{path / 'summary.json'}: the run {summary.get('status', 'failed')} before training "
+                             f"its first epoch ({summary.get('reason') or 'no reason recorded'}); "
+                             "there is no trained model to use")
+    for name, what in RUN_FILES_NEEDED.items():
+        if not (path / name).is_file():
+            raise UserInputError(f"{path} is missing {name} ({what}); a finished nnrun run directory has it")
+    try:
+        cfg = load_config(path / "config.yaml")
+    except UserInputError as e:
+        raise UserInputError(f"{path / 'config.yaml'} cannot be used by this nnrun: {e}") from None
+    preprocessor = Preprocessor.load(path / "preprocess.npz")
+    targets = run.read_arrays("targets.npz")
+    if "kind" not in targets or "names" not in targets:
+        raise UserInputError(f"{path / 'targets.npz'}: expected the keys kind and names, found "
+                             f"{', '.join(sorted(targets)) or 'none'}")
+    kind, names = str(targets["kind"]), [str(n) for n in np.asarray(targets["names"]).reshape(-1).tolist()]
+    if kind != cfg.loss.target_kind:
+        raise UserInputError(f"{path / 'targets.npz'}: target kind {kind!r} does not fit loss.name={cfg.loss.name} "
+                             f"of config.yaml, which trains on {cfg.loss.target_kind}")
+    try:
+        loss = restore_loss(cfg.loss, names, targets, cfg.data.dataset)
+    except ValueError as e:
+        raise UserInputError(f"{path / 'targets.npz'}: {e}") from None
+    model = build_model(cfg.model, preprocessor.n_output, loss.output_dim(len(names)), np.random.default_rng(0))
+    weights = run.read_arrays("model.npz")
+    expected = model.state_dict()
+    unexpected = sorted(set(weights) - set(expected))
+    try:
+        if unexpected:
+            raise KeyError(f"unexpected arrays {unexpected}")
+        model.load_state_dict(weights)
+    except (KeyError, ValueError) as e:
+        raise UserInputError(f"{path / 'model.npz'} does not fit the model config.yaml describes "
+                             f"({' -> '.join(str(v.shape[-1]) for k, v in expected.items() if k.endswith('.b'))} "
+                             f"units): {e}") from None
+    split = None
+    if (path / "split.npz").is_file():
+        try:
+            split = SplitRecord.from_arrays(run.read_arrays("split.npz"))
+        except ValueError as e:
+            raise UserInputError(f"{path / 'split.npz'}: {e}") from None
+    return TrainedRun(path, cfg, preprocessor, model, loss, kind, names, summary, split)

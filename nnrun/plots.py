@@ -1,4 +1,5 @@
-"""Figures, written as PNG files atomically: PCA and whitening pictures, the init comparison's plots.
+"""Figures, written as PNG files atomically: PCA and whitening pictures, the init comparison's plots,
+and what `nnrun evaluate --plot` draws (confusion matrix, per-attribute accuracy, predicted vs true).
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas: no pyplot, no global
 backend state, safe in worker processes and without a display. Each function returns the path
@@ -279,4 +280,59 @@ def loss_curves(result: dict[str, Any], path: str | Path) -> Path:
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     axes[0].set_ylabel(f"training loss ({result['loss']})")
+    return save_figure(fig, path)
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+
+def confusion_matrix_figure(counts: np.ndarray, class_names: list[str], title: str, path: str | Path) -> Path:
+    """counts: (C, C), row = true class, column = predicted class; each cell shaded by its share of the row."""
+    n = len(class_names)
+    fig = new_figure(max(4.5, 0.55 * n + 2.2), max(4.0, 0.5 * n + 1.8))
+    ax = fig.subplots()
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=np.float64), where=rows > 0)
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def attribute_accuracy_figure(accuracies: dict[str, float], title: str, path: str | Path) -> Path:
+    """One horizontal bar per attribute: its accuracy (0..1)."""
+    names = list(accuracies)
+    fig = new_figure(5.5, max(2.5, 0.4 * len(names) + 1.2))
+    ax = fig.subplots()
+    ax.barh(range(len(names)), [accuracies[n] for n in names], color="tab:blue")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, axis="x", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def predicted_vs_true_figure(predicted: np.ndarray, true: np.ndarray, target_names: list[str], title: str,
+                             path: str | Path) -> Path:
+    """predicted, true: (N, T); one scatter panel per output with the diagonal y = x."""
+    n_outputs = true.shape[1]
+    fig = new_figure(4.2 * n_outputs, 4.2)
+    axes = fig.subplots(1, n_outputs, squeeze=False)[0]
+    for t, ax in enumerate(axes):
+        lo = float(min(true[:, t].min(), predicted[:, t].min()))
+        hi = float(max(true[:, t].max(), predicted[:, t].max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+        ax.scatter(true[:, t], predicted[:, t], s=8, alpha=0.6)
+        ax.set_xlabel(f"true {target_names[t] if t < len(target_names) else t}")
+        ax.set_ylabel("predicted")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)

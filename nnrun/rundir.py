@@ -2,12 +2,16 @@
 
 A run directory holds:
 - `config.yaml`: the resolved config (overrides applied), written first;
+- `provenance.json`: where the run came from (versions, command line, machine, times, peak memory;
+  see `nnrun.provenance`), written at the start and completed at the end;
+- `split.npz`: the rows of each split (`nnrun.datasets.SplitRecord`);
 - `preprocess.npz`: the fitted preprocessing statistics;
 - `targets.npz`: what the outputs mean (target kind, names, fitted target statistics);
 - `metrics.jsonl`: one JSON object per epoch;
 - `checkpoint.npz`: the training state after the last saved epoch (see `nnrun.trainer.Checkpoint`),
   from which `nnrun train --resume` continues;
 - `model.npz`: weights and buffers by name (see the README for the keys);
+- `predictions.npz`: the test split's predictions and scores (only with `train.save_predictions`);
 - `summary.json`: final status and metrics, written last.
 Every file is written atomically (temporary name in the same folder, then rename).
 
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +37,12 @@ from filelock import FileLock, Timeout
 from nnrun.errors import UserInputError
 from nnrun.io import check_output_folder, remove_stale_temporaries, write_json, write_npz, write_text
 
-RUN_FILES = ("config.yaml", "preprocess.npz", "targets.npz", "metrics.jsonl", "checkpoint.npz", "model.npz",
-             "summary.json")
+RUN_FILES = ("config.yaml", "provenance.json", "split.npz", "preprocess.npz", "targets.npz", "metrics.jsonl",
+             "checkpoint.npz", "model.npz", "predictions.npz", "summary.json")
 """The files of a run directory, in the order a run writes them."""
+RUN_LAYOUT_VERSION = 1
+"""Version of the run directory layout this nnrun writes (provenance.json's `layout_version`); `load_run`
+refuses a run written in a newer one."""
 LOCK_FILE = ".lock"
 """The lock file a process holds while it trains into the run directory."""
 CLAIM_TIMEOUT = 2.0
@@ -164,6 +173,13 @@ class RunDir:
     def write_config(self, config_yaml: str) -> Path:
         return write_text(self.path / "config.yaml", config_yaml)
 
+    def write_provenance(self, provenance: dict[str, Any]) -> Path:
+        """provenance.json: `layout_version` (this nnrun's run directory layout), then `provenance`."""
+        return write_json(self.path / "provenance.json", {"layout_version": RUN_LAYOUT_VERSION, **provenance})
+
+    def write_split(self, arrays: dict[str, np.ndarray]) -> Path:
+        return write_npz(self.path / "split.npz", arrays)
+
     def write_preprocess(self, statistics: dict[str, np.ndarray]) -> Path:
         return write_npz(self.path / "preprocess.npz", statistics)
 
@@ -179,6 +195,9 @@ class RunDir:
     def write_model(self, state: dict[str, np.ndarray]) -> Path:
         return write_npz(self.path / "model.npz", state)
 
+    def write_predictions(self, arrays: dict[str, np.ndarray]) -> Path:
+        return write_npz(self.path / "predictions.npz", arrays)
+
     def write_summary(self, summary: dict[str, Any]) -> Path:
         return write_json(self.path / "summary.json", summary)
 
@@ -193,11 +212,29 @@ class RunDir:
 
     def read_summary(self) -> dict[str, Any] | None:
         """The summary, or None when the run has not finished writing one."""
+        return self._read_json("summary.json")
+
+    def read_provenance(self) -> dict[str, Any] | None:
+        """provenance.json, or None when there is none (a run from before it existed) or it cannot be read."""
+        return self._read_json("provenance.json")
+
+    def _read_json(self, name: str) -> dict[str, Any] | None:
         try:
-            summary = json.loads((self.path / "summary.json").read_text())
+            value = json.loads((self.path / name).read_text())
         except (OSError, ValueError):
             return None
-        return summary if isinstance(summary, dict) else None
+        return value if isinstance(value, dict) else None
+
+    def read_arrays(self, name: str) -> dict[str, np.ndarray]:
+        """The arrays of the run's file `name` (an .npz); a missing or unreadable one is a `UserInputError`."""
+        path = self.path / name
+        if not path.is_file():
+            raise UserInputError(f"run directory {self.path} has no {name}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {key: z[key] for key in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise UserInputError(f"cannot read {path}: {e}") from None
 
     def read_checkpoint(self) -> dict[str, np.ndarray] | None:
         """The arrays of checkpoint.npz, or None when there is none; an unreadable one is a `UserInputError`."""

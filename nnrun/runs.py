@@ -1,7 +1,8 @@
 """`nnrun runs`: every run directory under a folder as records, filtered, sorted, as a table, CSV or JSON.
 
-A record is a run's flattened config (dotted keys) and summary; columns name either. Filters are
-`KEY OP VALUE`; sorting puts runs without the key last.
+A record is a run's flattened config (dotted keys), its summary and its provenance (`provenance.KEY`:
+versions, git commit, command line, host, BLAS, times, peak memory); columns name any of them.
+Filters are `KEY OP VALUE`; sorting puts runs without the key last.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ BUILTIN_COLUMNS = ("run", "path", "status", "started", "reason")
 class RunRecord:
     """A run directory as read from disk: flattened config (dotted keys), summary (None while missing), the
     epochs finished so far, when it started, and its status (`RunDir.status`: the summary's, else `running`
-    while a process holds the run's lock, `interrupted` when none does: it was killed and can be resumed)."""
+    while a process holds the run's lock, `interrupted` when none does: it was killed and can be resumed),
+    and its provenance flattened under `provenance.` (empty for runs written before provenance.json)."""
 
     path: Path
     config: dict[str, Any]
@@ -41,6 +43,7 @@ class RunRecord:
     epochs_done: int
     started: float | None
     status: str
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def get(self, column: str) -> Any:
         """The value of `column`: a built-in (run, path, status, started, reason), a config key, or a summary key."""
@@ -56,11 +59,13 @@ class RunRecord:
             return self.epochs_done
         if column in self.config:
             return self.config[column]
+        if column in self.provenance:
+            return self.provenance[column]
         return (self.summary or {}).get(column)
 
     def has(self, column: str) -> bool:
         return column in BUILTIN_COLUMNS or column in self.config or column in (self.summary or {}) \
-            or column == "epochs"
+            or column in self.provenance or column == "epochs"
 
 
 def read_run(path: str | Path) -> RunRecord | None:
@@ -78,7 +83,8 @@ def read_run(path: str | Path) -> RunRecord | None:
     except (OSError, yaml.YAMLError):
         pass
     run = RunDir(path)
-    return RunRecord(path, config, run.read_summary(), run.epochs_done(), started, run.status())
+    provenance = flatten(run.read_provenance() or {}, "provenance.")
+    return RunRecord(path, config, run.read_summary(), run.epochs_done(), started, run.status(), provenance)
 
 
 def list_runs(root: str | Path) -> list[RunRecord]:
@@ -124,6 +130,7 @@ def check_columns(records: list[RunRecord], columns: list[str], option: str) -> 
         for r in records:
             known.update(dict.fromkeys(r.config))
             known.update(dict.fromkeys(r.summary or {}))
+            known.update(dict.fromkeys(r.provenance))
         raise UserInputError(f"{option}: no run has {', '.join(unknown)}; available: {', '.join(known)}")
 
 

@@ -2,9 +2,11 @@
 
 `train_new(cfg, ...)` validates the config and the data before the run directory exists (a bad
 input leaves nothing behind), claims the directory and calls `run_experiment`, which writes the
-resolved config, the fitted preprocessing and the target description, trains with
-`nnrun.trainer.fit` (metrics after every epoch, `checkpoint.npz` every `train.checkpoint_every`
-epochs), evaluates every split and writes the weights and `summary.json`.
+resolved config, the provenance record, the rows of each split, the fitted preprocessing and the
+target description, trains with `nnrun.trainer.fit` (metrics after every epoch, `checkpoint.npz`
+every `train.checkpoint_every` epochs), evaluates every split and writes the weights (with
+`train.save_predictions` also the test split's predictions), the completed provenance and
+`summary.json`.
 
 A run that diverges, is interrupted (SIGINT, SIGTERM, SIGHUP) or cannot write its files still
 saves what it has: metrics, the checkpoint of its last finished epoch, the last good weights and
@@ -22,9 +24,13 @@ from typing import Any
 import numpy as np
 
 from nnrun.config import ExperimentConfig, differing_keys, load_config
+from nnrun.datasets import Dataset
 from nnrun.errors import RunFailed, UserInputError
 from nnrun.experiment import Experiment, assemble
 from nnrun.io import check_output_folder
+from nnrun.nn.losses import Loss
+from nnrun.nn.model import MLP
+from nnrun.provenance import end_record, start_record
 from nnrun.rundir import RunDir
 from nnrun.signals import Interrupted, shielded
 from nnrun.trainer import Checkpoint, Diverged, History, Reporter, SilentReporter, evaluate, fit
@@ -100,15 +106,23 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
     if experiment is None:
         experiment = assemble(cfg)
     data, loss_fn, model = experiment.data, experiment.loss, experiment.model
-    if resume is None or not (run.path / "targets.npz").is_file():
-        try:
+    try:
+        if resume is None or not (run.path / "targets.npz").is_file():
             run.write_config(cfg.to_yaml())
             run.write_preprocess(experiment.prepared.preprocessor.statistics())
             run.write_targets({"kind": np.array(data.target_kind),
                                "names": np.array(data.target_names_of_kind, dtype=str), **loss_fn.state()})
-        except OSError as e:
-            raise RunFailed(f"cannot write the run directory {run.path}: {e.strerror or e}; nothing was "
-                            "trained") from None
+        if data.split is not None and (resume is None or not (run.path / "split.npz").is_file()):
+            run.write_split(data.split.arrays())
+        provenance = start_record()
+        earlier = run.read_provenance() if resume is not None else None
+        if earlier is not None:
+            earlier.pop("layout_version", None)
+            provenance["earlier_sessions"] = [*earlier.pop("earlier_sessions", []), earlier]
+        run.write_provenance(provenance)
+    except OSError as e:
+        raise RunFailed(f"cannot write the run directory {run.path}: {e.strerror or e}; nothing was "
+                        "trained") from None
     n_outputs = loss_fn.output_dim(data.n_targets)
     n_params = sum(p.value.size for p in model.params)
     reporter.start({"name": cfg.name, "run_dir": str(run.path), "dataset": data.name, **data.sizes(),
@@ -137,6 +151,10 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
         final = {split: evaluate(model, loss_fn, X, y, batch, detail=True)
                  for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
                                      ("test", data.X_test, data.y_test))}
+        if cfg.train.save_predictions:
+            stage = "saving the test predictions"
+            with shielded():
+                run.write_predictions(predictions_on_test_split(model, loss_fn, data, batch))
     except Diverged as e:
         status, reason = "failed", str(e)
     except Interrupted as e:
@@ -147,13 +165,28 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
         status, reason = "failed", f"cannot write to {run.path} during {stage}: {e.strerror or e}"
     with shielded():
         return _finish(cfg, run, experiment, history, final, status, reason, saved["epoch"], n_params, started,
-                       reporter)
+                       reporter, provenance)
+
+
+def predictions_on_test_split(model: MLP, loss_fn: Loss, data: Dataset, batch_size: int) -> dict[str, np.ndarray]:
+    """The `predictions.npz` arrays of the test split: `indices` (its rows in the split's pool, see split.npz),
+    `target`, `prediction` (in the targets' units), `scores` (the network's outputs (N, K)) and, where the loss
+    defines them, `proba`."""
+    X = data.X_test
+    scores = np.concatenate([model.forward(X[i:i + batch_size], train=False) for i in range(0, len(X), batch_size)])
+    arrays = {"target": data.y_test, "prediction": loss_fn.predict(scores), "scores": scores}
+    if data.split is not None:
+        arrays["indices"] = np.asarray(data.split.indices["test"], dtype=np.int64)
+    if loss_fn.has_proba:
+        arrays["proba"] = loss_fn.predict_proba(scores)
+    return arrays
 
 
 def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history: History,
             final: dict[str, dict[str, float]] | None, status: str, reason: str | None, saved_epoch: int,
-            n_params: int, started: float, reporter: Reporter) -> dict[str, Any]:
-    """Write what the run has (metrics, last checkpoint, weights, summary); raise `RunFailed` unless completed.
+            n_params: int, started: float, reporter: Reporter, provenance: dict[str, Any]) -> dict[str, Any]:
+    """Write what the run has (metrics, last checkpoint, weights, provenance, summary); raise `RunFailed` unless
+    completed.
 
     A write that fails (a full disk) makes the run fail; the others, and the summary last, are still tried,
     so that the run keeps what the disk allows and each file is whole or absent.
@@ -189,6 +222,7 @@ def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history:
     if status != "completed":
         summary.update({"reason": reason, "checkpoint_epoch": saved_epoch,
                         "seconds": time.perf_counter() - started})
+        attempt(run.write_provenance, end_record(provenance, status, summary["seconds"]))
         attempt(run.write_summary, summary)
         written = f" Some files could not be written ({failures[-1]}): free space and resume." if failures else ""
         where = f"last checkpoint after epoch {saved_epoch}" if saved_epoch else "no epoch finished yet"
@@ -199,6 +233,7 @@ def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history:
     train_seconds = sum(r["seconds"] for r in history.rows)
     summary.update({"seconds": time.perf_counter() - started,
                     "seconds_per_epoch": train_seconds / max(len(history.rows), 1), "run_dir": str(run.path)})
+    attempt(run.write_provenance, end_record(provenance, status, summary["seconds"]))
     attempt(run.write_summary, summary)
     if failures:
         raise RunFailed(f"cannot write the summary to {run.path}: {failures[-1]}; the trained weights are in "

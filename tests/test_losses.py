@@ -204,7 +204,7 @@ def test_standardized_regression_trains_on_scaled_targets_and_reports_original_u
     assert metrics["mae"] == pytest.approx(2, rel=1e-5) and metrics["rmse"] == pytest.approx(2, rel=1e-5)
     assert metrics["rmse_baseline"] == pytest.approx(std, rel=1e-6)
     assert "rmse_baseline" not in loss.metrics(perfect, y_train)
-    assert set(loss.state()) == {"target_mean", "target_std"}
+    assert set(loss.state()) == {"target_mean", "target_std", "target_train_mean"}
 
 
 def test_hierarchical_against_explicit_path_products():

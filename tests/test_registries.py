@@ -135,6 +135,32 @@ def test_every_loss_builds_from_targets_and_its_gradient_matches_centered_differ
     assert loss.primary_metric in loss.metrics(scores, y)
 
 
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_every_loss_restores_from_its_saved_state_and_its_probabilities_are_probabilities(name):
+    rng = np.random.default_rng(8)
+    targets, y, n_targets = targets_of(LOSSES[name].target_kind, rng)
+    loss = LOSSES[name].create(targets)
+    scores = rng.normal(size=(len(y), loss.output_dim(n_targets))).astype(np.float32) * 2
+    empty = Targets(targets.names, np.zeros(0), "test")  # a run read back has no training targets
+    restored = LOSSES[name].restore(empty, {k: np.asarray(v) for k, v in loss.state().items()})
+    assert restored.loss(scores, y) == loss.loss(scores, y)
+    assert restored.metrics(scores, y, detail=True) == loss.metrics(scores, y, detail=True)
+    np.testing.assert_array_equal(restored.predict(scores), loss.predict(scores))
+    if loss.has_decision_function:
+        confidence = loss.decision_function(scores)
+        assert confidence.shape == (len(y), n_targets)
+        if loss.target_kind == "classes":
+            np.testing.assert_array_equal(confidence.argmax(axis=1), loss.predict(scores))
+    if loss.has_proba:
+        proba = loss.predict_proba(scores)
+        assert proba.shape == (len(y), n_targets) and np.all((proba >= 0) & (proba <= 1))
+        if loss.target_kind == "classes":
+            np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    else:
+        with pytest.raises(NotImplementedError):
+            loss.predict_proba(scores)
+
+
 # ---- optimizers, schedules, penalties ----------------------------------------------------------
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))

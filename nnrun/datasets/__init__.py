@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from nnrun.datasets.bundled import load_diabetes, load_digits
 from nnrun.datasets.cifar10 import load_cifar10
-from nnrun.datasets.dataset import TARGET_KINDS, TARGET_WORDS, DataOptions, Dataset
+from nnrun.datasets.dataset import SPLITS, TARGET_KINDS, TARGET_WORDS, DataOptions, Dataset, SplitRecord
 from nnrun.datasets.npz import load_npz
 
-__all__ = ["DATASETS", "TARGET_KINDS", "TARGET_WORDS", "DataOptions", "Dataset", "DatasetEntry", "load_dataset"]
+__all__ = ["DATASETS", "SPLITS", "TARGET_KINDS", "TARGET_WORDS", "DataOptions", "Dataset", "DatasetEntry",
+           "SplitRecord", "load_dataset"]
 
 
 @dataclass(frozen=True)

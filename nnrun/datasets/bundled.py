@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnrun.datasets.dataset import DataOptions, Dataset
+from nnrun.datasets.dataset import DataOptions, Dataset, SplitRecord
 from nnrun.datasets.split import split_indices
 from nnrun.rng import stream
 
@@ -24,7 +24,8 @@ def load_digits(options: DataOptions, seed: int) -> Dataset:
     y = bunch.target.astype(np.int64)
     train, val, test = split_indices(len(X), options, stream(seed, "split"), carve_test=True)
     return Dataset("digits", X[train], y[train], X[val], y[val], X[test], y[test],
-                   [str(c) for c in bunch.target_names], (1, 8, 8))
+                   [str(c) for c in bunch.target_names], (1, 8, 8),
+                   split=SplitRecord.carved(len(X), train, val, test))
 
 
 def load_diabetes(options: DataOptions, seed: int) -> Dataset:
@@ -36,4 +37,5 @@ def load_diabetes(options: DataOptions, seed: int) -> Dataset:
     y = bunch.target.astype(np.float32)[:, None]
     train, val, test = split_indices(len(X), options, stream(seed, "split"), carve_test=True)
     return Dataset("diabetes", X[train], y[train], X[val], y[val], X[test], y[test], [], None,
-                   target_kind="regression", target_names=["progression"])
+                   target_kind="regression", target_names=["progression"],
+                   split=SplitRecord.carved(len(X), train, val, test))

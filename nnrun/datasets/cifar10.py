@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnrun.datasets.dataset import DataOptions, Dataset
+from nnrun.datasets.dataset import DataOptions, Dataset, SplitRecord
 from nnrun.datasets.download import download_file, extract_tarball, md5sum
 from nnrun.datasets.safe import restricted_unpickle
 from nnrun.datasets.split import split_indices
@@ -55,6 +55,8 @@ CIFAR10_ATTRIBUTES = {
 airplanes have landing-gear wheels, ships travel on water, frogs have four legs and no fur."""
 MAX_BATCH_ROWS = 60_000
 """Most images one batch file may hold (the official ones hold 10,000)."""
+TRAIN_POOL, TEST_POOL = "data_batches", "test_batch"
+"""The pools of a CIFAR-10 split (`SplitRecord`): data_batch_1..5 concatenated (train, val); test_batch (test)."""
 CACHE_ENV = "NNRUN_CACHE_DIR"
 """Environment variable naming the folder for cached arrays (default ~/.cache/nnrun)."""
 
@@ -72,7 +74,10 @@ def load_cifar10(options: DataOptions, seed: int) -> Dataset:
                    X_test.astype(np.float32), y_test,
                    list(CIFAR10_CLASSES), (3, 32, 32),
                    attribute_names=list(CIFAR10_ATTRIBUTE_NAMES),
-                   alternatives={"attributes": (table[y_pool[train]], table[y_pool[val]], table[y_test])})
+                   alternatives={"attributes": (table[y_pool[train]], table[y_pool[val]], table[y_test])},
+                   split=SplitRecord({"train": train, "val": val, "test": np.arange(len(X_test))},
+                                     {"train": TRAIN_POOL, "val": TRAIN_POOL, "test": TEST_POOL},
+                                     {TRAIN_POOL: len(X_pool), TEST_POOL: len(X_test)}))
 
 
 def find_cifar10(root: Path, download: bool, url: str | None = None) -> Path:

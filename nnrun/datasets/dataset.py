@@ -3,6 +3,8 @@
 Targets come in three kinds: `classes` (int64 (N,)), `attributes` (float32 (N, A) of 0/1) and
 `regression` (float32 (N, T)). A dataset's `y_*` arrays hold one kind; other kinds it can offer
 wait in `alternatives` until `with_targets(kind)` returns a dataset that trains on them.
+Its `split` (`SplitRecord`) says which rows of which pool each split holds; a run directory keeps
+it as `split.npz` (`SplitRecord.arrays`), so the exact rows can be found again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ TARGET_KINDS = ("classes", "attributes", "regression")
 """The kinds of targets: int class labels (N,), a 0/1 attribute matrix (N, A), float outputs (N, T)."""
 TARGET_WORDS = {"classes": "class-label", "attributes": "attribute", "regression": "regression"}
 """How messages name each kind of target."""
+SPLITS = ("train", "val", "test")
+"""The three splits, in the order of a `Dataset`'s arrays."""
+SPLIT_LAYOUT_VERSION = 1
+"""Layout version of `SplitRecord.arrays` (split.npz); a newer one is refused by `SplitRecord.from_arrays`."""
+WHOLE_POOL = "all"
+"""The pool name of a dataset carved from one pool: all its rows in their file order."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,63 @@ class DataOptions:
     train_size: int | None = None
 
 
+@dataclass(frozen=True)
+class SplitRecord:
+    """Which rows each split holds: `indices[split]` (sorted int64 row numbers) into the pool
+    `pools[split]`, a named sequence of `pool_sizes[pool]` rows in the dataset's own order (CIFAR-10's
+    `data_batches`: data_batch_1..5 concatenated; `all`: every row of a dataset carved into three)."""
+
+    indices: dict[str, np.ndarray]
+    pools: dict[str, str]
+    pool_sizes: dict[str, int]
+
+    @classmethod
+    def carved(cls, n_pool: int, train: np.ndarray, val: np.ndarray, test: np.ndarray) -> SplitRecord:
+        """All three splits carved from one pool of `n_pool` rows (`WHOLE_POOL`)."""
+        return cls({"train": train, "val": val, "test": test}, dict.fromkeys(SPLITS, WHOLE_POOL),
+                   {WHOLE_POOL: n_pool})
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The `split.npz` layout: `version`; `train`, `val`, `test` (int64 row indices into their pool);
+        `train_pool`, `val_pool`, `test_pool` (pool names); `pool_names` and `pool_sizes` (rows per pool)."""
+        arrays: dict[str, np.ndarray] = {"version": np.array(SPLIT_LAYOUT_VERSION)}
+        for split in SPLITS:
+            arrays[split] = np.asarray(self.indices[split], dtype=np.int64)
+            arrays[f"{split}_pool"] = np.array(self.pools[split])
+        arrays["pool_names"] = np.array(list(self.pool_sizes), dtype=str)
+        arrays["pool_sizes"] = np.array(list(self.pool_sizes.values()), dtype=np.int64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> SplitRecord:
+        """The record `arrays` wrote; a `ValueError` names what is missing, malformed or too new."""
+        try:
+            version = int(arrays["version"])
+            if version > SPLIT_LAYOUT_VERSION:
+                raise ValueError(f"layout version {version} is newer than this nnrun reads "
+                                 f"({SPLIT_LAYOUT_VERSION}); upgrade nnrun")
+            indices = {s: np.asarray(arrays[s], dtype=np.int64).reshape(-1) for s in SPLITS}
+            pools = {s: str(arrays[f"{s}_pool"]) for s in SPLITS}
+            sizes = {str(n): int(k) for n, k in zip(arrays["pool_names"].tolist(), arrays["pool_sizes"].tolist(),
+                                                     strict=True)}
+        except KeyError as e:
+            raise ValueError(f"key {e} is missing") from None
+        except TypeError as e:
+            raise ValueError(f"malformed entry: {e}") from None
+        for split in SPLITS:
+            if pools[split] not in sizes:
+                raise ValueError(f"{split}_pool names pool {pools[split]!r}, which pool_names does not list")
+            index = indices[split]
+            if index.size and (index.min() < 0 or index.max() >= sizes[pools[split]]):
+                raise ValueError(f"{split} holds row numbers outside its pool of {sizes[pools[split]]} rows")
+        return cls(indices, pools, sizes)
+
+    def same_rows(self, other: SplitRecord) -> bool:
+        """Whether `other` selects exactly the same rows of the same pools."""
+        return (self.pools == other.pools and self.pool_sizes == other.pool_sizes
+                and all(np.array_equal(self.indices[s], other.indices[s]) for s in SPLITS))
+
+
 @dataclass
 class Dataset:
     """A split dataset. X_*: float32 (N, D); y_*: targets of kind `target_kind`.
@@ -46,6 +111,7 @@ class Dataset:
     reshaped, or None for non-images. `class_names`, `attribute_names` and `target_names`
     name the classes, attributes and regression outputs the dataset has (empty when none).
     `alternatives` maps another target kind the dataset offers to its (train, val, test) arrays.
+    `split` records the rows of each split (None for a dataset built by hand).
     """
 
     name: str
@@ -61,6 +127,7 @@ class Dataset:
     attribute_names: list[str] = field(default_factory=list)
     target_names: list[str] = field(default_factory=list)
     alternatives: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    split: SplitRecord | None = None
 
     @property
     def n_features(self) -> int:

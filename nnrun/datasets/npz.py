@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnrun.datasets.dataset import DataOptions, Dataset
+from nnrun.datasets.dataset import DataOptions, Dataset, SplitRecord
 from nnrun.datasets.safe import read_npz_arrays
 from nnrun.datasets.split import split_indices
 from nnrun.errors import UserInputError
@@ -45,7 +45,7 @@ def load_npz(options: DataOptions, seed: int) -> Dataset:
     return Dataset("npz", X[train], y_train, X[val], y_val, X[test], y_test,
                    names["class_names"], image_shape, target_kind=kind,
                    attribute_names=names["attribute_names"], target_names=names["target_names"],
-                   alternatives=splits)
+                   alternatives=splits, split=SplitRecord.carved(len(X), train, val, test))
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, list[str]], tuple | None]:

@@ -14,6 +14,14 @@ dataset's targets (`Targets`: their names and training array), fitting what it n
 training targets only; its keyword options are loss config keys (`margin`, `tree`, ...).
 Losses with kinks (hinges, L1) report which side of each kink the scores are on (`kinks`), so
 gradient checks skip centered differences that straddle one.
+`Loss.restore(targets, state, **options)` builds the loss again from what `state()` saved (a
+trained run's targets.npz) instead of the training targets.
+
+For a trained model, class and attribute losses give a `decision_function` (a confidence per
+class or attribute, larger is more likely) and the losses that define probabilities give
+`predict_proba` (`has_proba`): softmax (the softmax of the scores), hierarchical softmax (the
+leaf path probabilities) and attribute logistic (an independent sigmoid per attribute). Training
+never calls them.
 Softmax and sigmoid are computed stably (row max subtracted; `logaddexp`; `tanh` form).
 """
 
@@ -59,11 +67,21 @@ class Loss:
     target_kind = "classes"
     primary_metric = "accuracy"
     higher_is_better = True
+    has_proba = False
+    """Whether `predict_proba` gives probabilities."""
+    has_decision_function = False
+    """Whether `decision_function` gives a confidence per class or attribute."""
 
     @classmethod
     def create(cls, targets: Targets) -> Loss:
         """The loss for `targets`; subclasses with options take them as keywords named like the config keys."""
         return cls()
+
+    @classmethod
+    def restore(cls, targets: Targets, state: dict[str, np.ndarray], **options: Any) -> Loss:
+        """The loss `create(targets, **options)` built, with what it fitted taken from its saved `state()`
+        (`targets.y_train` may be empty: nothing is fitted here). A `ValueError` names a missing entry."""
+        return cls.create(targets, **options)
 
     def output_dim(self, n_targets: int) -> int:
         """Number of scores the network must produce for `n_targets` classes, attributes or outputs."""
@@ -85,6 +103,15 @@ class Loss:
         """scores: (N, K) -> predictions in the targets' form."""
         raise NotImplementedError
 
+    def decision_function(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, K) -> a confidence per class (N, C) or attribute (N, A); only where `has_decision_function`."""
+        raise NotImplementedError(f"{type(self).__name__} defines no decision function")
+
+    def predict_proba(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, K) -> probabilities per class (N, C, rows sum to 1) or attribute (N, A); only where
+        `has_proba`."""
+        raise NotImplementedError(f"{type(self).__name__} defines no probabilities")
+
     def metrics(self, scores: np.ndarray, y: np.ndarray, detail: bool = False) -> dict[str, float]:
         """Metrics that fit the targets; `detail` adds the final-summary ones (per attribute, baseline)."""
         raise NotImplementedError
@@ -105,10 +132,15 @@ class ClassLoss(Loss):
     """A loss on integer class labels y: (N,); the prediction is the arg-max score."""
 
     target_kind = "classes"
+    has_decision_function = True
 
     def predict(self, scores: np.ndarray) -> np.ndarray:
         """scores: (N, C) -> predicted class (N,)."""
         return scores.argmax(axis=1)
+
+    def decision_function(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, C) -> the scores themselves, (N, C)."""
+        return scores
 
     def metrics(self, scores: np.ndarray, y: np.ndarray, detail: bool = False) -> dict[str, float]:
         """Metrics for classes: top-1 accuracy."""
@@ -119,8 +151,16 @@ class SoftmaxCrossEntropy(ClassLoss):
     """Softmax cross-entropy: `L = mean_i [-s_{i,y_i} + log sum_j exp(s_ij)]`.
 
     Gradient `(softmax(s) - onehot(y)) / N`; the softmax subtracts the row max for stability.
-    Targets are integer class labels (N,).
+    Targets are integer class labels (N,). `predict_proba` is `softmax(s)`.
     """
+
+    has_proba = True
+
+    def predict_proba(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, C) -> softmax probabilities (N, C), rows summing to 1."""
+        exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+        exp /= exp.sum(axis=1, keepdims=True)
+        return exp
 
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, C), y: (N,) int -> (loss, dscores (N, C))."""
@@ -223,7 +263,10 @@ class HierarchicalSoftmax(ClassLoss):
     `-d_{y_i,n} * sigma(-d_{y_i,n} * s_n) / N` on the path's nodes and 0 elsewhere. The prediction
     is the leaf with the highest path probability. Targets are integer class labels (N,).
     With two classes this is binary logistic regression with `P(class 0) = sigma(s_0)`.
+    `decision_function` gives `log P(class c)` (N, C) and `predict_proba` `P(class c)`.
     """
+
+    has_proba = True
 
     def __init__(self, tree: TreeNode) -> None:
         leaves = tree_leaves(tree)
@@ -290,6 +333,14 @@ class HierarchicalSoftmax(ClassLoss):
         """scores: (N, C-1) -> the class with the highest path probability (N,)."""
         return self.leaf_log_probs(scores).argmax(axis=1)
 
+    def decision_function(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, C-1) -> log P(class c) (N, C)."""
+        return self.leaf_log_probs(scores)
+
+    def predict_proba(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, C-1) -> P(class c) (N, C), the products of the branch probabilities on each path."""
+        return np.exp(self.leaf_log_probs(scores))
+
 
 class AttributeLoss(Loss):
     """A loss on a binary attribute matrix Y: (N, A) of 0/1; attribute j is predicted present when s_j > 0.
@@ -299,6 +350,7 @@ class AttributeLoss(Loss):
     """
 
     target_kind = "attributes"
+    has_decision_function = True
 
     def __init__(self, attribute_names: Sequence[str] | None = None) -> None:
         self.attribute_names = list(attribute_names) if attribute_names is not None else None
@@ -311,6 +363,10 @@ class AttributeLoss(Loss):
     def predict(self, scores: np.ndarray) -> np.ndarray:
         """scores: (N, A) -> 0/1 attribute matrix (N, A)."""
         return (scores > 0).astype(np.int8)
+
+    def decision_function(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, A) -> the scores themselves (N, A); attribute j is predicted present where > 0."""
+        return scores
 
     def metrics(self, scores: np.ndarray, y: np.ndarray, detail: bool = False) -> dict[str, float]:
         """Mean per-attribute accuracy, and with `detail` each attribute's accuracy."""
@@ -345,7 +401,14 @@ class AttributeLogistic(AttributeLoss):
     `L_i = -sum_j [y_ij log sigma(s_ij) + (1 - y_ij) log(1 - sigma(s_ij))] = sum_j [softplus(s_ij) - y_ij s_ij]`.
 
     Averaged over N. Gradient `(sigma(s) - y) / N`. PyTorch's `BCEWithLogits` (mean) is this / A.
+    `predict_proba` is `sigma(s)`: each attribute's probability of being present (rows need not sum to 1).
     """
+
+    has_proba = True
+
+    def predict_proba(self, scores: np.ndarray) -> np.ndarray:
+        """scores: (N, A) -> sigma(s) (N, A)."""
+        return sigmoid(scores)
 
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, A), y: (N, A) 0/1 -> (loss, dscores (N, A))."""
@@ -382,6 +445,23 @@ class RegressionLoss(Loss):
         """The loss fitted on the training targets (their mean, and with `standardize_targets` their std)."""
         return cls(standardize=standardize_targets).fit(targets.y_train)
 
+    @classmethod
+    def restore(cls, targets: Targets, state: dict[str, np.ndarray], *,
+                standardize_targets: bool = True) -> RegressionLoss:
+        """The fitted loss from `state()`: `target_mean`, `target_std` (standardizing) and `target_train_mean`
+        (the baseline; older runs without it report no baseline unless standardized)."""
+        loss = cls(standardize=standardize_targets)
+        if standardize_targets:
+            if "target_mean" not in state or "target_std" not in state:
+                raise ValueError("target_mean and target_std are missing (the run standardized its targets)")
+            loss.mean = np.asarray(state["target_mean"], dtype=np.float32).reshape(-1)
+            loss.std = np.asarray(state["target_std"], dtype=np.float32).reshape(-1)
+        if "target_train_mean" in state:
+            loss.train_mean = np.asarray(state["target_train_mean"], dtype=np.float64).reshape(-1)
+        elif loss.mean is not None:
+            loss.train_mean = loss.mean.astype(np.float64)
+        return loss
+
     def fit(self, y_train: np.ndarray) -> RegressionLoss:
         """Learn the training targets' mean (the baseline) and, with `standardize`, their std."""
         y64 = np.asarray(y_train, dtype=np.float64).reshape(len(y_train), -1)
@@ -414,10 +494,12 @@ class RegressionLoss(Loss):
         return values
 
     def state(self) -> dict[str, np.ndarray]:
-        """`target_mean` and `target_std` when standardizing (predictions are `s * std + mean`)."""
+        """`target_mean` and `target_std` when standardizing (predictions are `s * std + mean`), and
+        `target_train_mean` (T,) float64, the baseline's prediction."""
+        state = {} if self.train_mean is None else {"target_train_mean": self.train_mean}
         if self.mean is None:
-            return {}
-        return {"target_mean": self.mean, "target_std": self.std}
+            return state
+        return {"target_mean": self.mean, "target_std": self.std, **state}
 
 
 class L2Loss(RegressionLoss):
@@ -469,11 +551,20 @@ class BinnedRegression(Loss):
     primary_metric = "rmse"
     higher_is_better = False
 
-    def __init__(self, inner: ClassLoss, edges: np.ndarray, centres: np.ndarray, train_mean: float) -> None:
+    def __init__(self, inner: ClassLoss, edges: np.ndarray, centres: np.ndarray, train_mean: float | None) -> None:
         self.inner = inner
         self.edges = np.asarray(edges, dtype=np.float64)
         self.centres = np.asarray(centres, dtype=np.float64)
-        self.train_mean = float(train_mean)
+        self.train_mean = None if train_mean is None else float(train_mean)
+
+    @property
+    def has_proba(self) -> bool:
+        """Probabilities of the bins where the inner loss defines them."""
+        return self.inner.has_proba
+
+    @property
+    def has_decision_function(self) -> bool:
+        return self.inner.has_decision_function
 
     @classmethod
     def create(cls, targets: Targets, *, bins: int, inner: Callable[[Targets], ClassLoss]) -> BinnedRegression:
@@ -487,10 +578,20 @@ class BinnedRegression(Loss):
         if len(centres) < 2:
             raise UserInputError(
                 f"loss.bins={bins}: the training targets of data.dataset={targets.dataset} take a single value")
-        bin_names = [f"bin{k}" for k in range(len(centres))]
-        inner_loss = inner(Targets(bin_names, np.searchsorted(edges, y.reshape(len(y)), side="right"),
+        inner_loss = inner(Targets(bin_names(len(centres)), np.searchsorted(edges, y.reshape(len(y)), side="right"),
                                    targets.dataset))
         return cls(inner_loss, edges, centres, float(np.mean(y, dtype=np.float64)))
+
+    @classmethod
+    def restore(cls, targets: Targets, state: dict[str, np.ndarray], *,
+                inner: Callable[[Targets], ClassLoss]) -> BinnedRegression:
+        """The binned loss from `state()`: `bin_edges`, `bin_centres` and `target_train_mean` (the baseline)."""
+        if "bin_edges" not in state or "bin_centres" not in state:
+            raise ValueError("bin_edges and bin_centres are missing (the run trained on loss.bins)")
+        centres = np.asarray(state["bin_centres"], dtype=np.float64).reshape(-1)
+        train_mean = float(state["target_train_mean"]) if "target_train_mean" in state else None
+        return cls(inner(Targets(bin_names(len(centres)), np.zeros(0, dtype=np.int64), targets.dataset)),
+                   np.asarray(state["bin_edges"], dtype=np.float64).reshape(-1), centres, train_mean)
 
     def output_dim(self, n_targets: int) -> int:
         """The inner class loss's output size for K classes."""
@@ -516,19 +617,35 @@ class BinnedRegression(Loss):
         """scores -> the predicted bin's centre (N, 1)."""
         return self.centres[self.inner.predict(scores)][:, None]
 
+    def decision_function(self, scores: np.ndarray) -> np.ndarray:
+        """scores -> the inner loss's confidence per bin (N, K)."""
+        return self.inner.decision_function(scores)
+
+    def predict_proba(self, scores: np.ndarray) -> np.ndarray:
+        """scores -> the inner loss's probability per bin (N, K)."""
+        return self.inner.predict_proba(scores)
+
     def metrics(self, scores: np.ndarray, y: np.ndarray, detail: bool = False) -> dict[str, float]:
         """Bin accuracy, MAE and RMSE of the bin centres; `detail` adds the training-mean baseline RMSE."""
         y = y.reshape(len(y), 1)
         bins = self.inner.predict(scores)
         values = {"accuracy": accuracy(bins, self.to_bins(y))}
         values.update(regression_errors(self.centres[bins][:, None], y))
-        if detail:
+        if detail and self.train_mean is not None:
             values["rmse_baseline"] = rmse(np.full_like(y, self.train_mean, dtype=np.float64), y)
         return values
 
     def state(self) -> dict[str, np.ndarray]:
-        """`bin_edges` (K-1,) and `bin_centres` (K,)."""
-        return {"bin_edges": self.edges, "bin_centres": self.centres}
+        """`bin_edges` (K-1,), `bin_centres` (K,) and `target_train_mean` (the baseline's prediction)."""
+        state = {"bin_edges": self.edges, "bin_centres": self.centres}
+        if self.train_mean is not None:
+            state["target_train_mean"] = np.array(self.train_mean)
+        return state
+
+
+def bin_names(n_bins: int) -> list[str]:
+    """The class names of K bins: bin0, bin1, ..."""
+    return [f"bin{k}" for k in range(n_bins)]
 
 
 def fit_bins(y_train: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
