@@ -27,12 +27,14 @@ Schedules (epoch e = 0, 1, ..., E - 1 of E epochs, base rate lr):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 import numpy as np
 
 from nnrun.nn.layers import Parameter
+from nnrun.parallel import run_blocks
 
 
 class Optimizer:
@@ -74,17 +76,26 @@ class Optimizer:
                 self.state.setdefault(name, {})[slot] = np.array(value, copy=True)
 
     def step(self, params: list[Parameter], lr: float) -> None:
-        """Update every parameter in place."""
+        """Update every parameter in place: `update` on blocks of rows of each, spread over the element-wise
+        thread pool (`nnrun.parallel`); every element sees the same operations as a whole-array update."""
+        jobs = []
+        for p in params:
+            update = functools.partial(self.update, lr=lr)
+            jobs.append((update, (p.value, p.grad, *self._state(p, *self.slots))))
+        run_blocks(jobs)
+
+    def update(self, w: np.ndarray, g: np.ndarray, *slots: np.ndarray, lr: float) -> None:
+        """The rule on one block: weights `w`, gradient `g` (scratch space: the next backward refills it) and the
+        rule's state arrays `slots`, all the same shape, updated in place with learning rate `lr`."""
         raise NotImplementedError
 
 
 class SGD(Optimizer):
     """Plain gradient descent: `w -= lr * g`."""
 
-    def step(self, params: list[Parameter], lr: float) -> None:
-        for p in params:
-            p.grad *= -p.value.dtype.type(lr)
-            p.value += p.grad
+    def update(self, w: np.ndarray, g: np.ndarray, *slots: np.ndarray, lr: float) -> None:
+        g *= -w.dtype.type(lr)
+        w += g
 
 
 class Momentum(Optimizer):
@@ -96,14 +107,11 @@ class Momentum(Optimizer):
         super().__init__()
         self.momentum = momentum
 
-    def step(self, params: list[Parameter], lr: float) -> None:
-        for p in params:
-            (v,) = self._state(p, *self.slots)
-            dt = p.value.dtype.type
-            v *= dt(self.momentum)
-            p.grad *= dt(lr)
-            v -= p.grad
-            p.value += v
+    def update(self, w: np.ndarray, g: np.ndarray, v: np.ndarray, *, lr: float) -> None:
+        v *= w.dtype.type(self.momentum)
+        g *= w.dtype.type(lr)
+        v -= g
+        w += v
 
 
 class Nesterov(Optimizer):
@@ -118,16 +126,13 @@ class Nesterov(Optimizer):
         super().__init__()
         self.momentum = momentum
 
-    def step(self, params: list[Parameter], lr: float) -> None:
-        for p in params:
-            (v,) = self._state(p, *self.slots)
-            dt = p.value.dtype.type
-            mu = dt(self.momentum)
-            p.grad *= dt(lr)
-            v *= mu
-            v -= p.grad
-            p.value -= p.grad
-            p.value += mu * v
+    def update(self, w: np.ndarray, g: np.ndarray, v: np.ndarray, *, lr: float) -> None:
+        mu = w.dtype.type(self.momentum)
+        g *= w.dtype.type(lr)
+        v *= mu
+        v -= g
+        w -= g
+        w += mu * v
 
 
 class Adam(Optimizer):
@@ -143,26 +148,26 @@ class Adam(Optimizer):
 
     def step(self, params: list[Parameter], lr: float) -> None:
         self.t += 1
-        b1, b2, eps = self.beta1, self.beta2, self.eps
+        super().step(params, lr)
+
+    def update(self, w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *, lr: float) -> None:
+        dt = w.dtype.type
+        b1, b2 = self.beta1, self.beta2
         correction1 = 1 - b1 ** self.t
         correction2 = 1 - b2 ** self.t
-        for p in params:
-            m, v = self._state(p, *self.slots)
-            dt = p.value.dtype.type
-            g = p.grad
-            m *= dt(b1)
-            m += dt(1 - b1) * g
-            v *= dt(b2)
-            g *= g
-            g *= dt(1 - b2)
-            v += g
-            # g is spent: reuse it for the denominator sqrt(v / c2) + eps.
-            np.multiply(v, dt(1 / correction2), out=g)
-            np.sqrt(g, out=g)
-            g += dt(eps)
-            np.divide(m, g, out=g)
-            g *= dt(lr / correction1)
-            p.value -= g
+        m *= dt(b1)
+        m += dt(1 - b1) * g
+        v *= dt(b2)
+        g *= g
+        g *= dt(1 - b2)
+        v += g
+        # g is spent: reuse it for the denominator sqrt(v / c2) + eps.
+        np.multiply(v, dt(1 / correction2), out=g)
+        np.sqrt(g, out=g)
+        g += dt(self.eps)
+        np.divide(m, g, out=g)
+        g *= dt(lr / correction1)
+        w -= g
 
 
 class RMSprop(Optimizer):
@@ -174,19 +179,15 @@ class RMSprop(Optimizer):
         super().__init__()
         self.decay_rate, self.eps = decay_rate, eps
 
-    def step(self, params: list[Parameter], lr: float) -> None:
-        decay, eps = self.decay_rate, self.eps
-        for p in params:
-            (c,) = self._state(p, *self.slots)
-            dt = p.value.dtype.type
-            g = p.grad
-            c *= dt(decay)
-            c += dt(1 - decay) * (g * g)
-            denom = np.sqrt(c)
-            denom += dt(eps)
-            g *= dt(lr)
-            g /= denom
-            p.value -= g
+    def update(self, w: np.ndarray, g: np.ndarray, c: np.ndarray, *, lr: float) -> None:
+        dt = w.dtype.type
+        c *= dt(self.decay_rate)
+        c += dt(1 - self.decay_rate) * (g * g)
+        denom = np.sqrt(c)
+        denom += dt(self.eps)
+        g *= dt(lr)
+        g /= denom
+        w -= g
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
