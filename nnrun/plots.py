@@ -1,8 +1,10 @@
-"""Figures, written as PNG files atomically: PCA and whitening pictures, the init comparison's plots.
+"""Figures, written as PNG (or SVG) files atomically: PCA and whitening pictures, the init
+comparison's plots.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas: no pyplot, no global
 backend state, safe in worker processes and without a display. Each function returns the path
-it wrote. Images are rows of D = C * H * W values in channel-major order (`image_shape` = (C, H, W)).
+it wrote (or, for `eigenvector_figure` and `explained_variance_plot`, the `Figure`).
+Images are rows of D = C * H * W values in channel-major order (`image_shape` = (C, H, W)).
 The init comparison's figures take the plain dict `nnrun.compare_inits.compare_inits` returns.
 """
 
@@ -10,12 +12,14 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from nnrun.io import atomic_write
 from nnrun.nn.init import INIT_SCHEMES
@@ -31,10 +35,15 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+FORMATS = ("png", "svg")
+"""File formats `save_figure` writes, chosen by the path's suffix."""
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Render `fig` as PNG and write it to `path` atomically."""
+    """Render `fig` as PNG (or SVG, for a `.svg` path) and write it to `path` atomically."""
+    suffix = Path(path).suffix.lower().lstrip(".")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    fig.savefig(buffer, format=suffix if suffix in FORMATS else "png", dpi=DPI)
     return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
@@ -58,14 +67,16 @@ def stretch(images: np.ndarray, per_image: bool, lo: float | None = None, hi: fl
     return np.clip((images - lo_) / span, 0.0, 1.0)
 
 
-def mosaic(images: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
-    """images (n, H, W, C) in [0, 1] -> one (rows*(H+pad)-pad, cols*(W+pad)-pad, C) picture, white gaps."""
+def mosaic(images: np.ndarray, cols: int, pad: int = 1, pad_below: int | None = None) -> np.ndarray:
+    """images (n, H, W, C) in [0, 1] -> one (rows*(H+pad_below)-pad_below, cols*(W+pad)-pad, C) picture,
+    white gaps (`pad_below`, default `pad`, is the gap under each row: room for labels)."""
     n, h, w, c = images.shape
+    below = pad if pad_below is None else pad_below
     rows = math.ceil(n / cols)
-    out = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, c))
+    out = np.ones((rows * (h + below) - below, cols * (w + pad) - pad, c))
     for i, image in enumerate(images):
         r, q = divmod(i, cols)
-        out[r * (h + pad): r * (h + pad) + h, q * (w + pad): q * (w + pad) + w] = image
+        out[r * (h + below): r * (h + below) + h, q * (w + pad): q * (w + pad) + w] = image
     return out
 
 
@@ -79,20 +90,61 @@ def show_mosaic(ax, picture: np.ndarray, title: str) -> None:
     ax.set_axis_off()
 
 
+def short_number(value: float) -> str:
+    """Three significant digits, the exponent without `+` and leading zeros: `1.49e3`, `8.99e-5`, `0.244`."""
+    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{value:.3g}")
+
+
 def eigenvector_grid(components: np.ndarray, image_shape: tuple[int, int, int], path: str | Path,
-                     n: int = 144) -> Path:
+                     n: int = 144, eigenvalues: np.ndarray | None = None) -> Path:
+    """Write `eigenvector_figure` to `path`."""
+    return save_figure(eigenvector_figure(components, image_shape, n, eigenvalues), path)
+
+
+def eigenvector_figure(components: np.ndarray, image_shape: tuple[int, int, int], n: int = 144,
+                       eigenvalues: np.ndarray | None = None) -> Figure:
     """The top `n` eigenvectors (columns of components: (D, m), by descending eigenvalue) as images.
 
     Each eigenvector is stretched to its own range (its sign and scale are arbitrary); a grid of
-    up to 12 x 12, row by row, first component at the top left.
+    up to 12 x 12, row by row, first component at the top left. With `eigenvalues` (m,) each tile
+    is labelled `index: eigenvalue` (1-based), and directions of zero variance (eigenvalue 0: no
+    training image varies along them, so the eigenvector is arbitrary and whitening divides it by
+    sqrt(eps)) are framed and labelled in red.
     """
     n = min(n, components.shape[1])
     cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    _, h, w = image_shape
+    labelled = eigenvalues is not None
+    band = max(3, math.ceil(0.28 * h)) if labelled else 1
     images = stretch(rows_to_images(components[:, :n].T, image_shape), per_image=True)
-    fig = new_figure(7.5, 7.5 * math.ceil(n / cols) / cols + 0.4)
-    show_mosaic(fig.add_subplot(), mosaic(images, cols),
-                f"top {n} eigenvectors of the training covariance (descending eigenvalue, row by row)")
-    return save_figure(fig, path)
+    picture = mosaic(images, cols, pad=max(1, w // 8), pad_below=band)
+    width = 7.5
+    fig = new_figure(width, width * picture.shape[0] / picture.shape[1] + (0.75 if labelled else 0.4))
+    ax = fig.add_subplot()
+    title = f"top {n} eigenvectors of the training covariance (descending eigenvalue, row by row)"
+    zero = 0
+    if labelled:
+        values = np.asarray(eigenvalues, dtype=np.float64)[:n]
+        zero = int(np.count_nonzero(values <= 0))
+        title += "\neach tile: component index: eigenvalue"
+        if zero:
+            title += f"; red: {zero} zero-variance directions (arbitrary, amplified by whitening)"
+    show_mosaic(ax, picture, title)
+    if labelled:
+        pitch_points = 72 * width / cols
+        size = max(3.0, min(7.0, pitch_points / 8.5))
+        step_y, step_x = h + band, w + max(1, w // 8)
+        for i, value in enumerate(values):
+            r, q = divmod(i, cols)
+            flat = value <= 0
+            ax.text(q * step_x + w / 2 - 0.5, r * step_y + h - 0.5 + band * 0.1, f"{i + 1}: {short_number(value)}",
+                    ha="center", va="top", fontsize=size, color="tab:red" if flat else "black")
+            if flat:
+                ax.add_patch(Rectangle((q * step_x - 0.5, r * step_y - 0.5), w, h, fill=False,
+                                       edgecolor="tab:red", lw=1.2))
+        ax.set_ylim(rows * step_y - 0.5, -0.5)
+    return fig
 
 
 def reconstruction_figure(original: np.ndarray, reduced: np.ndarray, whitened: np.ndarray,
@@ -121,26 +173,38 @@ def reconstruction_figure(original: np.ndarray, reduced: np.ndarray, whitened: n
 
 def explained_variance_figure(eigenvalues: np.ndarray, total_variance: float, path: str | Path,
                               marks: list[int] | tuple[int, ...] = (), title: str = "") -> Path:
-    """Cumulative explained variance `cumsum(S[:k]) / trace(C)` against k (log axis), with marked k's."""
+    """Write `explained_variance_plot` to `path`."""
+    return save_figure(explained_variance_plot(eigenvalues, total_variance, marks, title), path)
+
+
+def explained_variance_plot(eigenvalues: np.ndarray, total_variance: float, marks: list[int] | tuple[int, ...] = (),
+                            title: str = "") -> Figure:
+    """Cumulative explained variance `cumsum(S[:k]) / trace(C)` against k (log axis from 21 components), with
+    marked k's; a mark's label sits on the side of its line that keeps it inside the figure."""
     ratio = np.cumsum(eigenvalues) / total_variance if total_variance > 0 else np.zeros(len(eigenvalues))
     ks = np.arange(1, len(ratio) + 1)
     fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     ax.plot(ks, ratio, color="tab:blue", lw=1.8)
-    for k in marks:
-        if 1 <= k <= len(ratio):
-            ax.axvline(k, color="tab:red", lw=0.8, ls="--")
-            ax.annotate(f"k={k}: {100 * ratio[k - 1]:.1f} %", (k, ratio[k - 1]), xytext=(6, -14),
-                        textcoords="offset points", fontsize=8, color="tab:red")
-    if len(ratio) > 20:
+    log = len(ratio) > 20
+    if log:
         ax.set_xscale("log")
     ax.set_xlim(1, len(ratio))
+    for i, k in enumerate(sorted(marks)):
+        if 1 <= k <= len(ratio):
+            ax.axvline(k, color="tab:red", lw=0.8, ls="--")
+            # A mark in the right part of the axis gets its label on the left of its line, so it is never clipped.
+            where = math.log(k) / math.log(len(ratio)) if log else (k - 1) / max(len(ratio) - 1, 1)
+            right = where > 0.8
+            ax.annotate(f"k={k}: {100 * ratio[k - 1]:.1f} %", (k, ratio[k - 1]),
+                        xytext=(-6 if right else 6, -14 - 12 * i), textcoords="offset points", fontsize=8,
+                        color="tab:red", ha="right" if right else "left")
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("principal components kept, k")
     ax.set_ylabel("cumulative explained variance")
     ax.set_title(f"cumulative explained variance{': ' + title if title else ''}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    return save_figure(fig, path)
+    return fig
 
 
 def toy_cloud(n: int = 600, seed: int = 0) -> np.ndarray:
@@ -280,3 +344,4 @@ def loss_curves(result: dict[str, Any], path: str | Path) -> Path:
         ax.legend(fontsize=7, loc="best")
     axes[0].set_ylabel(f"training loss ({result['loss']})")
     return save_figure(fig, path)
+
