@@ -1,9 +1,9 @@
 """Figures, written as PNG (or SVG) files atomically: PCA and whitening pictures, the init
-comparison's plots.
+comparison's plots, and the curves and sweep plots of `nnrun plot`.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas: no pyplot, no global
 backend state, safe in worker processes and without a display. Each function returns the path
-it wrote (or, for `eigenvector_figure` and `explained_variance_plot`, the `Figure`).
+it wrote (the `*_figure` builders of `nnrun plot` return the `Figure`, saved by `save_figure`).
 Images are rows of D = C * H * W values in channel-major order (`image_shape` = (C, H, W)).
 The init comparison's figures take the plain dict `nnrun.compare_inits.compare_inits` returns.
 """
@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -345,3 +346,115 @@ def loss_curves(result: dict[str, Any], path: str | Path) -> Path:
     axes[0].set_ylabel(f"training loss ({result['loss']})")
     return save_figure(fig, path)
 
+
+# ---- runs side by side (`nnrun plot`) -----------------------------------------------------------
+
+def series_colors(n: int) -> list[Any]:
+    """`n` distinguishable colours: tab10 up to 10, tab20 up to 20, then evenly along viridis."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    cmap = matplotlib.colormaps["tab20" if n <= 20 else "viridis"]
+    return [cmap(i) if n <= 20 else cmap(i / max(n - 1, 1)) for i in range(n)]
+
+
+def _panels(n: int, legend_entries: int) -> tuple[Figure, list[Any]]:
+    """A figure of `n` side-by-side panels, wide enough for a legend of `legend_entries` on the right."""
+    fig = new_figure(4.6 * n + (2.6 if legend_entries > 1 else 0.4), 3.9 + 0.12 * max(legend_entries - 20, 0))
+    return fig, list(fig.subplots(1, n, squeeze=False)[0])
+
+
+def _metric_label(metric: str) -> str:
+    if metric == "train_loss":
+        return "train_loss (mean of the epoch's batch losses)"
+    if metric == "reg_loss":
+        return "reg_loss (mean of the epoch's penalties)"
+    return metric
+
+
+def _figure_legend(fig: Figure, handles: list[Any], labels: list[str], title: str | None) -> None:
+    if handles:
+        fig.legend(handles, labels, loc="outside right center", title=title, fontsize=8, title_fontsize=8,
+                   frameon=False)
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+"""Line styles of the runs of one colour (their seeds), in turn."""
+
+
+def curves_figure(series: list[dict[str, Any]], metrics: list[str], *, title: str = "",
+                  legend_title: str | None = None) -> Figure:
+    """One panel per metric, one line per run against its epochs, one legend entry per label (right of the
+    panels). Runs of one `group` share a colour, `line` picks their style (the seeds of one setting).
+    A panel whose positive values span more than a factor of 30 has a logarithmic y axis.
+
+    series: dicts with `label`, `group`, `line` (int), `x` (epochs) and `y` ({metric: values, None where
+    missing}).
+    """
+    groups = list(dict.fromkeys(s.get("group", s["label"]) for s in series))
+    colors = dict(zip(groups, series_colors(len(groups)), strict=True))
+    labels = list(dict.fromkeys(s["label"] for s in series))
+    fig, axes = _panels(len(metrics), len(labels))
+    handles: dict[str, Any] = {}
+    for ax, metric in zip(axes, metrics, strict=True):
+        values = []
+        for s in series:
+            ys = np.array([np.nan if v is None else v for v in s["y"][metric]], dtype=np.float64)
+            values += [v for v in ys if np.isfinite(v)]
+            (line,) = ax.plot(s["x"], ys, color=colors[s.get("group", s["label"])], lw=1.4,
+                              ls=LINE_STYLES[s.get("line", 0) % len(LINE_STYLES)],
+                              marker="o" if len(ys) < 12 else None, ms=3)
+            handles.setdefault(s["label"], line)
+        positive = [v for v in values if v > 0]
+        if positive and len(positive) == len(values) and max(positive) > 30 * min(positive):
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(_metric_label(metric), fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title, fontsize=10)
+    _figure_legend(fig, list(handles.values()), list(handles), legend_title)
+    return fig
+
+
+def sweep_figure(series: list[dict[str, Any]], metrics: list[str], *, x_label: str, scale: str = "linear",
+                 ticks: list[tuple[float, str]] | None = None, title: str = "",
+                 legend_title: str | None = None) -> Figure:
+    """One panel per metric: for each series (a group of runs) the mean at each x as a line with markers, a band
+    of plus-minus one standard deviation where there are several runs, and each run's value as a small dot.
+
+    series: dicts with `label`, `x` (positions), `mean`, `std` ({metric: one value or None per x}) and
+    `points` ({metric: [[x, y], ...]}). `scale`: linear, log, symlog (0 among positive values spanning
+    decades) or category (`ticks`: positions and labels).
+    """
+    colors = series_colors(len(series))
+    fig, axes = _panels(len(metrics), len(series))
+    handles, labels = [], []
+    for ax, metric in zip(axes, metrics, strict=True):
+        for s, color in zip(series, colors, strict=True):
+            x = np.asarray(s["x"], dtype=np.float64)
+            mean = np.array([np.nan if v is None else v for v in s["mean"][metric]], dtype=np.float64)
+            std = np.array([np.nan if v is None else v for v in s["std"][metric]], dtype=np.float64)
+            (line,) = ax.plot(x, mean, color=color, lw=1.6, marker="o", ms=4)
+            if np.isfinite(std).any():
+                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, lw=0)
+            points = np.asarray(s["points"][metric], dtype=np.float64).reshape(-1, 2)
+            if len(points) > np.isfinite(mean).sum():
+                ax.scatter(points[:, 0], points[:, 1], color=color, s=9, alpha=0.45, linewidths=0)
+            if metric == metrics[0]:
+                handles.append(line)
+                labels.append(s["label"])
+        if scale == "log":
+            ax.set_xscale("log")
+        elif scale == "symlog":
+            positive = [v for s in series for v in s["x"] if v > 0]
+            ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+        elif scale == "category" and ticks:
+            ax.set_xticks([t for t, _ in ticks], [label for _, label in ticks], rotation=30 if len(ticks) > 4 else 0,
+                          ha="right" if len(ticks) > 4 else "center", fontsize=8)
+        ax.set_xlabel(x_label + (" (log scale)" if scale in ("log", "symlog") else ""))
+        ax.set_title(metric, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    if len(series) > 1 or legend_title:
+        _figure_legend(fig, handles, labels, legend_title)
+    return fig

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from nnrun.config import ExperimentConfig, apply_override, load_config, validate_config
 from nnrun.errors import UserInputError
@@ -188,3 +189,17 @@ def test_inactive_keys_name_what_has_no_effect_and_why():
     per_layer = inactive_keys(validate_config({"model": {"hidden": [8], "layers": {0: {"init": "small"}}}}))
     assert "model.init_scale" not in per_layer and "model.sparse_k" in per_layer
 
+
+def test_validate_marks_keys_without_effect_and_stays_valid_yaml():
+    from typer.testing import CliRunner
+
+    from nnrun.cli import app
+
+    result = CliRunner().invoke(app, ["validate", "configs/quickstart.yaml", "--set", "data.dataset=cifar10"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("  test_size:") and "# no effect: data.dataset cifar10" in line for line in lines)
+    assert any(line.startswith("  beta1:") and "# no effect: optim.name is momentum" in line for line in lines)
+    assert not any(line.startswith("  lr:") and "#" in line for line in lines)
+    assert yaml.safe_load(result.stdout) == load_config("configs/quickstart.yaml",
+                                                        ["data.dataset=cifar10"]).model_dump(mode="json")
