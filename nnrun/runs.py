@@ -33,7 +33,7 @@ from nnrun.runstore import (
     known_columns,
     varying_keys,
 )
-from nnrun.tables import DataTable, column_format, csv_cell, is_number, plural
+from nnrun.tables import METRIC_COLUMNS, DataTable, column_format, csv_cell, is_number, plural
 
 STATUS_STYLES = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "running": "cyan"}
 """How each run status is coloured in tables."""
@@ -41,12 +41,20 @@ FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*$
 
 
 def default_columns(records: list[RunRecord]) -> list[str]:
-    """run, status, the config keys that differ between runs, the headline val and test metric, epochs, and
-    the failure reasons when some run has one."""
+    """The table's columns: run, status, the config keys that differ between runs, the headline val and test
+    metric, epochs, and the failure reasons when some run has one."""
     metric = headline_metric(records)
     metrics = [m for m in (f"val_{metric}", f"test_{metric}") if any(r.has(m) for r in records)]
     reason = ["reason"] if any((r.summary or {}).get("reason") for r in records) else []
     return ["run", "status", *varying_keys(records), *metrics, "epochs", *reason]
+
+
+def export_columns(records: list[RunRecord]) -> list[str]:
+    """The columns of CSV and JSON (unchanged for scripts): run, status, the config keys that differ, the
+    usual metrics (`METRIC_COLUMNS`) the runs have, start time and failure reasons."""
+    metrics = [m for m in METRIC_COLUMNS if any(r.has(m) for r in records)]
+    reason = ["reason"] if any((r.summary or {}).get("reason") for r in records) else []
+    return ["run", "status", *varying_keys(records), *metrics, "started", *reason]
 
 
 def check_columns(records: list[RunRecord], columns: list[str], option: str) -> None:
@@ -130,13 +138,13 @@ def split_names(items: Sequence[str] | None) -> list[str]:
 
 def select_runs(root: str | Path, *, filters: Sequence[str] = (), sort: str | None = None,
                 columns: Sequence[str] | None = None, group_by: Sequence[str] | None = None,
-                recursive: bool = False) -> tuple[list[RunRecord], list[str]]:
+                recursive: bool = False, export: bool = False) -> tuple[list[RunRecord], list[str]]:
     """The runs under `root` (in every sub-folder too with `recursive`) that pass every filter, sorted,
     and the columns to show.
 
-    `columns` None (or empty) means `default_columns` of all the runs under `root`, so that filters
-    do not change the columns; items may hold several names separated by commas. `group_by` keys
-    are checked like columns.
+    `columns` None (or empty) means `default_columns` (`export_columns` for CSV and JSON, `export`) of
+    all the runs under `root`, so that filters do not change the columns; items may hold several
+    names separated by commas. `group_by` keys are checked like columns.
     """
     records = collect_runs([root], recursive=recursive)
     parsed = [parse_filter(f) for f in filters]
@@ -147,7 +155,7 @@ def select_runs(root: str | Path, *, filters: Sequence[str] = (), sort: str | No
     check_columns(records, chosen, "--columns")
     check_columns(records, split_names(group_by), "--group-by")
     kept = [r for r in records if all(f.matches(r) for f in parsed)]
-    return sort_runs(kept, sort), chosen or default_columns(records)
+    return sort_runs(kept, sort), chosen or (export_columns(records) if export else default_columns(records))
 
 
 def higher_is_better(metric: str) -> bool:
@@ -330,7 +338,7 @@ def runs_report(root: str | Path, *, filters: Sequence[str] = (), sort: str | No
     CSV text or a JSON-ready object (`output` table, csv or json)."""
     keys = split_names(group_by)
     records, chosen = select_runs(root, filters=filters, sort=None if keys else sort, columns=columns,
-                                  group_by=keys, recursive=recursive)
+                                  group_by=keys, recursive=recursive, export=output != "table" and not keys)
     if keys:
         groups = sort_groups(group_runs(records, keys), sort)
         metrics = group_metrics(records, chosen, keys)

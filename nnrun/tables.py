@@ -47,7 +47,7 @@ stdout_console = Console()
 """The console of listings a user pipes or redirects (`nnrun runs`, `nnrun diff`)."""
 
 METRIC_COLUMNS = ("val_accuracy", "val_loss", "train_accuracy", "test_accuracy", "epochs", "seconds")
-"""Summary values the sweep results table shows by default, when runs have them."""
+"""Summary values the sweep results table, and the CSV and JSON of `nnrun runs`, show by default."""
 
 KINDS = ("number", "value", "label", "text")
 """Column kinds of a `DataTable` (module docstring)."""

@@ -100,6 +100,8 @@ def test_cli_csv_parses_with_the_csv_module(runs_dir):
     result = invoke("runs", runs_dir, "--format", "csv")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0]) == ["run", "status", "regularization.l2", "optim.lr", "val_accuracy", "val_loss",
+                             "test_accuracy", "epochs", "seconds", "started", "reason"]   # as before the table changed
     assert [r["run"] for r in rows] == ["b-002", "a-001", "c-003", "d-004"]
     assert float(rows[0]["optim.lr"]) == 0.01 and float(rows[0]["val_accuracy"]) == 0.93
     assert rows[2]["status"] == "failed" and rows[2]["reason"] == "loss became nan in epoch 1"
