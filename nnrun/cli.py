@@ -2,7 +2,9 @@
 
 Each command parses its options, calls a library function and maps errors to exit codes:
 0 success, 2 bad input (`UserInputError`, bad options), 1 a failed run (`RunFailed`).
-Human output goes to stderr; `--json` prints exactly one JSON object on stdout.
+Human output goes to stderr; `--json` prints exactly one JSON object on stdout; listings meant
+for pipes (`nnrun runs`, `nnrun diff`) print their table on stdout. A bare `key=value` argument
+(Hydra's override syntax) is refused with a hint to write `--set key=value`.
 """
 
 from __future__ import annotations
@@ -12,28 +14,68 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.text import Text
+from typer.core import TyperCommand
 
-from nnrun.config import ExperimentConfig, load_config
+from nnrun import __version__
+from nnrun.config import BARE_OVERRIDE_RE, ExperimentConfig, load_config
 from nnrun.errors import RunFailed, UserInputError
 from nnrun.nn.init import INIT_SCHEMES
 from nnrun.nn.layers import ACTIVATIONS
 from nnrun.progress import RichReporter
 from nnrun.rundir import free_timestamped_path
 from nnrun.signals import Interrupted, stop_on_signals
-from nnrun.tables import print_table, stderr_console
+from nnrun.tables import print_table, stderr_console, stdout_console
 from nnrun.workers import EXECUTORS
 
 app = typer.Typer(
     help="nnrun: train NumPy MLPs from YAML configs and see what each setup choice does.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
+
+RUNS_DIR_ENV = "NNRUN_RUNS_DIR"
+"""Environment variable that sets the default runs folder of every command (else `runs`)."""
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="KEY=VALUE", help="Override a config value, e.g. --set optim.lr=0.01 (repeatable).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def runs_dir_option(help: str) -> Any:
+    """A `--runs-dir` option whose default comes from `NNRUN_RUNS_DIR` (else `runs`)."""
+    return typer.Option("--runs-dir", envvar=RUNS_DIR_ENV, help=help)
+
+
+class HintingCommand(TyperCommand):
+    """A command whose "unexpected extra argument" error suggests `--set key=value` for a bare `key=value`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        given = list(args)  # the parser consumes `args`
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as e:  # the parser's usage error (click's, or Typer's own): add the hint, keep its type
+            message = getattr(e, "message", None)
+            bare = [a for a in given if BARE_OVERRIDE_RE.match(a)]
+            if isinstance(message, str) and "unexpected extra argument" in message and bare:
+                sets = " ".join(f"--set {a}" for a in bare if a in message)
+                e.message = f"{message}; to override a config value write {sets}"
+            raise
+
+
+def show_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"nnrun {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=show_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """nnrun: train NumPy MLPs from YAML configs and see what each setup choice does."""
 
 
 def command(name: str | None = None, **kwargs: Any) -> Callable:
@@ -56,7 +98,7 @@ def command(name: str | None = None, **kwargs: Any) -> Callable:
                 name = e.signal_name if isinstance(e, Interrupted) else "SIGINT"
                 stderr_console.print(Text(f"interrupted by {name}", style="bold red"), soft_wrap=True)
                 raise typer.Exit(1) from None
-        return app.command(name, **kwargs)(run)
+        return app.command(name, cls=HintingCommand, **kwargs)(run)
     return register
 
 
@@ -72,7 +114,7 @@ def train(
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Run directory (default: RUNS_DIR/NAME-TIME).")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Parent folder of default run directories.")] = Path("runs"),
+    runs_dir: Annotated[Path, runs_dir_option("Parent folder of default run directories.")] = Path("runs"),
     overwrite: Annotated[bool, typer.Option(help="Reuse an --out folder that already holds files.")] = False,
     resume: Annotated[Path | None, typer.Option(
         "--resume", metavar="RUN_DIR", help="Continue an interrupted or failed run from its last checkpoint "
@@ -110,12 +152,14 @@ def validate(
     set_: SetOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Check a config and print it resolved (defaults filled in, overrides applied)."""
+    """Check a config and print it resolved (defaults filled in, overrides applied, keys without effect marked)."""
+    from nnrun.experiment import inactive_keys
+
     cfg = load_config(config, set_ or ())
     if json_:
         print_json(cfg.model_dump(mode="json"))
     else:
-        sys.stdout.write(cfg.to_yaml())
+        sys.stdout.write(cfg.to_yaml({k: f"no effect: {why}" for k, why in inactive_keys(cfg).items()}))
 
 
 @command()
@@ -140,11 +184,11 @@ def sweep(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at the same time.")] = 1,
     threads: Annotated[int | None, typer.Option(
         help="BLAS threads per run (default: cores // jobs; jobs x threads may not exceed the cores).")] = None,
-    executor: Annotated[str, typer.Option(
-        help=f"Where runs execute: {' or '.join(EXECUTORS)} (local: worker processes).")] = "local",
+    executor: Annotated[Literal[tuple(EXECUTORS)], typer.Option(
+        help="Where runs execute (local: worker processes).")] = "local",
     scheduler: Annotated[str | None, typer.Option(
         metavar="ADDR", help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster).")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Parent folder of the run directories.")] = Path("runs"),
+    runs_dir: Annotated[Path, runs_dir_option("Parent folder of the run directories.")] = Path("runs"),
     set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="KEY=VALUE", help="Override a base config value, e.g. --set train.epochs=5 "
                                                  "(repeatable).")] = None,
@@ -183,33 +227,95 @@ def sweep(
 
 @command()
 def runs(
-    runs_dir: Annotated[Path, typer.Argument(help="Folder of run directories (or one run directory).")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Argument(
+        envvar=RUNS_DIR_ENV, help="Folder of run directories (or one run directory).")] = Path("runs"),
     sort: Annotated[str | None, typer.Option(
         metavar="KEY", help="Sort by a column, ascending; -KEY descending (write --sort=-KEY). "
-                            "Default: best val_accuracy first.")] = None,
+                            "Default: best headline validation metric first.")] = None,
     filter_: Annotated[list[str] | None, typer.Option(
         "--filter", "-f", metavar="KEY=VALUE",
         help="Keep runs where KEY=VALUE (also !=, <, <=, >, >=), e.g. status=completed (repeatable).")] = None,
-    format_: Annotated[str, typer.Option(
-        "--format", help="table (stderr), csv or json (stdout).")] = "table",
+    format_: Annotated[Literal["table", "csv", "json"], typer.Option("--format", help="Output on stdout.")] = "table",
     columns: Annotated[list[str] | None, typer.Option(
         "--columns", "-c", metavar="A,B,...",
         help="Columns to show: run, path, status, started, reason, config keys (optim.lr), summary keys.")] = None,
+    group_by: Annotated[list[str] | None, typer.Option(
+        "--group-by", "-g", metavar="KEY,...",
+        help="One row per value of these keys, with mean ± std of each metric over the group's runs "
+             "(e.g. over seeds).")] = None,
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", help="Also list the runs in sub-folders, at any depth.")] = False,
 ) -> None:
-    """List run directories: status, the config keys that differ between runs, metrics and time."""
-    from nnrun.runs import runs_csv, runs_json, runs_table, select_runs
+    """List run directories: status, the config keys that differ between runs, the headline metrics, epochs."""
+    from nnrun.runs import runs_report
 
-    if format_ not in ("table", "csv", "json"):
-        raise UserInputError(f"--format must be table, csv or json, got {format_!r}")
-    records, chosen = select_runs(runs_dir, filters=filter_ or (), sort=sort, columns=columns)
+    report = runs_report(runs_dir, filters=filter_ or (), sort=sort, columns=columns, group_by=group_by,
+                         recursive=recursive, output=format_)
     if format_ == "csv":
-        sys.stdout.write(runs_csv(records, chosen))
+        sys.stdout.write(report)
     elif format_ == "json":
-        print_json(runs_json(runs_dir, records, chosen))
-    elif not records:
-        stderr_console.print(f"no runs in {runs_dir}")
+        print_json(report)
+    elif report is None:
+        stderr_console.print(f"no runs in {runs_dir}" + ("" if recursive else " (--recursive looks in sub-folders)"),
+                             markup=False, highlight=False)
     else:
-        print_table(runs_table(f"{len(records)} runs in {runs_dir}", records, chosen))
+        print_table(report, stdout_console)
+
+
+@command()
+def plot(
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="RUN_OR_DIR...", help="Run directories, or folders of runs such as a sweep's --runs-dir.")],
+    metric: Annotated[list[str] | None, typer.Option(
+        "--metric", "-m", metavar="A,B,...",
+        help="Metrics to plot, one panel each (default: the headline validation metric, and train_loss per "
+             "epoch).")] = None,
+    x: Annotated[str, typer.Option(
+        "--x", metavar="epoch|KEY", help="epoch: per-epoch curves; a config key (optim.lr): each run's final "
+                                         "or best value against that key.")] = "epoch",
+    hue: Annotated[str | None, typer.Option(
+        metavar="KEY", help="Colour by this config key (with --x KEY: group by it; default: the other keys "
+                            "that differ, seeds averaged).")] = None,
+    stat: Annotated[Literal["final", "best"], typer.Option(
+        help="With --x KEY: each run's final value (its summary's) or its best over the epochs.")] = "final",
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Figure file, .png or .svg (default: RUNS_DIR/plot-X-TIME.png).")] = None,
+    runs_dir: Annotated[Path, runs_dir_option("Parent folder of the default figure.")] = Path("runs"),
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", help="Also read the runs in sub-folders, at any depth.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Plot several runs in one figure: per-epoch curves, or a metric against a swept config key."""
+    from nnrun.plot import plot_runs
+    from nnrun.runs import split_names
+
+    name = "plot-" + ("epochs" if x == "epoch" else x.replace(".", "-"))
+    figure = out or Path(f"{free_timestamped_path(runs_dir, name)}.png")
+    result = plot_runs(paths, out=figure, metrics=split_names(metric) or None, x=x, hue=hue, stat=stat,
+                       recursive=recursive, overwrite=overwrite)
+    if json_:
+        print_json(result)
+        return
+    stderr_console.print(f"plotted {result['runs']} runs: {', '.join(result['metrics'])} against {x}",
+                         markup=False, highlight=False)
+    stderr_console.print(f"wrote {result['out']}", soft_wrap=True, markup=False, highlight=False)
+
+
+@command()
+def diff(
+    run_a: Annotated[Path, typer.Argument(metavar="RUN_A", help="A run directory.")],
+    run_b: Annotated[Path, typer.Argument(metavar="RUN_B", help="Another run directory.")],
+    json_: JsonOption = False,
+) -> None:
+    """Compare two runs: the config keys that differ, and the headline metrics side by side."""
+    from nnrun.diff import diff_runs, diff_view
+
+    result = diff_runs(run_a, run_b)
+    if json_:
+        print_json(result)
+    else:
+        print_table(diff_view(result), stdout_console)
 
 
 @command()
@@ -306,7 +412,7 @@ def gradcheck(
     if json_:
         print_json(result)
     else:
-        stderr_console.print(gradcheck_table(result))
+        print_table(gradcheck_table(result))
     if not result["passed"]:
         raise typer.Exit(1)
 
@@ -323,7 +429,7 @@ def preprocess(
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Folder for the figures and preprocess.npz "
                             "(default: RUNS_DIR/NAME-preprocess-TIME).")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Parent folder of the default output folder.")] = Path("runs"),
+    runs_dir: Annotated[Path, runs_dir_option("Parent folder of the default output folder.")] = Path("runs"),
     overwrite: Annotated[bool, typer.Option(help="Replace figures and statistics already in --out.")] = False,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="KEY=VALUE", help="Override a config value, e.g. --set data.dataset=cifar10 "
@@ -331,7 +437,7 @@ def preprocess(
     json_: JsonOption = False,
 ) -> None:
     """Fit the preprocessing on the training split; print shapes, variance kept and fit time; draw PCA figures."""
-    from nnrun.preprocess_report import preprocess_report, report_table
+    from nnrun.preprocess_report import FitProgress, preprocess_report, report_table
 
     overrides = list(set_ or ())
     if whiten is not None:
@@ -341,12 +447,17 @@ def preprocess(
     if eps is not None:
         overrides.append(f"preprocess.eps={eps!r}")
     cfg = load_config(config, overrides)
-    result = preprocess_report(cfg, out=out or free_timestamped_path(runs_dir, f"{cfg.name}-preprocess"),
-                               overwrite=overwrite)
+    progress = None if json_ else FitProgress()
+    try:
+        result = preprocess_report(cfg, out=out or free_timestamped_path(runs_dir, f"{cfg.name}-preprocess"),
+                                   overwrite=overwrite, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     if json_:
         print_json(result)
         return
-    stderr_console.print(report_table(result))
+    print_table(report_table(result))
     for path in result["files"].values():
         stderr_console.print(f"wrote {path}", soft_wrap=True, markup=False, highlight=False)
 
@@ -372,7 +483,7 @@ def compare_inits_command(
                              "(default: one per core).")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Folder for the figures and statistics (default: RUNS_DIR/compare-inits-TIME).")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Parent folder of the default output folder.")] = Path("runs"),
+    runs_dir: Annotated[Path, runs_dir_option("Parent folder of the default output folder.")] = Path("runs"),
     overwrite: Annotated[bool, typer.Option(help="Replace figures and statistics already in --out.")] = False,
     set_: SetOption = None,
     json_: JsonOption = False,

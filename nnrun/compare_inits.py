@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.table import Table
+from rich.text import Text
 
 from nnrun import plots
 from nnrun.config import ExperimentConfig, validate_config
@@ -56,7 +56,7 @@ from nnrun.nn.layers import ACTIVATIONS, Activation
 from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
 from nnrun.rng import stream
-from nnrun.tables import fmt, pct
+from nnrun.tables import DataTable, fmt, pct
 from nnrun.trainer import Diverged, History, SilentReporter, fit
 from nnrun.workers import available_cores, blas_threads_in_use, open_executor
 
@@ -430,27 +430,28 @@ def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] 
 
 # ---- tables -------------------------------------------------------------------------------------
 
-def forward_table(result: dict[str, Any]) -> Table:
-    """A rich table of the forward statistics: one row per scheme and hidden layer."""
+def forward_table(result: dict[str, Any]) -> DataTable:
+    """A table of the forward statistics: one row per scheme and hidden layer."""
     fwd = result["forward"]
     bn = " with BatchNorm" if fwd["batchnorm"] else ""
     input_std = fmt(fwd["input_std"], 3)
-    table = Table(title=f"forward pass at init: {result['depth']} x {result['width']} {result['activation']}{bn}, "
-                        f"{fwd['examples']} {result['dataset']} training examples (input std {input_std})",
-                  caption=f"std/std1: std relative to the first hidden layer's; dead/saturated "
-                          f"({result['dead_criterion']}): units on every example, and all activations; "
-                          f"|dL/dh|, |dL/dW|: Frobenius norms after one backward pass of the {result['loss']} loss")
-    for column in ("scheme", "layer", "mean", "std", "std/std1", "dead units", "dead acts", "|dL/dh|", "|dL/dW|"):
-        table.add_column(column, justify="left" if column == "scheme" else "right")
+    table = DataTable(f"forward pass at init: {result['depth']} x {result['width']} {result['activation']}{bn}, "
+                      f"{fwd['examples']} {result['dataset']} training examples (input std {input_std})",
+                      caption=f"std/std1: std relative to the first hidden layer's; dead/saturated "
+                              f"({result['dead_criterion']}): units on every example, and all activations; "
+                              f"|dL/dh|, |dL/dW|: Frobenius norms after one backward pass of the {result['loss']} loss")
+    table.add_column("scheme", "label", key=True)
+    table.add_column("layer", key=True)
+    for column in ("mean", "std", "std/std1", "dead units", "dead acts", "|dL/dh|", "|dL/dW|"):
+        table.add_column(column, digits=3)
     for scheme, stats in fwd["schemes"].items():
         layers = stats["layers"]
         first = layers[0]["std"]
         for i, layer in enumerate(layers):
             ratio = layer["std"] / first if first and layer["std"] is not None else None
-            table.add_row(scheme if i == 0 else "", str(layer["layer"]), fmt(layer["mean"], 3), fmt(layer["std"], 3),
-                          fmt(ratio, 3), pct(layer["dead_units"]), pct(layer["dead_activations"]),
-                          fmt(layer["grad_norm"], 3), fmt(layer["weight_grad_norm"], 3),
-                          end_section=i == len(layers) - 1)
+            table.add_row(scheme if i == 0 else "", layer["layer"], layer["mean"], layer["std"], ratio,
+                          pct(layer["dead_units"]), pct(layer["dead_activations"]), layer["grad_norm"],
+                          layer["weight_grad_norm"], end_section=i == len(layers) - 1)
     return table
 
 
@@ -461,30 +462,31 @@ def epochs_shown(epochs: int, most: int = 8) -> list[int]:
     return sorted({int(round(e)) for e in np.linspace(1, epochs, most)})
 
 
-def training_table(result: dict[str, Any]) -> Table:
-    """A rich table of the training runs: mean training loss per epoch, final val accuracy, distinct units."""
+def training_table(result: dict[str, Any]) -> DataTable:
+    """A table of the training runs: mean training loss per epoch, final val accuracy, distinct units."""
     shown = epochs_shown(result["epochs"])
-    table = Table(title=f"training: {result['depth']} x {result['width']} {result['activation']}, {result['epochs']} "
-                        f"epochs of {result['optim']} (lr {result['lr']:g}, batch {result['batch_size']}) on "
-                        f"{result['n_train']} {result['dataset']} examples, seed {result['seed']}",
-                  caption="loss eN: mean training loss over epoch N's batches; distinct units: hidden units per "
-                          "layer with different incoming weights after training (one number: every layer)")
-    table.add_column("scheme")
-    table.add_column("BN")
+    table = DataTable(f"training: {result['depth']} x {result['width']} {result['activation']}, {result['epochs']} "
+                      f"epochs of {result['optim']} (lr {result['lr']:g}, batch {result['batch_size']}) on "
+                      f"{result['n_train']} {result['dataset']} examples, seed {result['seed']}",
+                      caption="loss eN: mean training loss over epoch N's batches; distinct units: hidden units per "
+                              "layer with different incoming weights after training (one number: every layer)")
+    table.add_column("scheme", "label", key=True)
+    table.add_column("BN", "label", key=True)
     for e in shown:
-        table.add_column(f"loss e{e}", justify="right")
-    for column in ("val loss", "val acc", "distinct units", "s"):
-        table.add_column(column, justify="right")
-    table.add_column("status")
+        table.add_column(f"loss e{e}")
+    table.add_column("val loss")
+    table.add_column("val acc")
+    table.add_column("distinct units", "label")
+    table.add_column("s", digits=3)
+    table.add_column("status", "label")
     runs = result["training"]
     for i, run in enumerate(runs):
         losses = {r["epoch"]: r["train_loss"] for r in run["epochs"]}
         units = run["distinct_units"]
         distinct = str(units[0]) if len(set(units)) == 1 else ",".join(map(str, units))
         acc = run["final_val_accuracy"]
-        status = "[green]ok[/green]" if run["status"] == "completed" else f"[bold red]{run['status']}[/bold red]"
+        status = Text("ok", style="green") if run["status"] == "completed" else Text(run["status"], style="bold red")
         last_of_variant = i == len(runs) - 1 or runs[i + 1]["batchnorm"] != run["batchnorm"]
-        table.add_row(run["scheme"], "yes" if run["batchnorm"] else "no", *(fmt(losses.get(e), 4) for e in shown),
-                      fmt(run["final_val_loss"], 4), pct(acc), distinct,
-                      f"{run['seconds']:.1f}", status, end_section=last_of_variant)
+        table.add_row(run["scheme"], "yes" if run["batchnorm"] else "no", *(losses.get(e) for e in shown),
+                      run["final_val_loss"], pct(acc), distinct, run["seconds"], status, end_section=last_of_variant)
     return table

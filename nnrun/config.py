@@ -34,7 +34,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from nnrun.datasets import DATASETS, TARGET_WORDS
-from nnrun.errors import UserInputError
+from nnrun.errors import UserInputError, close_matches, did_you_mean
 from nnrun.nn.init import INIT_SCHEMES
 from nnrun.nn.layers import ACTIVATIONS
 from nnrun.nn.losses import LOSSES, check_tree_spec, losses_for
@@ -53,6 +53,8 @@ MAX_ECHO = 80
 """Characters of a value a message repeats (the rest is elided)."""
 BIG = 10**9
 """Upper bound of counts (examples, epochs, units): far above any real use, far below an overflow."""
+BARE_OVERRIDE_RE = re.compile(r"^[A-Za-z_]\w*(\.\w+)*=")
+"""A `key=value` typed where `--set key=value` was meant (Hydra's syntax)."""
 NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 """A number as typed on a command line (`1e-3` included, which YAML 1.1 reads as text)."""
 
@@ -80,12 +82,23 @@ class _RegistryEnum:
         return schema
 
 
+def registry_aliases(registry: Mapping[str, Any]) -> dict[str, str]:
+    """Other names of a registry's entries (their `aliases`, lower case) -> the registered name."""
+    aliases: dict[str, str] = {}
+    for name, entry in registry.items():
+        for alias in getattr(entry, "aliases", ()):
+            aliases.setdefault(alias.lower(), name)
+    return aliases
+
+
 def registry_name(registry: Mapping[str, Any]) -> Any:
     """The type of a config value that must be a key of `registry`, checked when a config is validated."""
     def check(value: str) -> str:
         if value not in registry:
-            raise PydanticCustomError("literal_error", "Input should be {expected}",
-                                      {"expected": _expected(list(registry))})
+            raise PydanticCustomError(
+                "literal_error", "Input should be {expected}",
+                {"expected": _expected(list(registry)),
+                 "suggestion": did_you_mean(value, registry, registry_aliases(registry))})
         return value
     return Annotated[str, AfterValidator(check), _RegistryEnum(registry)]
 
@@ -366,9 +379,33 @@ class ExperimentConfig(Section):
         check_loss_fits_data(self.loss, self.data)
         return self
 
-    def to_yaml(self) -> str:
-        """The resolved config as YAML, in field order."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+    def to_yaml(self, notes: Mapping[str, str] | None = None) -> str:
+        """The resolved config as YAML, in field order; `notes` (dotted key -> text) become comments
+        at the end of their keys' lines (`# no effect: ...`)."""
+        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return annotate_yaml(text, notes) if notes else text
+
+
+YAML_KEY_RE = re.compile(r"^(\s*)([^\s#:\-][^:]*):(\s|$)")
+"""A mapping key at the start of a line of block-style YAML, with its indentation."""
+
+
+def annotate_yaml(text: str, notes: Mapping[str, str]) -> str:
+    """Append `  # NOTE` to the line of each dotted key of `notes` in block-style YAML `text`."""
+    lines = text.splitlines()
+    path: list[tuple[int, str]] = []
+    for i, line in enumerate(lines):
+        match = YAML_KEY_RE.match(line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        while path and path[-1][0] >= indent:
+            path.pop()
+        path.append((indent, match.group(2).strip()))
+        key = ".".join(k for _, k in path)
+        if key in notes:
+            lines[i] = f"{line}  # {notes[key]}"
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
@@ -385,7 +422,10 @@ def read_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
     """The YAML mapping in `path` (read within `nnrun.safeyaml`'s limits); a missing, oversized or malformed
     file is a `UserInputError` naming it (`what`: how messages call it)."""
     if not path.is_file():
-        raise UserInputError(f"{what} not found: {path}")
+        hint = ""
+        if BARE_OVERRIDE_RE.match(str(path)):
+            hint = f"; to override a config value write --set {path}"
+        raise UserInputError(f"{what} not found: {path}{hint}")
     try:
         size = path.stat().st_size
         if size > MAX_YAML_BYTES:
@@ -502,16 +542,51 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
 
 
 def describe_error(err: dict[str, Any]) -> str:
-    """One line for a pydantic error: dotted key, what was given, what is allowed."""
+    """One line for a pydantic error: dotted key, what was given, what is allowed, and what was
+    most likely meant for a misspelled key or name ("did you mean")."""
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         section = section_at(err["loc"][:-1])
         allowed = f"; allowed keys here: {', '.join(section.model_fields)}" if section else ""
-        return f"{loc}: unknown key{allowed}"
+        return f"{loc}: unknown key{allowed}{key_suggestion(err['loc'], section)}"
     if err["type"] == "value_error" and (not err["loc"] or section_at(err["loc"])):
         # Checks across a section's fields name their keys themselves; the whole section is no useful "got".
         return err["msg"].removeprefix("Value error, ")
-    return f"{loc}: {err['msg']} (got {shorten(repr(err.get('input')))})"
+    line = f"{loc}: {err['msg']} (got {shorten(repr(err.get('input')))})"
+    if err["type"] == "literal_error":
+        ctx = err.get("ctx") or {}
+        line += ctx.get("suggestion") or did_you_mean(str(err.get("input")),
+                                                        re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+    return line
+
+
+def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key of the config schema (`optim.lr`; `model.layers.N.l2` for per-layer keys)."""
+    keys: list[str] = []
+    for name, info in (model or ExperimentConfig).model_fields.items():
+        annotation = info.annotation
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += config_keys(annotation, f"{prefix}{name}.")
+        elif typing.get_origin(annotation) is dict and args and isinstance(args[-1], type) \
+                and issubclass(args[-1], BaseModel):
+            keys += config_keys(args[-1], f"{prefix}{name}.N.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def key_suggestion(loc: tuple, section: type[BaseModel] | None) -> str:
+    """"; did you mean ..." for the unknown key at `loc`: a close key of its own section, else a key of
+    another section with (nearly) the same last part (`optim.l2` -> `regularization.l2`)."""
+    word = str(loc[-1])
+    if section is not None:
+        near = close_matches(word, section.model_fields)
+        if near:
+            where = ".".join(str(p) for p in loc[:-1])
+            return f"; did you mean {' or '.join(repr(f'{where}.{k}' if where else k) for k in near)}?"
+    elsewhere = [k for k in config_keys() if close_matches(word, [k.rsplit(".", 1)[-1]])]
+    return f"; did you mean {' or '.join(repr(k) for k in elsewhere[:3])}?" if elsewhere else ""
 
 
 def section_at(loc: tuple) -> type[BaseModel] | None:

@@ -3,7 +3,14 @@
 - `UserInputError` (exit 2): the user's input was wrong: a config key or value, a command-line
   option, a missing or corrupt data file. The message names what and where.
 - `RunFailed` (exit 1): the run itself failed (diverged, interrupted); its state was saved.
+
+`did_you_mean` ends such a message with the names a misspelled one was most likely meant to be.
 """
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
 
 
 class UserInputError(Exception):
@@ -12,3 +19,25 @@ class UserInputError(Exception):
 
 class RunFailed(Exception):
     """A run that started but could not finish; state is saved before this is raised. Exit code 1."""
+
+
+def close_matches(word: str, candidates: Iterable[str], aliases: Mapping[str, str] | None = None,
+                  n: int = 3) -> list[str]:
+    """The candidates `word` was most likely meant to be: the name an alias stands for (`kaiming` -> `he`),
+    else the closest by `difflib` (at most `n`, best first)."""
+    candidates = list(dict.fromkeys(candidates))
+    folded = str(word).strip().lower()
+    if aliases and folded in aliases:
+        return [aliases[folded]]
+    exact = [c for c in candidates if c.lower() == folded]
+    if exact:
+        return exact
+    return difflib.get_close_matches(str(word), candidates, n=n, cutoff=0.6)
+
+
+def did_you_mean(word: str, candidates: Iterable[str], aliases: Mapping[str, str] | None = None) -> str:
+    """`"; did you mean 'he'?"`, or "" when nothing is close (for the end of an error message)."""
+    matches = close_matches(word, candidates, aliases)
+    if not matches:
+        return ""
+    return f"; did you mean {' or '.join(repr(m) for m in matches)}?"

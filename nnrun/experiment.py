@@ -12,7 +12,9 @@ Read top-down, this is what `nnrun train` assembles from an `ExperimentConfig`:
 
 `assemble(cfg)` does all four. Library classes never see the config: each registry entry is
 built with the config keys its constructor (or `create`) names, so adding an init scheme, an
-activation, a loss, an optimizer, a schedule or a penalty needs no change here.
+activation, a loss, an optimizer, a schedule or a penalty needs no change here. The same
+knowledge says which keys a config's choices read: `inactive_keys` (the keys that have no
+effect, which `nnrun validate` marks) and `describe_choices` (a run's header).
 
 `load_run(path)` reads a trained run directory back into a `TrainedRun`: the resolved config, the
 fitted preprocessor (preprocess.npz), the loss (config plus targets.npz), the model built from the
@@ -42,10 +44,10 @@ from nnrun.config import (
     TrainConfig,
     load_config,
 )
-from nnrun.datasets import SPLITS, TARGET_WORDS, DataOptions, Dataset, SplitRecord, load_dataset
+from nnrun.datasets import DATASETS, SPLITS, TARGET_WORDS, DataOptions, Dataset, SplitRecord, load_dataset
 from nnrun.errors import UserInputError
 from nnrun.inputs import ModelInput
-from nnrun.nn.init import InitOptionError, init_weights
+from nnrun.nn.init import INIT_SCHEMES, InitOptionError, init_weights
 from nnrun.nn.layers import ACTIVATIONS
 from nnrun.nn.losses import LOSSES, BinnedRegression, Loss, Targets, losses_for
 from nnrun.nn.model import MLP, build_mlp
@@ -59,6 +61,9 @@ from nnrun.trainer import TrainSettings, TrainSetup, evaluate, training_bytes
 
 MEMORY_SHARE = 0.9
 """Share of the available memory a run may plan to use."""
+
+INIT_OPTIONS = {"init_scale": "scale", "sparse_k": "k"}
+"""Model config key -> the keyword of the init schemes' draw functions it is passed as."""
 
 
 def accepted_options(fn: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,8 +164,8 @@ def build_model(cfg: ModelConfig, n_inputs: int, n_outputs: int, rng: np.random.
             return getattr(cfg, key) if value is None else value
 
         try:
-            W = init_weights(setting("init"), fan_in, fan_out, rng, scale=setting("init_scale"),
-                             k=setting("sparse_k"))
+            W = init_weights(setting("init"), fan_in, fan_out, rng,
+                             **{keyword: setting(key) for key, keyword in INIT_OPTIONS.items()})
         except InitOptionError as e:
             per_layer = own is not None and getattr(own, e.option, None) is not None
             key = f"model.layers.{i}.{e.option}" if per_layer else f"model.{e.option}"
@@ -479,3 +484,122 @@ def load_run(path: str | Path) -> TrainedRun:
         except ValueError as e:
             raise UserInputError(f"{path / 'split.npz'}: {e}") from None
     return TrainedRun(path, cfg, preprocessor, model, loss, kind, names, summary, split)
+# ---- what a config's choices read --------------------------------------------------------------
+
+def _init_keys(scheme: str) -> set[str]:
+    """The model keys the init scheme `scheme` reads (`init_scale`, `sparse_k`)."""
+    draw = INIT_SCHEMES[scheme].draw
+    named = accepted_options(draw, {keyword: None for keyword in INIT_OPTIONS.values()})
+    return {key for key, keyword in INIT_OPTIONS.items() if keyword in named}
+
+
+def _registry_keys(registry: Mapping[str, Any], chosen: str, options: Mapping[str, Any],
+                   entry_fn: Callable[[Any], Callable[..., Any]] = lambda e: e) -> tuple[set[str], set[str]]:
+    """(the keys of `options` some entry of `registry` reads, the keys the `chosen` entry reads)."""
+    some = {k for entry in registry.values() for k in accepted_options(entry_fn(entry), options)}
+    return some, set(accepted_options(entry_fn(registry[chosen]), options))
+
+
+def inactive_keys(cfg: ExperimentConfig) -> dict[str, str]:
+    """The dotted config keys that have no effect under `cfg`'s choices, each with the reason.
+
+    Keys read only by other registry entries (Adam's `beta1` under momentum, the `step` schedule's
+    `step_epochs` under `constant`, `loss.margin` under softmax, `model.leaky_slope` under relu,
+    `model.init_scale` under he, a data key the dataset's loader does not read, such as CIFAR-10's
+    `test_size`), and keys of switched-off parts (BatchNorm's under `batchnorm: false`,
+    `dropout_mode` without dropout, `preprocess.eps` without whitening, `regularize_bias` and
+    `regularize_bn` without any penalty).
+    """
+    notes: dict[str, str] = {}
+    data = cfg.data.model_dump()
+    reads = DATASETS[cfg.data.dataset].options
+    for key in DataOptions.__dataclass_fields__:
+        if key in data and key not in reads:
+            notes[f"data.{key}"] = f"data.dataset {cfg.data.dataset} does not read it"
+    if not cfg.preprocess.whiten:
+        notes["preprocess.eps"] = "preprocess.whiten is false"
+    model = cfg.model.model_dump()
+    some, used = _registry_keys(ACTIVATIONS, cfg.model.activation, model)
+    notes.update({f"model.{k}": f"model.activation is {cfg.model.activation}" for k in sorted(some - used)})
+    schemes = {cfg.model.init, *(layer.init for layer in cfg.model.layers.values() if layer.init is not None)}
+    used = set().union(*(_init_keys(s) for s in schemes))
+    for key in INIT_OPTIONS:
+        overridden = any(getattr(layer, key) is not None for layer in cfg.model.layers.values())
+        if key not in used and not overridden:
+            notes[f"model.{key}"] = f"model.init is {', '.join(sorted(schemes))}"
+    if not cfg.model.batchnorm:
+        notes.update({f"model.{k}": "model.batchnorm is false" for k in ("bn_momentum", "bn_eps")})
+    if cfg.model.dropout == 1:
+        notes["model.dropout_mode"] = "model.dropout is 1 (no dropout)"
+    penalties = [getattr(cfg.regularization, name) for name in PENALTIES]
+    penalties += [getattr(layer, name) or 0 for layer in cfg.model.layers.values() for name in PENALTIES]
+    if not any(penalties):
+        notes["regularization.regularize_bias"] = "no penalty is set"
+        notes["regularization.regularize_bn"] = "no penalty is set"
+    elif not cfg.model.batchnorm:
+        notes["regularization.regularize_bn"] = "model.batchnorm is false"
+    some, used = _registry_keys(LOSSES, cfg.loss.name, cfg.loss.model_dump(), lambda e: e.create)
+    notes.update({f"loss.{k}": f"loss.name is {cfg.loss.name}" for k in sorted(some - used)})
+    optim = cfg.optim.model_dump()
+    some, used = _registry_keys(OPTIMIZERS, cfg.optim.name, optim)
+    notes.update({f"optim.{k}": f"optim.name is {cfg.optim.name}" for k in sorted(some - used)})
+    some, used_by_schedule = _registry_keys(SCHEDULES, cfg.optim.schedule, optim)
+    notes.update({f"optim.{k}": f"optim.schedule is {cfg.optim.schedule}"
+                  for k in sorted(some - used_by_schedule - used)})
+    return notes
+
+
+def _options_text(options: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in options.items())
+
+
+def describe_choices(cfg: ExperimentConfig) -> dict[str, str]:
+    """The setup choices under study, one line each: preprocessing, network, init, BatchNorm, dropout,
+    regularization, loss, optimizer and learning rate (with only the options each choice reads)."""
+    p, m, r, o = cfg.preprocess, cfg.model, cfg.regularization, cfg.optim
+    steps = []
+    if p.center != "none":
+        steps.append(f"{p.center} centring")
+    if p.scale != "none":
+        steps.append(f"{p.scale} scaling")
+    if p.pca is not None:
+        steps.append(f"PCA to {p.pca}")
+    if p.whiten:
+        steps.append(f"whitened (eps {p.eps:g})")
+    init = m.init
+    options = {k: getattr(m, k) for k in sorted(_init_keys(m.init))}
+    if options:
+        init += f" ({_options_text(options)})"
+    if m.bias_init:
+        init += f", biases {m.bias_init:g}"
+    overrides = {i: {k: v for k, v in layer.model_dump().items() if v is not None} for i, layer in m.layers.items()}
+    overrides = {i: v for i, v in overrides.items() if v}
+    if overrides:
+        init += "; per layer: " + "; ".join(f"{i}: {_options_text(v)}" for i, v in sorted(overrides.items()))
+    activation = accepted_options(ACTIVATIONS[m.activation], m.model_dump())
+    network = f"hidden {m.hidden}, {m.activation}" + (f" ({_options_text(activation)})" if activation else "")
+    penalties = {name: getattr(r, name) for name in PENALTIES if getattr(r, name)}
+    if r.max_norm is not None:
+        penalties["max_norm"] = r.max_norm
+    regularization = _options_text(penalties) or "none"
+    if penalties and (r.regularize_bias or r.regularize_bn):
+        regularization += " (also on " + " and ".join(
+            w for w, on in (("biases", r.regularize_bias), ("BatchNorm", r.regularize_bn)) if on) + ")"
+    loss_options = accepted_options(LOSSES[cfg.loss.name].create, cfg.loss.model_dump())
+    loss = cfg.loss.name + (f" ({_options_text({k: v for k, v in loss_options.items() if v is not None})})"
+                            if any(v is not None for v in loss_options.values()) else "")
+    if cfg.loss.bins is not None:
+        loss += f" on {cfg.loss.bins} quantile bins"
+    optimizer = accepted_options(OPTIMIZERS[o.name], o.model_dump())
+    schedule = {k: v for k, v in accepted_options(SCHEDULES[o.schedule], o.model_dump()).items() if k != "lr"}
+    return {
+        "preprocessing": ", ".join(steps) or "none",
+        "network": network,
+        "init": init,
+        "BatchNorm": f"on (momentum {m.bn_momentum:g}, eps {m.bn_eps:g})" if m.batchnorm else "off",
+        "dropout": f"keep p={m.dropout:g}, {m.dropout_mode}" if m.dropout < 1 else "off",
+        "regularization": regularization,
+        "loss": loss,
+        "optimizer": o.name + (f" ({_options_text(optimizer)})" if optimizer else ""),
+        "lr": f"{o.lr:g}, {o.schedule} schedule" + (f" ({_options_text(schedule)})" if schedule else ""),
+    }

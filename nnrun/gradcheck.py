@@ -11,13 +11,14 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-from rich.table import Table
+from rich.text import Text
 
 from nnrun.config import ExperimentConfig
 from nnrun.errors import UserInputError
 from nnrun.experiment import build_model, build_regularizer, prepare_data
 from nnrun.nn.numeric import DEFAULT_H, DEFAULT_TOL, check_model_gradients
 from nnrun.rng import stream
+from nnrun.tables import DataTable
 
 
 def gradcheck(cfg: ExperimentConfig, *, batch_size: int = 16, h: float = DEFAULT_H, tol: float = DEFAULT_TOL,
@@ -48,17 +49,22 @@ def gradcheck(cfg: ExperimentConfig, *, batch_size: int = 16, h: float = DEFAULT
             "max_entries": max_entries, "params": [asdict(c) for c in checks]}
 
 
-def gradcheck_table(result: dict[str, Any]) -> Table:
-    """A rich table of a `gradcheck` result: one row per parameter, failures in red."""
-    verdict = "[green]passed[/green]" if result["passed"] else "[bold red]FAILED[/bold red]"
-    table = Table(title=f"gradient check: {verdict} (h={result['h']:g}, tol={result['tol']:g}, "
-                        f"batch {result['batch_size']}, float64)",
-                  caption="skipped: entries whose centered difference straddles a kink (ReLU, |w| of L1, "
-                          "hinge and L1 losses)")
-    for column in ("parameter", "shape", "checked", "skipped", "max rel error", "max abs error", ""):
-        table.add_column(column, justify="left" if column in ("parameter", "") else "right")
+def gradcheck_table(result: dict[str, Any]) -> DataTable:
+    """A table of a `gradcheck` result: one row per parameter, failures in red."""
+    verdict = Text("passed", style="green") if result["passed"] else Text("FAILED", style="bold red")
+    title = Text("gradient check: ") + verdict + Text(f" (h={result['h']:g}, tol={result['tol']:g}, "
+                                                       f"batch {result['batch_size']}, float64)")
+    table = DataTable(title, caption="skipped: entries whose centered difference straddles a kink (ReLU, |w| of L1, "
+                                     "hinge and L1 losses)")
+    table.add_column("parameter", "label", key=True)
+    table.add_column("shape", "label")
+    table.add_column("checked")
+    table.add_column("skipped")
+    table.add_column("max rel error", digits=3)
+    table.add_column("max abs error", digits=3)
+    table.add_column("", "label")
     for p in result["params"]:
-        status = "[green]ok[/green]" if p["passed"] else "[bold red]exceeds tol[/bold red]"
-        table.add_row(p["name"], "x".join(map(str, p["shape"])), str(p["checked"]), str(p["skipped"]),
-                      f"{p['max_rel_error']:.2e}", f"{p['max_abs_error']:.2e}", status)
+        status = Text("ok", style="green") if p["passed"] else Text("exceeds tol", style="bold red")
+        table.add_row(p["name"], "x".join(map(str, p["shape"])), p["checked"], p["skipped"],
+                      p["max_rel_error"], p["max_abs_error"], status)
     return table

@@ -1,9 +1,11 @@
-"""Figures, written as PNG files atomically: PCA and whitening pictures, the init comparison's plots,
-and what `nnrun evaluate --plot` draws (confusion matrix, per-attribute accuracy, predicted vs true).
+"""Figures, written as PNG (or SVG) files atomically: PCA and whitening pictures, the init comparison's
+plots, the curves and sweep plots of `nnrun plot`, and what `nnrun evaluate --plot` draws (confusion
+matrix, per-attribute accuracy, predicted vs true).
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas: no pyplot, no global
 backend state, safe in worker processes and without a display. Each function returns the path
-it wrote. Images are rows of D = C * H * W values in channel-major order (`image_shape` = (C, H, W)).
+it wrote (the `*_figure` builders of `nnrun plot` return the `Figure`, saved by `save_figure`).
+Images are rows of D = C * H * W values in channel-major order (`image_shape` = (C, H, W)).
 The init comparison's figures take the plain dict `nnrun.compare_inits.compare_inits` returns.
 """
 
@@ -11,12 +13,15 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from nnrun.io import atomic_write
 from nnrun.nn.init import INIT_SCHEMES
@@ -32,10 +37,15 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+FORMATS = ("png", "svg")
+"""File formats `save_figure` writes, chosen by the path's suffix."""
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Render `fig` as PNG and write it to `path` atomically."""
+    """Render `fig` as PNG (or SVG, for a `.svg` path) and write it to `path` atomically."""
+    suffix = Path(path).suffix.lower().lstrip(".")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    fig.savefig(buffer, format=suffix if suffix in FORMATS else "png", dpi=DPI)
     return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
@@ -59,14 +69,16 @@ def stretch(images: np.ndarray, per_image: bool, lo: float | None = None, hi: fl
     return np.clip((images - lo_) / span, 0.0, 1.0)
 
 
-def mosaic(images: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
-    """images (n, H, W, C) in [0, 1] -> one (rows*(H+pad)-pad, cols*(W+pad)-pad, C) picture, white gaps."""
+def mosaic(images: np.ndarray, cols: int, pad: int = 1, pad_below: int | None = None) -> np.ndarray:
+    """images (n, H, W, C) in [0, 1] -> one (rows*(H+pad_below)-pad_below, cols*(W+pad)-pad, C) picture,
+    white gaps (`pad_below`, default `pad`, is the gap under each row: room for labels)."""
     n, h, w, c = images.shape
+    below = pad if pad_below is None else pad_below
     rows = math.ceil(n / cols)
-    out = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, c))
+    out = np.ones((rows * (h + below) - below, cols * (w + pad) - pad, c))
     for i, image in enumerate(images):
         r, q = divmod(i, cols)
-        out[r * (h + pad): r * (h + pad) + h, q * (w + pad): q * (w + pad) + w] = image
+        out[r * (h + below): r * (h + below) + h, q * (w + pad): q * (w + pad) + w] = image
     return out
 
 
@@ -80,20 +92,61 @@ def show_mosaic(ax, picture: np.ndarray, title: str) -> None:
     ax.set_axis_off()
 
 
+def short_number(value: float) -> str:
+    """Three significant digits, the exponent without `+` and leading zeros: `1.49e3`, `8.99e-5`, `0.244`."""
+    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{value:.3g}")
+
+
 def eigenvector_grid(components: np.ndarray, image_shape: tuple[int, int, int], path: str | Path,
-                     n: int = 144) -> Path:
+                     n: int = 144, eigenvalues: np.ndarray | None = None) -> Path:
+    """Write `eigenvector_figure` to `path`."""
+    return save_figure(eigenvector_figure(components, image_shape, n, eigenvalues), path)
+
+
+def eigenvector_figure(components: np.ndarray, image_shape: tuple[int, int, int], n: int = 144,
+                       eigenvalues: np.ndarray | None = None) -> Figure:
     """The top `n` eigenvectors (columns of components: (D, m), by descending eigenvalue) as images.
 
     Each eigenvector is stretched to its own range (its sign and scale are arbitrary); a grid of
-    up to 12 x 12, row by row, first component at the top left.
+    up to 12 x 12, row by row, first component at the top left. With `eigenvalues` (m,) each tile
+    is labelled `index: eigenvalue` (1-based), and directions of zero variance (eigenvalue 0: no
+    training image varies along them, so the eigenvector is arbitrary and whitening divides it by
+    sqrt(eps)) are framed and labelled in red.
     """
     n = min(n, components.shape[1])
     cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    _, h, w = image_shape
+    labelled = eigenvalues is not None
+    band = max(3, math.ceil(0.28 * h)) if labelled else 1
     images = stretch(rows_to_images(components[:, :n].T, image_shape), per_image=True)
-    fig = new_figure(7.5, 7.5 * math.ceil(n / cols) / cols + 0.4)
-    show_mosaic(fig.add_subplot(), mosaic(images, cols),
-                f"top {n} eigenvectors of the training covariance (descending eigenvalue, row by row)")
-    return save_figure(fig, path)
+    picture = mosaic(images, cols, pad=max(1, w // 8), pad_below=band)
+    width = 7.5
+    fig = new_figure(width, width * picture.shape[0] / picture.shape[1] + (0.75 if labelled else 0.4))
+    ax = fig.add_subplot()
+    title = f"top {n} eigenvectors of the training covariance (descending eigenvalue, row by row)"
+    zero = 0
+    if labelled:
+        values = np.asarray(eigenvalues, dtype=np.float64)[:n]
+        zero = int(np.count_nonzero(values <= 0))
+        title += "\neach tile: component index: eigenvalue"
+        if zero:
+            title += f"; red: {zero} zero-variance directions (arbitrary, amplified by whitening)"
+    show_mosaic(ax, picture, title)
+    if labelled:
+        pitch_points = 72 * width / cols
+        size = max(3.0, min(7.0, pitch_points / 8.5))
+        step_y, step_x = h + band, w + max(1, w // 8)
+        for i, value in enumerate(values):
+            r, q = divmod(i, cols)
+            flat = value <= 0
+            ax.text(q * step_x + w / 2 - 0.5, r * step_y + h - 0.5 + band * 0.1, f"{i + 1}: {short_number(value)}",
+                    ha="center", va="top", fontsize=size, color="tab:red" if flat else "black")
+            if flat:
+                ax.add_patch(Rectangle((q * step_x - 0.5, r * step_y - 0.5), w, h, fill=False,
+                                       edgecolor="tab:red", lw=1.2))
+        ax.set_ylim(rows * step_y - 0.5, -0.5)
+    return fig
 
 
 def reconstruction_figure(original: np.ndarray, reduced: np.ndarray, whitened: np.ndarray,
@@ -122,26 +175,38 @@ def reconstruction_figure(original: np.ndarray, reduced: np.ndarray, whitened: n
 
 def explained_variance_figure(eigenvalues: np.ndarray, total_variance: float, path: str | Path,
                               marks: list[int] | tuple[int, ...] = (), title: str = "") -> Path:
-    """Cumulative explained variance `cumsum(S[:k]) / trace(C)` against k (log axis), with marked k's."""
+    """Write `explained_variance_plot` to `path`."""
+    return save_figure(explained_variance_plot(eigenvalues, total_variance, marks, title), path)
+
+
+def explained_variance_plot(eigenvalues: np.ndarray, total_variance: float, marks: list[int] | tuple[int, ...] = (),
+                            title: str = "") -> Figure:
+    """Cumulative explained variance `cumsum(S[:k]) / trace(C)` against k (log axis from 21 components), with
+    marked k's; a mark's label sits on the side of its line that keeps it inside the figure."""
     ratio = np.cumsum(eigenvalues) / total_variance if total_variance > 0 else np.zeros(len(eigenvalues))
     ks = np.arange(1, len(ratio) + 1)
     fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     ax.plot(ks, ratio, color="tab:blue", lw=1.8)
-    for k in marks:
-        if 1 <= k <= len(ratio):
-            ax.axvline(k, color="tab:red", lw=0.8, ls="--")
-            ax.annotate(f"k={k}: {100 * ratio[k - 1]:.1f} %", (k, ratio[k - 1]), xytext=(6, -14),
-                        textcoords="offset points", fontsize=8, color="tab:red")
-    if len(ratio) > 20:
+    log = len(ratio) > 20
+    if log:
         ax.set_xscale("log")
     ax.set_xlim(1, len(ratio))
+    for i, k in enumerate(sorted(marks)):
+        if 1 <= k <= len(ratio):
+            ax.axvline(k, color="tab:red", lw=0.8, ls="--")
+            # A mark in the right part of the axis gets its label on the left of its line, so it is never clipped.
+            where = math.log(k) / math.log(len(ratio)) if log else (k - 1) / max(len(ratio) - 1, 1)
+            right = where > 0.8
+            ax.annotate(f"k={k}: {100 * ratio[k - 1]:.1f} %", (k, ratio[k - 1]),
+                        xytext=(-6 if right else 6, -14 - 12 * i), textcoords="offset points", fontsize=8,
+                        color="tab:red", ha="right" if right else "left")
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("principal components kept, k")
     ax.set_ylabel("cumulative explained variance")
     ax.set_title(f"cumulative explained variance{': ' + title if title else ''}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    return save_figure(fig, path)
+    return fig
 
 
 def toy_cloud(n: int = 600, seed: int = 0) -> np.ndarray:
@@ -336,3 +401,114 @@ def predicted_vs_true_figure(predicted: np.ndarray, true: np.ndarray, target_nam
         ax.grid(True, alpha=0.3)
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
+# ---- runs side by side (`nnrun plot`) -----------------------------------------------------------
+
+def series_colors(n: int) -> list[Any]:
+    """`n` distinguishable colours: tab10 up to 10, tab20 up to 20, then evenly along viridis."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    cmap = matplotlib.colormaps["tab20" if n <= 20 else "viridis"]
+    return [cmap(i) if n <= 20 else cmap(i / max(n - 1, 1)) for i in range(n)]
+
+
+def _panels(n: int, legend_entries: int) -> tuple[Figure, list[Any]]:
+    """A figure of `n` side-by-side panels, wide enough for a legend of `legend_entries` on the right."""
+    fig = new_figure(4.6 * n + (2.6 if legend_entries > 1 else 0.4), 3.9 + 0.12 * max(legend_entries - 20, 0))
+    return fig, list(fig.subplots(1, n, squeeze=False)[0])
+
+
+def _metric_label(metric: str) -> str:
+    if metric == "train_loss":
+        return "train_loss (mean of the epoch's batch losses)"
+    if metric == "reg_loss":
+        return "reg_loss (mean of the epoch's penalties)"
+    return metric
+
+
+def _figure_legend(fig: Figure, handles: list[Any], labels: list[str], title: str | None) -> None:
+    if handles:
+        fig.legend(handles, labels, loc="outside right center", title=title, fontsize=8, title_fontsize=8,
+                   frameon=False)
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+"""Line styles of the runs of one colour (their seeds), in turn."""
+
+
+def curves_figure(series: list[dict[str, Any]], metrics: list[str], *, title: str = "",
+                  legend_title: str | None = None) -> Figure:
+    """One panel per metric, one line per run against its epochs, one legend entry per label (right of the
+    panels). Runs of one `group` share a colour, `line` picks their style (the seeds of one setting).
+    A panel whose positive values span more than a factor of 30 has a logarithmic y axis.
+
+    series: dicts with `label`, `group`, `line` (int), `x` (epochs) and `y` ({metric: values, None where
+    missing}).
+    """
+    groups = list(dict.fromkeys(s.get("group", s["label"]) for s in series))
+    colors = dict(zip(groups, series_colors(len(groups)), strict=True))
+    labels = list(dict.fromkeys(s["label"] for s in series))
+    fig, axes = _panels(len(metrics), len(labels))
+    handles: dict[str, Any] = {}
+    for ax, metric in zip(axes, metrics, strict=True):
+        values = []
+        for s in series:
+            ys = np.array([np.nan if v is None else v for v in s["y"][metric]], dtype=np.float64)
+            values += [v for v in ys if np.isfinite(v)]
+            (line,) = ax.plot(s["x"], ys, color=colors[s.get("group", s["label"])], lw=1.4,
+                              ls=LINE_STYLES[s.get("line", 0) % len(LINE_STYLES)],
+                              marker="o" if len(ys) < 12 else None, ms=3)
+            handles.setdefault(s["label"], line)
+        positive = [v for v in values if v > 0]
+        if positive and len(positive) == len(values) and max(positive) > 30 * min(positive):
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(_metric_label(metric), fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title, fontsize=10)
+    _figure_legend(fig, list(handles.values()), list(handles), legend_title)
+    return fig
+
+
+def sweep_figure(series: list[dict[str, Any]], metrics: list[str], *, x_label: str, scale: str = "linear",
+                 ticks: list[tuple[float, str]] | None = None, title: str = "",
+                 legend_title: str | None = None) -> Figure:
+    """One panel per metric: for each series (a group of runs) the mean at each x as a line with markers, a band
+    of plus-minus one standard deviation where there are several runs, and each run's value as a small dot.
+
+    series: dicts with `label`, `x` (positions), `mean`, `std` ({metric: one value or None per x}) and
+    `points` ({metric: [[x, y], ...]}). `scale`: linear, log, symlog (0 among positive values spanning
+    decades) or category (`ticks`: positions and labels).
+    """
+    colors = series_colors(len(series))
+    fig, axes = _panels(len(metrics), len(series))
+    handles, labels = [], []
+    for ax, metric in zip(axes, metrics, strict=True):
+        for s, color in zip(series, colors, strict=True):
+            x = np.asarray(s["x"], dtype=np.float64)
+            mean = np.array([np.nan if v is None else v for v in s["mean"][metric]], dtype=np.float64)
+            std = np.array([np.nan if v is None else v for v in s["std"][metric]], dtype=np.float64)
+            (line,) = ax.plot(x, mean, color=color, lw=1.6, marker="o", ms=4)
+            if np.isfinite(std).any():
+                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, lw=0)
+            points = np.asarray(s["points"][metric], dtype=np.float64).reshape(-1, 2)
+            if len(points) > np.isfinite(mean).sum():
+                ax.scatter(points[:, 0], points[:, 1], color=color, s=9, alpha=0.45, linewidths=0)
+            if metric == metrics[0]:
+                handles.append(line)
+                labels.append(s["label"])
+        if scale == "log":
+            ax.set_xscale("log")
+        elif scale == "symlog":
+            positive = [v for s in series for v in s["x"] if v > 0]
+            ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+        elif scale == "category" and ticks:
+            ax.set_xticks([t for t, _ in ticks], [label for _, label in ticks], rotation=30 if len(ticks) > 4 else 0,
+                          ha="right" if len(ticks) > 4 else "center", fontsize=8)
+        ax.set_xlabel(x_label + (" (log scale)" if scale in ("log", "symlog") else ""))
+        ax.set_title(metric, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    if len(series) > 1 or legend_title:
+        _figure_legend(fig, handles, labels, legend_title)
+    return fig

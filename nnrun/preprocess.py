@@ -32,6 +32,7 @@ works in place (or, when PCA reduces the dimension, writes only the smaller outp
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ CHUNK_ROWS = 8192
 """Rows per block when accumulating the covariance and when transforming with a projection."""
 SUBSET_EIGH_FRACTION = 4
 """Compute only the top k eigenvectors (`subset_by_index`) when k <= D // SUBSET_EIGH_FRACTION."""
+OnProgress = Callable[[str, int, "int | None"], None]
+"""`(stage, done, total)`: what `Preprocessor.fit` reports while it works (total None: not known)."""
 CENTER_MODES = ("none", "per_feature", "global", "per_channel")
 """Mean subtraction modes (step 1)."""
 SCALE_MODES = ("none", "std", "minmax")
@@ -93,11 +96,13 @@ def column_sum_squares(X: np.ndarray, mean: np.ndarray, chunk_rows: int = CHUNK_
     return total
 
 
-def scatter_matrix(X: np.ndarray, mean: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+def scatter_matrix(X: np.ndarray, mean: np.ndarray, chunk_rows: int = CHUNK_ROWS,
+                   on_block: Callable[[int, int], None] | None = None) -> np.ndarray:
     """The scatter `Xc.T @ Xc` of `Xc = X - mean`: X (N, D) float32, mean (D,) float32 -> (D, D) float64.
 
     Only the upper triangle is filled (Fortran order): each block of `chunk_rows` centred rows goes
     through one float32 `ssyrk`, and the blocks are summed in float64. X is never copied whole.
+    `on_block(rows_done, N)` is called after each block (progress).
     """
     from scipy.linalg.blas import ssyrk
 
@@ -113,6 +118,8 @@ def scatter_matrix(X: np.ndarray, mean: np.ndarray, chunk_rows: int = CHUNK_ROWS
         for j in range(0, d, 512):  # add only the upper triangle, by blocks of columns
             stop = min(j + 512, d)
             total[:stop, j:stop] += product[:stop, j:stop]
+        if on_block is not None:
+            on_block(min(i + chunk_rows, n), n)
     return total
 
 
@@ -203,11 +210,13 @@ class Preprocessor:
 
     # -- fitting --
 
-    def fit(self, X: np.ndarray, *, spectrum: bool = False) -> Preprocessor:
+    def fit(self, X: np.ndarray, *, spectrum: bool = False, progress: OnProgress | None = None) -> Preprocessor:
         """Learn the statistics from the training split X: (N, D); never modifies X.
 
         `spectrum=True` also computes all D eigenpairs of the covariance (for figures and the
         explained-variance curve), even when the configuration keeps fewer or none.
+        `progress(stage, done, total)` hears of the slow steps: `covariance` after each block of
+        rows (done, total: rows), `eigendecomposition` before (0, None) and after (1, 1) it.
         Raises `UserInputError` when the configuration does not fit the data (k > D,
         per_channel without channels, whitening a zero eigenvalue with eps = 0).
         """
@@ -235,7 +244,8 @@ class Preprocessor:
         elif s.center == "per_channel":
             channels = self.image_shape[0]
             self.mean = np.repeat(mu.reshape(channels, -1).mean(axis=1), d // channels).astype(np.float32)
-        scatter = scatter_matrix(X, self.feature_mean) if need_eig else None
+        on_block = (lambda done, total: progress("covariance", done, total)) if progress is not None else None
+        scatter = scatter_matrix(X, self.feature_mean, on_block=on_block) if need_eig else None
         if s.scale == "std":
             sum_squares = np.diag(scatter).copy() if scatter is not None else column_sum_squares(X, self.feature_mean)
             self.std = np.sqrt(np.maximum(sum_squares / n, 0.0)).astype(np.float32)
@@ -249,7 +259,11 @@ class Preprocessor:
                 cov /= divisor[:, None]
                 cov /= divisor[None, :]
             self.total_variance = float(np.trace(cov))
+            if progress is not None:
+                progress("eigendecomposition", 0, None)
             w, U = symmetric_eigh(cov, d if spectrum else k)
+            if progress is not None:
+                progress("eigendecomposition", 1, 1)
             del cov, scatter
             self.eigenvalues = w
             self.components = np.ascontiguousarray(U, dtype=np.float32)

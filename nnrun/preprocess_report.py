@@ -2,7 +2,8 @@
 
 Writes the fitted statistics, the eigenvector grid and reconstructions (image data), the
 explained-variance curve and the 2-D toy cloud into one folder, and reports shapes, the
-variance kept at several k and the fit time.
+variance kept at several k and the fit time. `FitProgress` shows each slow step on the terminal
+while it runs (loading, the covariance block by block, the eigendecomposition, the figures).
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.table import Table
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from nnrun import plots
 from nnrun.config import ExperimentConfig
 from nnrun.experiment import load_data, preprocess_settings
 from nnrun.io import check_output_folder
-from nnrun.preprocess import Preprocessor
-from nnrun.tables import pct
+from nnrun.preprocess import OnProgress, Preprocessor
+from nnrun.tables import DataTable, pct, stderr_console
 
 REPORT_KS = (10, 50, 100, 144)
 """Numbers of components at which `nnrun preprocess` reports the explained variance."""
@@ -37,22 +39,61 @@ REPORT_FILES = {
 """What `preprocess_report` writes into its output folder, by key."""
 
 
-def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
+class FitProgress:
+    """Shows `preprocess_report`'s steps on a console as they run: a line per step with a spinner, a bar
+    (rows of the covariance, figures) where the amount is known, and the elapsed time. Off a terminal
+    rich draws nothing until the end; `close()` leaves the terminal clean."""
+
+    def __init__(self, console: Console = stderr_console) -> None:
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console,
+                                 transient=True)
+        self.tasks: dict[str, TaskID] = {}
+        self.progress.start()
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        """`nnrun.preprocess.OnProgress`: `stage` has done `done` of `total` (None: unknown)."""
+        for name, task in self.tasks.items():
+            if name != stage and not self.progress.tasks[task].finished:
+                self.progress.update(task, total=1, completed=1)
+        detail = f"{done}/{total}" if total else ""
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total, completed=done, detail=detail)
+        else:
+            self.progress.update(self.tasks[stage], total=total, completed=done, detail=detail)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _silent(stage: str, done: int, total: int | None) -> None:
+    pass
+
+
+def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool = False,
+                      progress: OnProgress | None = None) -> dict[str, Any]:
     """Fit `cfg.preprocess` (cfg: an `ExperimentConfig`) on its dataset's training split; write figures.
 
     Writes `REPORT_FILES` into `out` (the statistics and, for image data, the eigenvector grid and
     the reconstructions; always the explained-variance curve and the 2-D toy cloud) and returns
     shapes, the variance kept at several k, the fit time and the paths written. Existing files
-    of those names are an error unless `overwrite`.
+    of those names are an error unless `overwrite`. `progress(stage, done, total)` hears of each
+    step (`nnrun.preprocess.OnProgress`; `FitProgress` shows them).
     """
+    report = progress or _silent
     out = check_output_folder(out, tuple(REPORT_FILES.values()), overwrite)
+    report(f"loading {cfg.data.dataset}", 0, None)
     data = load_data(cfg)
     X = data.X_train
     n, d = X.shape
+    report(f"mean of {n} x {d} training rows", 0, None)
     started = time.perf_counter()
-    pre = Preprocessor(preprocess_settings(cfg.preprocess), data.image_shape).fit(X, spectrum=True)
+    pre = Preprocessor(preprocess_settings(cfg.preprocess), data.image_shape).fit(
+        X, spectrum=True, progress=lambda stage, done, total: report(_stage_name(stage, d), done, total))
     fit_seconds = time.perf_counter() - started
 
+    n_figures = 4 if data.image_shape is not None else 2
+    report("figures", 0, n_figures)
     files: dict[str, str] = {}
     files["statistics"] = str(pre.save(out / REPORT_FILES["statistics"]))
     ratio = np.cumsum(pre.explained_variance_ratio())
@@ -62,7 +103,8 @@ def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool
     figure_k = k if k is not None and k < d else min(FIGURE_K, max(1, d // 4))
     if data.image_shape is not None:
         files["eigenvectors"] = str(plots.eigenvector_grid(
-            pre.components, data.image_shape, out / REPORT_FILES["eigenvectors"]))
+            pre.components, data.image_shape, out / REPORT_FILES["eigenvectors"], eigenvalues=pre.eigenvalues))
+        report("figures", 1, n_figures)
         sample = X[:FIGURE_IMAGES]
         reduced = pre.with_components(figure_k, whiten=False)
         whitened = pre.with_components(figure_k, whiten=True)
@@ -70,10 +112,13 @@ def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool
             sample, reduced.inverse_transform(reduced.transform(sample)),
             whitened.inverse_transform(whitened.transform(sample), unwhiten=False),
             data.image_shape, figure_k, out / REPORT_FILES["reconstructions"]))
+        report("figures", 2, n_figures)
     files["explained_variance"] = str(plots.explained_variance_figure(
         pre.eigenvalues, pre.total_variance, out / REPORT_FILES["explained_variance"],
         marks=sorted({figure_k, *([k] if k is not None else [])}), title=f"{data.name}: training split, N={n}"))
+    report("figures", n_figures - 1, n_figures)
     files["toy_cloud"] = str(plots.toy_cloud_figure(out / REPORT_FILES["toy_cloud"], eps=cfg.preprocess.eps))
+    report("figures", n_figures, n_figures)
     p = cfg.preprocess
     return {"dataset": data.name, "out": str(out), "center": p.center, "scale": p.scale, "pca": p.pca,
             "whiten": p.whiten, "eps": p.eps, "input_shape": [n, d], "output_shape": [n, pre.n_output],
@@ -81,11 +126,17 @@ def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool
             "fit_seconds": fit_seconds, "files": files}
 
 
-def report_table(result: dict[str, Any]) -> Table:
-    """A rich table of `preprocess_report`'s result (settings, shapes, variance kept, fit time)."""
-    table = Table(title=f"preprocess: {result['dataset']} (fitted on the training split)", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
+def _stage_name(stage: str, d: int) -> str:
+    """What the line of a `Preprocessor.fit` stage says."""
+    return {"covariance": f"covariance ({d} x {d}), rows", "eigendecomposition": f"eigendecomposition ({d} x {d})"
+            }.get(stage, stage)
+
+
+def report_table(result: dict[str, Any]) -> DataTable:
+    """A table of `preprocess_report`'s result (settings, shapes, variance kept, fit time)."""
+    table = DataTable(f"preprocess: {result['dataset']} (fitted on the training split)", show_header=False)
+    table.add_column("", "label", style="bold", key=True)
+    table.add_column("", "label")
     pca = "all (whitening)" if result["pca"] is None and result["whiten"] else result["pca"]
     rows = [("center", result["center"]), ("scale", result["scale"]), ("pca", "none" if pca is None else pca),
             ("whiten", result["whiten"]), ("eps", f"{result['eps']:g}"),

@@ -247,6 +247,22 @@ class RunDir:
         except (OSError, ValueError, EOFError) as e:
             raise UserInputError(f"cannot read checkpoint {path}: {e}") from None
 
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The rows of metrics.jsonl, one per finished epoch ([] when there is none; unreadable lines skipped)."""
+        try:
+            lines = (self.path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return []
+        rows = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
+
     def epochs_done(self) -> int:
         """Lines of metrics.jsonl: the epochs this run has finished so far."""
         try:

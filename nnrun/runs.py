@@ -1,8 +1,12 @@
-"""`nnrun runs`: every run directory under a folder as records, filtered, sorted, as a table, CSV or JSON.
+"""`nnrun runs`: the run directories under a folder as a table, CSV or JSON: filtered, sorted, grouped.
 
-A record is a run's flattened config (dotted keys), its summary and its provenance (`provenance.KEY`:
-versions, git commit, command line, host, BLAS, times, peak memory); columns name any of them.
-Filters are `KEY OP VALUE`; sorting puts runs without the key last.
+Records come from `nnrun.runstore`: a run's flattened config (dotted keys), summary and provenance
+(`provenance.KEY`: versions, git commit, command line, host, BLAS, times, peak memory); columns
+name any of them. The default view is the run, its status, the config keys that differ between the
+listed runs, the headline validation and test metric and the epochs. Filters are `KEY OP VALUE`;
+sorting puts runs without the key last. `--group-by` turns the runs into one row per value of
+the group keys, with the mean and standard deviation of every metric column over the group's
+runs (typically its seeds).
 """
 
 from __future__ import annotations
@@ -12,126 +16,58 @@ import io
 import json
 import math
 import re
-import time
-from dataclasses import dataclass, field
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from rich.table import Table
+from rich.text import Text
 
-from nnrun.config import flatten, parse_value
-from nnrun.errors import UserInputError
-from nnrun.rundir import RunDir
-from nnrun.safeyaml import safe_load
-from nnrun.tables import METRIC_COLUMNS, csv_cell, fmt
+from nnrun.config import parse_value
+from nnrun.errors import UserInputError, did_you_mean
+from nnrun.nn.losses import LOSSES
+from nnrun.runstore import (
+    RunRecord,
+    collect_runs,
+    headline_metric,
+    known_columns,
+    varying_keys,
+)
+from nnrun.tables import METRIC_COLUMNS, DataTable, column_format, csv_cell, is_number, plural
 
+STATUS_STYLES = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "running": "cyan"}
+"""How each run status is coloured in tables."""
 FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
-BUILTIN_COLUMNS = ("run", "path", "status", "started", "reason")
-
-
-@dataclass
-class RunRecord:
-    """A run directory as read from disk: flattened config (dotted keys), summary (None while missing), the
-    epochs finished so far, when it started, and its status (`RunDir.status`: the summary's, else `running`
-    while a process holds the run's lock, `interrupted` when none does: it was killed and can be resumed),
-    and its provenance flattened under `provenance.` (empty for runs written before provenance.json)."""
-
-    path: Path
-    config: dict[str, Any]
-    summary: dict[str, Any] | None
-    epochs_done: int
-    started: float | None
-    status: str
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, column: str) -> Any:
-        """The value of `column`: a built-in (run, path, status, started, reason), a config key, or a summary key."""
-        if column == "run":
-            return self.path.name
-        if column == "path":
-            return str(self.path)
-        if column == "status":
-            return self.status
-        if column == "started":
-            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)) if self.started else None
-        if column == "epochs" and self.summary is None:
-            return self.epochs_done
-        if column in self.config:
-            return self.config[column]
-        if column in self.provenance:
-            return self.provenance[column]
-        return (self.summary or {}).get(column)
-
-    def has(self, column: str) -> bool:
-        return column in BUILTIN_COLUMNS or column in self.config or column in (self.summary or {}) \
-            or column in self.provenance or column == "epochs"
-
-
-def read_run(path: str | Path) -> RunRecord | None:
-    """The run in `path`, or None when the folder holds neither config.yaml nor summary.json."""
-    path = Path(path)
-    config_file, summary_file = path / "config.yaml", path / "summary.json"
-    if not config_file.is_file() and not summary_file.is_file():
-        return None
-    config: dict[str, Any] = {}
-    started = None
-    try:
-        loaded = safe_load(config_file.read_text())
-        config = flatten(loaded) if isinstance(loaded, dict) else {}
-        started = config_file.stat().st_mtime
-    except (OSError, yaml.YAMLError):
-        pass
-    run = RunDir(path)
-    provenance = flatten(run.read_provenance() or {}, "provenance.")
-    return RunRecord(path, config, run.read_summary(), run.epochs_done(), started, run.status(), provenance)
-
-
-def list_runs(root: str | Path) -> list[RunRecord]:
-    """Every run directory directly under `root` (or `root` itself when it is one), by folder name."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserInputError(f"runs directory {root} does not exist or is not a folder")
-    own = read_run(root)
-    if own is not None:
-        return [own]
-    records = (read_run(child) for child in sorted(root.iterdir()) if child.is_dir())
-    return [r for r in records if r is not None]
-
-
-def _same(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def varying_keys(records: list[RunRecord]) -> list[str]:
-    """Config keys whose value differs between `records` (or is missing from some), in first-seen order."""
-    keys: dict[str, None] = {}
-    for r in records:
-        keys.update(dict.fromkeys(r.config))
-    return [k for k in keys
-            if any(k not in r.config for r in records)
-            or any(not _same(r.config[k], records[0].config[k]) for r in records[1:])]
 
 
 def default_columns(records: list[RunRecord]) -> list[str]:
-    """run, status, the config keys that differ between runs, the usual metrics, start time and failure reasons."""
+    """The table's columns: run, status, the config keys that differ between runs, the headline val and test
+    metric, epochs, and the failure reasons when some run has one."""
+    metric = headline_metric(records)
+    metrics = [m for m in (f"val_{metric}", f"test_{metric}") if any(r.has(m) for r in records)]
+    reason = ["reason"] if any((r.summary or {}).get("reason") for r in records) else []
+    return ["run", "status", *varying_keys(records), *metrics, "epochs", *reason]
+
+
+def export_columns(records: list[RunRecord]) -> list[str]:
+    """The columns of CSV and JSON (unchanged for scripts): run, status, the config keys that differ, the
+    usual metrics (`METRIC_COLUMNS`) the runs have, start time and failure reasons."""
     metrics = [m for m in METRIC_COLUMNS if any(r.has(m) for r in records)]
     reason = ["reason"] if any((r.summary or {}).get("reason") for r in records) else []
     return ["run", "status", *varying_keys(records), *metrics, "started", *reason]
 
 
 def check_columns(records: list[RunRecord], columns: list[str], option: str) -> None:
-    """An error naming `columns` that no run has (typos), with the columns that exist."""
+    """An error naming `columns` that no run has (typos), with what was most likely meant and the columns
+    that exist."""
     if not records:
         return
     unknown = [c for c in columns if not any(r.has(c) for r in records)]
     if unknown:
-        known: dict[str, None] = dict.fromkeys(BUILTIN_COLUMNS)
-        for r in records:
-            known.update(dict.fromkeys(r.config))
-            known.update(dict.fromkeys(r.summary or {}))
-            known.update(dict.fromkeys(r.provenance))
-        raise UserInputError(f"{option}: no run has {', '.join(unknown)}; available: {', '.join(known)}")
+        known = known_columns(records)
+        hints = "".join(did_you_mean(c, known) for c in unknown)
+        raise UserInputError(f"{option}: no run has {', '.join(unknown)}{hints} Available: {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -147,22 +83,18 @@ class RunFilter:
         if self.op in ("=", "==", "!="):
             equal = actual is not None and _equal(actual, self.value)
             return equal if self.op != "!=" else not equal
-        if not _is_number(actual):
+        if not is_number(actual):
             return False
         return {"<": actual < self.value, "<=": actual <= self.value,
                 ">": actual > self.value, ">=": actual >= self.value}[self.op]
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _equal(actual: Any, wanted: Any) -> bool:
-    if _is_number(actual) and _is_number(wanted):
+    if is_number(actual) and is_number(wanted):
         return math.isclose(actual, wanted, rel_tol=1e-9, abs_tol=0.0) or actual == wanted
     if isinstance(actual, str) and not isinstance(wanted, str):
         return actual == json.dumps(wanted) or actual == str(wanted)
-    return _same(actual, wanted)
+    return json.dumps(actual, sort_keys=True) == json.dumps(wanted, sort_keys=True)
 
 
 def parse_filter(text: str) -> RunFilter:
@@ -172,7 +104,7 @@ def parse_filter(text: str) -> RunFilter:
         raise UserInputError(f"--filter expects KEY=VALUE (or !=, <, <=, >, >=), e.g. status=completed; got {text!r}")
     key, op, raw = match.groups()
     value = parse_value(raw)
-    if op in ("<", "<=", ">", ">=") and not _is_number(value):
+    if op in ("<", "<=", ">", ">=") and not is_number(value):
         raise UserInputError(f"--filter {text!r}: {op} compares numbers, got {raw!r}")
     return RunFilter(key, op, value)
 
@@ -180,41 +112,61 @@ def parse_filter(text: str) -> RunFilter:
 def sort_runs(records: list[RunRecord], key: str | None) -> list[RunRecord]:
     """Sort by `key` ascending (`-key` descending), runs without it last.
 
-    Without a key: best validation accuracy first when runs have one, else by folder name.
+    Without a key: the best headline validation metric first (highest accuracy, lowest rmse) when runs
+    have one, else by name.
     """
     if key is None:
-        if any(_is_number(r.get("val_accuracy")) for r in records):
-            key = "-val_accuracy"
-        else:
-            return sorted(records, key=lambda r: r.path.name)
+        metric = headline_metric(records)
+        if not any(is_number(r.get(f"val_{metric}")) for r in records):
+            return sorted(records, key=lambda r: r.name)
+        key = f"-val_{metric}" if higher_is_better(metric) else f"val_{metric}"
     descending = key.startswith("-")
     name = key.lstrip("-")
-    numbers = [r for r in records if _is_number(r.get(name))]
-    texts = [r for r in records if r.get(name) is not None and not _is_number(r.get(name))]
+    numbers = [r for r in records if is_number(r.get(name))]
+    texts = [r for r in records if r.get(name) is not None and not is_number(r.get(name))]
     missing = [r for r in records if r.get(name) is None]
-    numbers.sort(key=lambda r: r.path.name)
+    numbers.sort(key=lambda r: r.name)
     numbers.sort(key=lambda r: r.get(name), reverse=descending)
-    texts.sort(key=lambda r: r.path.name)
+    texts.sort(key=lambda r: r.name)
     texts.sort(key=lambda r: csv_cell(r.get(name)), reverse=descending)
-    return numbers + texts + sorted(missing, key=lambda r: r.path.name)
+    return numbers + texts + sorted(missing, key=lambda r: r.name)
 
 
-def select_runs(root: str | Path, *, filters: list[str] | tuple[str, ...] = (), sort: str | None = None,
-                columns: list[str] | tuple[str, ...] | None = None) -> tuple[list[RunRecord], list[str]]:
-    """The runs under `root` that pass every filter, sorted, and the columns to show.
+def split_names(items: Sequence[str] | None) -> list[str]:
+    """`["a,b", "c"]` -> `["a", "b", "c"]` (options that take comma-separated names, repeatable)."""
+    return [c.strip() for item in (items or ()) for c in item.split(",") if c.strip()]
 
-    `columns` None (or empty) means `default_columns` of all the runs under `root`, so that filters
-    do not change the columns; items may hold several names separated by commas.
+
+def select_runs(root: str | Path, *, filters: Sequence[str] = (), sort: str | None = None,
+                columns: Sequence[str] | None = None, group_by: Sequence[str] | None = None,
+                recursive: bool = False, export: bool = False) -> tuple[list[RunRecord], list[str]]:
+    """The runs under `root` (in every sub-folder too with `recursive`) that pass every filter, sorted,
+    and the columns to show.
+
+    `columns` None (or empty) means `default_columns` (`export_columns` for CSV and JSON, `export`) of
+    all the runs under `root`, so that filters do not change the columns; items may hold several
+    names separated by commas. `group_by` keys are checked like columns.
     """
-    records = list_runs(root)
+    records = collect_runs([root], recursive=recursive)
     parsed = [parse_filter(f) for f in filters]
     check_columns(records, [f.key for f in parsed], "--filter")
     if sort:
         check_columns(records, [sort.lstrip("-")], "--sort")
-    chosen = [c.strip() for item in (columns or ()) for c in item.split(",") if c.strip()]
+    chosen = split_names(columns)
     check_columns(records, chosen, "--columns")
+    check_columns(records, split_names(group_by), "--group-by")
     kept = [r for r in records if all(f.matches(r) for f in parsed)]
-    return sort_runs(kept, sort), chosen or default_columns(records)
+    return sort_runs(kept, sort), chosen or (export_columns(records) if export else default_columns(records))
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger `metric` is better: as the losses whose headline it is say (accuracy: yes; rmse: no);
+    losses and errors are lower-is-better, anything else higher."""
+    for name in (metric, metric.split("_", 1)[-1]):
+        directions = {loss.primary_metric: loss.higher_is_better for loss in LOSSES.values()}
+        if name in directions:
+            return directions[name]
+    return not metric.endswith(("loss", "error", "rmse", "mae"))
 
 
 def runs_csv(records: list[RunRecord], columns: list[str]) -> str:
@@ -233,11 +185,178 @@ def runs_json(root: str | Path, records: list[RunRecord], columns: list[str]) ->
             "runs": [{**{c: r.get(c) for c in columns}, "path": str(r.path)} for r in records]}
 
 
-def runs_table(title: str, records: list[RunRecord], columns: list[str]) -> Table:
-    """The runs as a rich table, one column per name in `columns`."""
-    table = Table(title=title)
+def column_kind(records: list[RunRecord], column: str) -> str:
+    """How the table shows `column` (`nnrun.tables` kinds): config keys as given, summary numbers measured,
+    names as labels, paths and reasons as text that may fold or move below the table."""
+    if column in ("run", "path", "reason", "started"):
+        return "text"
+    if column == "status":
+        return "label"
+    values = [r.get(column) for r in records]
+    if any(column in r.config for r in records):
+        return "value"
+    if all(v is None or is_number(v) for v in values):
+        return "number"
+    return "text"
+
+
+def runs_table(title: str, records: list[RunRecord], columns: list[str]) -> DataTable:
+    """The runs as a table, one column per name in `columns` (the run names them when it is cut)."""
+    table = DataTable(title)
     for c in columns:
-        table.add_column(c, overflow="fold")
+        kind = column_kind(records, c)
+        table.add_column(c, kind, key=c == "run", movable=c not in ("run", "path"))
     for r in records:
-        table.add_row(*(fmt(r.get(c)) for c in columns))
+        table.add_row(*(Text(r.status, style=STATUS_STYLES.get(r.status, "")) if c == "status" else r.get(c)
+                        for c in columns))
     return table
+
+
+# ---- groups --------------------------------------------------------------------------------------
+
+@dataclass
+class RunGroup:
+    """The runs that share the values of the group keys."""
+
+    values: dict[str, Any]
+    records: list[RunRecord]
+
+    def stats(self, column: str) -> tuple[float | None, float | None, int]:
+        """(mean, sample standard deviation, count) of the numbers the group's runs have in `column`;
+        the deviation is None below two numbers."""
+        numbers = [float(v) for v in (r.get(column) for r in self.records) if is_number(v)]
+        if not numbers:
+            return None, None, 0
+        std = statistics.stdev(numbers) if len(numbers) > 1 else None
+        return statistics.fmean(numbers), std, len(numbers)
+
+
+def _order(value: Any) -> tuple:
+    return (0, value, "") if is_number(value) else (1, 0, csv_cell(value))
+
+
+def group_runs(records: list[RunRecord], keys: list[str]) -> list[RunGroup]:
+    """The runs grouped by the values of `keys`, groups in ascending order of those values."""
+    groups: dict[str, RunGroup] = {}
+    for r in records:
+        values = {k: r.get(k) for k in keys}
+        groups.setdefault(json.dumps(values, sort_keys=True, default=str), RunGroup(values, [])).records.append(r)
+    return sorted(groups.values(), key=lambda g: [_order(g.values[k]) for k in keys])
+
+
+def group_metrics(records: list[RunRecord], columns: list[str], keys: list[str]) -> list[str]:
+    """The columns a grouped view averages: the numeric summary columns among `columns` (not the group keys,
+    not config keys, which differ inside a group)."""
+    return [c for c in columns if c not in keys and not any(c in r.config for r in records)
+            and c not in ("run", "path", "status", "started", "reason")
+            and any(is_number(r.get(c)) for r in records)]
+
+
+def sort_groups(groups: list[RunGroup], key: str | None) -> list[RunGroup]:
+    """Groups sorted by a group key's value or a metric's mean (`-key` descending), those without it last."""
+    if key is None:
+        return groups
+    name = key.lstrip("-")
+
+    def value(g: RunGroup) -> Any:
+        return g.values[name] if name in g.values else g.stats(name)[0]
+
+    present = [g for g in groups if value(g) is not None]
+    present.sort(key=lambda g: _order(value(g)), reverse=key.startswith("-"))
+    return present + [g for g in groups if value(g) is None]
+
+
+def pooled_keys(records: list[RunRecord], keys: list[str]) -> list[str]:
+    """The keys that vary inside the groups (what each group's mean is taken over)."""
+    return [k for k in varying_keys(records) if k not in keys]
+
+
+def groups_table(title: str, groups: list[RunGroup], keys: list[str], metrics: list[str]) -> DataTable:
+    """One row per group: its key values, the number of runs, `mean ± std` of each metric."""
+    table = DataTable(title, caption="mean ± sample standard deviation over each group's runs")
+    for k in keys:
+        table.add_column(k, "value", key=True)
+    table.add_column("runs")
+    for m in metrics:
+        table.add_column(m)
+    cells = {m: mean_std_cells([g.stats(m) for g in groups], digits=2 if _integral(groups, m) else 4)
+             for m in metrics}
+    for i, g in enumerate(groups):
+        table.add_row(*(g.values[k] for k in keys), len(g.records), *(cells[m][i] for m in metrics))
+    return table
+
+
+def _integral(groups: list[RunGroup], column: str) -> bool:
+    """Whether every run of `groups` has an integer (or nothing) in `column` (epochs: a mean of 5.0, not 5.000)."""
+    return all(isinstance(r.get(column), int) or r.get(column) is None for g in groups for r in g.records)
+
+
+def mean_std_cells(stats: list[tuple[float | None, float | None, int]], digits: int = 4) -> list[str]:
+    """`0.9611 ± 0.0042` cells of one column: means and deviations with the same decimals (`column_format`)."""
+    numbers = [v for mean, std, _ in stats for v in (mean, std) if v is not None]
+    shown = iter(column_format(numbers, digits))
+    cells = []
+    for mean, std, _ in stats:
+        if mean is None:
+            cells.append("-")
+            continue
+        text = next(shown)
+        cells.append(f"{text} ± {next(shown)}" if std is not None else text)
+    return cells
+
+
+def groups_csv(groups: list[RunGroup], keys: list[str], metrics: list[str]) -> str:
+    """A CSV document: the group keys, `runs`, then `METRIC` (mean) and `METRIC_std` per metric."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*keys, "runs", *(name for m in metrics for name in (m, f"{m}_std"))])
+    for g in groups:
+        stats = [g.stats(m)[:2] for m in metrics]
+        writer.writerow([*(csv_cell(g.values[k]) for k in keys), len(g.records),
+                         *(csv_cell(v) for pair in stats for v in pair)])
+    return out.getvalue()
+
+
+def groups_json(root: str | Path, groups: list[RunGroup], keys: list[str], metrics: list[str],
+                pooled: list[str]) -> dict[str, Any]:
+    """One JSON-ready object: `group_by`, `pooled` (keys that vary inside groups), and per group its key
+    values, `runs`, `METRIC` (mean), `METRIC_std` and the run folders (`paths`)."""
+    rows = []
+    for g in groups:
+        row: dict[str, Any] = {**g.values, "runs": len(g.records)}
+        for m in metrics:
+            row[m], row[f"{m}_std"], _ = g.stats(m)
+        row["paths"] = [str(r.path) for r in g.records]
+        rows.append(row)
+    return {"runs_dir": str(root), "group_by": keys, "pooled": pooled, "metrics": metrics, "count": len(groups),
+            "groups": rows}
+
+
+def runs_report(root: str | Path, *, filters: Sequence[str] = (), sort: str | None = None,
+                columns: Sequence[str] | None = None, group_by: Sequence[str] | None = None,
+                recursive: bool = False, output: str = "table") -> DataTable | str | dict[str, Any] | None:
+    """`nnrun runs`: the listing of the runs under `root` as a `DataTable` (None when there are no runs),
+    CSV text or a JSON-ready object (`output` table, csv or json)."""
+    keys = split_names(group_by)
+    records, chosen = select_runs(root, filters=filters, sort=None if keys else sort, columns=columns,
+                                  group_by=keys, recursive=recursive, export=output != "table" and not keys)
+    if keys:
+        groups = sort_groups(group_runs(records, keys), sort)
+        metrics = group_metrics(records, chosen, keys)
+        pooled = pooled_keys(records, keys)
+        if output == "csv":
+            return groups_csv(groups, keys, metrics)
+        if output == "json":
+            return groups_json(root, groups, keys, metrics, pooled)
+        if not records:
+            return None
+        over = f"; pooled over {', '.join(pooled)}" if pooled else ""
+        return groups_table(f"{plural(len(records), 'run')} in {root}, by {', '.join(keys)}{over}", groups, keys,
+                            metrics)
+    if output == "csv":
+        return runs_csv(records, chosen)
+    if output == "json":
+        return runs_json(root, records, chosen)
+    if not records:
+        return None
+    return runs_table(f"{plural(len(records), 'run')} in {root}", records, chosen)

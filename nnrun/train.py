@@ -26,7 +26,7 @@ import numpy as np
 from nnrun.config import ExperimentConfig, differing_keys, load_config
 from nnrun.datasets import Dataset
 from nnrun.errors import RunFailed, UserInputError
-from nnrun.experiment import Experiment, assemble
+from nnrun.experiment import Experiment, assemble, describe_choices
 from nnrun.io import check_output_folder
 from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
@@ -125,10 +125,14 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
                         "trained") from None
     n_outputs = loss_fn.output_dim(data.n_targets)
     n_params = sum(p.value.size for p in model.params)
-    reporter.start({"name": cfg.name, "run_dir": str(run.path), "dataset": data.name, **data.sizes(),
-                    "features": data.n_features, "loss": cfg.loss.name, "targets": data.target_kind,
-                    "outputs": n_outputs, "parameters": n_params,
-                    **({"resumed after epoch": resume.epoch} if resume is not None else {})})
+    reporter.start({"name": cfg.name, "run_dir": str(run.path), "dataset": data.name,
+                    "examples": ", ".join(f"{split} {n}" for split, n in data.sizes().items()),
+                    "features": data.n_features, "targets": data.target_kind, "outputs": n_outputs,
+                    "parameters": n_params,
+                    **({"resumed after epoch": resume.epoch} if resume is not None else {}),
+                    "choices": describe_choices(cfg),
+                    "selection": {"metric": f"val_{loss_fn.primary_metric}",
+                                  "higher_is_better": loss_fn.higher_is_better}})
     history = History()
     saved = {"epoch": resume.epoch if resume is not None else 0}
 

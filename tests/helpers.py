@@ -17,3 +17,41 @@ def train_run(out, *sets: str, config=None):
 
     train_new(load_config(config, list(sets)), out=out)
     return out
+
+
+def write_run(root, name, config=None, rows=(), summary=None):
+    """A run directory as `nnrun train` leaves it: the resolved `config` (a nested mapping of overrides of the
+    defaults), `metrics.jsonl` of `rows` and, when given, `summary.json`. Returns its path."""
+    from nnrun.config import validate_config
+    from nnrun.rundir import RunDir
+
+    with RunDir.create(root / name) as run:
+        run.write_config(validate_config(dict(config or {})).to_yaml())
+        run.write_metrics(list(rows))
+        if summary is not None:
+            run.write_summary(summary)
+    return root / name
+
+
+def epoch_rows(accuracies, losses):
+    """Rows of metrics.jsonl with these val accuracies and train losses, epochs from 1."""
+    return [{"epoch": i + 1, "lr": 0.01, "train_loss": loss, "val_loss": loss * 1.1, "val_accuracy": acc}
+            for i, (acc, loss) in enumerate(zip(accuracies, losses, strict=True))]
+
+
+def sweep_runs(root):
+    """A 3 x 2 x 2 grid of fake runs (optim.lr x regularization.l2 x seed) with known metrics: val_accuracy
+    = 0.5 + lr * 4 + seed / 100 - l2 * 100 at the final epoch of 3. Returns {name: (lr, l2, seed, accuracy)}."""
+    runs = {}
+    for lr in (0.001, 0.01, 0.1):
+        for l2 in (0.0, 0.0001):
+            for seed in (0, 1):
+                acc = 0.5 + lr * 4 + seed / 100 - l2 * 100
+                name = f"run-lr{lr}-l2{l2}-s{seed}"
+                write_run(root, name, {"seed": seed, "optim": {"lr": lr}, "regularization": {"l2": l2}},
+                          epoch_rows([acc - 0.2, acc - 0.1, acc], [2.0, 1.0, 0.5 + lr]),
+                          {"status": "completed", "epochs": 3, "best_epoch": 3, "val_accuracy": acc,
+                           "test_accuracy": acc - 0.01, "val_loss": 0.5, "test_loss": 0.6, "train_loss": 0.4,
+                           "seconds": 1.5})
+                runs[name] = (lr, l2, seed, acc)
+    return runs

@@ -181,3 +181,60 @@ def test_gradcheck_with_pca_builds_the_network_on_the_reduced_features():
                     "--set", "model.hidden=[8]", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["passed"]
+
+
+def test_version_and_shell_completion():
+    import nnrun
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"nnrun {nnrun.__version__}"
+    assert "--install-completion" in invoke("--help").stdout
+    completion = invoke("--show-completion", "bash")
+    assert completion.exit_code == 0 and "complete" in completion.stdout
+
+
+def test_fixed_choices_are_listed_in_help_and_checked():
+    assert "table|csv|json" in invoke("runs", "--help").stdout
+    assert "local|dask" in invoke("sweep", "--help").stdout
+    bad = invoke("runs", "--format", "xml")
+    assert bad.exit_code == 2 and "xml" in bad.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "configs/quickstart.yaml", "optim.lr=0.1"],
+    ["validate", "configs/quickstart.yaml", "optim.lr=0.1"],
+    ["sweep", "configs/sweep_digits.yaml", "optim.lr=0.1", "--dry-run"],
+])
+def test_a_bare_key_value_suggests_set(args):
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert "--set optim.lr=0.1" in " ".join(result.stderr.split()), result.stderr
+
+
+def test_a_bare_key_value_in_place_of_the_config_suggests_set(tmp_path):
+    result = invoke("train", "optim.lr=0.1", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "write --set optim.lr=0.1" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_runs_dir_comes_from_the_environment(tmp_path):
+    result = runner.invoke(app, ["train", "configs/quickstart.yaml", *QUICK, "--quiet"],
+                           env={"NNRUN_RUNS_DIR": str(tmp_path / "elsewhere")})
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "elsewhere").glob("quickstart-*"))) == 1
+
+
+def test_train_header_lists_the_choices_and_the_epoch_table_marks_the_best_epoch(tmp_path):
+    out = tmp_path / "r"
+    result = invoke("train", "configs/quickstart.yaml", *QUICK, "--set", "model.batchnorm=true",
+                    "--set", "model.dropout=0.5", "--out", out)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stderr.split())
+    for choice in ("preprocessing per_feature centring", "init he", "BatchNorm on (momentum 0.1", "dropout keep p=0.5",
+                   "regularization l2 0.0001", "loss softmax", "lr 0.01, constant schedule"):
+        assert choice in text, choice
+    summary = json.loads((out / "summary.json").read_text())
+    best = [line for line in result.stderr.splitlines() if line.split()[:1] and line.split()[0].isdigit()
+            and line.rstrip().endswith("◀ best")]
+    assert len(best) == 1 and best[0].split()[0] == str(summary["best_epoch"])
+    assert "batch mean" in text and "evaluation mode" in text

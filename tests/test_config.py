@@ -3,8 +3,9 @@
 import json
 
 import pytest
+import yaml
 
-from nnrun.config import ExperimentConfig, apply_override, load_config
+from nnrun.config import ExperimentConfig, apply_override, load_config, validate_config
 from nnrun.errors import UserInputError
 
 
@@ -126,3 +127,79 @@ def test_config_file_that_is_not_utf8(tmp_path):
     path.write_bytes(b"\xff\xfe\x00name: x\n")
     with pytest.raises(UserInputError, match="cannot read config file"):
         load_config(path)
+
+
+@pytest.mark.parametrize("raw, suggestion", [
+    ({"model": {"init": "kaiming"}}, "model.init: Input should be"),
+    ({"model": {"init": "kaiming"}}, "did you mean 'he'?"),
+    ({"model": {"init": "glorot"}}, "did you mean 'xavier'?"),
+    ({"model": {"activation": "Relu"}}, "did you mean 'relu'?"),
+    ({"loss": {"name": "hinge"}}, "did you mean 'svm'?"),
+    ({"optim": {"name": "adamm"}}, "did you mean 'adam'?"),
+    ({"preprocess": {"center": "per_feat"}}, "did you mean 'per_feature'?"),
+    ({"optim": {"lrr": 0.1}}, "optim.lrr: unknown key; allowed keys here: name, lr"),
+    ({"optim": {"lrr": 0.1}}, "did you mean 'optim.lr'?"),
+    ({"model": {"hiden": [8]}}, "did you mean 'model.hidden'?"),
+    ({"model": {"l2": 0.1}}, "'regularization.l2'"),
+    ({"optimm": {"lr": 0.1}}, "did you mean 'optim'?"),
+    ({"model": {"layers": {0: {"l22": 1.0}}}}, "did you mean 'model.layers.0.l2'?"),
+])
+def test_misspelled_keys_and_names_get_a_suggestion(raw, suggestion):
+    with pytest.raises(UserInputError) as info:
+        validate_config(raw)
+    assert suggestion in str(info.value)
+
+
+def test_no_suggestion_when_nothing_is_close():
+    with pytest.raises(UserInputError) as info:
+        validate_config({"model": {"init": "qqqq"}})
+    assert "did you mean" not in str(info.value)
+
+
+def test_a_registered_alias_is_suggested(monkeypatch):
+    from dataclasses import replace
+
+    from nnrun.nn.init import INIT_SCHEMES
+
+    monkeypatch.setitem(INIT_SCHEMES, "mine", replace(INIT_SCHEMES["he"], aliases=("favourite",)))
+    with pytest.raises(UserInputError, match="did you mean 'mine'"):
+        validate_config({"model": {"init": "favourite"}})
+
+
+def test_inactive_keys_name_what_has_no_effect_and_why():
+    from nnrun.experiment import inactive_keys
+
+    cifar = inactive_keys(validate_config({"data": {"dataset": "cifar10"}}))
+    assert "data.test_size" in cifar and "cifar10" in cifar["data.test_size"]
+    assert "data.val_size" not in cifar and "data.root" not in cifar
+    momentum = inactive_keys(validate_config({"optim": {"name": "momentum"}}))
+    assert {"optim.beta1", "optim.beta2", "optim.eps", "optim.decay_rate"} <= set(momentum)
+    assert "optim.momentum" not in momentum and "optim.lr" not in momentum
+    adam = inactive_keys(validate_config({"optim": {"name": "adam", "schedule": "step"}}))
+    assert "optim.momentum" in adam and "optim.beta1" not in adam
+    assert "optim.step_epochs" not in adam and "optim.min_lr" in adam
+    defaults = inactive_keys(validate_config({}))
+    assert {"model.bn_momentum", "model.bn_eps", "model.dropout_mode", "preprocess.eps", "model.init_scale",
+            "model.leaky_slope", "loss.margin", "data.root"} <= set(defaults)
+    on = inactive_keys(validate_config({"model": {"batchnorm": True, "dropout": 0.5, "init": "sparse",
+                                                  "activation": "leaky_relu"},
+                                        "preprocess": {"whiten": True}, "loss": {"name": "svm"}}))
+    assert not {"model.bn_momentum", "model.dropout_mode", "preprocess.eps", "model.init_scale", "model.sparse_k",
+                "model.leaky_slope", "loss.margin"} & set(on)
+    per_layer = inactive_keys(validate_config({"model": {"hidden": [8], "layers": {0: {"init": "small"}}}}))
+    assert "model.init_scale" not in per_layer and "model.sparse_k" in per_layer
+
+
+def test_validate_marks_keys_without_effect_and_stays_valid_yaml():
+    from typer.testing import CliRunner
+
+    from nnrun.cli import app
+
+    result = CliRunner().invoke(app, ["validate", "configs/quickstart.yaml", "--set", "data.dataset=cifar10"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("  test_size:") and "# no effect: data.dataset cifar10" in line for line in lines)
+    assert any(line.startswith("  beta1:") and "# no effect: optim.name is momentum" in line for line in lines)
+    assert not any(line.startswith("  lr:") and "#" in line for line in lines)
+    assert yaml.safe_load(result.stdout) == load_config("configs/quickstart.yaml",
+                                                        ["data.dataset=cifar10"]).model_dump(mode="json")

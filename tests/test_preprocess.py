@@ -331,6 +331,54 @@ def test_cli_preprocess_bad_input_exits_2(tmp_path, args, key):
     assert key in result.output and "Traceback" not in result.output
 
 
+def test_report_tells_its_progress_through_every_slow_step(tmp_path):
+    from nnrun.preprocess_report import preprocess_report
+
+    heard = []
+    preprocess_report(validate_config({"preprocess": {"pca": 8}}), out=tmp_path / "pp",
+                      progress=lambda stage, done, total: heard.append((stage, done, total)))
+    stages = list(dict.fromkeys(stage for stage, _, _ in heard))
+    assert stages[0].startswith("loading digits") and stages[-1] == "figures"
+    covariance = [(done, total) for stage, done, total in heard if stage.startswith("covariance")]
+    n = len(digits_train()[0])
+    assert covariance and covariance[-1] == (n, n)                 # rows of the covariance, block by block
+    eig = [(done, total) for stage, done, total in heard if stage.startswith("eigendecomposition (64 x 64)")]
+    assert eig == [(0, None), (1, 1)]                                # before and after
+    assert [(done, total) for stage, done, total in heard if stage == "figures"][-1] == (4, 4)
+
+
+def test_eigenvector_grid_labels_each_tile_and_flags_zero_variance_directions():
+    from nnrun.plots import eigenvector_figure
+
+    X, shape = digits_train()
+    pre = Preprocessor(PreprocessSettings(), shape).fit(X, spectrum=True)
+    fig = eigenvector_figure(pre.components, shape, 144, pre.eigenvalues)
+    texts = fig.axes[0].texts
+    assert len(texts) == 64                                          # one label per component of the 8x8 digits
+    assert texts[0].get_text() == f"1: {pre.eigenvalues[0]:.3g}"
+    zero = int(np.count_nonzero(pre.eigenvalues <= 0))
+    assert zero > 0                                                  # digits' border pixels never vary
+    flagged = [t.get_text() for t in texts if t.get_color() == "tab:red"]
+    assert flagged == [f"{i + 1}: 0" for i in range(64 - zero, 64)]
+    assert len(fig.axes[0].patches) == zero and f"{zero} zero-variance" in fig.axes[0].get_title()
+
+
+@pytest.mark.parametrize("marks", [[16], [16, 60], [63]])
+def test_explained_variance_labels_stay_inside_the_figure(marks):
+    from nnrun.plots import explained_variance_plot
+
+    X, shape = digits_train()
+    pre = Preprocessor(PreprocessSettings(), shape).fit(X, spectrum=True)
+    fig = explained_variance_plot(pre.eigenvalues, pre.total_variance, marks, "digits")
+    fig.canvas.draw()
+    box = fig.bbox
+    labels = fig.axes[0].texts
+    assert len(labels) == len(marks)
+    for label in labels:
+        extent = label.get_window_extent()
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1
+
+
 # ---- real data -----------------------------------------------------------------------------------
 
 def test_cifar10_whitening_and_smooth_first_components(cifar10_folder):

@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from nnrun.cli import app
-from nnrun.config import ExperimentConfig, OptimConfig, load_config
-from nnrun.datasets import DATASETS, TARGET_KINDS
+from nnrun.config import ExperimentConfig, OptimConfig, load_config, registry_aliases
+from nnrun.datasets import DATASETS, TARGET_KINDS, DataOptions
+from nnrun.errors import UserInputError
 from nnrun.experiment import build_optimizer, build_schedule
 from nnrun.nn.init import INIT_SCHEMES, InitScheme, init_weights
 from nnrun.nn.layers import ACTIVATIONS, Parameter
@@ -200,6 +201,21 @@ def test_every_dataset_states_its_targets_and_a_summary(name):
     entry = DATASETS[name]
     assert entry.summary and callable(entry.load)
     assert entry.target_kinds is None or set(entry.target_kinds) <= set(TARGET_KINDS)
+    assert entry.options and set(entry.options) <= set(DataOptions.__dataclass_fields__)
+
+
+REGISTRIES = {"model.init": INIT_SCHEMES, "model.activation": ACTIVATIONS, "optim.name": OPTIMIZERS,
+              "optim.schedule": SCHEDULES, "loss.name": LOSSES, "data.dataset": DATASETS}
+
+
+@pytest.mark.parametrize("key", list(REGISTRIES))
+def test_aliases_name_no_other_entry_and_are_suggested(key):
+    registry = REGISTRIES[key]
+    aliases = registry_aliases(registry)
+    assert not set(aliases) & set(registry)
+    for alias, name in aliases.items():
+        with pytest.raises(UserInputError, match=f"did you mean '{name}'"):
+            load_config(None, [f"{key}={alias}"])
 
 
 # ---- docs and modules --------------------------------------------------------------------------

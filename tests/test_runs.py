@@ -11,12 +11,8 @@ from nnrun.cli import app
 from nnrun.config import flatten, parse_value, split_top_level, validate_config
 from nnrun.errors import UserInputError
 from nnrun.rundir import RunDir
-from nnrun.runs import (
-    list_runs,
-    parse_filter,
-    select_runs,
-    varying_keys,
-)
+from nnrun.runs import parse_filter, select_runs
+from nnrun.runstore import list_runs, varying_keys
 
 runner = CliRunner()
 
@@ -84,8 +80,8 @@ def test_filters():
 def test_select_sort_and_filter(runs_dir):
     records, columns = select_runs(runs_dir)
     assert [r.path.name for r in records] == ["b-002", "a-001", "c-003", "d-004"]   # best val_accuracy first
-    assert columns[:4] == ["run", "status", "regularization.l2", "optim.lr"]
-    assert "model.hidden" not in columns and "reason" in columns and "started" in columns
+    assert columns == ["run", "status", "regularization.l2", "optim.lr", "val_accuracy", "test_accuracy", "epochs",
+                       "reason"]
     by_lr = [r.path.name for r in select_runs(runs_dir, sort="optim.lr")[0]]
     assert by_lr == ["a-001", "b-002", "d-004", "c-003"]
     assert [r.path.name for r in select_runs(runs_dir, sort="-optim.lr")[0]] == by_lr[::-1]
@@ -104,6 +100,8 @@ def test_cli_csv_parses_with_the_csv_module(runs_dir):
     result = invoke("runs", runs_dir, "--format", "csv")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0]) == ["run", "status", "regularization.l2", "optim.lr", "val_accuracy", "val_loss",
+                             "test_accuracy", "epochs", "seconds", "started", "reason"]   # as before the table changed
     assert [r["run"] for r in rows] == ["b-002", "a-001", "c-003", "d-004"]
     assert float(rows[0]["optim.lr"]) == 0.01 and float(rows[0]["val_accuracy"]) == 0.93
     assert rows[2]["status"] == "failed" and rows[2]["reason"] == "loss became nan in epoch 1"
@@ -124,10 +122,10 @@ def test_cli_json_is_one_object(runs_dir):
     assert data["runs"][0]["optim.lr"] == 0.001 and data["runs"][0]["path"].endswith("a-001")
 
 
-def test_cli_table_goes_to_stderr_and_errors_exit_2(runs_dir, tmp_path):
+def test_cli_table_goes_to_stdout_and_errors_exit_2(runs_dir, tmp_path):
     result = invoke("runs", runs_dir)
-    assert result.exit_code == 0 and result.stdout == ""
-    assert "b-002" in result.stderr and "interrupted" in result.stderr
+    assert result.exit_code == 0 and result.stderr == ""
+    assert "b-002" in result.stdout and "interrupted" in result.stdout
     empty = tmp_path / "empty"
     empty.mkdir()
     assert invoke("runs", empty, "--format", "json").exit_code == 0
@@ -136,3 +134,52 @@ def test_cli_table_goes_to_stderr_and_errors_exit_2(runs_dir, tmp_path):
         bad = invoke("runs", runs_dir, *args)
         assert bad.exit_code == 2, (args, bad.output)
     assert invoke("runs", tmp_path / "missing").exit_code == 2
+
+
+def test_misspelled_columns_get_a_suggestion(runs_dir):
+    with pytest.raises(UserInputError, match="did you mean 'val_accuracy'"):
+        select_runs(runs_dir, sort="-val_acc")
+    with pytest.raises(UserInputError, match="did you mean 'optim.lr'"):
+        select_runs(runs_dir, filters=["optim.lrr=1"])
+    bad = invoke("runs", runs_dir, "--columns", "run,test_acuracy")
+    assert bad.exit_code == 2 and "did you mean 'test_accuracy'" in bad.stderr
+
+
+def test_recursive_finds_runs_in_sub_folders(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "single", 0.01, 0.0, {"status": "completed", "epochs": 5, "val_accuracy": 0.9})
+    make_run(root / "grid", "p1", 0.001, 0.0, {"status": "completed", "epochs": 5, "val_accuracy": 0.8})
+    make_run(root / "grid" / "deeper", "p2", 0.1, 0.0, {"status": "completed", "epochs": 5, "val_accuracy": 0.7})
+    assert [r.name for r in list_runs(root)] == ["single"]
+    assert [r.name for r in list_runs(root, recursive=True)] == ["grid/deeper/p2", "grid/p1", "single"]
+    result = invoke("runs", root, "--recursive", "--format", "csv", "--columns", "run,optim.lr")
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["run"] for r in rows] == ["single", "grid/p1", "grid/deeper/p2"]        # best val_accuracy first
+
+
+def test_group_by_gives_mean_and_std_over_seeds(tmp_path):
+    root = tmp_path / "runs"
+    accuracies = {(0.01, 0): 0.90, (0.01, 1): 0.94, (0.1, 0): 0.80, (0.1, 1): 0.70, (0.1, 2): 0.75}
+    for (lr, seed), acc in accuracies.items():
+        make_run(root, f"lr{lr}-s{seed}", lr, 0.0, {"status": "completed", "epochs": 5, "val_accuracy": acc,
+                                                      "test_accuracy": acc - 0.05})
+    data = json.loads(invoke("runs", root, "--group-by", "optim.lr", "--format", "json").stdout)
+    assert data["group_by"] == ["optim.lr"] and data["pooled"] == []      # configs differ only in lr
+    groups = {g["optim.lr"]: g for g in data["groups"]}
+    assert groups[0.01]["runs"] == 2 and groups[0.1]["runs"] == 3
+    assert groups[0.01]["val_accuracy"] == pytest.approx(0.92)
+    assert groups[0.01]["val_accuracy_std"] == pytest.approx(0.028284271, rel=1e-6)     # sample std
+    assert groups[0.1]["val_accuracy"] == pytest.approx(0.75) and groups[0.1]["val_accuracy_std"] == pytest.approx(0.05)
+    table = invoke("runs", root, "-g", "optim.lr")
+    assert table.exit_code == 0, table.output
+    assert "0.9200 ± 0.0283" in table.stdout and "0.7500 ± 0.0500" in table.stdout
+    rows = list(csv.DictReader(io.StringIO(invoke("runs", root, "-g", "optim.lr", "--format", "csv").stdout)))
+    assert rows[0]["optim.lr"] == "0.01" and float(rows[1]["val_accuracy_std"]) == pytest.approx(0.05)
+    bad = invoke("runs", root, "--group-by", "optim.lrr")
+    assert bad.exit_code == 2 and "did you mean 'optim.lr'" in bad.stderr
+
+
+def test_runs_dir_from_the_environment(runs_dir, tmp_path):
+    result = runner.invoke(app, ["runs", "--format", "json"], env={"NNRUN_RUNS_DIR": str(runs_dir)})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["count"] == 4

@@ -22,19 +22,23 @@ __all__ = ["DATASETS", "SPLITS", "TARGET_KINDS", "TARGET_WORDS", "DataOptions", 
 @dataclass(frozen=True)
 class DatasetEntry:
     """A registered dataset: its loader `(DataOptions, seed) -> Dataset`, the target kinds it offers
-    (None: known only once its file is read), and one line for help texts."""
+    (None: known only once its file is read), one line for help texts, and the `DataOptions` fields
+    (data config keys) its loader reads (`nnrun validate` marks the others as having no effect)."""
 
     load: Callable[[DataOptions, int], Dataset]
     target_kinds: tuple[str, ...] | None
     summary: str
+    options: tuple[str, ...] = ("val_size", "test_size", "train_size")
 
 
 DATASETS: dict[str, DatasetEntry] = {
     "digits": DatasetEntry(load_digits, ("classes",), "scikit-learn's bundled 8x8 digit images"),
     "cifar10": DatasetEntry(load_cifar10, ("classes", "attributes"),
-                            "32x32 colour images under data.root; classes or attributes"),
+                            "32x32 colour images under data.root; classes or attributes",
+                            ("root", "download", "val_size", "train_size")),
     "diabetes": DatasetEntry(load_diabetes, ("regression",), "scikit-learn's bundled regression data"),
-    "npz": DatasetEntry(load_npz, None, "your own .npz file at data.path"),
+    "npz": DatasetEntry(load_npz, None, "your own .npz file at data.path",
+                        ("path", "val_size", "test_size", "train_size")),
 }
 """Registry: config name -> `DatasetEntry`."""
 

@@ -89,19 +89,21 @@ def sparse(fan_in: int, fan_out: int, rng: np.random.Generator, *, scale: float 
 
 @dataclass(frozen=True)
 class InitScheme:
-    """A registered scheme: `draw(fan_in, fan_out, rng, *, scale, k) -> W` and the expected variance of
-    each entry `variance(fan_in, fan_out, *, scale, k)` (what the property tests check)."""
+    """A registered scheme: `draw(fan_in, fan_out, rng, *, scale, k) -> W`, the expected variance of
+    each entry `variance(fan_in, fan_out, *, scale, k)` (what the property tests check), and other
+    names the scheme goes by (`aliases`: messages suggest the scheme for them)."""
 
     draw: Callable[..., np.ndarray]
     variance: Callable[..., float]
+    aliases: tuple[str, ...] = ()
 
 
 INIT_SCHEMES: dict[str, InitScheme] = {
     "zeros": InitScheme(zeros, lambda fan_in, fan_out, **_: 0.0),
     "small": InitScheme(small, lambda fan_in, fan_out, *, scale, **_: scale ** 2),
-    "calibrated": InitScheme(calibrated, lambda fan_in, fan_out, **_: 1.0 / fan_in),
-    "xavier": InitScheme(xavier, lambda fan_in, fan_out, **_: 2.0 / (fan_in + fan_out)),
-    "he": InitScheme(he, lambda fan_in, fan_out, **_: 2.0 / fan_in),
+    "calibrated": InitScheme(calibrated, lambda fan_in, fan_out, **_: 1.0 / fan_in, ("lecun", "lecun_normal")),
+    "xavier": InitScheme(xavier, lambda fan_in, fan_out, **_: 2.0 / (fan_in + fan_out), ("glorot", "glorot_normal")),
+    "he": InitScheme(he, lambda fan_in, fan_out, **_: 2.0 / fan_in, ("kaiming", "kaiming_normal", "msra")),
     "sparse": InitScheme(sparse, lambda fan_in, fan_out, *, scale, k, **_: k * scale ** 2 / fan_in),
 }
 """Registry: config name -> `InitScheme`."""

@@ -62,7 +62,8 @@ class Targets:
 
 
 class Loss:
-    """Base class. Subclasses set `target_kind` and implement the methods below."""
+    """Base class. Subclasses set `target_kind` and implement the methods below; `aliases` are other
+    names the loss goes by (messages suggest the loss for them)."""
 
     target_kind = "classes"
     primary_metric = "accuracy"
@@ -71,6 +72,7 @@ class Loss:
     """Whether `predict_proba` gives probabilities."""
     has_decision_function = False
     """Whether `decision_function` gives a confidence per class or attribute."""
+    aliases: tuple[str, ...] = ()
 
     @classmethod
     def create(cls, targets: Targets) -> Loss:
@@ -162,6 +164,8 @@ class SoftmaxCrossEntropy(ClassLoss):
         exp /= exp.sum(axis=1, keepdims=True)
         return exp
 
+    aliases = ("cross_entropy", "crossentropy", "nll")
+
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, C), y: (N,) int -> (loss, dscores (N, C))."""
         n = scores.shape[0]
@@ -191,6 +195,7 @@ class MulticlassSVM(ClassLoss):
     """
 
     squared = False
+    aliases = ("hinge", "multiclass_hinge", "multi_margin")
 
     def __init__(self, margin: float = 1.0) -> None:
         self.margin = float(margin)
@@ -247,6 +252,7 @@ class SquaredHinge(MulticlassSVM):
     """
 
     squared = True
+    aliases = ()
 
 
 TreeNode = int | tuple  # a class index (leaf) or a pair (left, right) of nodes
@@ -509,6 +515,8 @@ class L2Loss(RegressionLoss):
     (mean) is this / T.
     """
 
+    aliases = ("mse", "squared_error")
+
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, T), y: (N, T) or (N,) float -> (loss, dscores (N, T))."""
         n = scores.shape[0]
@@ -523,6 +531,8 @@ class L1Loss(RegressionLoss):
 
     Averaged over N. Gradient `sign(s - y) / N`. PyTorch's `l1_loss` (mean) is this / T.
     """
+
+    aliases = ("mae", "absolute_error")
 
     def kinks(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
         """(N, T) bool: where the error `s - y` is positive."""

@@ -11,13 +11,12 @@ from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from nnrun.rundir import RunDir
 from nnrun.sweep.execute import RunResult, SweepOutcome, sort_results
 from nnrun.sweep.plan import SweepPlan, SweepPoint, completed_summary
-from nnrun.tables import METRIC_COLUMNS, fmt, plural, stderr_console
+from nnrun.tables import METRIC_COLUMNS, DataTable, fmt, plural, stderr_console
 
 
 def status_text(result: RunResult) -> Text:
@@ -26,43 +25,43 @@ def status_text(result: RunResult) -> Text:
     return Text(label, style=styles.get(result.status, ""))
 
 
-def results_table(outcome: SweepOutcome, title: str | None = None) -> Table:
+def results_table(outcome: SweepOutcome, title: str | None = None) -> DataTable:
     """All runs of a finished sweep, best first: varied keys, status, metrics, run directory, reason."""
     results = sort_results(outcome.results)
     metrics = [m for m in METRIC_COLUMNS if any(r.metric(m) is not None for r in results)]
     with_reason = any(r.reason for r in results)
     n_failed = len(outcome.failed)
-    table = Table(title=title or f"sweep: {plural(len(results), 'run')}, {len(results) - n_failed} completed, "
-                                 f"{n_failed} failed or not run")
-    table.add_column("#", justify="right")
+    table = DataTable(title or f"sweep: {plural(len(results), 'run')}, {len(results) - n_failed} completed, "
+                               f"{n_failed} failed or not run")
+    table.add_column("#", key=True)
     for key in outcome.plan.keys:
-        table.add_column(key, justify="right")
-    table.add_column("status")
+        table.add_column(key, "value")
+    table.add_column("status", "label")
     for m in metrics:
-        table.add_column(m, justify="right")
-    table.add_column("run dir", overflow="fold")
+        table.add_column(m, digits=3 if m == "seconds" else 4)
+    table.add_column("run dir", "text")
     if with_reason:
-        table.add_column("reason", overflow="fold")
+        table.add_column("reason", "text")
     for r in results:
-        cells = [str(r.point.index + 1), *(fmt(r.point.params.get(k)) for k in outcome.plan.keys), status_text(r),
-                 *(fmt(r.metric(m)) for m in metrics), r.point.run_dir.name]
+        cells = [r.point.index + 1, *(r.point.params.get(k) for k in outcome.plan.keys), status_text(r),
+                 *(r.metric(m) for m in metrics), r.point.run_dir.name]
         if with_reason:
             cells.append(r.reason or "")
         table.add_row(*cells)
     return table
 
 
-def plan_table(plan: SweepPlan) -> Table:
+def plan_table(plan: SweepPlan) -> DataTable:
     """The points of a plan and whether each still has to run (for --dry-run)."""
-    table = Table(title=f"sweep plan: {plural(len(plan.points), 'run')} in {plan.runs_dir}")
-    table.add_column("#", justify="right")
+    table = DataTable(f"sweep plan: {plural(len(plan.points), 'run')} in {plan.runs_dir}")
+    table.add_column("#", key=True)
     for key in plan.keys:
-        table.add_column(key, justify="right")
-    table.add_column("state")
-    table.add_column("run dir", overflow="fold")
+        table.add_column(key, "value")
+    table.add_column("state", "label")
+    table.add_column("run dir", "text")
     for p in plan.points:
         done = completed_summary(p) is not None
-        table.add_row(str(p.index + 1), *(fmt(p.params.get(k)) for k in plan.keys),
+        table.add_row(p.index + 1, *(p.params.get(k) for k in plan.keys),
                       Text("done", style="green") if done else Text("to run"), p.run_dir.name)
     return table
 
@@ -123,24 +122,24 @@ class SweepProgress:
         n_failed = sum(r.status != "completed" for r in results.values())
         head = Text(f"{len(results)}/{len(plan.points)} done, {n_failed} failed, {len(running)} running, "
                     f"{len(pending) - len(running)} queued  ({time.time() - self.started:.0f} s)")
-        table = Table()
-        table.add_column("#", justify="right")
+        table = DataTable()
+        table.add_column("#", key=True)
         for key in plan.keys:
-            table.add_column(key, justify="right")
-        table.add_column("status")
-        table.add_column("epoch", justify="right")
-        table.add_column("val_accuracy", justify="right")
+            table.add_column(key, "value")
+        table.add_column("status", "label")
+        table.add_column("epoch", "label")
+        table.add_column("val_accuracy")
         room = max(self.console.height - 8, 4)
         finished = sorted((r for r in results.values() if not r.skipped), key=lambda r: r.point.index)
         finished = finished[-max(room - len(running), 0):] if room > len(running) else []
         epochs = self.plan.base.train.epochs
         for p in running[:room]:
             total = p.config.get("train", {}).get("epochs", epochs)
-            table.add_row(str(p.index + 1), *(fmt(p.params.get(k)) for k in plan.keys), Text("running", "cyan"),
-                          f"{RunDir(p.run_dir).epochs_done()}/{total}", "")
+            table.add_row(p.index + 1, *(p.params.get(k) for k in plan.keys), Text("running", "cyan"),
+                          f"{RunDir(p.run_dir).epochs_done()}/{total}", None)
         for r in finished:
-            table.add_row(str(r.point.index + 1), *(fmt(r.point.params.get(k)) for k in plan.keys), status_text(r),
-                          fmt(r.metric("epochs")), fmt(r.metric("val_accuracy")))
+            table.add_row(r.point.index + 1, *(r.point.params.get(k) for k in plan.keys), status_text(r),
+                          fmt(r.metric("epochs")), r.metric("val_accuracy"))
         return Group(head, table)
 
 

@@ -1,0 +1,171 @@
+"""Run directories read back as records: what `nnrun runs`, `nnrun plot` and `nnrun diff` look at.
+
+A record is a run's flattened config (dotted keys such as `optim.lr`), its summary (None while
+it has none), its status (`RunDir.status`), the epochs it finished, its provenance flattened
+under `provenance.` (versions, git commit, command line, host, BLAS, times, peak memory; empty
+for runs written before provenance.json) and, on demand, its per-epoch metrics. `list_runs`
+finds the runs under a folder (optionally in every sub-folder), `varying_keys` the config keys
+that tell them apart, `headline_metric` the metric their losses select on (accuracy for class
+and attribute losses, rmse for regression).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yaml import YAMLError
+
+from nnrun.config import flatten
+from nnrun.errors import UserInputError
+from nnrun.nn.losses import LOSSES
+from nnrun.rundir import RunDir
+from nnrun.safeyaml import safe_load
+
+BUILTIN_COLUMNS = ("run", "path", "status", "started", "reason")
+"""Columns every run has besides its config keys and summary keys."""
+
+
+@dataclass
+class RunRecord:
+    """A run directory as read from disk: its `name` (the folder, relative to the listed root), flattened
+    config (dotted keys), summary (None while missing), the epochs finished so far, when it started, and
+    its status (`RunDir.status`: the summary's, else `running` while a process holds the run's lock,
+    `interrupted` when none does: it was killed and can be resumed)."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+    epochs_done: int
+    started: float | None
+    status: str
+    name: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    _metrics: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.path.name
+
+    def get(self, column: str) -> Any:
+        """The value of `column`: a built-in (run, path, status, started, reason), a config key, or a summary key."""
+        if column == "run":
+            return self.name
+        if column == "path":
+            return str(self.path)
+        if column == "status":
+            return self.status
+        if column == "started":
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)) if self.started else None
+        if column == "epochs" and self.summary is None:
+            return self.epochs_done
+        if column in self.config:
+            return self.config[column]
+        if column in self.provenance:
+            return self.provenance[column]
+        return (self.summary or {}).get(column)
+
+    def has(self, column: str) -> bool:
+        return column in BUILTIN_COLUMNS or column in self.config or column in (self.summary or {}) \
+            or column in self.provenance or column == "epochs"
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The rows of metrics.jsonl (read once)."""
+        if self._metrics is None:
+            self._metrics = RunDir(self.path).read_metrics()
+        return self._metrics
+
+    def headline_metric(self) -> str | None:
+        """The metric this run's loss selects on (`primary_metric`; rmse for a class loss with bins)."""
+        if self.config.get("loss.bins") is not None:
+            return "rmse"
+        loss = LOSSES.get(self.config.get("loss.name"))
+        return loss.primary_metric if loss is not None else None
+
+
+def read_run(path: str | Path, name: str | None = None) -> RunRecord | None:
+    """The run in `path`, or None when the folder holds neither config.yaml nor summary.json."""
+    path = Path(path)
+    config_file, summary_file = path / "config.yaml", path / "summary.json"
+    if not config_file.is_file() and not summary_file.is_file():
+        return None
+    config: dict[str, Any] = {}
+    started = None
+    try:
+        loaded = safe_load(config_file.read_text())
+        config = flatten(loaded) if isinstance(loaded, dict) else {}
+        started = config_file.stat().st_mtime
+    except (OSError, UnicodeDecodeError, YAMLError):
+        pass
+    run = RunDir(path)
+    provenance = flatten(run.read_provenance() or {}, "provenance.")
+    return RunRecord(path, config, run.read_summary(), run.epochs_done(), started, run.status(), name or path.name,
+                     provenance)
+
+
+def list_runs(root: str | Path, *, recursive: bool = False) -> list[RunRecord]:
+    """Every run directory directly under `root` (or `root` itself when it is one), by folder name.
+
+    `recursive` also looks into the sub-folders that are not runs themselves, at any depth; a run's
+    name is then its path relative to `root` (`grid/digits-sweep-3da65cfa603c`).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserInputError(f"runs directory {root} does not exist or is not a folder")
+    own = read_run(root)
+    if own is not None:
+        return [own]
+    records: list[RunRecord] = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        record = read_run(child)
+        if record is not None:
+            records.append(record)
+        elif recursive:
+            for inner in list_runs(child, recursive=True):
+                inner.name = f"{child.name}/{inner.name}"
+                records.append(inner)
+    return records
+
+
+def collect_runs(paths: list[str | Path] | tuple[str | Path, ...], *, recursive: bool = False) -> list[RunRecord]:
+    """The runs of several arguments, each a run directory or a folder of runs; a run named twice counts once."""
+    records: dict[Path, RunRecord] = {}
+    for path in paths:
+        for record in list_runs(path, recursive=recursive):
+            records.setdefault(record.path.resolve(), record)
+    return list(records.values())
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def varying_keys(records: list[RunRecord]) -> list[str]:
+    """Config keys whose value differs between `records` (or is missing from some), in first-seen order."""
+    keys: dict[str, None] = {}
+    for r in records:
+        keys.update(dict.fromkeys(r.config))
+    return [k for k in keys
+            if any(k not in r.config for r in records)
+            or any(not _same(r.config[k], records[0].config[k]) for r in records[1:])]
+
+
+def headline_metric(records: list[RunRecord]) -> str:
+    """The headline metric most of `records` select on (`accuracy` when they name none)."""
+    names = [m for m in (r.headline_metric() for r in records) if m is not None]
+    return max(dict.fromkeys(names), key=names.count) if names else "accuracy"
+
+
+def known_columns(records: list[RunRecord]) -> list[str]:
+    """Every column some record has: the built-ins, then config keys, then summary keys."""
+    known: dict[str, None] = dict.fromkeys(BUILTIN_COLUMNS)
+    for r in records:
+        known.update(dict.fromkeys(r.config))
+    for r in records:
+        known.update(dict.fromkeys(r.summary or {}))
+    for r in records:
+        known.update(dict.fromkeys(r.provenance))
+    known["epochs"] = None
+    return list(known)
