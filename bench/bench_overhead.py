@@ -27,6 +27,7 @@ from common import (
     reference_data,
     rounds,
     summarize,
+    threads,
     timing_parser,
     use_cpu_clock,
     write_result,
@@ -34,20 +35,23 @@ from common import (
 
 
 class BareLoop(NnrunEpoch):
-    """Forward, loss, backward and update over one epoch of shuffled batches, nothing else."""
+    """Forward, loss, backward and update over one epoch of shuffled batches, nothing else (the batch gather
+    and the element-wise threads as `fit` has them)."""
 
     def __call__(self) -> float:
+        from nnrun.parallel import elementwise_threads, gather_rows
         from nnrun.rng import stream
 
         cfg, data = self.cfg, self.data
         model, loss_fn, optimizer, lr = self.build_step_loop()
         X, y, batch = data.X_train, data.y_train, cfg.train.batch_size
-        with np.errstate(over="ignore", invalid="ignore"):
+        buffer = np.empty((batch, X.shape[1]), dtype=X.dtype)
+        with np.errstate(over="ignore", invalid="ignore"), elementwise_threads(threads()):
             start = now()
             order = stream(cfg.seed, "shuffle").permutation(len(X))
             for i in range(0, len(X), batch):
                 idx = order[i:i + batch]
-                scores = model.forward(X[idx], train=True)
+                scores = model.forward(gather_rows(X, idx, buffer if len(idx) == batch else None), train=True)
                 _, dscores = loss_fn.loss_and_grad(scores, y[idx])
                 model.backward(dscores)
                 optimizer.step(model.params, lr)

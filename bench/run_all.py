@@ -10,6 +10,7 @@ Parts (default: all but profile), each a script in bench/ run as its own process
   pca       PCA whitening fit on the CIFAR-10 train split vs scikit-learn (bench/bench_pca.py)
   load      CIFAR-10 load time, cold and warm cache
   memory    peak RSS of `nnrun train` on whitened CIFAR-10
+  contention  nnrun train beside a busy process, and two trainings at once (thread policy)
   profile   where the time of nnrun's training step goes (not in the default set)
 
 OpenBLAS variables: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE pin OpenBLAS to an older kernel on some
@@ -41,10 +42,11 @@ PARTS: dict[str, list[str]] = {
     "pca": ["bench_pca.py"],
     "load": ["bench_load.py"],
     "memory": ["bench_memory.py"],
+    "contention": ["bench_contention.py"],
     "profile": ["profile_step.py"],
 }
-DEFAULT_PARTS = ("epoch", "bn", "overhead", "pca", "load", "memory")
-TAKES_REPEATS = {"epoch", "bn", "overhead", "load", "profile", "pca"}
+DEFAULT_PARTS = ("epoch", "bn", "overhead", "pca", "load", "memory", "contention")
+TAKES_REPEATS = {"epoch", "bn", "overhead", "load", "profile", "pca", "contention"}
 TAKES_CIFAR = {"pca", "load", "memory"}
 TAKES_CPU_CLOCK = {"epoch", "bn", "overhead", "profile"}
 RESULTS = BENCH_DIR / "results"

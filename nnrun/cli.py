@@ -29,7 +29,7 @@ from nnrun.progress import RichReporter
 from nnrun.rundir import free_timestamped_path
 from nnrun.signals import Interrupted, stop_on_signals
 from nnrun.tables import print_table, stderr_console, stdout_console
-from nnrun.workers import EXECUTORS
+from nnrun.workers import EXECUTORS, ThreadPolicy, requested_threads
 
 app = typer.Typer(
     help="nnrun: train NumPy MLPs from YAML configs and see what each setup choice does.",
@@ -41,6 +41,10 @@ RUNS_DIR_ENV = "NNRUN_RUNS_DIR"
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="KEY=VALUE", help="Override a config value, e.g. --set optim.lr=0.01 (repeatable).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+ThreadsOption = Annotated[int | None, typer.Option(
+    "--threads", metavar="N", help="Threads for the matrix products and element-wise work (default: "
+                                   "$NNRUN_THREADS, else one for a small model, else the cores other work "
+                                   "leaves free, counted again between epochs).")]
 
 
 def runs_dir_option(help: str) -> Any:
@@ -119,6 +123,7 @@ def train(
     resume: Annotated[Path | None, typer.Option(
         "--resume", metavar="RUN_DIR", help="Continue an interrupted or failed run from its last checkpoint "
                                             "(--set train.epochs=N trains a finished run further).")] = None,
+    threads: ThreadsOption = None,
     json_: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
 ) -> None:
@@ -133,10 +138,10 @@ def train(
     reporter = SilentReporter() if quiet else RichReporter()
     try:
         if resume is not None:
-            summary = resume_run(resume, set_ or (), reporter=reporter)
+            summary = resume_run(resume, set_ or (), reporter=reporter, threads=threads)
         else:
             summary = train_new(load_config(config, set_ or ()), out=out, runs_dir=runs_dir, overwrite=overwrite,
-                                reporter=reporter)
+                                reporter=reporter, threads=threads)
     finally:
         if isinstance(reporter, RichReporter):
             reporter.close()
@@ -332,13 +337,15 @@ def evaluate(
     plot: Annotated[bool, typer.Option(
         "--plot", help="Also draw the confusion matrix (per-attribute accuracy; predicted vs true) as "
                        "RUN_DIR/evaluate-SPLIT.png.")] = False,
+    threads: ThreadsOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Recompute a trained run's metrics on a split of its data or on a data file: metrics beside the summary's,
     a confusion matrix for classes, per-attribute accuracies, RMSE and MAE beside the baseline for regression."""
     from nnrun.evaluate import evaluate_run, evaluation_tables
 
-    result = evaluate_run(run_dir, split=split, data=data, data_root=data_root, plot=plot)
+    with ThreadPolicy(requested_threads(threads)):
+        result = evaluate_run(run_dir, split=split, data=data, data_root=data_root, plot=plot)
     if json_:
         print_json(result)
         return
@@ -366,13 +373,15 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
     top_k: Annotated[int, typer.Option(
         "--top-k", metavar="K", help="Classes listed per row, most likely first, with their probabilities.")] = 3,
+    threads: ThreadsOption = None,
     json_: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object on stdout (with every row unless --out is given).")] = False,
 ) -> None:
     """Predict with a trained run: class (top-k with probabilities), attributes or values for each input row."""
     from nnrun.predict import predict_run, predictions_csv
 
-    result = predict_run(run_dir, inputs, out=out, overwrite=overwrite, top_k=top_k)
+    with ThreadPolicy(requested_threads(threads)):
+        result = predict_run(run_dir, inputs, out=out, overwrite=overwrite, top_k=top_k)
     columns, rows = result.pop("columns"), result.pop("rows")
     if not json_:
         _note_unfinished(result)
@@ -399,6 +408,7 @@ def gradcheck(
     tol: Annotated[float, typer.Option(help="Largest acceptable relative error.")] = 1e-5,
     max_entries: Annotated[int, typer.Option(
         help="Entries checked per parameter (a seeded sample); 0 checks all.")] = 200,
+    threads: ThreadsOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Check the configured network's analytic gradients against centered differences (float64); exit 1 on failure."""
@@ -408,7 +418,8 @@ def gradcheck(
     cfg = load_config(config, set_ or ())
     if max_entries < 0:
         raise UserInputError(f"--max-entries must be >= 0 (0 checks all), got {max_entries}")
-    result = run_gradcheck(cfg, batch_size=batch_size, h=h, tol=tol, max_entries=max_entries or None)
+    with ThreadPolicy(requested_threads(threads)):
+        result = run_gradcheck(cfg, batch_size=batch_size, h=h, tol=tol, max_entries=max_entries or None)
     if json_:
         print_json(result)
     else:
@@ -434,6 +445,7 @@ def preprocess(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="KEY=VALUE", help="Override a config value, e.g. --set data.dataset=cifar10 "
                                                  "(repeatable).")] = None,
+    threads: ThreadsOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Fit the preprocessing on the training split; print shapes, variance kept and fit time; draw PCA figures."""
@@ -449,8 +461,9 @@ def preprocess(
     cfg = load_config(config, overrides)
     progress = None if json_ else FitProgress()
     try:
-        result = preprocess_report(cfg, out=out or free_timestamped_path(runs_dir, f"{cfg.name}-preprocess"),
-                                   overwrite=overwrite, progress=progress)
+        with ThreadPolicy(requested_threads(threads)):
+            result = preprocess_report(cfg, out=out or free_timestamped_path(runs_dir, f"{cfg.name}-preprocess"),
+                                       overwrite=overwrite, progress=progress)
     finally:
         if progress is not None:
             progress.close()
@@ -486,6 +499,7 @@ def compare_inits_command(
     runs_dir: Annotated[Path, runs_dir_option("Parent folder of the default output folder.")] = Path("runs"),
     overwrite: Annotated[bool, typer.Option(help="Replace figures and statistics already in --out.")] = False,
     set_: SetOption = None,
+    threads: ThreadsOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Show what each weight init scheme does: activation statistics through a deep network, and short
@@ -503,7 +517,7 @@ def compare_inits_command(
 
     result = compare_inits(cfg, out=out or free_timestamped_path(runs_dir, "compare-inits"), schemes=chosen,
                            depth=depth, width=width, activation=activation, batchnorm=batchnorm, epochs=epochs,
-                           examples=examples, jobs=jobs, train=train, overwrite=overwrite,
+                           examples=examples, jobs=jobs, train=train, overwrite=overwrite, threads=threads,
                            on_run_end=None if json_ else progress)
     if json_:
         print_json(result)

@@ -58,7 +58,14 @@ from nnrun.nn.model import MLP
 from nnrun.rng import stream
 from nnrun.tables import DataTable, fmt, pct
 from nnrun.trainer import Diverged, History, SilentReporter, fit
-from nnrun.workers import available_cores, blas_threads_in_use, open_executor
+from nnrun.workers import (
+    ThreadPolicy,
+    available_cores,
+    blas_threads_in_use,
+    open_executor,
+    requested_threads,
+    use_threads,
+)
 
 DEFAULT_DEPTH = 10
 """Hidden layers of the compared network."""
@@ -294,14 +301,12 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
     """Worker entry point: train one network. `payload`: `config` (a resolved config as a plain
     dict), `scheme`, `batchnorm`, `blas_threads` (BLAS thread cap). Returns the record of
     `train_network` with `scheme`, `batchnorm` and `blas_threads` added."""
-    from threadpoolctl import threadpool_limits
-
     limit = payload["blas_threads"]
-    with threadpool_limits(limits=limit):
+    with use_threads(limit):
         cfg = validate_config(payload["config"], source="compare-inits")
         prepared = _prepared(cfg)
         # again: loading the data may have loaded more BLAS/OpenMP libraries (scikit-learn's, SciPy's)
-        with threadpool_limits(limits=limit):
+        with use_threads(limit):
             _, record = train_network(cfg, prepared)
             threads = blas_threads_in_use()
     return {"scheme": payload["scheme"], "batchnorm": payload["batchnorm"], **record, "blas_threads": threads}
@@ -339,7 +344,7 @@ def _run_jobs(payloads: list[dict[str, Any]], jobs: int,
 def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] | tuple[str, ...] | None = None,
                   depth: int = DEFAULT_DEPTH, width: int = DEFAULT_WIDTH, activation: str | None = None,
                   batchnorm: bool | None = None, epochs: int = DEFAULT_EPOCHS, examples: int = DEFAULT_EXAMPLES,
-                  jobs: int | None = None, train: bool = True, overwrite: bool = False,
+                  jobs: int | None = None, train: bool = True, overwrite: bool = False, threads: int | None = None,
                   on_run_end: Callable[[dict[str, Any], int, int], None] | None = None) -> dict[str, Any]:
     """Forward statistics and training runs of each init scheme on `cfg`'s data; figures into `out`.
 
@@ -349,7 +354,8 @@ def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] 
     seeded choice from the training split). `jobs`: training runs at a time (default: one per
     core, at most one per run), in worker processes when more than one; every run uses one BLAS
     thread (`TRAIN_BLAS_THREADS`), so jobs x threads <= cores and the numbers do not depend on `jobs`.
-    `train`: False skips the training runs and the loss figure. `on_run_end(run, done, total)`
+    `train`: False skips the training runs and the loss figure. `threads`: threads of the forward statistics
+    (`--threads`; default: the thread policy of `nnrun.workers.choose_threads`). `on_run_end(run, done, total)`
     is called as each training run finishes.
 
     Writes `FILES` into `out` (an error if they exist, unless `overwrite`) and returns a plain,
@@ -371,9 +377,8 @@ def compare_inits(cfg: ExperimentConfig, *, out: str | Path, schemes: list[str] 
     variants = [False, True] if batchnorm is None else [batchnorm]
     forward_bn = bool(batchnorm)
 
-    from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=cores):
+    with ThreadPolicy(requested_threads(threads)):
         base = network_config(cfg, scheme=schemes[0], depth=depth, width=width, activation=activation,
                               batchnorm=forward_bn)
         prepared = _prepared(base)  # kept for training runs in this process (--jobs 1)

@@ -57,7 +57,7 @@ from nnrun.preprocess import Preprocessor, PreprocessSettings, fit_preprocessor
 from nnrun.resources import available_memory, human_bytes
 from nnrun.rng import stream
 from nnrun.rundir import RUN_LAYOUT_VERSION, RUNNING, RunDir
-from nnrun.trainer import TrainSettings, TrainSetup, evaluate, training_bytes
+from nnrun.trainer import TrainSettings, TrainSetup, evaluate, step_flops, training_bytes
 
 MEMORY_SHARE = 0.9
 """Share of the available memory a run may plan to use."""
@@ -253,6 +253,13 @@ class Experiment:
     @property
     def loss(self) -> Loss:
         return self.prepared.loss
+
+    @property
+    def step_flops(self) -> float:
+        """Floating-point operations of one training step (what the thread policy weighs)."""
+        linears = list(self.model.linear_layers())
+        sizes = [layer.W.value.shape[0] for layer in linears] + [linears[-1].W.value.shape[1]]
+        return step_flops(sizes, self.cfg.train.batch_size)
 
 
 def assemble(cfg: ExperimentConfig) -> Experiment:

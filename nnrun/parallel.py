@@ -50,6 +50,16 @@ def threads() -> int:
     return _pool.threads
 
 
+def resize_elementwise(n: int) -> None:
+    """Use `n` threads for element-wise work from now on (see `elementwise_threads` for a scoped change)."""
+    _pool.resize(n)
+
+
+def elementwise_threads_reset() -> None:
+    """Back to one thread (inline blocks), the pool's threads stopped."""
+    _pool.resize(1)
+
+
 @contextmanager
 def elementwise_threads(n: int) -> Iterator[None]:
     """Use `n` threads for element-wise work while the block runs (the previous size afterwards)."""

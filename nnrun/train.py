@@ -34,29 +34,32 @@ from nnrun.provenance import end_record, start_record
 from nnrun.rundir import RunDir
 from nnrun.signals import Interrupted, shielded
 from nnrun.trainer import Checkpoint, Diverged, History, Reporter, SilentReporter, evaluate, fit
+from nnrun.workers import ThreadPolicy, requested_threads
 
 RESUMABLE_KEYS = ("train.epochs",)
 """Config keys that may change when a run is resumed (more epochs for a finished run)."""
 
 
 def train_new(cfg: ExperimentConfig, *, out: Path | None = None, runs_dir: Path = Path("runs"),
-              overwrite: bool = False, reporter: Reporter | None = None) -> dict[str, Any]:
+              overwrite: bool = False, reporter: Reporter | None = None, threads: int | None = None) -> dict[str, Any]:
     """`nnrun train`: check `out`, load and prepare the data, then create the run directory and run.
 
     The folder appears only once the config and the data are known to be good. Default folder:
-    `runs_dir/NAME-YYYYmmdd-HHMMSS`.
+    `runs_dir/NAME-YYYYmmdd-HHMMSS`. `threads`: the `--threads` option (None: `nnrun.workers.choose_threads`
+    decides, and counts the free cores again between epochs).
     """
+    requested = requested_threads(threads)
     if out is not None:
         check_output_folder(out, None, overwrite, what="run directory",
                             hint="choose another --out, pass --overwrite, or continue it with --resume")
     experiment = assemble(cfg)
     run = RunDir.create(out, overwrite) if out is not None else RunDir.create_unique(runs_dir, cfg.name)
-    with run:
-        return run_experiment(cfg, run, reporter, experiment=experiment)
+    with run, ThreadPolicy(requested, experiment.step_flops) as policy:
+        return run_experiment(cfg, run, reporter, experiment=experiment, threads=policy)
 
 
 def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
-               reporter: Reporter | None = None) -> dict[str, Any]:
+               reporter: Reporter | None = None, threads: int | None = None) -> dict[str, Any]:
     """`nnrun train --resume PATH`: continue the run in `path` from its checkpoint.
 
     `overrides` may raise `train.epochs` (to train a finished run further); any other change of the
@@ -64,6 +67,7 @@ def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
     starts again from epoch 1 in the same folder.
     """
     path = Path(path)
+    requested = requested_threads(threads)
     if not (path / "config.yaml").is_file():
         raise UserInputError(f"--resume {path}: not a run directory (no config.yaml in it)")
     saved = load_config(path / "config.yaml")
@@ -90,16 +94,19 @@ def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
         experiment = assemble(cfg)
         run.write_config(cfg.to_yaml())
         (run.path / "summary.json").unlink(missing_ok=True)
-        return run_experiment(cfg, run, reporter, experiment=experiment, resume=checkpoint)
+        with ThreadPolicy(requested, experiment.step_flops) as policy:
+            return run_experiment(cfg, run, reporter, experiment=experiment, resume=checkpoint, threads=policy)
 
 
 def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None = None, *,
-                   experiment: Experiment | None = None, resume: Checkpoint | None = None) -> dict[str, Any]:
+                   experiment: Experiment | None = None, resume: Checkpoint | None = None,
+                   threads: ThreadPolicy | None = None) -> dict[str, Any]:
     """Run the experiment `cfg` into `run` (already claimed) and return the summary (also in summary.json).
 
     `experiment`: `cfg` already assembled (assembled here when None); `resume`: continue from this
-    checkpoint. Raises `UserInputError` for bad data or config, `RunFailed` (after saving state)
-    when training diverges, is interrupted or cannot write its files.
+    checkpoint; `threads`: the thread policy in force, adapted to the machine's load between epochs (None:
+    the threads stay as they are, as in a sweep's worker). Raises `UserInputError` for bad data or config,
+    `RunFailed` (after saving state) when training diverges, is interrupted or cannot write its files.
     """
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
@@ -130,6 +137,7 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
                     "features": data.n_features, "targets": data.target_kind, "outputs": n_outputs,
                     "parameters": n_params,
                     **({"resumed after epoch": resume.epoch} if resume is not None else {}),
+                    **({"threads": f"{threads.choice.threads} ({threads.choice.reason})"} if threads else {}),
                     "choices": describe_choices(cfg),
                     "selection": {"metric": f"val_{loss_fn.primary_metric}",
                                   "higher_is_better": loss_fn.higher_is_better}})
@@ -137,6 +145,8 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
     saved = {"epoch": resume.epoch if resume is not None else 0}
 
     def save_epoch(h: History) -> None:
+        if threads is not None:
+            threads.adapt()
         with shielded():  # a signal during these writes stops the run after them
             run.write_metrics(h.rows)
             checkpoint = h.checkpoint

@@ -29,6 +29,7 @@ from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
 from nnrun.nn.regularizers import Regularizer
 from nnrun.optim import Optimizer, Schedule
+from nnrun.parallel import gather_rows
 from nnrun.rng import generator_state, set_generator_state, stream
 
 STREAMS = ("shuffle", "dropout", "eval_subset")
@@ -182,6 +183,13 @@ def training_bytes(sizes: list[int], settings: TrainSettings, optimizer_slots: i
     return 4 * (params * copies + activations)
 
 
+def step_flops(sizes: list[int], batch_size: int) -> float:
+    """Floating-point operations of one training step of an MLP of layer `sizes` on `batch_size` rows: the
+    forward product of each Linear layer and the two backward ones (weights and inputs), 2 flops per
+    multiply-add."""
+    return 6.0 * batch_size * sum(i * o for i, o in zip(sizes[:-1], sizes[1:], strict=False))
+
+
 def validation_score(row: dict[str, Any], loss_fn: Loss) -> tuple[float, ...]:
     """What model selection maximizes: the loss's headline validation metric (accuracy; rmse
     negated, since lower is better), ties broken by lower val loss."""
@@ -229,6 +237,7 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
     X_eval, y_eval = data.X_train[eval_idx], data.y_train[eval_idx]
     batch = settings.batch_size
     n_batches = math.ceil(n_train / batch)
+    batch_buffer = np.empty((min(batch, n_train), *data.X_train.shape[1:]), dtype=data.X_train.dtype)
     first_epoch = 1
     if resume is not None:
         first_epoch = _restore(resume, model, optimizer, rngs, history) + 1
@@ -243,7 +252,9 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
         data_loss_sum = reg_loss_sum = 0.0
         for i in range(0, n_train, batch):
             idx = order[i:i + batch]
-            scores = model.forward(data.X_train[idx], train=True)
+            # A full batch reuses one buffer: the layers hold it only until the next forward pass.
+            rows = gather_rows(data.X_train, idx, batch_buffer if len(idx) == batch else None)
+            scores = model.forward(rows, train=True)
             data_loss, dscores = loss_fn.loss_and_grad(scores, data.y_train[idx])
             if not math.isfinite(data_loss):
                 raise Diverged(f"loss became {data_loss} in epoch {epoch}, batch {i // batch + 1}")

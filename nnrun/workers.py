@@ -4,6 +4,15 @@
 cluster's); `thread_budget` splits the cores between jobs so that jobs x BLAS threads never
 exceeds them. Sweeps and compare-inits share this module.
 
+Threads: `choose_threads` decides how many threads a computation uses (BLAS and the element-wise
+pool of `nnrun.parallel` alike, set together by `use_threads`): the `--threads` option or
+`$NNRUN_THREADS` when given; else one for a model too small to gain from more, else the cores
+that other processes leave free, counted from the runnable tasks of the whole machine minus this
+process's own. `ThreadPolicy.adapt` counts again between epochs, so two trainings started at once
+settle on sharing the cores instead of oversubscribing them. Results do not depend on the thread
+count (OpenBLAS splits a product's rows and columns, not its sums; the element-wise blocks are
+exact).
+
 Local workers stop the way the main process does: SIGINT, SIGTERM or SIGHUP interrupt the run in
 progress (`active_run`), which saves its state; an idle worker ignores them while its sweep lives
 (the sweep shuts the pool down once its runs have saved). A worker whose parent dies
@@ -24,10 +33,14 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
+
+from threadpoolctl import threadpool_limits
 
 from nnrun import signals
 from nnrun.errors import UserInputError
+from nnrun.parallel import elementwise_threads, elementwise_threads_reset, resize_elementwise
 
 EXECUTORS = ("local", "dask")
 """Where runs can execute: local worker processes, or a Dask distributed cluster."""
@@ -111,6 +124,136 @@ def available_cores() -> int:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:
         return os.cpu_count() or 1
+
+
+THREADS_ENV = "NNRUN_THREADS"
+"""Environment variable with the default of `--threads`."""
+SMALL_STEP_FLOPS = 2e7
+"""Below this many floating-point operations per training step, a second thread costs more than it gives."""
+LOAD_SAMPLES = 5
+"""Samples of the machine's runnable tasks taken (10 ms apart) to count the cores others use."""
+
+
+def requested_threads(option: int | None) -> int | None:
+    """The thread count asked for: `option` (`--threads`), else `$NNRUN_THREADS`, else None; more than the
+    cores available, or less than 1, is a `UserInputError`."""
+    where = "--threads"
+    if option is None:
+        text = os.environ.get(THREADS_ENV, "").strip()
+        if not text:
+            return None
+        where = f"${THREADS_ENV}"
+        try:
+            option = int(text)
+        except ValueError:
+            raise UserInputError(f"{where} must be a whole number of threads, got {text[:40]!r}") from None
+    cores = available_cores()
+    if not 1 <= option <= cores:
+        raise UserInputError(f"{where} must be between 1 and the {cores} CPU cores available, got {option}")
+    return option
+
+
+def _runnable_tasks() -> tuple[int, int] | None:
+    """(runnable tasks of the whole machine, runnable threads of this process) now; None off Linux."""
+    try:
+        total = int(open("/proc/loadavg").read().split()[3].split("/")[0])
+        own = 0
+        for stat in os.scandir(f"/proc/{os.getpid()}/task"):
+            try:
+                with open(f"{stat.path}/stat") as f:
+                    own += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except OSError:
+                continue
+        return total, own
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def busy_cores(own_threads: int = 1) -> int:
+    """Cores other processes keep busy now: the median over `LOAD_SAMPLES` of the machine's runnable tasks
+    minus this process's (Linux), else the 1-minute load average minus `own_threads`."""
+    samples = []
+    for i in range(LOAD_SAMPLES):
+        counts = _runnable_tasks()
+        if counts is None:
+            break
+        samples.append(max(counts[0] - max(counts[1], 1), 0))
+        if i < LOAD_SAMPLES - 1:
+            time.sleep(0.01)
+    if samples:
+        return sorted(samples)[len(samples) // 2]
+    try:
+        return max(round(os.getloadavg()[0] - own_threads), 0)
+    except OSError:
+        return 0
+
+
+@dataclass
+class ThreadChoice:
+    """How many threads a computation uses and why (shown in a run's header and provenance)."""
+
+    threads: int
+    reason: str
+    fixed: bool = False
+
+
+def choose_threads(requested: int | None, step_flops: float | None = None, own_threads: int = 1) -> ThreadChoice:
+    """The thread count for a computation: `requested` when given (`requested_threads`); else one when a step of
+    `step_flops` is too small to gain from more; else the cores other processes leave free (at least one)."""
+    if requested is not None:
+        return ThreadChoice(requested, "as asked", fixed=True)
+    cores = available_cores()
+    if step_flops is not None and step_flops < SMALL_STEP_FLOPS:
+        return ThreadChoice(1, f"a small model: {step_flops:.1e} flops per step")
+    busy = min(busy_cores(own_threads), cores - 1)
+    if busy:
+        return ThreadChoice(cores - busy, f"{busy} of {cores} cores busy with other work")
+    return ThreadChoice(cores, f"all {cores} cores free")
+
+
+@contextmanager
+def use_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` BLAS threads and `n` element-wise threads."""
+    with threadpool_limits(limits=n), elementwise_threads(n):
+        yield
+
+
+class ThreadPolicy:
+    """The threads of one computation, applied while it runs and counted again when asked (between epochs).
+
+    `with ThreadPolicy(requested, step_flops) as policy:` uses `choose_threads`; `policy.adapt()` re-counts
+    the busy cores (unless the count was asked for or the model is small) and changes both pools.
+    """
+
+    def __init__(self, requested: int | None, step_flops: float | None = None) -> None:
+        self.step_flops = step_flops
+        self.choice = choose_threads(requested, step_flops)
+        self._limits: Any = None
+
+    def __enter__(self) -> ThreadPolicy:
+        self._apply(self.choice.threads)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+        elementwise_threads_reset()
+
+    def _apply(self, n: int) -> None:
+        if self._limits is None:
+            self._limits = threadpool_limits(limits=n)
+        else:
+            threadpool_limits(limits=n)
+        resize_elementwise(n)
+
+    def adapt(self) -> None:
+        """Count the busy cores again and use what is free (nothing when the count is fixed or the model small)."""
+        if self.choice.fixed or (self.step_flops is not None and self.step_flops < SMALL_STEP_FLOPS):
+            return
+        choice = choose_threads(None, self.step_flops, own_threads=self.choice.threads)
+        if choice.threads != self.choice.threads:
+            self.choice = choice
+            self._apply(choice.threads)
 
 
 def dask_worker_threads() -> int:

@@ -42,6 +42,7 @@ from nnrun.workers import (
     open_executor,
     stop_workers,
     thread_budget,
+    use_threads,
 )
 
 WAIT_SECONDS = 0.5
@@ -66,14 +67,12 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
     in it is cleared first. Returns `{"status", "reason", "summary", "blas_threads"}`; status is
     `completed`, `failed` or `interrupted`, and every outcome also leaves a `summary.json`.
     """
-    from threadpoolctl import threadpool_limits
-
     from nnrun.train import run_experiment
 
     threads = payload.get("blas_threads") or dask_worker_threads()
     result: dict[str, Any] = {"status": "failed", "reason": None, "summary": None}
     run = RunDir(Path(payload["run_dir"]))
-    with threadpool_limits(limits=threads), np.errstate(all="ignore"), warnings.catch_warnings():
+    with use_threads(threads), np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result["blas_threads"] = blas_threads_in_use()
         try:

@@ -1,0 +1,133 @@
+"""Threads: the blocked element-wise fast paths compute what whole-array NumPy computes, results do not
+depend on the thread count, and the thread policy never oversubscribes."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nnrun import parallel, workers
+from nnrun.cli import app
+from nnrun.config import OptimConfig
+from nnrun.errors import UserInputError
+from nnrun.experiment import build_optimizer
+from nnrun.nn.layers import Parameter
+from nnrun.optim import OPTIMIZERS
+from nnrun.parallel import elementwise_threads, gather_rows, run_blocks
+
+
+@pytest.fixture(params=[1, 2], ids=["inline", "pool"])
+def pool_threads(request):
+    with elementwise_threads(request.param):
+        yield request.param
+
+
+def test_blocks_cover_every_row_once():
+    blocks = parallel.row_blocks(1000, 4 * 3072)
+    assert blocks[0].start == 0 and blocks[-1].stop == 1000
+    assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:], strict=False))
+    assert all(s.stop - s.start <= max(1, parallel.BLOCK_BYTES // (4 * 3072)) for s in blocks)
+
+
+def test_run_blocks_equals_the_whole_array_operation(pool_threads):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((700, 513), dtype=np.float32)
+    b = rng.standard_normal((700, 513), dtype=np.float32)
+    expected = a.copy()
+    expected *= np.float32(0.9)
+    expected -= b
+    got = a.copy()
+
+    def op(x, y):
+        x *= np.float32(0.9)
+        x -= y
+
+    run_blocks([(op, (got, b))])
+    assert got.tobytes() == expected.tobytes()
+
+
+def test_gather_rows_equals_fancy_indexing(pool_threads):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((5000, 300), dtype=np.float32)
+    idx = rng.permutation(5000)[:1200]
+    assert gather_rows(X, idx).tobytes() == X[idx].tobytes()
+    buf = np.empty((1200, 300), np.float32)
+    assert gather_rows(X, idx, buf) is buf and buf.tobytes() == X[idx].tobytes()
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_blocked_optimizer_steps_equal_whole_array_arithmetic(name, pool_threads):
+    """The update of a large parameter, in blocks on the pool, against the same formulas on whole arrays."""
+    rng = np.random.default_rng(2)
+    w0 = rng.standard_normal((800, 400), dtype=np.float32)
+    grads = [rng.standard_normal((800, 400), dtype=np.float32) for _ in range(3)]
+    p = Parameter("w", w0.copy(), "weight", 0)
+    optimizer = build_optimizer(OptimConfig(name=name))
+    reference = build_optimizer(OptimConfig(name=name))
+    q = Parameter("w", w0.copy(), "weight", 0)
+    for g in grads:
+        p.grad[...] = g
+        optimizer.step([p], 0.05)
+        q.grad[...] = g
+        # the same rule applied to the whole arrays in one call
+        reference.t = getattr(reference, "t", 0) + (1 if hasattr(reference, "t") else 0)
+        reference.update(q.value, q.grad, *reference._state(q, *reference.slots), lr=0.05)
+    assert p.value.tobytes() == q.value.tobytes()
+
+
+def test_a_run_is_bit_identical_with_one_or_two_threads(tmp_path):
+    outs = {}
+    for n in (1, 2):
+        out = tmp_path / f"t{n}"
+        result = CliRunner().invoke(app, ["train", "configs/quickstart.yaml", "--set", "model.hidden=[512, 256]",
+                                          "--set", "train.epochs=2", "--threads", str(n), "--out", str(out),
+                                          "--quiet"])
+        assert result.exit_code == 0, result.output
+        with np.load(out / "model.npz") as z:
+            outs[n] = {k: z[k].tobytes() for k in z.files}
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        outs[n]["rows"] = json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in rows])
+    assert outs[1] == outs[2]
+
+
+def test_requested_threads_reads_the_option_then_the_environment(monkeypatch):
+    monkeypatch.setattr(workers, "available_cores", lambda: 4)
+    monkeypatch.delenv(workers.THREADS_ENV, raising=False)
+    assert workers.requested_threads(None) is None and workers.requested_threads(3) == 3
+    monkeypatch.setenv(workers.THREADS_ENV, "2")
+    assert workers.requested_threads(None) == 2 and workers.requested_threads(1) == 1
+    monkeypatch.setenv(workers.THREADS_ENV, "many")
+    with pytest.raises(UserInputError, match="NNRUN_THREADS"):
+        workers.requested_threads(None)
+    with pytest.raises(UserInputError, match="between 1 and the 4"):
+        workers.requested_threads(5)
+
+
+def test_the_policy_leaves_busy_cores_to_others_and_small_models_one_thread(monkeypatch):
+    monkeypatch.setattr(workers, "available_cores", lambda: 8)
+    monkeypatch.setattr(workers, "_runnable_tasks", lambda: (4, 1))  # 3 runnable tasks of other processes
+    assert workers.choose_threads(None, 1e9).threads == 5
+    assert workers.choose_threads(None, 1e5).threads == 1  # too small to gain from a second thread
+    assert workers.choose_threads(6, 1e5).threads == 6  # asked for
+    monkeypatch.setattr(workers, "_runnable_tasks", lambda: (40, 1))
+    assert workers.choose_threads(None, 1e9).threads == 1  # at least one
+    monkeypatch.setattr(workers, "_runnable_tasks", lambda: (1, 1))
+    choice = workers.choose_threads(None, 1e9)
+    assert choice.threads == 8 and "free" in choice.reason
+
+
+def test_the_policy_counts_again_between_epochs(monkeypatch):
+    monkeypatch.setattr(workers, "available_cores", lambda: 4)
+    load = {"tasks": (1, 1)}
+    monkeypatch.setattr(workers, "_runnable_tasks", lambda: load["tasks"])
+    with workers.ThreadPolicy(None, 1e9) as policy:
+        assert policy.choice.threads == 4 and parallel.threads() == 4
+        load["tasks"] = (6, 4)  # our 4 threads and 2 of another process
+        policy.adapt()
+        assert policy.choice.threads == 2 and parallel.threads() == 2
+    with workers.ThreadPolicy(3, 1e9) as fixed:
+        load["tasks"] = (9, 1)
+        fixed.adapt()
+        assert fixed.choice.threads == 3  # asked for: never changed
+    assert parallel.threads() == 1
