@@ -23,3 +23,14 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     """Each test gets its own cache folder unless the CI already set a shared one."""
     if not os.environ.get("NNRUN_CACHE_DIR"):
         monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_blas_thread_in_process():
+    """In-process tests use one BLAS thread: their products are small, and on a busy machine (another job, a
+    second test run) spinning BLAS threads would cost far more than they give. Subprocesses run nnrun's own
+    thread policy; tests that compare thread counts set them explicitly."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
