@@ -16,7 +16,7 @@ from rich.table import Table
 
 from nnrun import plots
 from nnrun.config import ExperimentConfig
-from nnrun.experiment import load_data, preprocess_settings
+from nnrun.experiment import load_data, preprocess_settings, preprocessing_rows
 from nnrun.io import check_output_folder
 from nnrun.preprocess import Preprocessor
 from nnrun.tables import pct
@@ -50,8 +50,10 @@ def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool
     X = data.X_train
     n, d = X.shape
     started = time.perf_counter()
-    pre = Preprocessor(preprocess_settings(cfg.preprocess), data.image_shape).fit(X, spectrum=True)
+    fitted = preprocessing_rows(cfg.preprocess, data)
+    pre = Preprocessor(preprocess_settings(cfg.preprocess), data.image_shape).fit(fitted, spectrum=True)
     fit_seconds = time.perf_counter() - started
+    rows = "training split" if fitted is X else "all splits (preprocess.fit_on: all)"
 
     files: dict[str, str] = {}
     files["statistics"] = str(pre.save(out / REPORT_FILES["statistics"]))
@@ -72,7 +74,7 @@ def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool
             data.image_shape, figure_k, out / REPORT_FILES["reconstructions"]))
     files["explained_variance"] = str(plots.explained_variance_figure(
         pre.eigenvalues, pre.total_variance, out / REPORT_FILES["explained_variance"],
-        marks=sorted({figure_k, *([k] if k is not None else [])}), title=f"{data.name}: training split, N={n}"))
+        marks=sorted({figure_k, *([k] if k is not None else [])}), title=f"{data.name}: {rows}, N={len(fitted)}"))
     files["toy_cloud"] = str(plots.toy_cloud_figure(out / REPORT_FILES["toy_cloud"], eps=cfg.preprocess.eps))
     p = cfg.preprocess
     return {"dataset": data.name, "out": str(out), "center": p.center, "scale": p.scale, "pca": p.pca,
