@@ -147,10 +147,8 @@ def _header_lines(report: dict[str, Any]) -> list[str]:
                                                                         if machine.get("git_dirty") else "")
                 if machine.get("git_commit") else "")
              + f", Python {machine.get('python')}, NumPy {machine.get('numpy')}",
-             f"- Wall time: {_minutes(report['wall_seconds'])} for this command"
-             + (f"; all {len(sessions)} sessions of this study: {_minutes(sum(s['wall_seconds'] for s in sessions))}"
-                if len(sessions) > 1 else "")
-             + f" (estimated beforehand: {_minutes(report['estimate_seconds'])})",
+             f"- Wall time: {_minutes(report['wall_seconds'])} for this command (estimated beforehand: "
+             f"{_minutes(report['estimate_seconds'])})" + (_sessions_text(sessions) if len(sessions) > 1 else ""),
              f"- Runs: {runs['distinct']} distinct runs for {runs['entries']} claim, arm, seed and selection "
              f"entries ({runs['entries'] - runs['distinct']} shared: identical configs run once); "
              f"{runs['trained_now']} trained by this command, "
@@ -162,6 +160,17 @@ def _header_lines(report: dict[str, Any]) -> list[str]:
              f"{_overrides(report['budget_settings'].get('set') or {})}",
              f"- Finished {report['finished']}; every number is in `study.json`"]
     return lines
+
+
+def _sessions_text(sessions: list[dict[str, Any]]) -> str:
+    """`; 2 commands worked on this study: ... (192 runs trained), ... (0 runs trained); 7 min 40 s in all`."""
+    parts = []
+    for s in sessions:
+        estimate = f", estimated {_minutes(s['estimate_seconds'])}" if s.get("estimate_seconds") is not None else ""
+        stopped = ", interrupted" if s.get("interrupted") else ""
+        parts.append(f"{s['started']}: {_minutes(s['wall_seconds'])} ({s['trained']} runs trained{estimate}{stopped})")
+    total = _minutes(sum(s["wall_seconds"] for s in sessions))
+    return f"; {len(sessions)} commands worked on this study: " + ", ".join(parts) + f"; {total} in all"
 
 
 def _minutes(seconds: float | None) -> str:
@@ -183,7 +192,8 @@ def _method_text(report: dict[str, Any]) -> str:
         f"metric as mean +- standard deviation over seeds, and the difference a - b with its {level} % "
         f"confidence interval: **Welch's t interval** (unequal variances, Welch-Satterthwaite degrees of "
         f"freedom); against a fixed value, the one-sample t interval. Each arm needs two values or more. "
-        f"Treating the seed-matched arms as independent makes the intervals wider, not narrower.\n\n"
+        f"The interval treats the arms as independent samples; when the seed-matched values move together, as "
+        f"they usually do, that makes it wider than a paired interval, not narrower.\n\n"
         f"Verdict rule, with [lo, hi] the interval of a - b and m the relation's margin:\n\n"
         f"- greater: supported if lo > 0, contradicted if hi < 0;\n"
         f"- less: supported if hi < 0, contradicted if lo > 0;\n"

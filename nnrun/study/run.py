@@ -149,8 +149,9 @@ def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, per_run: int,
                             executor=executor, scheduler=scheduler, progress=progress)
         interrupted = outcome.interrupted
         trained = sum(not r.skipped and r.status != "cancelled" for r in outcome.results)
+    estimate_seconds = plan.estimate.seconds if plan.estimate else None
     if interrupted:
-        _record_session(out, started, trained, interrupted=True)
+        _record_session(out, started, trained, estimate_seconds, interrupted=True)
         return {"study": plan.study.name, "budget": plan.budget, "interrupted": True, "failed": [], "files": {},
                 "out": str(out)}
     summaries = {p.key: RunDir(p.run_dir).read_summary() for p in plan.sweep.points}
@@ -169,7 +170,7 @@ def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, per_run: int,
     outcomes = [run_outcome(summaries[p.key]) for p in plan.sweep.points]
     failed = [str(p.run_dir) for p, o in zip(plan.sweep.points, outcomes, strict=True)
               if o in ("failed", "missing")]
-    sessions = _record_session(out, started, trained)
+    sessions = _record_session(out, started, trained, estimate_seconds)
     report = {
         "study": plan.study.name, "title": plan.study.title, "description": plan.study.description,
         "file": str(plan.source), "budget": plan.budget,
@@ -177,7 +178,7 @@ def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, per_run: int,
         "overrides": plan.overrides, "command": shlex.join(["nnrun", *sys.argv[1:]]),
         "machine": machine_record(), "jobs": jobs, "threads_per_run": per_run, "executor": executor,
         "wall_seconds": time.time() - started, "sessions": sessions,
-        "estimate_seconds": plan.estimate.seconds if plan.estimate else None,
+        "estimate_seconds": estimate_seconds,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "runs": {"entries": sum(len(r.candidates) for by_arm in plan.arms.values() for runs in by_arm.values()
                                 for r in runs),
@@ -198,7 +199,8 @@ def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, per_run: int,
     return {**report, "interrupted": False, "failed": failed, "files": files, "out": str(out)}
 
 
-def _record_session(out: Path, started: float, trained: int, interrupted: bool = False) -> list[dict[str, Any]]:
+def _record_session(out: Path, started: float, trained: int, estimate: float | None,
+                    interrupted: bool = False) -> list[dict[str, Any]]:
     """Append this command to the folder's sessions.json and return the list."""
     try:
         sessions = json.loads((out / SESSIONS_FILE).read_text())
@@ -206,7 +208,8 @@ def _record_session(out: Path, started: float, trained: int, interrupted: bool =
     except (OSError, ValueError):
         sessions = []
     sessions.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-                     "wall_seconds": time.time() - started, "trained": trained, "interrupted": interrupted,
+                     "wall_seconds": time.time() - started, "estimate_seconds": estimate, "trained": trained,
+                     "interrupted": interrupted,
                      "command": shlex.join(["nnrun", *sys.argv[1:]])})
     write_json(out / SESSIONS_FILE, sessions)
     return sessions

@@ -10,7 +10,8 @@ variances s_a^2, s_b^2 (ddof 1) and n_a, n_b values,
 Against a fixed value v it is the one-sample t interval of m_a - v (df = n_a - 1). Each arm needs
 at least two values. When every value of both arms is the same (se = 0) the interval is the point
 d itself. The arms of a study share their seeds (the same split and initial draws); Welch's
-interval treats them as independent, which makes it wider (more cautious) than a paired one.
+interval treats them as independent samples, which makes it wider (more cautious) than a paired
+one whenever the seed-matched values are positively correlated, as they usually are.
 
 The verdict of one relation, from the interval [lo, hi] of d and the margin m:
 
@@ -62,8 +63,13 @@ class Interval:
 def describe(values: Sequence[float]) -> dict[str, float | int | None]:
     """`n`, `mean`, `std` (ddof 1; None below two values) of `values`."""
     x = np.asarray(values, dtype=np.float64)
-    return {"n": int(x.size), "mean": float(x.mean()) if x.size else None,
+    return {"n": int(x.size), "mean": _mean(x) if x.size else None,
             "std": float(np.sqrt(_variance(x))) if x.size > 1 else None}
+
+
+def _mean(x: np.ndarray) -> float:
+    """The mean, exactly the value itself when every value is the same (not a rounding residue)."""
+    return float(x[0]) if np.ptp(x) == 0 else float(x.mean())
 
 
 def _variance(x: np.ndarray) -> float:
@@ -78,7 +84,7 @@ def welch_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL)
     xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if xa.size < 2 or xb.size < 2:
         return None
-    d = float(xa.mean() - xb.mean())
+    d = _mean(xa) - _mean(xb)
     va, vb = _variance(xa) / xa.size, _variance(xb) / xb.size
     se = math.sqrt(va + vb)
     if se == 0.0:
@@ -95,7 +101,7 @@ def one_sample_interval(a: Sequence[float], value: float, level: float = LEVEL) 
     xa = np.asarray(a, dtype=np.float64)
     if xa.size < 2:
         return None
-    d = float(xa.mean() - value)
+    d = _mean(xa) - float(value)
     se = math.sqrt(_variance(xa) / xa.size)
     if se == 0.0:
         return Interval(d, d, d, 0.0, None, "one-sample t")
