@@ -147,8 +147,9 @@ def _header_lines(report: dict[str, Any]) -> list[str]:
                                                                         if machine.get("git_dirty") else "")
                 if machine.get("git_commit") else "")
              + f", Python {machine.get('python')}, NumPy {machine.get('numpy')}",
-             f"- Wall time: {_minutes(report['wall_seconds'])} for this command (estimated beforehand: "
-             f"{_minutes(report['estimate_seconds'])})" + (_sessions_text(sessions) if len(sessions) > 1 else ""),
+             _sessions_text(sessions) if len(sessions) > 1 else
+             f"- Wall time: {_minutes(report['wall_seconds'])} (estimated beforehand: "
+             f"{_minutes(report['estimate_seconds'])})",
              f"- Runs: {runs['distinct']} distinct runs for {runs['entries']} claim, arm, seed and selection "
              f"entries ({runs['entries'] - runs['distinct']} shared: identical configs run once); "
              f"{runs['trained_now']} trained by this command, "
@@ -163,14 +164,15 @@ def _header_lines(report: dict[str, Any]) -> list[str]:
 
 
 def _sessions_text(sessions: list[dict[str, Any]]) -> str:
-    """`; 2 commands worked on this study: ... (192 runs trained), ... (0 runs trained); 7 min 40 s in all`."""
+    """`- Wall time: 7 min 40 s over 2 commands: START: 7 min 20 s (192 runs trained); START: 20 s (0 runs
+    trained, this command)`, each with its estimate where it was recorded."""
     parts = []
-    for s in sessions:
+    for i, s in enumerate(sessions):
         estimate = f", estimated {_minutes(s['estimate_seconds'])}" if s.get("estimate_seconds") is not None else ""
-        stopped = ", interrupted" if s.get("interrupted") else ""
-        parts.append(f"{s['started']}: {_minutes(s['wall_seconds'])} ({s['trained']} runs trained{estimate}{stopped})")
+        notes = (", interrupted" if s.get("interrupted") else "") + (", this command" if i == len(sessions) - 1 else "")
+        parts.append(f"{s['started']}: {_minutes(s['wall_seconds'])} ({s['trained']} runs trained{estimate}{notes})")
     total = _minutes(sum(s["wall_seconds"] for s in sessions))
-    return f"; {len(sessions)} commands worked on this study: " + ", ".join(parts) + f"; {total} in all"
+    return f"- Wall time: {total} over {len(sessions)} commands: " + "; ".join(parts)
 
 
 def _minutes(seconds: float | None) -> str:
