@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,14 @@ def _minutes(seconds: float | None) -> str:
 
 
 def _overrides(overrides: dict[str, Any]) -> str:
-    return ", ".join(f"`{k}={fmt(v)}`" for k, v in overrides.items()) or "none"
+    """`` `optim.lr=0.01`, `data.train_size=null` ``: overrides as `--set` would take them (YAML values)."""
+    return ", ".join(f"`{k}={_yaml_value(v)}`" for k, v in overrides.items()) or "none"
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return fmt(value)
 
 
 def _method_text(report: dict[str, Any]) -> str:
