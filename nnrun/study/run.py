@@ -148,7 +148,7 @@ def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, per_run: int,
         outcome = run_sweep(sweep, jobs=jobs, threads=per_run if executor == "local" else None,
                             executor=executor, scheduler=scheduler, progress=progress)
         interrupted = outcome.interrupted
-        trained = sum(not r.skipped and r.status != "cancelled" for r in outcome.results)
+        trained = sum(not r.skipped and r.status in ("completed", "failed") for r in outcome.results)
     estimate_seconds = plan.estimate.seconds if plan.estimate else None
     if interrupted:
         _record_session(out, started, trained, estimate_seconds, interrupted=True)
