@@ -530,6 +530,87 @@ def compare_inits_command(
     stderr_console.print(f"done in {result['seconds']:.1f} s", markup=False, highlight=False)
 
 
+@command()
+def study(
+    file: Annotated[Path | None, typer.Argument(help="Study YAML file (see docs/study.md).")] = None,
+    budget: Annotated[str | None, typer.Option(
+        help="A budget of the study file, e.g. quick or full (default: the file's default_budget, else its "
+             "first).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at the same time.")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        help="BLAS threads per run (default: cores // jobs; jobs x threads may not exceed the cores).")] = None,
+    executor: Annotated[str, typer.Option(
+        help=f"Where runs execute: {' or '.join(EXECUTORS)} (local: worker processes).")] = "local",
+    scheduler: Annotated[str | None, typer.Option(
+        metavar="ADDR", help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Folder of the report, study.json and figures (default: runs/study-NAME-BUDGET).")
+    ] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Parent folder of the run directories (default: OUT/runs).")
+                        ] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", metavar="KEY=VALUE", help="Override a value of every run's config, e.g. "
+                                                 "--set data.root=/data (repeatable; claims and arms still set "
+                                                 "their own keys).")] = None,
+    only: Annotated[str | None, typer.Option(metavar="ID,...", help="Measure only these claims.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(
+        help="Refuse to start when the estimated time exceeds this (default: the budget's max_minutes).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Check the study and show its runs and estimated time; run "
+                                               "nothing.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Use an --out folder that holds another report.")] = False,
+    schema: Annotated[bool, typer.Option("--schema", help="Print the JSON schema of study files and exit.")] = False,
+    json_: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
+) -> None:
+    """Measure the claims of a study file over seeds: shared, resumable runs, 95 % intervals and verdicts, and a
+    report (Markdown and HTML with figures, study.json).
+
+    Exit code 0 when every run finished (a run that diverges is a result), 1 when the study was interrupted or
+    a run failed otherwise (rerun the same command to go on), 2 for bad input (nothing runs then).
+    """
+    from nnrun.study.display import plan_table, summary_table
+    from nnrun.study.run import run_study
+    from nnrun.study.spec import StudyFile
+    from nnrun.sweep.display import SweepProgress
+
+    if schema:
+        print_json(StudyFile.model_json_schema())
+        return
+    if file is None:
+        raise UserInputError("give a study file (nnrun study FILE), or --schema for the schema of study files")
+    claims = [c.strip() for c in only.split(",") if c.strip()] if only is not None else None
+    show = not (quiet or json_)
+
+    def on_plan(report: dict[str, Any]) -> None:
+        if show:
+            print_table(plan_table(report))
+
+    result = run_study(file, budget=budget, overrides=set_ or (), out=out, runs_dir=runs_dir, jobs=jobs,
+                       threads=threads, executor=executor, scheduler=scheduler, only=claims, max_minutes=max_minutes,
+                       dry_run=dry_run, overwrite=overwrite, progress=SweepProgress() if show else None,
+                       on_plan=on_plan)
+    if dry_run:
+        if json_:
+            print_json(result)
+        return
+    if result["interrupted"]:
+        stderr_console.print("study interrupted: rerun the same command to run what is missing and write the report",
+                             markup=False, highlight=False)
+        raise typer.Exit(1)
+    if json_:
+        print_json(result)
+    elif not quiet:
+        print_table(summary_table(result))
+        for path in result["files"].values():
+            stderr_console.print(f"wrote {path}", soft_wrap=True, markup=False, highlight=False)
+        stderr_console.print(f"done in {result['wall_seconds'] / 60:.1f} min", markup=False, highlight=False)
+    if result["failed"]:
+        stderr_console.print(f"{len(result['failed'])} runs failed (not by diverging) or are missing; rerun the "
+                             f"same command to retry them: {', '.join(result['failed'][:3])}", soft_wrap=True,
+                             markup=False, highlight=False)
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -161,6 +161,8 @@ class PreprocessConfig(Section):
 
     Steps in order: centre, scale, then optionally PCA (rotate onto the top `pca` eigenvectors of
     the covariance) and whitening (divide each kept component by sqrt(eigenvalue + eps)).
+    `fit_on: all` (with `allow_leak: true`) fits the statistics on every split instead: the leak,
+    kept only so that a study can measure it.
     `whiten: true` with `pca: null` whitens all components (the output keeps every dimension).
     PCA and whitening need `center: per_feature`: the covariance is taken about the per-feature mean.
     """
@@ -179,6 +181,21 @@ class PreprocessConfig(Section):
                            "all components are kept and whitened.")
     eps: float = Field(
         1e-5, ge=0, allow_inf_nan=False, description="Added to each eigenvalue before the square root when whitening.")
+    fit_on: Literal["train", "all"] = Field(
+        "train", description="Rows the statistics are fitted on: train (the training split alone, always right) or "
+                             "all (train, val and test together: the classic leak, only to measure what it does; "
+                             "needs allow_leak).")
+    allow_leak: bool = Field(
+        False, description="Confirm fit_on: all, which lets the validation and test rows shape the preprocessing.")
+
+    @model_validator(mode="after")
+    def _leak_is_explicit(self) -> PreprocessConfig:
+        if self.fit_on == "all" and not self.allow_leak:
+            raise ValueError(
+                "preprocess.fit_on=all fits the preprocessing statistics on the validation and test rows too, "
+                "which leaks them into training (their scores are no longer an honest estimate); it exists only "
+                "to measure that leak: set preprocess.allow_leak: true to run it anyway, or fit_on: train")
+        return self
 
     @model_validator(mode="after")
     def _pca_needs_feature_mean(self) -> PreprocessConfig:
@@ -199,7 +216,7 @@ class _LayerConfigBase(Section):
     """Settings of one Linear layer that override the network-wide ones (null keeps those)."""
 
     init: registry_name(INIT_SCHEMES) | None = Field(None, description="Weight init scheme of this layer.")
-    init_scale: float | None = Field(None, gt=0, description="Std of the small and sparse gaussians here.")
+    init_scale: float | None = Field(None, gt=0, description="Std of the small, small_uniform and sparse draws here.")
     sparse_k: int | None = Field(None, ge=1, le=BIG, description="Nonzero incoming weights per neuron for sparse here.")
     bias_init: float | None = Field(None, description="Constant this layer's biases start at.")
 
@@ -225,7 +242,7 @@ class ModelConfig(Section):
     leaky_slope: float = Field(0.01, gt=0, lt=1, description="Slope of leaky_relu for negative inputs.")
     init: registry_name(INIT_SCHEMES) = Field(
         "he", description=f"Weight init scheme for every Linear layer: {names_of(INIT_SCHEMES)}.")
-    init_scale: float = Field(0.01, gt=0, description="Std of the gaussian of the small and sparse schemes.")
+    init_scale: float = Field(0.01, gt=0, description="Std of the small, small_uniform and sparse schemes' draws.")
     sparse_k: int = Field(10, ge=1, le=BIG,
         description="Nonzero incoming weights per output neuron for the sparse scheme.")
     bias_init: float = Field(0.0, description="Constant every bias starts at (0 or a small value such as 0.01).")

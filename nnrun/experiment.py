@@ -131,12 +131,21 @@ def build_loss(cfg: LossConfig, data: Dataset) -> Loss:
     return create(targets)
 
 
+def preprocessing_rows(cfg: PreprocessConfig, data: Dataset) -> np.ndarray:
+    """The rows the preprocessing statistics are fitted on: the training split, or with `fit_on: all` (the
+    deliberate leak, `allow_leak` confirmed by the config) train, val and test stacked in that order."""
+    if cfg.fit_on == "all":
+        return np.concatenate([data.X_train, data.X_val, data.X_test])
+    return data.X_train
+
+
 def prepare_data(cfg: ExperimentConfig) -> PreparedData:
     """Load and split the data, switch to the loss's targets (failing early when they do not fit),
-    fit the preprocessing on the training split alone and apply it to every split (in place: the
-    raw float32 arrays are reused), then build the loss."""
+    fit the preprocessing on the training split alone (`preprocessing_rows`) and apply it to every
+    split (in place: the raw float32 arrays are reused), then build the loss."""
     data = select_targets(load_data(cfg), cfg.loss)
-    preprocessor = fit_preprocessor(preprocess_settings(cfg.preprocess), data.X_train, data.image_shape)
+    preprocessor = fit_preprocessor(preprocess_settings(cfg.preprocess), preprocessing_rows(cfg.preprocess, data),
+                                    data.image_shape)
     data = data.with_features(*(preprocessor.transform(X, copy=False) for X in (data.X_train, data.X_val,
                                                                                   data.X_test)))
     return PreparedData(data, preprocessor, build_loss(cfg.loss, data))
@@ -525,6 +534,8 @@ def inactive_keys(cfg: ExperimentConfig) -> dict[str, str]:
             notes[f"data.{key}"] = f"data.dataset {cfg.data.dataset} does not read it"
     if not cfg.preprocess.whiten:
         notes["preprocess.eps"] = "preprocess.whiten is false"
+    if cfg.preprocess.fit_on == "train" and cfg.preprocess.allow_leak:
+        notes["preprocess.allow_leak"] = "preprocess.fit_on is train"
     model = cfg.model.model_dump()
     some, used = _registry_keys(ACTIVATIONS, cfg.model.activation, model)
     notes.update({f"model.{k}": f"model.activation is {cfg.model.activation}" for k in sorted(some - used)})

@@ -8,7 +8,8 @@ its input (`ModelInput`: features per row, image shape, pixel range), each probl
   file has them (`y`, `attributes`, `targets`, `class_names`, ...; checked as
   `nnrun.datasets.npz.load_npz` checks them); without targets, X may also be (N, C, H, W) images;
 - a CIFAR-10 python batch file (`data_batch_1`, `test_batch`, ...): 3,072 uint8 pixels per row, with
-  its labels (class targets, and the attribute targets of `CIFAR10_ATTRIBUTES`);
+  its labels (class targets, and the attribute targets of `CIFAR10_ATTRIBUTES`) and each image's
+  contrast (the regression target, `image_contrast`);
 - a PNG or JPEG image, decoded with Pillow: converted to the model's channels (RGB or grayscale),
   resized to its height and width (bicubic) when the size differs, and laid out as one row of
   channel-major pixel values (C, H, W), 0..255 (0..16 for `digits`, whose pixels range so).
@@ -27,6 +28,8 @@ from nnrun.datasets.cifar10 import (
     CIFAR10_ATTRIBUTE_NAMES,
     CIFAR10_ATTRIBUTES,
     CIFAR10_CLASSES,
+    CIFAR10_REGRESSION_TARGETS,
+    image_contrast,
     read_cifar10_batch,
 )
 from nnrun.datasets.npz import read_npz
@@ -154,14 +157,18 @@ def read_npz_input(path: Path, model_input: ModelInput) -> Inputs:
 
 
 def read_cifar10_input(path: Path, model_input: ModelInput) -> Inputs:
-    """A CIFAR-10 batch file: uint8 rows of 3,072 pixels, its labels as class and attribute targets."""
+    """A CIFAR-10 batch file: uint8 rows of 3,072 pixels, its labels as class and attribute targets, and each
+    image's contrast as the regression target."""
     if model_input.n_features != 3072:
         raise UserInputError(f"{path} is a CIFAR-10 batch (3,072 pixels per row); this model takes "
                              f"{model_input.n_features} features per row (trained on {model_input.dataset})")
     X, labels = read_cifar10_batch(path)
     table = np.array([CIFAR10_ATTRIBUTES[c] for c in CIFAR10_CLASSES], dtype=np.float32)
-    return Inputs(X, [str(path)] * len(X), np.arange(len(X)), {"classes": labels, "attributes": table[labels]},
-                  {"classes": list(CIFAR10_CLASSES), "attributes": list(CIFAR10_ATTRIBUTE_NAMES)})
+    return Inputs(X, [str(path)] * len(X), np.arange(len(X)),
+                  {"classes": labels, "attributes": table[labels],
+                   "regression": image_contrast(X)[:, None].astype(np.float32)},
+                  {"classes": list(CIFAR10_CLASSES), "attributes": list(CIFAR10_ATTRIBUTE_NAMES),
+                   "regression": list(CIFAR10_REGRESSION_TARGETS)})
 
 
 def read_image(path: Path, model_input: ModelInput) -> Inputs:

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
 from nnrun import plots
 from nnrun.config import ExperimentConfig
-from nnrun.experiment import load_data, preprocess_settings
+from nnrun.experiment import load_data, preprocess_settings, preprocessing_rows
 from nnrun.io import check_output_folder
 from nnrun.preprocess import OnProgress, Preprocessor
 from nnrun.tables import DataTable, pct, stderr_console
@@ -88,9 +88,11 @@ def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool
     n, d = X.shape
     report(f"mean of {n} x {d} training rows", 0, None)
     started = time.perf_counter()
+    fitted = preprocessing_rows(cfg.preprocess, data)
     pre = Preprocessor(preprocess_settings(cfg.preprocess), data.image_shape).fit(
-        X, spectrum=True, progress=lambda stage, done, total: report(_stage_name(stage, d), done, total))
+        fitted, spectrum=True, progress=lambda stage, done, total: report(_stage_name(stage, d), done, total))
     fit_seconds = time.perf_counter() - started
+    rows = "training split" if fitted is X else "all splits (preprocess.fit_on: all)"
 
     n_figures = 4 if data.image_shape is not None else 2
     report("figures", 0, n_figures)
@@ -115,7 +117,7 @@ def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool
         report("figures", 2, n_figures)
     files["explained_variance"] = str(plots.explained_variance_figure(
         pre.eigenvalues, pre.total_variance, out / REPORT_FILES["explained_variance"],
-        marks=sorted({figure_k, *([k] if k is not None else [])}), title=f"{data.name}: training split, N={n}"))
+        marks=sorted({figure_k, *([k] if k is not None else [])}), title=f"{data.name}: {rows}, N={len(fitted)}"))
     report("figures", n_figures - 1, n_figures)
     files["toy_cloud"] = str(plots.toy_cloud_figure(out / REPORT_FILES["toy_cloud"], eps=cfg.preprocess.eps))
     report("figures", n_figures, n_figures)

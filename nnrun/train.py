@@ -154,7 +154,7 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
                 run.write_checkpoint(checkpoint.to_arrays())
                 saved["epoch"] = checkpoint.epoch
 
-    status, reason, final = "completed", None, None
+    status, reason, final, diverged = "completed", None, None, False
     stage = "training"
     try:
         # Overflow on the way to a NaN loss is reported as a failed run, not as NumPy warnings.
@@ -170,7 +170,7 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
             with shielded():
                 run.write_predictions(predictions_on_test_split(model, loss_fn, data, batch))
     except Diverged as e:
-        status, reason = "failed", str(e)
+        status, reason, diverged = "failed", str(e), True
     except Interrupted as e:
         status, reason = "interrupted", f"interrupted by {e.signal_name} during {stage}"
     except KeyboardInterrupt:
@@ -179,7 +179,7 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
         status, reason = "failed", f"cannot write to {run.path} during {stage}: {e.strerror or e}"
     with shielded():
         return _finish(cfg, run, experiment, history, final, status, reason, saved["epoch"], n_params, started,
-                       reporter, provenance)
+                       reporter, provenance, diverged=diverged)
 
 
 def predictions_on_test_split(model: MLP, loss_fn: Loss, data: Dataset, batch_size: int) -> dict[str, np.ndarray]:
@@ -198,9 +198,10 @@ def predictions_on_test_split(model: MLP, loss_fn: Loss, data: Dataset, batch_si
 
 def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history: History,
             final: dict[str, dict[str, float]] | None, status: str, reason: str | None, saved_epoch: int,
-            n_params: int, started: float, reporter: Reporter, provenance: dict[str, Any]) -> dict[str, Any]:
+            n_params: int, started: float, reporter: Reporter, provenance: dict[str, Any], *,
+            diverged: bool = False) -> dict[str, Any]:
     """Write what the run has (metrics, last checkpoint, weights, provenance, summary); raise `RunFailed` unless
-    completed.
+    completed. A run that stopped says in its summary whether it `diverged` (a loss that was not finite).
 
     A write that fails (a full disk) makes the run fail; the others, and the summary last, are still tried,
     so that the run keeps what the disk allows and each file is whole or absent.
@@ -234,7 +235,7 @@ def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history:
                                "stopped_early": history.stopped_early,
                                "restored_best": history.restored_best}
     if status != "completed":
-        summary.update({"reason": reason, "checkpoint_epoch": saved_epoch,
+        summary.update({"reason": reason, "diverged": diverged, "checkpoint_epoch": saved_epoch,
                         "seconds": time.perf_counter() - started})
         attempt(run.write_provenance, end_record(provenance, status, summary["seconds"]))
         attempt(run.write_summary, summary)

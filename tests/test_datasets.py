@@ -75,9 +75,9 @@ def test_root_may_be_the_batches_folder_itself(tmp_path):
 
 
 def test_cache_makes_second_load_skip_the_batches(tmp_path, monkeypatch):
-    write_cifar_folder(tmp_path)
+    folder = write_cifar_folder(tmp_path)
     first = load(cifar_cfg(tmp_path), seed=0)
-    assert list(cifar10.cache_dir().glob("cifar10-*.npz"))
+    assert all(path.is_file() for path in cifar10.cifar10_cache_paths(folder).values())
 
     def fail(_folder):
         raise AssertionError("batches read although the cache is warm")
@@ -85,6 +85,18 @@ def test_cache_makes_second_load_skip_the_batches(tmp_path, monkeypatch):
     monkeypatch.setattr(cifar10, "read_cifar10", fail)
     second = load(cifar_cfg(tmp_path), seed=0)
     np.testing.assert_array_equal(first.X_train, second.X_train)
+
+
+def test_a_damaged_cache_file_is_rebuilt_from_the_batches(tmp_path):
+    folder = write_cifar_folder(tmp_path)
+    first = load(cifar_cfg(tmp_path), seed=0)
+    paths = cifar10.cifar10_cache_paths(folder)
+    paths["X_train"].write_bytes(paths["X_train"].read_bytes()[:200])  # truncated
+    np.save(paths["y_test"], np.zeros(3, np.int64))  # readable, but of the wrong length
+    second = load(cifar_cfg(tmp_path), seed=0)
+    np.testing.assert_array_equal(first.X_train, second.X_train)
+    np.testing.assert_array_equal(first.y_test, second.y_test)
+    assert np.load(paths["X_train"]).shape == (5 * PER_BATCH, 3072)
 
 
 def test_changed_batch_file_invalidates_cache(tmp_path):

@@ -37,6 +37,15 @@ def test_sample_variance_matches_formula(name):
     assert abs(float(W.mean())) < 5 * np.sqrt(var / n)
 
 
+def test_small_uniform_is_uniform_with_the_variance_of_small():
+    W = init_weights("small_uniform", FAN_IN, FAN_OUT, np.random.default_rng(0), scale=0.05)
+    bound = np.sqrt(3) * 0.05
+    assert W.dtype == np.float32 and np.abs(W).max() <= bound
+    assert np.abs(W).max() > 0.99 * bound  # it reaches its bounds, unlike a gaussian's bulk
+    counts, _ = np.histogram(W, bins=10, range=(-bound, bound))
+    assert counts.min() > 0.9 * W.size / 10  # flat, not bell-shaped
+
+
 def test_zeros_is_all_zero():
     assert not init_weights("zeros", 5, 4, np.random.default_rng(0)).any()
 

@@ -224,6 +224,25 @@ def test_val_and_test_data_do_not_change_fitted_statistics(tmp_path, monkeypatch
     assert summaries[0]["val_loss"] != summaries[1]["val_loss"]  # the perturbation did reach val
 
 
+def test_the_deliberate_leak_needs_its_flag_and_fits_on_every_split(tmp_path):
+    from nnrun.experiment import prepare_data
+
+    with pytest.raises(UserInputError, match="preprocess.allow_leak: true") as e:
+        load_config(None, ["preprocess.fit_on=all"])
+    assert "leaks" in str(e.value)
+    result = runner.invoke(app, ["train", "configs/quickstart.yaml", "--set", "preprocess.fit_on=all",
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "allow_leak" in result.output and not (tmp_path / "run").exists()
+    honest = load_config(None, ["preprocess.scale=std"])
+    leaked = load_config(None, ["preprocess.scale=std", "preprocess.fit_on=all", "preprocess.allow_leak=true"])
+    assert honest.preprocess.fit_on == "train" and not honest.preprocess.allow_leak
+    raw = load_data(honest)
+    every = np.concatenate([raw.X_train, raw.X_val, raw.X_test])
+    np.testing.assert_allclose(prepare_data(leaked).preprocessor.mean, every.mean(axis=0), atol=1e-4)
+    np.testing.assert_allclose(prepare_data(leaked).preprocessor.std, every.std(axis=0), atol=1e-4)
+    np.testing.assert_allclose(prepare_data(honest).preprocessor.mean, raw.X_train.mean(axis=0), atol=1e-4)
+
+
 # ---- round trips ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("settings", [

@@ -110,6 +110,10 @@ def test_a_diverged_run_saves_its_last_good_epoch(tmp_path):
         train(cfg, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and (tmp_path / "run" / "model.npz").is_file()
+    assert summary["diverged"] is True  # what nnrun study counts as a diverged run
+    with pytest.raises(RunFailed):
+        train(load_config(None, [*BASE, "train.epochs=2"]), tmp_path / "stopped", StopAfter(1))
+    assert json.loads((tmp_path / "stopped" / "summary.json").read_text())["diverged"] is False
 
 
 def test_resume_refuses_what_it_cannot_use(tmp_path):

@@ -316,3 +316,19 @@ def test_example_configs_validate():
     for path in configs:
         cfg = load_config(path)
         assert cfg.loss.name in path.stem or cfg.loss.bins is not None
+
+
+def test_cifar10_offers_each_images_contrast_as_a_regression_target(tmp_path):
+    from nnrun.datasets.cifar10 import image_contrast
+    from tests.cifar_fixtures import write_cifar_folder
+
+    write_cifar_folder(tmp_path)
+    data = load(DataConfig(dataset="cifar10", root=str(tmp_path), val_size=10), seed=0)
+    assert data.target_kinds() == ["classes", "attributes", "regression"]
+    X_test = data.X_test.copy()
+    data = data.with_targets("regression")
+    assert data.target_names == ["contrast"] and data.y_test.shape == (len(X_test), 1)
+    np.testing.assert_allclose(data.y_test[:, 0], X_test.astype(np.float64).std(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(image_contrast(np.array([[0, 255] * 1536], np.uint8)), [127.5])
+    cfg = load_config(None, ["data.dataset=cifar10", f"data.root={tmp_path}", "data.val_size=10", "loss.bins=3"])
+    assert cfg.loss.target_kind == "regression"

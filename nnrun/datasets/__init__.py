@@ -33,8 +33,8 @@ class DatasetEntry:
 
 DATASETS: dict[str, DatasetEntry] = {
     "digits": DatasetEntry(load_digits, ("classes",), "scikit-learn's bundled 8x8 digit images"),
-    "cifar10": DatasetEntry(load_cifar10, ("classes", "attributes"),
-                            "32x32 colour images under data.root; classes or attributes",
+    "cifar10": DatasetEntry(load_cifar10, ("classes", "attributes", "regression"),
+                            "32x32 colour images under data.root; classes, attributes or the images' contrast",
                             ("root", "download", "val_size", "train_size")),
     "diabetes": DatasetEntry(load_diabetes, ("regression",), "scikit-learn's bundled regression data"),
     "npz": DatasetEntry(load_npz, None, "your own .npz file at data.path",

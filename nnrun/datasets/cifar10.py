@@ -5,17 +5,16 @@ itself, or the official `cifar-10-python.tar.gz` there, extracted safely, or dow
 `download` is set, md5 checked first). Pixels become float32 `(N, 3072)` in the official layout
 (1024 red, 1024 green, 1024 blue, row-major 32x32), values 0..255. The official test batch is
 the test split; val is carved from the 50,000 training images. A uint8 cache in
-`$NNRUN_CACHE_DIR` makes the second load fast. Besides class labels it offers attribute
-targets from the class-to-attribute table `CIFAR10_ATTRIBUTES`. Batch files are read by an
-unpickler that only builds NumPy arrays.
+`$NNRUN_CACHE_DIR` (one `.npy` file per array, memory-mapped) makes the second load fast.
+Besides class labels it offers attribute targets from the class-to-attribute table
+`CIFAR10_ATTRIBUTES` and one regression target, `contrast` (`image_contrast`: the RMS contrast
+of each image). Batch files are read by an unpickler that only builds NumPy arrays.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,8 @@ CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILE = "test_batch"
+CIFAR10_REGRESSION_TARGETS = ("contrast",)
+"""The regression target CIFAR-10 offers: each image's RMS contrast (`image_contrast`)."""
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_ATTRIBUTE_NAMES = ("animal", "vehicle", "can_fly", "has_wheels", "on_water", "has_fur", "four_legs")
 CIFAR10_ATTRIBUTES = {
@@ -68,16 +69,38 @@ def load_cifar10(options: DataOptions, seed: int) -> Dataset:
     train, val, _ = split_indices(len(X_pool), options, stream(seed, "split"), carve_test=False)
     # Index the uint8 arrays first, then convert: one float32 copy per split, no more.
     table = np.array([CIFAR10_ATTRIBUTES[c] for c in CIFAR10_CLASSES], dtype=np.float32)
+    X_train, X_val = X_pool[train], X_pool[val]
+    contrast = tuple(image_contrast(X)[:, None].astype(np.float32) for X in (X_train, X_val, X_test))
     return Dataset("cifar10",
-                   X_pool[train].astype(np.float32), y_pool[train],
-                   X_pool[val].astype(np.float32), y_pool[val],
+                   X_train.astype(np.float32), y_pool[train],
+                   X_val.astype(np.float32), y_pool[val],
                    X_test.astype(np.float32), y_test,
                    list(CIFAR10_CLASSES), (3, 32, 32),
-                   attribute_names=list(CIFAR10_ATTRIBUTE_NAMES),
-                   alternatives={"attributes": (table[y_pool[train]], table[y_pool[val]], table[y_test])},
+                   attribute_names=list(CIFAR10_ATTRIBUTE_NAMES), target_names=list(CIFAR10_REGRESSION_TARGETS),
+                   alternatives={"attributes": (table[y_pool[train]], table[y_pool[val]], table[y_test]),
+                                 "regression": contrast},
                    split=SplitRecord({"train": train, "val": val, "test": np.arange(len(X_test))},
                                      {"train": TRAIN_POOL, "val": TRAIN_POOL, "test": TEST_POOL},
                                      {TRAIN_POOL: len(X_pool), TEST_POOL: len(X_test)}))
+
+
+def image_contrast(X: np.ndarray, chunk_rows: int = 1024) -> np.ndarray:
+    """The RMS contrast of each image: X (N, 3072) uint8 pixels -> (N,) float64, the population standard
+    deviation (ddof 0) of the image's 3,072 values (all three channels), in pixel units (0 for a flat image,
+    at most 127.5).
+
+    A regression target that depends on the pixels nonlinearly (unlike the mean brightness, which is a
+    linear function of them). Sums are taken exactly in integers, in blocks of `chunk_rows` rows.
+    """
+    out = np.empty(len(X))
+    d = X.shape[1]
+    for i in range(0, len(X), chunk_rows):
+        block = X[i:i + chunk_rows].astype(np.uint16)
+        sums = block.sum(axis=1, dtype=np.uint64).astype(np.float64)
+        block *= block  # 255**2 fits in uint16
+        squares = block.sum(axis=1, dtype=np.uint64).astype(np.float64)
+        out[i:i + chunk_rows] = np.sqrt(np.maximum(squares / d - (sums / d) ** 2, 0.0))
+    return out
 
 
 def find_cifar10(root: Path, download: bool, url: str | None = None) -> Path:
@@ -154,31 +177,59 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "nnrun")
 
 
-def cifar10_cache_path(folder: Path) -> Path:
-    """Cache file keyed by the folder's absolute path and each batch file's size and mtime."""
+CACHE_ARRAYS = ("X_train", "y_train", "X_test", "y_test")
+"""The arrays of the cache, one `.npy` file each."""
+
+
+def cifar10_cache_paths(folder: Path) -> dict[str, Path]:
+    """The cache files (`CACHE_ARRAYS`), keyed by the folder's absolute path and each batch file's size and mtime:
+    `cifar10-KEY.X_train.npy`, ... in `cache_dir()`."""
     key = hashlib.sha1(str(folder.resolve()).encode())
     for name in (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE):
         st = (folder / name).stat()
         key.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return cache_dir() / f"cifar10-{key.hexdigest()[:16]}.npz"
+    stem = f"cifar10-{key.hexdigest()[:16]}"
+    return {name: cache_dir() / f"{stem}.{name}.npy" for name in CACHE_ARRAYS}
 
 
 def read_cifar10_cached(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """`read_cifar10` through a uint8 `.npz` cache; an unwritable cache folder just means no cache."""
+    """`read_cifar10` through a uint8 cache of one `.npy` file per array; an unwritable cache folder just means
+    no cache. The pixel arrays come back memory-mapped (read-only), so that a load which keeps a subset of the
+    training images reads only their rows. A cache file that is missing, unreadable or of the wrong shape or
+    dtype is rebuilt from the batches."""
     try:
-        cache = cifar10_cache_path(folder)
+        paths = cifar10_cache_paths(folder)
     except OSError:
         return read_cifar10(folder)
-    if cache.is_file():
-        try:
-            with np.load(cache) as z:
-                return z["X_train"], z["y_train"], z["X_test"], z["y_test"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
-            cache.unlink(missing_ok=True)
+    cached = _read_cache(paths)
+    if cached is not None:
+        return cached
     arrays = read_cifar10(folder)
     try:
-        named = dict(zip(("X_train", "y_train", "X_test", "y_test"), arrays, strict=True))
-        atomic_write(cache, lambda f: np.savez(f, **named))
+        for name, array in zip(CACHE_ARRAYS, arrays, strict=True):
+            atomic_write(paths[name], lambda f, a=array: np.save(f, a))
+        # the single .npz file earlier versions cached the same batches in
+        (cache_dir() / f"{paths['X_train'].name.split('.')[0]}.npz").unlink(missing_ok=True)
     except OSError:
         pass
     return arrays
+
+
+def _read_cache(paths: dict[str, Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The cached arrays, or None (the files removed) when any is missing or not what `read_cifar10` returns."""
+    if not all(path.is_file() for path in paths.values()):
+        return None
+    try:
+        arrays = tuple(np.load(paths[name], mmap_mode="r" if name.startswith("X") else None, allow_pickle=False)
+                       for name in CACHE_ARRAYS)
+    except (OSError, ValueError, EOFError):
+        arrays = None
+    if arrays is not None:
+        X_train, y_train, X_test, y_test = arrays
+        shapes_fit = all(X.dtype == np.uint8 and X.ndim == 2 and X.shape[1] == 3072 and y.dtype == np.int64
+                         and y.shape == (len(X),) for X, y in ((X_train, y_train), (X_test, y_test)))
+        if shapes_fit:
+            return arrays
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+    return None

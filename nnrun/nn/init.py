@@ -10,6 +10,7 @@ its expected per-entry variance `(fan_in, fan_out, *, scale, k) -> float`. All d
 |--------------|------------------------------------------------------|---------------------|
 | `zeros`      | all zero (every hidden unit stays identical)         | 0                   |
 | `small`      | `scale * randn` (scale 0.01 by default)              | scale**2            |
+| `small_uniform` | uniform on `[-sqrt(3) scale, sqrt(3) scale]`      | scale**2            |
 | `calibrated` | `randn / sqrt(fan_in)`                               | 1 / fan_in          |
 | `xavier`     | `randn * sqrt(2 / (fan_in + fan_out))`               | 2/(fan_in+fan_out)  |
 | `he`         | `randn * sqrt(2 / fan_in)`                           | 2 / fan_in          |
@@ -52,6 +53,17 @@ def small(fan_in: int, fan_out: int, rng: np.random.Generator, *, scale: float =
           **_: float) -> np.ndarray:
     """`scale * randn`: small random numbers, variance scale**2 whatever the fan-in."""
     return _gaussian(fan_in, fan_out, rng, scale)
+
+
+def small_uniform(fan_in: int, fan_out: int, rng: np.random.Generator, *, scale: float = DEFAULT_SCALE,
+                  **_: float) -> np.ndarray:
+    """Uniform on `[-sqrt(3) scale, sqrt(3) scale]`: small random numbers of `small`'s variance (scale**2)
+    from a uniform instead of a gaussian distribution."""
+    bound = np.float32(np.sqrt(3.0) * scale)
+    W = rng.random((fan_in, fan_out), dtype=np.float32)
+    W *= np.float32(2.0) * bound
+    W -= bound
+    return W
 
 
 def calibrated(fan_in: int, fan_out: int, rng: np.random.Generator, **_: float) -> np.ndarray:
@@ -101,6 +113,7 @@ class InitScheme:
 INIT_SCHEMES: dict[str, InitScheme] = {
     "zeros": InitScheme(zeros, lambda fan_in, fan_out, **_: 0.0),
     "small": InitScheme(small, lambda fan_in, fan_out, *, scale, **_: scale ** 2),
+    "small_uniform": InitScheme(small_uniform, lambda fan_in, fan_out, *, scale, **_: scale ** 2),
     "calibrated": InitScheme(calibrated, lambda fan_in, fan_out, **_: 1.0 / fan_in, ("lecun", "lecun_normal")),
     "xavier": InitScheme(xavier, lambda fan_in, fan_out, **_: 2.0 / (fan_in + fan_out), ("glorot", "glorot_normal")),
     "he": InitScheme(he, lambda fan_in, fan_out, **_: 2.0 / fan_in, ("kaiming", "kaiming_normal", "msra")),

@@ -84,17 +84,49 @@ def plan_sweep(config: str | Path | None, *, overrides: list[str] | tuple[str, .
     grid_values, distributions = parse_grid(grid), parse_space(space)
     sweep_seed = base.seed if seed is None else seed
     params_list = expand_points(grid_values, distributions, n_random, sweep_seed)
-    runs_root = Path(runs_dir).expanduser().absolute()
+    labelled = []
+    for params in params_list:
+        point_raw = copy.deepcopy(raw)
+        for key, value in params.items():
+            set_dotted(point_raw, key, copy.deepcopy(value))
+        labelled.append((params, point_raw))
+    points, duplicates = _validated_points(labelled, source, Path(runs_dir))
+    return SweepPlan(base, [*grid_values, *distributions], points, _runs_root(runs_dir), sweep_seed, duplicates)
+
+
+def plan_configs(configs: list[tuple[dict[str, Any], dict[str, Any]]], *, runs_dir: str | Path = "runs",
+                 source: str = "config", check: bool = True) -> SweepPlan:
+    """A plan from ready configs instead of a grid: `configs` holds `(params, raw)` pairs, `params` the
+    labels a table shows for the point (`{"arm": "l2", "seed": 1}`), `raw` a whole config mapping.
+
+    Points are validated, hashed and merged like `plan_sweep`'s (identical configs run once, the first
+    one's labels kept); `check` loads each distinct data section first (`check_data`). The plan's base
+    is the first point's config and its keys the union of the labels' keys.
+    """
+    if not configs:
+        raise UserInputError(f"{source}: nothing to run")
+    points, duplicates = _validated_points(configs, source, Path(runs_dir), check=check)
+    keys = list(dict.fromkeys(key for params, _ in configs for key in params))
+    base = validate_config(copy.deepcopy(points[0].config), source=source)
+    return SweepPlan(base, keys, points, _runs_root(runs_dir), base.seed, duplicates)
+
+
+def _runs_root(runs_dir: str | Path) -> Path:
+    return Path(runs_dir).expanduser().absolute()
+
+
+def _validated_points(configs: list[tuple[dict[str, Any], dict[str, Any]]], source: str, runs_dir: Path,
+                      check: bool = True) -> tuple[list[SweepPoint], int]:
+    """Validate `(params, raw)` pairs into distinct points (and the number of duplicates merged); every invalid
+    one is listed in one `UserInputError`, and nothing runs."""
+    runs_root = _runs_root(runs_dir)
     points: list[SweepPoint] = []
     errors: list[str] = []
     seen: set[str] = set()
     duplicates = 0
-    for i, params in enumerate(params_list):
-        point_raw = copy.deepcopy(raw)
+    for i, (params, raw) in enumerate(configs):
         try:
-            for key, value in params.items():
-                set_dotted(point_raw, key, copy.deepcopy(value))
-            cfg = validate_config(point_raw, source=f"{source}, sweep point {i + 1}: {describe_point(params)}")
+            cfg = validate_config(copy.deepcopy(raw), source=f"{source}, sweep point {i + 1}: {describe_point(params)}")
         except UserInputError as e:
             errors.append(str(e))
             continue
@@ -109,10 +141,11 @@ def plan_sweep(config: str | Path | None, *, overrides: list[str] | tuple[str, .
         shown = errors[:MAX_ERRORS_SHOWN]
         more = len(errors) - len(shown)
         tail = [f"... and {more} more invalid points"] if more else []
-        raise UserInputError(f"{len(errors)} of {len(params_list)} sweep points are invalid; nothing was run.\n"
+        raise UserInputError(f"{len(errors)} of {len(configs)} sweep points are invalid; nothing was run.\n"
                              + "\n".join(shown + tail))
-    check_data(points)
-    return SweepPlan(base, [*grid_values, *distributions], points, runs_root, sweep_seed, duplicates)
+    if check:
+        check_data(points)
+    return points, duplicates
 
 
 def check_data(points: list[SweepPoint]) -> None:

@@ -1,0 +1,364 @@
+"""A study's report: one document rendered as Markdown (figures as PNG files beside it) and as one
+self-contained HTML file (figures embedded as base64), from the numbers `study.json` holds.
+
+The document is a list of blocks (`Heading`, `Text`, `Table`, `Image`, `Code`), rendered twice, so
+the two files always say the same. Text is a small Markdown subset: paragraphs, `- ` lists,
+`code`, **bold** and [links](url); the HTML renderer escapes everything else.
+
+Contents: a header (the exact command, the machine, the wall time, the runs), the study's
+description, how to read it (the interval and the verdict rule), a summary table (one row per
+relation), then one section per claim: its setup, its arms (metric per arm, mean +- std over seeds,
+what the selection chose), its relations (difference with 95 % interval, verdict) and its figure.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnrun.study.stats import LEVEL
+from nnrun.tables import fmt
+
+FIGURES_DIR = "figures"
+"""Folder of the figures, beside the report."""
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Text:
+    """Markdown-subset text: paragraphs separated by blank lines, `- ` list items."""
+
+    text: str
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    align: str = ""
+    """One letter per column: l (left, default) or r (right)."""
+
+
+@dataclass
+class Image:
+    path: str
+    """Relative to the report."""
+    alt: str
+
+
+@dataclass
+class Code:
+    text: str
+
+
+Block = Heading | Text | Table | Image | Code
+
+
+# ---- content ------------------------------------------------------------------------------------
+
+def value_text(stats: dict[str, Any] | None) -> str:
+    """`0.3911 +- 0.0052 (n=3)`: mean, std over seeds and the count."""
+    if not stats or stats.get("mean") is None:
+        return "-"
+    std = f" +- {fmt(stats['std'], 2)}" if stats.get("std") is not None else ""
+    return f"{fmt(stats['mean'])}{std} (n={stats['n']})"
+
+
+def interval_text(interval: dict[str, Any] | None) -> str:
+    """`+0.0123 [+0.0051, +0.0195]`: the difference and its interval."""
+    if interval is None:
+        return "too few runs"
+    return f"{_signed(interval['estimate'])} [{_signed(interval['low'])}, {_signed(interval['high'])}]"
+
+
+def _signed(value: float) -> str:
+    text = fmt(float(value), 3)
+    return text if text.startswith("-") else "+" + text
+
+
+def relation_other(relation: dict[str, Any]) -> str:
+    """The other side of a relation: arm b, the fixed value, or nothing (a diverges alone)."""
+    if relation["b"] is not None:
+        return relation["b"]
+    return fmt(relation["value"]) if relation["value"] is not None else "-"
+
+
+def diverged_text(relation: dict[str, Any]) -> str:
+    counts = relation.get("diverged") or {}
+    return "; ".join(f"{relation[role]}: {k}/{n} diverged" for role, (k, n) in counts.items())
+
+
+def summary_rows(claims: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per relation: claim (and its verdict on its first row), relation, metric, a, b, a - b, verdict."""
+    rows = []
+    for claim in claims:
+        for i, r in enumerate(claim["relations"]):
+            first = i == 0
+            if r["relation"] == "diverges":
+                a = b = ""
+                diff = diverged_text(r)
+            else:
+                a = value_text(r.get("a_stats"))
+                b = value_text(r.get("b_stats")) if r["b"] is not None else fmt(r["value"])
+                diff = interval_text(r.get("interval"))
+            rows.append([f"**{claim['id']}**" if first else "", f"**{claim['verdict']}**" if first else "",
+                         f"`{r['label']}`", r["metric"] or "diverged", a, b, diff, r["verdict_label"]])
+    return rows
+
+
+def build_document(report: dict[str, Any]) -> list[Block]:
+    """The report's blocks from the `study.json` object."""
+    claims = report["claims"]
+    blocks: list[Block] = [Heading(1, f"{report['title'] or report['study']} (budget {report['budget']})")]
+    blocks.append(Text("\n".join(_header_lines(report))))
+    if report.get("description"):
+        blocks.append(Text(report["description"]))
+    blocks += [Heading(2, "How to read this report"), Text(_method_text(report))]
+    blocks += [Heading(2, "Summary"),
+               Text(f"{len(claims)} claims: " + ", ".join(
+                   f"{sum(c['verdict'] == v for c in claims)} {v}" for v in ("supported", "contradicted",
+                                                                              "not resolved")) + "."),
+               Table(["claim", "verdict", "relation", "metric", "a: mean +- std (n)", "b", "a - b [95 % CI]",
+                      "relation's verdict"], summary_rows(claims), "llllrrrl")]
+    for number, claim in enumerate(claims, 1):
+        blocks += _claim_blocks(number, claim)
+    return blocks
+
+
+def _header_lines(report: dict[str, Any]) -> list[str]:
+    machine = report["machine"]
+    runs = report["runs"]
+    sessions = report.get("sessions") or []
+    lines = [f"- Command: `{report['command']}`",
+             f"- Machine: {machine.get('hostname')}, {machine.get('cpu') or machine.get('architecture')}, "
+             f"{machine.get('cores')} cores, {machine.get('kernel')}; BLAS {machine.get('blas') or '-'} "
+             f"({machine.get('blas_kernel') or '-'}), {report['threads_per_run']} thread(s) per run, "
+             f"{report['jobs']} runs at a time ({report['executor']}); nnrun {machine.get('nnrun_version')}"
+             + (f" at commit {str(machine.get('git_commit'))[:10]}" + (" (uncommitted changes)"
+                                                                        if machine.get("git_dirty") else "")
+                if machine.get("git_commit") else "")
+             + f", Python {machine.get('python')}, NumPy {machine.get('numpy')}",
+             _sessions_text(sessions) if len(sessions) > 1 else
+             f"- Wall time: {_minutes(report['wall_seconds'])} (estimated beforehand: "
+             f"{_minutes(report['estimate_seconds'])})",
+             f"- Runs: {runs['distinct']} distinct runs for {runs['entries']} claim, arm, seed and selection "
+             f"entries ({runs['entries'] - runs['distinct']} shared: identical configs run once); "
+             f"{runs['trained_now']} trained by this command, "
+             f"{runs['reused']} found done; {runs['diverged']} diverged, {runs['failed']} failed",
+             f"- Budget `{report['budget']}`: "
+             + (f"{report['budget_settings']['description'].strip()} " if report['budget_settings'].get('description')
+                else "")
+             + f"{report['budget_settings']['seeds']} seeds per arm unless a claim says otherwise; overrides: "
+             f"{_overrides(report['budget_settings'].get('set') or {})}",
+             f"- Finished {report['finished']}; every number is in `study.json`"]
+    return lines
+
+
+def _sessions_text(sessions: list[dict[str, Any]]) -> str:
+    """`- Wall time: 7 min 40 s over 2 commands: START: 7 min 20 s (192 runs trained); START: 20 s (0 runs
+    trained, this command)`, each with its estimate where it was recorded."""
+    parts = []
+    for i, s in enumerate(sessions):
+        estimate = f", estimated {_minutes(s['estimate_seconds'])}" if s.get("estimate_seconds") is not None else ""
+        notes = (", interrupted" if s.get("interrupted") else "") + (", this command" if i == len(sessions) - 1 else "")
+        parts.append(f"{s['started']}: {_minutes(s['wall_seconds'])} ({s['trained']} runs trained{estimate}{notes})")
+    total = _minutes(sum(s["wall_seconds"] for s in sessions))
+    return f"- Wall time: {total} over {len(sessions)} commands: " + "; ".join(parts)
+
+
+def _minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def _overrides(overrides: dict[str, Any]) -> str:
+    """`` `optim.lr=0.01`, `data.train_size=null` ``: overrides as `--set` would take them (YAML values)."""
+    return ", ".join(f"`{k}={_yaml_value(v)}`" for k, v in overrides.items()) or "none"
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return fmt(value)
+
+
+def _method_text(report: dict[str, Any]) -> str:
+    level = int(round(100 * LEVEL))
+    return (
+        f"Each arm runs once per seed (the seed drives the split, the initial weights, the batch order and the "
+        f"dropout masks; the arms of a claim share their seeds). For each relation the report gives the arms' "
+        f"metric as mean +- standard deviation over seeds, and the difference a - b with its {level} % "
+        f"confidence interval: **Welch's t interval** (unequal variances, Welch-Satterthwaite degrees of "
+        f"freedom); against a fixed value, the one-sample t interval. Each arm needs two values or more. "
+        f"The interval treats the arms as independent samples; when the seed-matched values move together, as "
+        f"they usually do, that makes it wider than a paired interval, not narrower.\n\n"
+        f"Verdict rule, with [lo, hi] the interval of a - b and m the relation's margin:\n\n"
+        f"- greater: supported if lo > 0, contradicted if hi < 0;\n"
+        f"- less: supported if hi < 0, contradicted if lo > 0;\n"
+        f"- about equal: *equivalent within the margin* if -m < lo and hi < m, *not equivalent* if lo > m or "
+        f"hi < -m;\n"
+        f"- at least (not worse by more than m): supported if lo > -m, contradicted if hi < -m;\n"
+        f"- at most (not better by more than m): supported if hi < m, contradicted if lo > m;\n"
+        f"- diverges: supported if every run of a diverged (a loss that was not finite) and none of b, "
+        f"contradicted if no run of a diverged or every run of b did;\n"
+        f"- anything else is *not resolved at this budget*.\n\n"
+        f"A claim is supported when all its relations are, contradicted when any is, and not resolved "
+        f"otherwise. With a selection, each arm and seed keeps the candidate run with the best validation "
+        f"metric, and its test metrics are reported. A run that diverged counts as the claim's diverged value "
+        f"where it states one, and is left out (and counted) otherwise. No correction is made for the number "
+        f"of relations, and a verdict holds for this budget's data, epochs and networks only.")
+
+
+def _claim_blocks(number: int, claim: dict[str, Any]) -> list[Block]:
+    blocks: list[Block] = [Heading(2, f"{number}. {claim['id']}: {claim['verdict']}"),
+                           Text(f"**Statement.** {claim['statement']}" +
+                                (f" ({claim['source']})" if claim.get("source") else ""))]
+    setup = [f"- Seeds: {', '.join(map(str, claim['seeds']))}; metric `{claim['metric']}`",
+             f"- Every arm: {_overrides(claim['set'])}"]
+    selects = {name: arm["select"] for name, arm in claim["arms"].items() if arm["select"]}
+    if selects:
+        by = claim.get("select_by") or "the loss's validation metric"
+        setup.append(f"- Selected per arm and seed on the validation split (by {by}): " + "; ".join(
+            f"{name}: " + ", ".join(f"`{k}` in {fmt(v)}" for k, v in select.items()) for name, select in
+            selects.items()))
+    if claim.get("diverged_value") is not None:
+        setup.append(f"- A diverged run counts as {fmt(claim['diverged_value'])}")
+    blocks.append(Text("\n".join(setup)))
+    if claim.get("note"):
+        blocks.append(Text(f"**Note.** {claim['note']}"))
+    metrics = list(next(iter(claim["arms"].values()))["metrics"])
+    rows = []
+    for name, arm in claim["arms"].items():
+        selected = "; ".join(_overrides(r["selected"]) for r in arm["runs"] if r["selected"]) or "-"
+        row = [f"**{name}**", _overrides(arm["overrides"]) if arm["overrides"] else "(the claim's base)"]
+        for metric in metrics:
+            entry = arm["metrics"][metric]
+            row.append(value_text(entry))
+        row.append(", ".join("-" if v is None else fmt(v) for v in arm["metrics"][claim["metric"]]["values"]))
+        outcomes = [r["outcome"] for r in arm["runs"]]
+        failed = len(outcomes) - outcomes.count("completed") - outcomes.count("diverged")
+        row.append(f"{outcomes.count('diverged')}" + (f", {failed} failed or missing" if failed else ""))
+        if selects:
+            row.insert(2, selected)
+        rows.append(row)
+    headers = ["arm", "overrides", *(["selected (per seed)"] if selects else []), *metrics,
+               f"{claim['metric']} per seed", "diverged"]
+    blocks.append(Table(headers, rows, "ll" + ("l" if selects else "") + "r" * len(metrics) + "lr"))
+    rel_rows = []
+    for r in claim["relations"]:
+        if r["relation"] == "diverges":
+            rel_rows.append([f"`{r['label']}`", "diverged", diverged_text(r), "", "", "-", r["verdict_label"]])
+            continue
+        interval = r.get("interval")
+        df = "-" if not interval or interval["df"] is None else fmt(interval["df"], 3)
+        rel_rows.append([f"`{r['label']}`", r["metric"], value_text(r.get("a_stats")),
+                         value_text(r.get("b_stats")) if r["b"] is not None else fmt(r["value"]),
+                         interval_text(interval), df, r["verdict_label"]])
+    blocks.append(Table(["relation", "metric", "a", "b", "a - b [95 % CI]", "df", "verdict"], rel_rows, "llrrrrl"))
+    if claim.get("figure"):
+        blocks.append(Image(claim["figure"], f"{claim['id']}: metric per arm, differences with intervals, curves"))
+    return blocks
+
+
+# ---- rendering -------------------------------------------------------------------------------------
+
+def to_markdown(blocks: list[Block]) -> str:
+    """The document as Markdown (tables as pipe tables, images as links to their files)."""
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"{'#' * block.level} {block.text}")
+        elif isinstance(block, Text):
+            parts.append(block.text.strip())
+        elif isinstance(block, Code):
+            parts.append(f"```\n{block.text.rstrip()}\n```")
+        elif isinstance(block, Image):
+            parts.append(f"![{block.alt}]({block.path})")
+        elif isinstance(block, Table):
+            align = block.align.ljust(len(block.headers), "l")
+            lines = ["| " + " | ".join(_cell(h) for h in block.headers) + " |",
+                     "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |"]
+            lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in block.rows]
+            parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_html(blocks: list[Block], base: Path, title: str) -> str:
+    """The document as one HTML page; figures (`Image.path` relative to `base`) embedded as base64 PNG."""
+    body = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            body.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")
+        elif isinstance(block, Text):
+            body.append(_paragraphs(block.text))
+        elif isinstance(block, Code):
+            body.append(f"<pre>{html.escape(block.text)}</pre>")
+        elif isinstance(block, Image):
+            data = base64.b64encode((base / block.path).read_bytes()).decode()
+            body.append(f'<p><img alt="{html.escape(block.alt)}" src="data:image/png;base64,{data}"></p>')
+        elif isinstance(block, Table):
+            align = block.align.ljust(len(block.headers), "l")
+            head = "".join(f"<th>{_inline(h)}</th>" for h in block.headers)
+            rows = "".join("<tr>" + "".join(
+                f'<td class="{"r" if a == "r" else "l"}">{_inline(c)}</td>' for c, a in zip(row, align, strict=False))
+                + "</tr>" for row in block.rows)
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
+         "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 7px}"
+         "th{background:#f3f3f3}td.r{text-align:right}code{background:#f3f3f3;padding:0 3px}"
+         "img{max-width:100%}h2{border-bottom:1px solid #ddd;margin-top:2em}")
+
+
+def _paragraphs(text: str) -> str:
+    out = []
+    for chunk in re.split(r"\n\s*\n", text.strip()):
+        lines = chunk.splitlines()
+        if lines and all(line.lstrip().startswith("- ") or not line.strip() or line.startswith("  ")
+                         for line in lines) and lines[0].lstrip().startswith("- "):
+            items: list[str] = []
+            for line in lines:
+                if line.lstrip().startswith("- "):
+                    items.append(line.lstrip()[2:])
+                elif items:
+                    items[-1] += " " + line.strip()
+            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
+        else:
+            out.append(f"<p>{_inline(' '.join(line.strip() for line in lines))}</p>")
+    return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    """Escape `text` and turn `code`, **bold**, *italics* and [links](url) into HTML."""
+    pieces = re.split(r"(`[^`]*`)", str(text))
+    out = []
+    for piece in pieces:
+        if piece.startswith("`") and piece.endswith("`") and len(piece) >= 2:
+            out.append(f"<code>{html.escape(piece[1:-1])}</code>")
+            continue
+        piece = html.escape(piece)
+        piece = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", piece)
+        piece = re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", r"<i>\1</i>", piece)
+        piece = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', piece)
+        out.append(piece)
+    return "".join(out)
