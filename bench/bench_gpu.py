@@ -21,7 +21,7 @@ Usage: python bench/bench_gpu.py [--repeats 5] [--samples N] [--cifar10 FOLDER] 
 from __future__ import annotations
 
 import numpy as np
-from bench_epoch import KEEP, N_VAL, reference_config, reference_dataset
+from bench_epoch import N_VAL, reference_config, reference_dataset, torch_model
 from common import (
     LR,
     MOMENTUM,
@@ -96,13 +96,8 @@ class TorchGpuEpoch:
         self.X, self.y = torch.as_tensor(X, device="cuda"), torch.as_tensor(y, device="cuda")
 
     def __call__(self) -> float:
-        torch, nn = self.torch, self.torch.nn
-        if self.variant == "bn-dropout":
-            block = [nn.Linear(D, H), nn.BatchNorm1d(H), nn.ReLU(), nn.Dropout(1 - KEEP),
-                     nn.Linear(H, H), nn.BatchNorm1d(H), nn.ReLU(), nn.Dropout(1 - KEEP), nn.Linear(H, C)]
-        else:
-            block = [nn.Linear(D, H), nn.ReLU(), nn.Linear(H, H), nn.ReLU(), nn.Linear(H, C)]
-        model = nn.Sequential(*block).cuda()
+        torch = self.torch
+        model = torch_model(torch.nn, self.variant).cuda()
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
         torch.cuda.synchronize()
         start = now()
