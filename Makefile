@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint fuzz bench clean
+.PHONY: run test lint fuzz bench gpu-check gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,18 @@ fuzz: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py
+
+# On a machine with an NVIDIA GPU and CuPy (pip install -e ".[gpu]"): the GPU tests and the GPU benchmark.
+gpu-check: $(VENV)/.installed-dev
+	PYTHON=$(BIN)/python bash bench/gpu_check.sh
+
+# Wheels of the dependencies a GPU image with NumPy, SciPy, CuPy and PyTorch lacks (Python 3.12, x86-64),
+# into .whl/ (git-ignored) for bench/gpu_check.sh to install there.
+GPU_WHEELS := pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+gpu-wheels: | $(BIN)/python
+	$(PIP) download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		--platform any -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs

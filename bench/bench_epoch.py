@@ -210,6 +210,16 @@ class NumpyEpoch:
         return now() - start
 
 
+def torch_model(nn, variant: str):
+    """The workload's network in PyTorch (`nn` is `torch.nn`): plain, or with BatchNorm and dropout."""
+    if variant == "bn-dropout":
+        block = [nn.Linear(D, H), nn.BatchNorm1d(H), nn.ReLU(), nn.Dropout(1 - KEEP),
+                 nn.Linear(H, H), nn.BatchNorm1d(H), nn.ReLU(), nn.Dropout(1 - KEEP), nn.Linear(H, C)]
+    else:
+        block = [nn.Linear(D, H), nn.ReLU(), nn.Linear(H, H), nn.ReLU(), nn.Linear(H, C)]
+    return nn.Sequential(*block)
+
+
 class TorchEpoch:
     """One epoch of the workload in PyTorch CPU (eager, float32), as its users write it."""
 
@@ -222,13 +232,8 @@ class TorchEpoch:
         self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
 
     def __call__(self) -> float:
-        torch, nn = self.torch, self.torch.nn
-        if self.variant == "bn-dropout":
-            block = [nn.Linear(D, H), nn.BatchNorm1d(H), nn.ReLU(), nn.Dropout(1 - KEEP),
-                     nn.Linear(H, H), nn.BatchNorm1d(H), nn.ReLU(), nn.Dropout(1 - KEEP), nn.Linear(H, C)]
-        else:
-            block = [nn.Linear(D, H), nn.ReLU(), nn.Linear(H, H), nn.ReLU(), nn.Linear(H, C)]
-        model = nn.Sequential(*block)
+        torch = self.torch
+        model = torch_model(torch.nn, self.variant)
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
         start = now()

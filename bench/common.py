@@ -278,19 +278,21 @@ def fmt_seconds(s: float | None) -> str:
 def print_result(result: dict[str, Any]) -> None:
     """Print a part's rows and checks as rich tables (on stdout)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
     if result.get("skipped"):
-        console.print(f"[bold]{result['title']}[/bold]: skipped ({result['skipped']})")
+        console.print(f"[bold]{escape(result['title'])}[/bold]: skipped ({escape(result['skipped'])})")
         return
     rows = result["rows"]
     if rows:
         table = Table(title=result["title"], title_justify="left")
-        extra = [k for k in ("ratio", "gflops", "of_ceiling", "peak_rss_mib", "median") if any(k in r for r in rows)]
+        extra = [k for k in ("ratio", "gflops", "tflops", "of_ceiling", "peak_rss_mib", "median")
+                 if any(k in r for r in rows)]
         table.add_column("what")
         table.add_column("s (best)", justify="right")
-        headers = {"ratio": "ratio", "gflops": "GFLOP/s", "of_ceiling": "of ceiling",
+        headers = {"ratio": "ratio", "gflops": "GFLOP/s", "tflops": "TFLOP/s", "of_ceiling": "of ceiling",
                    "peak_rss_mib": "peak RSS MiB", "median": "s (median)"}
         for k in extra:
             table.add_column(headers[k], justify="right")
@@ -306,6 +308,8 @@ def print_result(result: dict[str, Any]) -> None:
                     cells.append(f"{v:.2f}x")
                 elif k == "median":
                     cells.append(fmt_seconds(v))
+                elif k == "tflops":
+                    cells.append(f"{v:.1f}")
                 else:
                     cells.append(f"{v:.0f}")
             table.add_row(*cells)
@@ -313,7 +317,7 @@ def print_result(result: dict[str, Any]) -> None:
     if result["checks"]:
         console.print(checks_table(result["checks"], "targets"))
     for note in result["notes"]:
-        console.print(f"note: {note}", soft_wrap=True)
+        console.print(f"note: {escape(note)}", soft_wrap=True)
 
 
 def checks_table(checks: list[dict[str, Any]], title: str):

@@ -11,6 +11,7 @@ Parts (default: all but profile), each a script in bench/ run as its own process
   load      CIFAR-10 load time, cold and warm cache
   memory    peak RSS of `nnrun train` on whitened CIFAR-10
   contention  nnrun train beside a busy process, and two trainings at once (thread policy)
+  gpu       nnrun on an NVIDIA GPU vs PyTorch eager there, and the GEMM peak (skipped without a GPU)
   profile   where the time of nnrun's training step goes (not in the default set)
 
 OpenBLAS variables: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE pin OpenBLAS to an older kernel on some
@@ -43,11 +44,12 @@ PARTS: dict[str, list[str]] = {
     "load": ["bench_load.py"],
     "memory": ["bench_memory.py"],
     "contention": ["bench_contention.py"],
+    "gpu": ["bench_gpu.py"],
     "profile": ["profile_step.py"],
 }
-DEFAULT_PARTS = ("epoch", "bn", "overhead", "pca", "load", "memory", "contention")
-TAKES_REPEATS = {"epoch", "bn", "overhead", "load", "profile", "pca", "contention"}
-TAKES_CIFAR = {"pca", "load", "memory"}
+DEFAULT_PARTS = ("epoch", "bn", "overhead", "pca", "load", "memory", "contention", "gpu")
+TAKES_REPEATS = {"epoch", "bn", "overhead", "load", "profile", "pca", "contention", "gpu"}
+TAKES_CIFAR = {"pca", "load", "memory", "gpu"}
 TAKES_CPU_CLOCK = {"epoch", "bn", "overhead", "profile"}
 RESULTS = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"

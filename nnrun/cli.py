@@ -41,6 +41,14 @@ RUNS_DIR_ENV = "NNRUN_RUNS_DIR"
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="KEY=VALUE", help="Override a config value, e.g. --set optim.lr=0.01 (repeatable).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+DeviceOption = Annotated[str | None, typer.Option(
+    "--device", metavar="cpu|gpu", help="Where to compute (sets train.device; gpu needs CuPy: "
+                                        "pip install 'nnrun[gpu]').")]
+
+
+def with_device(overrides: list[str] | None, device: str | None) -> list[str]:
+    """The `--set` overrides with `--device` added as `train.device=...` (checked with the rest of the config)."""
+    return [*(overrides or ()), *([f"train.device={device}"] if device is not None else [])]
 ThreadsOption = Annotated[int | None, typer.Option(
     "--threads", metavar="N", help="Threads for the matrix products and element-wise work (default: "
                                    "$NNRUN_THREADS, else one for a small model, else the cores other work "
@@ -124,6 +132,7 @@ def train(
         "--resume", metavar="RUN_DIR", help="Continue an interrupted or failed run from its last checkpoint "
                                             "(--set train.epochs=N trains a finished run further).")] = None,
     threads: ThreadsOption = None,
+    device: DeviceOption = None,
     json_: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
 ) -> None:
@@ -138,10 +147,10 @@ def train(
     reporter = SilentReporter() if quiet else RichReporter()
     try:
         if resume is not None:
-            summary = resume_run(resume, set_ or (), reporter=reporter, threads=threads)
+            summary = resume_run(resume, with_device(set_, device), reporter=reporter, threads=threads)
         else:
-            summary = train_new(load_config(config, set_ or ()), out=out, runs_dir=runs_dir, overwrite=overwrite,
-                                reporter=reporter, threads=threads)
+            summary = train_new(load_config(config, with_device(set_, device)), out=out, runs_dir=runs_dir,
+                                overwrite=overwrite, reporter=reporter, threads=threads)
     finally:
         if isinstance(reporter, RichReporter):
             reporter.close()
@@ -199,6 +208,7 @@ def sweep(
                                                  "(repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Validate and list the points and their run directories; "
                                                "run nothing.")] = False,
+    device: DeviceOption = None,
     json_: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
 ) -> None:
@@ -210,8 +220,8 @@ def sweep(
     from nnrun.sweep.execute import outcome_report, run_sweep
     from nnrun.sweep.plan import plan_report, plan_sweep
 
-    plan = plan_sweep(config, overrides=set_ or (), grid=grid or (), space=space or (), n_random=random, seed=seed,
-                      runs_dir=runs_dir)
+    plan = plan_sweep(config, overrides=with_device(set_, device), grid=grid or (), space=space or (),
+                      n_random=random, seed=seed, runs_dir=runs_dir)
     if dry_run:
         if json_:
             print_json(plan_report(plan))
@@ -409,13 +419,14 @@ def gradcheck(
     max_entries: Annotated[int, typer.Option(
         help="Entries checked per parameter (a seeded sample); 0 checks all.")] = 200,
     threads: ThreadsOption = None,
+    device: DeviceOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Check the configured network's analytic gradients against centered differences (float64); exit 1 on failure."""
     from nnrun.gradcheck import gradcheck as run_gradcheck
     from nnrun.gradcheck import gradcheck_table
 
-    cfg = load_config(config, set_ or ())
+    cfg = load_config(config, with_device(set_, device))
     if max_entries < 0:
         raise UserInputError(f"--max-entries must be >= 0 (0 checks all), got {max_entries}")
     with ThreadPolicy(requested_threads(threads)):

@@ -33,6 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from nnrun.backend import DEVICES
 from nnrun.datasets import DATASETS, TARGET_WORDS
 from nnrun.errors import UserInputError, close_matches, did_you_mean
 from nnrun.nn.init import INIT_SCHEMES
@@ -374,6 +375,9 @@ class TrainConfig(Section):
                     "stops; nnrun train --resume continues from it.")
     save_predictions: bool = Field(
         False, description="Write the test split's predictions and scores to predictions.npz in the run directory.")
+    device: one_of(DEVICES) = Field(
+        "cpu", description="Where to compute: cpu, or gpu (an NVIDIA GPU through CuPy: pip install 'nnrun[gpu]'). "
+                           "Each is deterministic; they agree to float32 rounding, not bit for bit.")
 
 
 class ExperimentConfig(Section):

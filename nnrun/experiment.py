@@ -10,7 +10,9 @@ Read top-down, this is what `nnrun train` assembles from an `ExperimentConfig`:
 4. `train_setup`: the optimizer, the regularizer, the learning-rate schedule and the loop's
    settings `nnrun.trainer.fit` needs.
 
-`assemble(cfg)` does all four. Library classes never see the config: each registry entry is
+`assemble(cfg)` does all four, on the device `train.device` names (`nnrun.backend`: the
+preprocessing fitted there and the model moved there; the data stay host arrays until the
+training loop uploads them). Library classes never see the config: each registry entry is
 built with the config keys its constructor (or `create`) names, so adding an init scheme, an
 activation, a loss, an optimizer, a schedule or a penalty needs no change here. The same
 knowledge says which keys a config's choices read: `inactive_keys` (the keys that have no
@@ -29,10 +31,12 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from nnrun.backend import device_memory, device_module, to_device, to_host
 from nnrun.config import (
     DataConfig,
     ExperimentConfig,
@@ -139,15 +143,21 @@ def preprocessing_rows(cfg: PreprocessConfig, data: Dataset) -> np.ndarray:
     return data.X_train
 
 
-def prepare_data(cfg: ExperimentConfig) -> PreparedData:
+def prepare_data(cfg: ExperimentConfig, xp: ModuleType = np) -> PreparedData:
     """Load and split the data, switch to the loss's targets (failing early when they do not fit),
     fit the preprocessing on the training split alone (`preprocessing_rows`) and apply it to every
-    split (in place: the raw float32 arrays are reused), then build the loss."""
+    split (in place: the raw float32 arrays are reused), then build the loss. With `xp` CuPy the
+    preprocessing is fitted and applied on the GPU, each split coming back to the host."""
     data = select_targets(load_data(cfg), cfg.loss)
     preprocessor = fit_preprocessor(preprocess_settings(cfg.preprocess), preprocessing_rows(cfg.preprocess, data),
-                                    data.image_shape)
-    data = data.with_features(*(preprocessor.transform(X, copy=False) for X in (data.X_train, data.X_val,
-                                                                                  data.X_test)))
+                                    data.image_shape, xp=xp)
+
+    def transform(X: np.ndarray) -> np.ndarray:
+        if xp is np:
+            return preprocessor.transform(X, copy=False)
+        return to_host(preprocessor.transform(to_device(X, xp), copy=False))
+
+    data = data.with_features(*(transform(X) for X in (data.X_train, data.X_val, data.X_test)))
     return PreparedData(data, preprocessor, build_loss(cfg.loss, data))
 
 
@@ -186,16 +196,28 @@ def build_model(cfg: ModelConfig, n_inputs: int, n_outputs: int, rng: np.random.
                      bn_eps=cfg.bn_eps, dropout=cfg.dropout, dropout_mode=cfg.dropout_mode, dropout_rng=dropout_rng)
 
 
-def model_for(cfg: ExperimentConfig, prepared: PreparedData) -> MLP:
+def model_for(cfg: ExperimentConfig, prepared: PreparedData, xp: ModuleType = np) -> MLP:
     """The model of `cfg` sized for the prepared data, weights from the `init` stream of `cfg.seed`, once the
-    memory training it needs (weights, gradients, optimizer state, checkpoints, activations) is known to fit."""
+    memory training it needs (weights, gradients, optimizer state, checkpoints, activations) is known to fit;
+    moved to the device of the array module `xp` (its memory checked too: the model and the training and
+    validation splits, which the loop uploads)."""
     data = prepared.data
     sizes = [data.n_features, *cfg.model.hidden, prepared.loss.output_dim(data.n_targets)]
     slots = len(OPTIMIZERS[cfg.optim.name].slots)
     need = training_bytes(sizes, train_settings(cfg.train), slots, cfg.model.batchnorm)
-    check_memory(need, f"training a {'-'.join(map(str, sizes))} network with {cfg.optim.name} and batches of "
-                       f"{cfg.train.batch_size}", "use fewer or narrower layers (model.hidden) or smaller batches")
-    return build_model(cfg.model, sizes[0], sizes[-1], stream(cfg.seed, "init"))
+    what = (f"training a {'-'.join(map(str, sizes))} network with {cfg.optim.name} and batches of "
+            f"{cfg.train.batch_size}")
+    advice = "use fewer or narrower layers (model.hidden) or smaller batches"
+    check_memory(need, what, advice)
+    if xp is not np:
+        free = device_memory(xp)
+        need += sum(a.nbytes for a in (data.X_train, data.y_train, data.X_val))
+        if free is not None and need > MEMORY_SHARE * free:
+            raise UserInputError(f"train.device: gpu: {what} on the training and validation splits needs about "
+                                 f"{human_bytes(need)} of GPU memory and the GPU has {human_bytes(free)} free; "
+                                 f"{advice}, or train.device: cpu")
+    model = build_model(cfg.model, sizes[0], sizes[-1], stream(cfg.seed, "init"))
+    return model if xp is np else model.to(xp)
 
 
 def check_memory(need: int, what: str, advice: str) -> None:
@@ -272,9 +294,11 @@ class Experiment:
 
 
 def assemble(cfg: ExperimentConfig) -> Experiment:
-    """Prepare the data, build the model and the training setup of `cfg`."""
-    prepared = prepare_data(cfg)
-    return Experiment(cfg, prepared, model_for(cfg, prepared), train_setup(cfg))
+    """Prepare the data, build the model and the training setup of `cfg`, on its `train.device` (refused
+    first, with a `UserInputError`, when that is a GPU this machine cannot use)."""
+    xp = device_module(cfg.train.device)
+    prepared = prepare_data(cfg, xp)
+    return Experiment(cfg, prepared, model_for(cfg, prepared, xp), train_setup(cfg))
 
 
 # ---- a saved run -------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 The model of the config, in float64, on a small seeded batch of the configured dataset's real,
 preprocessed training data, with the configured loss and penalties (`nnrun.nn.numeric` does the
-checking; its docstring explains the error measure and the skipped kinks).
+checking; its docstring explains the error measure and the skipped kinks), on the configured
+`train.device` (a GPU checks its own kernels, in float64 too).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 from rich.text import Text
 
+from nnrun.backend import device_module, device_rng, to_device
 from nnrun.config import ExperimentConfig
 from nnrun.errors import UserInputError
 from nnrun.experiment import build_model, build_regularizer, prepare_data
@@ -33,15 +35,18 @@ def gradcheck(cfg: ExperimentConfig, *, batch_size: int = 16, h: float = DEFAULT
         raise UserInputError(f"--batch-size: needs at least 2 examples (BatchNorm statistics), got {batch_size}")
     if not h > 0 or not tol > 0:
         raise UserInputError(f"--h and --tol must be positive, got h={h}, tol={tol}")
+    xp = device_module(cfg.train.device)
     prepared = prepare_data(cfg)
     data, loss_fn = prepared.data, prepared.loss
     rng = stream(cfg.seed, "gradcheck")
     n = min(batch_size, len(data.X_train))
     idx = np.sort(rng.choice(len(data.X_train), n, replace=False))
-    X = data.X_train[idx].astype(np.float64)
-    y = data.y_train[idx]
+    X = to_device(data.X_train[idx].astype(np.float64), xp)
+    y = to_device(data.y_train[idx], xp)
     model = build_model(cfg.model, data.n_features, loss_fn.output_dim(data.n_targets), stream(cfg.seed, "init"),
                         dropout_rng=stream(cfg.seed, "dropout")).astype(np.float64)
+    if xp is not np:
+        model.to(xp).set_dropout_rng(device_rng(xp, stream(cfg.seed, "dropout")))
     regularizer = build_regularizer(cfg.regularization, cfg.model)
     regularizer.project(model.params)
     checks = check_model_gradients(model, loss_fn, X, y, regularizer, h=h, tol=tol, max_entries=max_entries, rng=rng)

@@ -33,6 +33,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from nnrun.backend import host_copy, is_device_array, to_device, xp_of
+from nnrun.nn import kernels
 from nnrun.nn.layers import Parameter
 from nnrun.parallel import run_blocks
 
@@ -48,25 +50,30 @@ class Optimizer:
     """The per-parameter state arrays of the rule (each the size of its parameter)."""
     counters: tuple[str, ...] = ()
     """Integer attributes that are part of the state (Adam's step count `t`)."""
+    fused: str | None = None
+    """The rule's one-launch GPU kernel (a `nnrun.nn.kernels.UPDATES` name), taking `fused_scalars(lr)`."""
 
     def __init__(self) -> None:
         self.state: dict[str, dict[str, np.ndarray]] = {}
 
     def _state(self, p: Parameter, *names: str) -> list[np.ndarray]:
         slot = self.state.get(p.name)
+        xp = xp_of(p.value)
         if slot is None:
-            slot = self.state[p.name] = {name: np.zeros_like(p.value) for name in names}
+            slot = self.state[p.name] = {name: xp.zeros_like(p.value) for name in names}
+        elif is_device_array(p.value) and not all(is_device_array(a) for a in slot.values()):
+            slot.update({name: to_device(a, xp) for name, a in slot.items()})  # loaded from a checkpoint
         return [slot[name] for name in names]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of the state: `PARAM/SLOT` -> array for each parameter's slot, `#COUNTER` -> 0-d int64."""
-        arrays = {f"{name}/{slot}": value.copy() for name, slots in self.state.items()
+        arrays = {f"{name}/{slot}": host_copy(value) for name, slots in self.state.items()
                   for slot, value in slots.items()}
         arrays.update({f"#{counter}": np.array(getattr(self, counter), dtype=np.int64) for counter in self.counters})
         return arrays
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
-        """Restore the state `state_dict` returned (arrays are copied)."""
+        """Restore the state `state_dict` returned (arrays are copied; on a GPU they move there at the next step)."""
         self.state = {}
         for key, value in arrays.items():
             if key.startswith("#"):
@@ -77,7 +84,13 @@ class Optimizer:
 
     def step(self, params: list[Parameter], lr: float) -> None:
         """Update every parameter in place: `update` on blocks of rows of each, spread over the element-wise
-        thread pool (`nnrun.parallel`); every element sees the same operations as a whole-array update."""
+        thread pool (`nnrun.parallel`); every element sees the same operations as a whole-array update. On a GPU
+        the rule's fused kernel (`fused`) updates each parameter in one launch."""
+        if self.fused is not None and params and is_device_array(params[0].value):
+            scalars = self.fused_scalars(lr)
+            for p in params:
+                kernels.update(self.fused, p.value, p.grad, tuple(self._state(p, *self.slots)), scalars)
+            return
         jobs = []
         for p in params:
             update = functools.partial(self.update, lr=lr)
@@ -89,9 +102,18 @@ class Optimizer:
         rule's state arrays `slots`, all the same shape, updated in place with learning rate `lr`."""
         raise NotImplementedError
 
+    def fused_scalars(self, lr: float) -> tuple[float, ...]:
+        """The scalar arguments of the `fused` kernel for learning rate `lr` (see `nnrun.nn.kernels.UPDATES`)."""
+        raise NotImplementedError
+
 
 class SGD(Optimizer):
     """Plain gradient descent: `w -= lr * g`."""
+
+    fused = "sgd"
+
+    def fused_scalars(self, lr: float) -> tuple[float, ...]:
+        return (lr,)
 
     def update(self, w: np.ndarray, g: np.ndarray, *slots: np.ndarray, lr: float) -> None:
         g *= -w.dtype.type(lr)
@@ -102,10 +124,14 @@ class Momentum(Optimizer):
     """Momentum SGD as in the notes: `v = mu * v - lr * g; w += v`."""
 
     slots = ("velocity",)
+    fused = "momentum"
 
     def __init__(self, momentum: float = 0.9) -> None:
         super().__init__()
         self.momentum = momentum
+
+    def fused_scalars(self, lr: float) -> tuple[float, ...]:
+        return (lr, self.momentum)
 
     def update(self, w: np.ndarray, g: np.ndarray, v: np.ndarray, *, lr: float) -> None:
         v *= w.dtype.type(self.momentum)
@@ -121,10 +147,14 @@ class Nesterov(Optimizer):
     """
 
     slots = ("velocity",)
+    fused = "nesterov"
 
     def __init__(self, momentum: float = 0.9) -> None:
         super().__init__()
         self.momentum = momentum
+
+    def fused_scalars(self, lr: float) -> tuple[float, ...]:
+        return (lr, self.momentum)
 
     def update(self, w: np.ndarray, g: np.ndarray, v: np.ndarray, *, lr: float) -> None:
         mu = w.dtype.type(self.momentum)
@@ -140,6 +170,7 @@ class Adam(Optimizer):
 
     slots = ("m", "v")
     counters = ("t",)
+    fused = "adam"
 
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
         super().__init__()
@@ -149,6 +180,11 @@ class Adam(Optimizer):
     def step(self, params: list[Parameter], lr: float) -> None:
         self.t += 1
         super().step(params, lr)
+
+    def fused_scalars(self, lr: float) -> tuple[float, ...]:
+        correction1 = 1 - self.beta1 ** self.t
+        correction2 = 1 - self.beta2 ** self.t
+        return (self.beta1, 1 - self.beta1, self.beta2, 1 - self.beta2, 1 / correction2, lr / correction1, self.eps)
 
     def update(self, w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *, lr: float) -> None:
         dt = w.dtype.type
@@ -162,10 +198,11 @@ class Adam(Optimizer):
         g *= dt(1 - b2)
         v += g
         # g is spent: reuse it for the denominator sqrt(v / c2) + eps.
-        np.multiply(v, dt(1 / correction2), out=g)
-        np.sqrt(g, out=g)
+        xp = xp_of(w)
+        xp.multiply(v, dt(1 / correction2), out=g)
+        xp.sqrt(g, out=g)
         g += dt(self.eps)
-        np.divide(m, g, out=g)
+        xp.divide(m, g, out=g)
         g *= dt(lr / correction1)
         w -= g
 
@@ -174,16 +211,20 @@ class RMSprop(Optimizer):
     """RMSprop: `c = decay * c + (1 - decay) * g**2; w -= lr * g / (sqrt(c) + eps)`."""
 
     slots = ("cache",)
+    fused = "rmsprop"
 
     def __init__(self, decay_rate: float = 0.99, eps: float = 1e-8) -> None:
         super().__init__()
         self.decay_rate, self.eps = decay_rate, eps
 
+    def fused_scalars(self, lr: float) -> tuple[float, ...]:
+        return (lr, self.decay_rate, 1 - self.decay_rate, self.eps)
+
     def update(self, w: np.ndarray, g: np.ndarray, c: np.ndarray, *, lr: float) -> None:
         dt = w.dtype.type
         c *= dt(self.decay_rate)
         c += dt(1 - self.decay_rate) * (g * g)
-        denom = np.sqrt(c)
+        denom = xp_of(w).sqrt(c)
         denom += dt(self.eps)
         g *= dt(lr)
         g /= denom

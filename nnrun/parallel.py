@@ -8,7 +8,8 @@ operations on the same rows run at cache speed instead of memory speed. Every el
 same operations in the same order as the whole-array code, so results are bit-identical to it.
 
 The pool is process-wide, like the BLAS thread pool it sits beside: `use_threads(n)` (see
-`nnrun.threads`) sizes both. With one thread, blocks run inline (still cache-sized).
+`nnrun.threads`) sizes both. With one thread, blocks run inline (still cache-sized). Arrays on a
+GPU run whole, in one launch: the GPU parallelizes, and blocks would only multiply launches.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
+
+from nnrun.backend import is_device_array, xp_of
 
 BLOCK_BYTES = 1 << 17
 """Bytes of one array in one block (128 KiB: a few arrays' blocks fit a core's L2 cache)."""
@@ -80,12 +83,12 @@ def row_blocks(rows: int, row_bytes: int) -> list[slice]:
 def run_blocks(jobs: Sequence[tuple[Callable[..., None], Sequence[np.ndarray]]]) -> None:
     """Run each `fn(*arrays)` of `jobs` block by block: the arrays of a job share their first axis and are cut
     into the same row blocks (anything else a job needs, `fn` closes over). Arrays of one block or less run
-    whole; with a pool, arrays of at least `MIN_PARALLEL_BYTES` go to it, all jobs' blocks at once, and this
-    returns when every block is done."""
+    whole, as do GPU arrays; with a pool, arrays of at least `MIN_PARALLEL_BYTES` go to it, all jobs' blocks at
+    once, and this returns when every block is done."""
     futures: list[Future] = []
     for fn, arrays in jobs:
         first = arrays[0]
-        if first.ndim == 0 or first.nbytes <= BLOCK_BYTES:
+        if first.ndim == 0 or first.nbytes <= BLOCK_BYTES or is_device_array(first):
             fn(*arrays)
             continue
         parallel = _pool.executor is not None and first.nbytes >= MIN_PARALLEL_BYTES
@@ -101,9 +104,11 @@ def run_blocks(jobs: Sequence[tuple[Callable[..., None], Sequence[np.ndarray]]])
 
 def gather_rows(X: np.ndarray, index: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """`X[index]`: the rows of X (N, D) that `index` (B,) picks, copied block by block (by the pool when it has
-    threads) into `out` (B, D), a new array unless given."""
+    threads) into `out` (B, D), a new array unless given. On a GPU (X, index and out there) one launch."""
     if out is None:
-        out = np.empty((len(index), *X.shape[1:]), dtype=X.dtype)
+        out = xp_of(X).empty((len(index), *X.shape[1:]), dtype=X.dtype)
+    if is_device_array(X):
+        return xp_of(X).take(X, index, axis=0, out=out)
 
     def take(dest: np.ndarray, rows: np.ndarray) -> None:
         np.take(X, rows, axis=0, out=dest)

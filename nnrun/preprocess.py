@@ -27,6 +27,12 @@ eigenvector's sign is fixed so that its largest-magnitude entry is positive.
 
 Memory: fitting never copies X (only one block of rows at a time), and `transform(X, copy=False)`
 works in place (or, when PCA reduces the dimension, writes only the smaller output).
+
+On a GPU (`fit(X, xp=cupy)`, what a run with `train.device: gpu` does) the training split is
+uploaded once and the mean, the covariance (float32 products of the same blocks, summed in
+float64) and the float64 eigendecomposition (`cupy.linalg.eigh`, all D pairs) are computed
+there; the statistics come back to the host, so what is saved and applied is the same kind of
+object either way. `transform` computes on the device of the array it is given.
 """
 
 from __future__ import annotations
@@ -35,10 +41,12 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from nnrun.backend import is_device_array, to_device, to_host, xp_of
 from nnrun.errors import UserInputError
 from nnrun.io import write_npz
 
@@ -80,19 +88,21 @@ class PreprocessSettings:
 def column_mean(X: np.ndarray) -> np.ndarray:
     """Per-feature mean of X: (N, D) float32 -> (D,) float64, accumulated in float64.
 
-    Exact for constant features, so their centred values are exactly 0.
+    Exact for constant features, so their centred values are exactly 0. Computed on the device of X.
     """
-    return np.add.reduce(X, axis=0, dtype=np.float64) / len(X)
+    xp = xp_of(X)
+    return xp.sum(X, axis=0, dtype=xp.float64) / len(X)
 
 
 def column_sum_squares(X: np.ndarray, mean: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
-    """`sum_i (X[i] - mean)**2` per feature: X (N, D) float32, mean (D,) float32 -> (D,) float64."""
-    total = np.zeros(X.shape[1])
-    buf = np.empty((min(chunk_rows, len(X)), X.shape[1]), dtype=np.float32)
+    """`sum_i (X[i] - mean)**2` per feature: X (N, D) float32, mean (D,) float32 -> (D,) float64 (on X's device)."""
+    xp = xp_of(X)
+    total = xp.zeros(X.shape[1])
+    buf = xp.empty((min(chunk_rows, len(X)), X.shape[1]), dtype=xp.float32)
     for i in range(0, len(X), chunk_rows):
         block = buf[: len(X[i:i + chunk_rows])]
-        np.subtract(X[i:i + chunk_rows], mean, out=block)
-        total += np.einsum("ij,ij->j", block, block)
+        xp.subtract(X[i:i + chunk_rows], mean, out=block)
+        total += xp.einsum("ij,ij->j", block, block)
     return total
 
 
@@ -102,11 +112,21 @@ def scatter_matrix(X: np.ndarray, mean: np.ndarray, chunk_rows: int = CHUNK_ROWS
 
     Only the upper triangle is filled (Fortran order): each block of `chunk_rows` centred rows goes
     through one float32 `ssyrk`, and the blocks are summed in float64. X is never copied whole.
-    `on_block(rows_done, N)` is called after each block (progress).
+    `on_block(rows_done, N)` is called after each block (progress). On a GPU (X and mean there) each
+    block is one float32 product `block.T @ block` and the whole matrix is filled.
     """
+    n, d = X.shape
+    if is_device_array(X):
+        xp = xp_of(X)
+        total = xp.zeros((d, d))
+        for i in range(0, n, chunk_rows):
+            block = X[i:i + chunk_rows] - mean
+            total += xp.matmul(block.T, block)
+            if on_block is not None:
+                on_block(min(i + chunk_rows, n), n)
+        return total
     from scipy.linalg.blas import ssyrk
 
-    n, d = X.shape
     total = np.zeros((d, d), order="F")
     product = np.zeros((d, d), dtype=np.float32, order="F")
     buf = np.empty((min(chunk_rows, n), d), dtype=np.float32)
@@ -128,12 +148,15 @@ def symmetric_eigh(C: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     Returns eigenvalues (k,) float64, descending, clipped at 0 (values below `D * eps64 * max` are
     set to 0), and eigenvectors (D, k) float64 as columns, each signed so that its entry of largest
-    magnitude is positive.
+    magnitude is positive. On a GPU (C there) all D pairs come from `cupy.linalg.eigh`; the results are
+    host arrays either way.
     """
     from scipy.linalg import eigh
 
     d = len(C)
-    if k <= d // SUBSET_EIGH_FRACTION:
+    if is_device_array(C):
+        w, U = (to_host(a) for a in xp_of(C).linalg.eigh(C, UPLO="U"))
+    elif k <= d // SUBSET_EIGH_FRACTION:
         w, U = eigh(C, lower=False, overwrite_a=True, check_finite=False, driver="evr",
                     subset_by_index=[d - k, d - 1])
     else:
@@ -210,7 +233,8 @@ class Preprocessor:
 
     # -- fitting --
 
-    def fit(self, X: np.ndarray, *, spectrum: bool = False, progress: OnProgress | None = None) -> Preprocessor:
+    def fit(self, X: np.ndarray, *, spectrum: bool = False, progress: OnProgress | None = None,
+            xp: ModuleType = np) -> Preprocessor:
         """Learn the statistics from the training split X: (N, D); never modifies X.
 
         `spectrum=True` also computes all D eigenpairs of the covariance (for figures and the
@@ -218,7 +242,8 @@ class Preprocessor:
         `progress(stage, done, total)` hears of the slow steps: `covariance` after each block of
         rows (done, total: rows), `eigendecomposition` before (0, None) and after (1, 1) it.
         Raises `UserInputError` when the configuration does not fit the data (k > D,
-        per_channel without channels, whitening a zero eigenvalue with eps = 0).
+        per_channel without channels, whitening a zero eigenvalue with eps = 0). `xp`: the array module
+        to compute with (CuPy: on the GPU, X uploaded once); the statistics are host arrays either way.
         """
         X = as_float32_rows(X, "X_train")
         n, d = X.shape
@@ -234,7 +259,8 @@ class Preprocessor:
         self.n_features = d
         k = self.n_components
         need_eig = self.uses_pca or spectrum
-        mu = column_mean(X) if (s.center != "none" or s.scale == "std" or need_eig) else None
+        X_fit = to_device(X, xp)
+        mu = to_host(column_mean(X_fit)) if (s.center != "none" or s.scale == "std" or need_eig) else None
         if mu is not None:
             self.feature_mean = mu.astype(np.float32)
         if s.center == "per_feature":
@@ -245,20 +271,24 @@ class Preprocessor:
             channels = self.image_shape[0]
             self.mean = np.repeat(mu.reshape(channels, -1).mean(axis=1), d // channels).astype(np.float32)
         on_block = (lambda done, total: progress("covariance", done, total)) if progress is not None else None
-        scatter = scatter_matrix(X, self.feature_mean, on_block=on_block) if need_eig else None
+        mean_fit = None if self.feature_mean is None else to_device(self.feature_mean, xp)
+        scatter = scatter_matrix(X_fit, mean_fit, on_block=on_block) if need_eig else None
         if s.scale == "std":
-            sum_squares = np.diag(scatter).copy() if scatter is not None else column_sum_squares(X, self.feature_mean)
+            sum_squares = (to_host(scatter.diagonal()).copy() if scatter is not None
+                           else to_host(column_sum_squares(X_fit, mean_fit)))
             self.std = np.sqrt(np.maximum(sum_squares / n, 0.0)).astype(np.float32)
         elif s.scale == "minmax":
-            self.min, self.max = X.min(axis=0), X.max(axis=0)
+            self.min, self.max = to_host(X_fit.min(axis=0)), to_host(X_fit.max(axis=0))
+        del X_fit
         if scatter is not None:
             cov = scatter
             cov /= n
             divisor = self._scale_divisor()
             if divisor is not None:
+                divisor = to_device(divisor, xp)
                 cov /= divisor[:, None]
                 cov /= divisor[None, :]
-            self.total_variance = float(np.trace(cov))
+            self.total_variance = float(cov.trace())
             if progress is not None:
                 progress("eigendecomposition", 0, None)
             w, U = symmetric_eigh(cov, d if spectrum else k)
@@ -330,6 +360,8 @@ class Preprocessor:
         the (N, k) output is allocated. Blocks of `CHUNK_ROWS` rows bound the temporary memory.
         """
         self._check_fitted()
+        if is_device_array(X):
+            return self._transform_on_device(X, copy)
         X = as_float32_rows(X, "X")
         if X.shape[1] != self.n_features:
             raise ValueError(f"X has {X.shape[1]} features; this preprocessor was fitted on {self.n_features}")
@@ -348,6 +380,25 @@ class Preprocessor:
             block = buf[: len(X[i:i + CHUNK_ROWS])]
             np.subtract(X[i:i + CHUNK_ROWS], self._shift, out=block)
             np.matmul(block, self._projection, out=out[i:i + CHUNK_ROWS])
+        return out
+
+    def _transform_on_device(self, X: Any, copy: bool) -> Any:
+        """`transform` of a float32 (N, D) GPU array, on the GPU: (N, n_output) there."""
+        xp = xp_of(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features or X.dtype != xp.float32:
+            raise ValueError(f"X must be float32 (N, {self.n_features}), got {X.dtype} of shape {X.shape}")
+        shift = None if self._shift is None else to_device(self._shift, xp)
+        if self._projection is None:
+            X = X.copy() if copy else X
+            if shift is not None:
+                X -= shift
+            if self._divisor is not None:
+                X /= to_device(self._divisor, xp)
+            return X
+        projection = to_device(self._projection, xp)
+        out = xp.empty((len(X), projection.shape[1]), dtype=xp.float32)
+        for i in range(0, len(X), CHUNK_ROWS):
+            xp.matmul(X[i:i + CHUNK_ROWS] - shift, projection, out=out[i:i + CHUNK_ROWS])
         return out
 
     def inverse_transform(self, Z: np.ndarray, unwhiten: bool = True) -> np.ndarray:
@@ -481,9 +532,9 @@ class Preprocessor:
 
 
 def fit_preprocessor(settings: PreprocessSettings, X_train: np.ndarray,
-                     image_shape: tuple[int, int, int] | None = None) -> Preprocessor:
-    """A `Preprocessor` for `settings` fitted on the training split X_train: (N, D)."""
-    return Preprocessor(settings, image_shape).fit(X_train)
+                     image_shape: tuple[int, int, int] | None = None, xp: ModuleType = np) -> Preprocessor:
+    """A `Preprocessor` for `settings` fitted on the training split X_train: (N, D), computing with `xp`."""
+    return Preprocessor(settings, image_shape).fit(X_train, xp=xp)
 
 
 def load_preprocessor(path: str | Path) -> Preprocessor:

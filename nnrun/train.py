@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from nnrun.backend import host_dict
 from nnrun.config import ExperimentConfig, differing_keys, load_config
 from nnrun.datasets import Dataset
 from nnrun.errors import RunFailed, UserInputError
@@ -36,8 +37,9 @@ from nnrun.signals import Interrupted, shielded
 from nnrun.trainer import Checkpoint, Diverged, History, Reporter, SilentReporter, evaluate, fit
 from nnrun.workers import ThreadPolicy, requested_threads
 
-RESUMABLE_KEYS = ("train.epochs",)
-"""Config keys that may change when a run is resumed (more epochs for a finished run)."""
+RESUMABLE_KEYS = ("train.epochs", "train.device")
+"""Config keys that may change when a run is resumed (more epochs for a finished run; the other device: the
+checkpoint holds host arrays either way)."""
 
 
 def train_new(cfg: ExperimentConfig, *, out: Path | None = None, runs_dir: Path = Path("runs"),
@@ -186,8 +188,7 @@ def predictions_on_test_split(model: MLP, loss_fn: Loss, data: Dataset, batch_si
     """The `predictions.npz` arrays of the test split: `indices` (its rows in the split's pool, see split.npz),
     `target`, `prediction` (in the targets' units), `scores` (the network's outputs (N, K)) and, where the loss
     defines them, `proba`."""
-    X = data.X_test
-    scores = np.concatenate([model.forward(X[i:i + batch_size], train=False) for i in range(0, len(X), batch_size)])
+    scores = model.scores(data.X_test, batch_size)
     arrays = {"target": data.y_test, "prediction": loss_fn.predict(scores), "scores": scores}
     if data.split is not None:
         arrays["indices"] = np.asarray(data.split.indices["test"], dtype=np.int64)
@@ -223,10 +224,10 @@ def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history:
                                                                              checkpoint.to_arrays()):
         saved_epoch = checkpoint.epoch
     if status == "completed":
-        attempt(run.write_model, model.state_dict())
+        attempt(run.write_model, host_dict(model.state_dict()))
     else:
         trained = final is not None or history.restored_best  # training ended: the model holds its final weights
-        attempt(run.write_model, model.state_dict() if trained else history.last_good)
+        attempt(run.write_model, host_dict(model.state_dict()) if trained else history.last_good)
     if failures and status == "completed":
         status, reason = "failed", f"cannot write to {run.path}: {failures[0]}"
     summary: dict[str, Any] = {"status": status, "name": cfg.name, "seed": cfg.seed, "dataset": data.name,

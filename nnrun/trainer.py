@@ -8,6 +8,12 @@ from an evaluation-mode pass over a fixed seeded subset of `eval_train_size` exa
 metrics from the whole validation split. Random streams (all derived from `TrainSetup.seed`):
 `shuffle` (batch order), `dropout` (masks), `eval_subset` (the train-metrics subset).
 
+On a GPU (a model moved there with `MLP.to(cupy)`) the training and validation splits are
+uploaded once, batches are gathered there, and the batch losses stay there until the epoch
+ends, when one transfer brings them back: no step waits for the GPU. Dropout masks come from
+a GPU generator seeded, each epoch, from the `dropout` stream (so a resumed GPU run draws the
+same masks); GPU runs are deterministic but not bit-identical to CPU runs.
+
 After every epoch the loop records a `Checkpoint` (weights and BatchNorm buffers, optimizer
 state, random-stream states, history) in `history.checkpoint`; `fit(..., resume=checkpoint)`
 continues from one and takes exactly the steps the uninterrupted run would have taken.
@@ -24,6 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from nnrun.backend import device_rng, is_device_array, to_device, to_host, xp_of
 from nnrun.datasets import Dataset
 from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
@@ -205,9 +212,10 @@ def evaluate(model: MLP, loss_fn: Loss, X: np.ndarray, y: np.ndarray, batch_size
 
     The metrics are the loss's (accuracy; mean attribute accuracy; mae, rmse, rmse_baseline);
     `detail` adds per-attribute accuracies (the final summary has them, epoch rows do not).
+    X may live on the model's device (then it is not copied); y and the computation of the
+    loss and metrics from the scores are on the host.
     """
-    scores = np.concatenate([model.forward(X[i:i + batch_size], train=False)
-                             for i in range(0, len(X), batch_size)])
+    scores = model.scores(X, batch_size)
     return {"loss": loss_fn.loss(scores, y), **loss_fn.metrics(scores, y, detail=detail)}
 
 
@@ -231,13 +239,17 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
     rngs = {name: stream(setup.seed, name) for name in STREAMS}
     model.set_dropout_rng(rngs["dropout"])
     shuffle_rng = rngs["shuffle"]
+    xp = model.xp
+    on_gpu = xp is not np
+    X_train, y_train = to_device(data.X_train, xp), to_device(data.y_train, xp)
+    X_val = to_device(data.X_val, xp)
     n_train = len(data.X_train)
     n_eval = min(settings.eval_train_size, n_train)
     eval_idx = np.sort(rngs["eval_subset"].choice(n_train, n_eval, replace=False))
-    X_eval, y_eval = data.X_train[eval_idx], data.y_train[eval_idx]
+    X_eval, y_eval = X_train[to_device(eval_idx, xp)], to_host(data.y_train)[eval_idx]
     batch = settings.batch_size
     n_batches = math.ceil(n_train / batch)
-    batch_buffer = np.empty((min(batch, n_train), *data.X_train.shape[1:]), dtype=data.X_train.dtype)
+    batch_buffer = xp.empty((min(batch, n_train), *data.X_train.shape[1:]), dtype=data.X_train.dtype)
     first_epoch = 1
     if resume is not None:
         first_epoch = _restore(resume, model, optimizer, rngs, history) + 1
@@ -248,26 +260,34 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
         start = time.perf_counter()
         lr = setup.schedule(epoch - 1, settings.epochs)
         reporter.epoch_start(epoch, n_batches)
-        order = shuffle_rng.permutation(n_train)
+        order = to_device(shuffle_rng.permutation(n_train), xp)
+        if on_gpu:
+            model.set_dropout_rng(device_rng(xp, rngs["dropout"]))
         data_loss_sum = reg_loss_sum = 0.0
+        pending: list[tuple[Any, Any, int]] = []  # a GPU's (data loss, penalty, rows) of each batch, read at the end
         for i in range(0, n_train, batch):
             idx = order[i:i + batch]
             # A full batch reuses one buffer: the layers hold it only until the next forward pass.
-            rows = gather_rows(data.X_train, idx, batch_buffer if len(idx) == batch else None)
+            rows = gather_rows(X_train, idx, batch_buffer if len(idx) == batch else None)
             scores = model.forward(rows, train=True)
-            data_loss, dscores = loss_fn.loss_and_grad(scores, data.y_train[idx])
-            if not math.isfinite(data_loss):
+            data_loss, dscores = loss_fn.loss_and_grad(scores, y_train[idx])
+            if not on_gpu and not math.isfinite(data_loss):
                 raise Diverged(f"loss became {data_loss} in epoch {epoch}, batch {i // batch + 1}")
             model.backward(dscores)
             reg_loss = regularizer.add_penalty(model.params)
             optimizer.step(model.params, lr)
             if project:
                 regularizer.project(model.params)
+            if on_gpu:
+                pending.append((data_loss, reg_loss, len(idx)))
+                continue
             data_loss_sum += data_loss * len(idx)
             reg_loss_sum += reg_loss * len(idx)
             reporter.batch_end(data_loss)
+        if pending:
+            data_loss_sum, reg_loss_sum = _read_batch_losses(pending, epoch, reporter)
         train_eval = evaluate(model, loss_fn, X_eval, y_eval, settings.eval_batch_size)
-        val_eval = evaluate(model, loss_fn, data.X_val, data.y_val, settings.eval_batch_size)
+        val_eval = evaluate(model, loss_fn, X_val, to_host(data.y_val), settings.eval_batch_size)
         if not all(math.isfinite(v) for v in (*train_eval.values(), *val_eval.values())):
             raise Diverged(f"evaluation gave non-finite values after epoch {epoch}")
         row = {"epoch": epoch, "lr": lr, "train_loss": data_loss_sum / n_train,
@@ -296,6 +316,26 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
         model.load_state_dict(history.best)
         history.restored_best = True
     return history
+
+
+def _read_batch_losses(pending: list[tuple[Any, Any, int]], epoch: int, reporter: Reporter) -> tuple[float, float]:
+    """An epoch's batch losses kept on a GPU, read in one transfer: checked and summed as the CPU loop does
+    batch by batch (`Diverged` names the first non-finite one), each reported to `reporter` in order.
+    `pending` holds each batch's (data loss, penalty, rows); a value is a 0-d GPU array or a float."""
+    device_values = [v for data_loss, reg_loss, _ in pending for v in (data_loss, reg_loss) if is_device_array(v)]
+    if device_values:
+        xp = xp_of(device_values[0])
+        fetched = iter(to_host(xp.stack([v.astype(xp.float64) for v in device_values])).tolist())
+    values = [[next(fetched) if is_device_array(v) else float(v) for v in (data_loss, reg_loss)]
+              for data_loss, reg_loss, _ in pending]
+    data_loss_sum = reg_loss_sum = 0.0
+    for k, ((data_loss, reg_loss), (_, _, rows)) in enumerate(zip(values, pending, strict=True)):
+        if not math.isfinite(data_loss):
+            raise Diverged(f"loss became {data_loss} in epoch {epoch}, batch {k + 1}")
+        data_loss_sum += data_loss * rows
+        reg_loss_sum += reg_loss * rows
+        reporter.batch_end(data_loss)
+    return data_loss_sum, reg_loss_sum
 
 
 def _restore(checkpoint: Checkpoint, model: MLP, optimizer: Optimizer, rngs: dict[str, np.random.Generator],

@@ -10,14 +10,19 @@ the `x` it is given in `forward` only when that `x` is the fresh output of the l
 A Linear layer never modifies its input, so the network's input batch is left untouched.
 The element-wise passes of the Linear and ReLU layers run in row blocks (`nnrun.parallel`),
 on every core for large batches, with the same results as whole-array operations.
+Layers compute with the array module of their inputs (`nnrun.backend.xp_of`: NumPy, or CuPy on a
+GPU, where the ReLU backward pass and dropout use fused kernels from `nnrun.nn.kernels`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import numpy as np
 
+from nnrun.backend import einsum, is_device_array, to_device, to_host, xp_of
+from nnrun.nn import kernels
 from nnrun.parallel import run_blocks
 
 
@@ -36,12 +41,17 @@ class Parameter:
     grad: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.grad = np.zeros_like(self.value)
+        self.grad = xp_of(self.value).zeros_like(self.value)
 
     def astype(self, dtype: np.dtype | type) -> None:
         """Convert value and gradient to `dtype` in place (float64 for gradient checks)."""
         self.value = self.value.astype(dtype)
-        self.grad = np.zeros_like(self.value)
+        self.grad = xp_of(self.value).zeros_like(self.value)
+
+    def to(self, xp: ModuleType) -> None:
+        """Move value and gradient to the array module `xp` (NumPy: the host; CuPy: the GPU)."""
+        self.value = to_device(to_host(self.value), xp)
+        self.grad = xp.zeros_like(self.value)
 
 
 class Layer:
@@ -73,6 +83,11 @@ class Layer:
         for p in self.params:
             p.astype(dtype)
 
+    def to(self, xp: ModuleType) -> None:
+        """Move parameters (and buffers) to the array module `xp`."""
+        for p in self.params:
+            p.to(xp)
+
     def kinks(self) -> np.ndarray | None:
         """For piecewise-linear layers, which side of each kink the last forward's inputs were on.
 
@@ -95,15 +110,17 @@ class Linear(Layer):
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, fan_in) -> (N, fan_out)."""
         self.x = x
+        xp = xp_of(x)
         out = x @ self.W.value
         b = self.b.value
-        run_blocks([(lambda o: np.add(o, b, out=o), (out,))])
+        run_blocks([(lambda o: xp.add(o, b, out=o), (out,))])
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         """dout: (N, fan_out) -> dx: (N, fan_in); sets dW = x.T @ dout and db = sum of dout."""
-        np.matmul(self.x.T, dout, out=self.W.grad)
-        np.sum(dout, axis=0, out=self.b.grad)
+        xp = xp_of(dout)
+        xp.matmul(self.x.T, dout, out=self.W.grad)
+        xp.sum(dout, axis=0, out=self.b.grad)
         if not self.needs_input_grad:
             return None
         return dout @ self.W.value.T
@@ -140,13 +157,17 @@ class ReLU(Activation):
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, D) -> (N, D). Overwrites x, which is the previous layer's fresh output."""
-        run_blocks([(lambda a: np.maximum(a, 0, out=a), (x,))])
+        xp = xp_of(x)
+        run_blocks([(lambda a: xp.maximum(a, 0, out=a), (x,))])
         self.out = x
         return x
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """dout: (N, D) -> dx: (N, D). Overwrites dout (a multiply by the mask: far faster than masked assignment)."""
-        run_blocks([(lambda d, o: np.multiply(d, o > 0, out=d), (dout, self.out))])
+        if is_device_array(dout):
+            return kernels.relu_backward(self.out, dout)
+        xp = xp_of(dout)
+        run_blocks([(lambda d, o: xp.multiply(d, o > 0, out=d), (dout, self.out))])
         return dout
 
     def kinks(self) -> np.ndarray:
@@ -174,11 +195,11 @@ class LeakyReLU(Activation):
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, D) -> (N, D). Overwrites x."""
         self.positive = x > 0
-        return np.maximum(x, x * x.dtype.type(self.slope), out=x)
+        return xp_of(x).maximum(x, x * x.dtype.type(self.slope), out=x)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """dout: (N, D) -> dx: (N, D). Overwrites dout."""
-        dout *= np.where(self.positive, dout.dtype.type(1), dout.dtype.type(self.slope))
+        dout *= xp_of(dout).where(self.positive, dout.dtype.type(1), dout.dtype.type(self.slope))
         return dout
 
     def kinks(self) -> np.ndarray:
@@ -193,11 +214,11 @@ class Tanh(Activation):
 
     def dead_mask(self, a: np.ndarray) -> np.ndarray:
         """Saturated where |a| > 0.99 (local gradient `1 - a**2 < 0.0199`)."""
-        return np.abs(a) > SATURATION
+        return xp_of(a).abs(a) > SATURATION
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, D) -> (N, D). Overwrites x."""
-        self.out = np.tanh(x, out=x)
+        self.out = xp_of(x).tanh(x, out=x)
         return self.out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -219,7 +240,7 @@ class Sigmoid(Activation):
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, D) -> (N, D). Overwrites x."""
         x *= 0.5
-        np.tanh(x, out=x)
+        xp_of(x).tanh(x, out=x)
         x += 1
         x *= 0.5
         self.out = x
@@ -282,15 +303,16 @@ class BatchNorm(Layer):
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, D) -> (N, D). In training overwrites x with xhat (kept for the backward pass)."""
         self.train = train
+        xp = xp_of(x)
         if not train:
-            self.inv_std = 1.0 / np.sqrt(self.running_var + x.dtype.type(self.eps))
+            self.inv_std = 1.0 / xp.sqrt(self.running_var + x.dtype.type(self.eps))
             self.xhat = (x - self.running_mean) * self.inv_std
             return self.xhat * self.gamma.value + self.beta.value
         n = x.shape[0]
         mean = x.mean(axis=0)
         x -= mean
-        var = np.einsum("ij,ij->j", x, x) / x.dtype.type(n)
-        self.inv_std = 1.0 / np.sqrt(var + x.dtype.type(self.eps))
+        var = xp.einsum("ij,ij->j", x, x) / x.dtype.type(n)
+        self.inv_std = 1.0 / xp.sqrt(var + x.dtype.type(self.eps))
         x *= self.inv_std
         self.xhat = x
         m = self.running_mean.dtype.type(self.momentum)
@@ -310,8 +332,9 @@ class BatchNorm(Layer):
         Evaluation (running statistics are constants): `dx = gamma * inv_std * dout`.
         """
         xhat = self.xhat
-        np.sum(dout, axis=0, out=self.beta.grad)
-        np.einsum("ij,ij->j", dout, xhat, out=self.gamma.grad)
+        xp = xp_of(dout)
+        xp.sum(dout, axis=0, out=self.beta.grad)
+        einsum("ij,ij->j", dout, xhat, out=self.gamma.grad)
         if not self.needs_input_grad:
             return None
         if not self.train:
@@ -330,6 +353,11 @@ class BatchNorm(Layer):
         super().astype(dtype)
         self.running_mean = self.running_mean.astype(dtype)
         self.running_var = self.running_var.astype(dtype)
+
+    def to(self, xp: ModuleType) -> None:
+        super().to(xp)
+        self.running_mean = to_device(to_host(self.running_mean), xp)
+        self.running_var = to_device(to_host(self.running_var), xp)
 
 
 DROPOUT_MODES = ("inverted", "vanilla")
@@ -365,6 +393,10 @@ class Dropout(Layer):
             return x if self.mode == "inverted" else x * x.dtype.type(self.p)
         if self.held_mask is not None:
             self.mask = self.held_mask
+        elif is_device_array(x):
+            uniform = self.rng.random(x.shape, dtype=x.dtype)
+            self.mask, out = kernels.dropout(x, uniform, self.p, 1 / self.p if self.mode == "inverted" else 1.0)
+            return out
         else:
             keep = self.rng.random(x.shape, dtype=np.float64 if x.dtype == np.float64 else np.float32) < self.p
             scale = 1 / self.p if self.mode == "inverted" else 1.0

@@ -23,6 +23,11 @@ class or attribute, larger is more likely) and the losses that define probabilit
 leaf path probabilities) and attribute logistic (an independent sigmoid per attribute). Training
 never calls them.
 Softmax and sigmoid are computed stably (row max subtracted; `logaddexp`; `tanh` form).
+
+`loss_and_grad` computes with the array module of the scores (`nnrun.backend.xp_of`): NumPy, or
+CuPy when training on a GPU, where the loss comes back as a 0-d array (`loss_scalar`) so that no
+step waits for the GPU, and softmax cross-entropy runs as one fused kernel. Evaluation (`loss`,
+`metrics`, `predict`, ...) runs on host arrays.
 """
 
 from __future__ import annotations
@@ -34,13 +39,15 @@ from typing import Any
 
 import numpy as np
 
+from nnrun.backend import is_device_array, loss_scalar, xp_of
 from nnrun.errors import UserInputError
 from nnrun.metrics import accuracy, attribute_accuracies, regression_errors, rmse
+from nnrun.nn import kernels
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function `1 / (1 + exp(-x))`, computed as `0.5 * tanh(x / 2) + 0.5` (no overflow)."""
-    out = np.tanh(x * 0.5)
+    out = xp_of(x).tanh(x * 0.5)
     out *= 0.5
     out += 0.5
     return out
@@ -48,7 +55,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def softplus(x: np.ndarray) -> np.ndarray:
     """`log(1 + exp(x))` without overflow: `logaddexp(0, x)`; note `-softplus(-x) = log sigmoid(x)`."""
-    return np.logaddexp(0, x)
+    return xp_of(x).logaddexp(0, x)
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,20 @@ class Loss:
         return self
 
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """scores: (N, K), y: targets -> (loss, dscores (N, K))."""
+        """scores: (N, K), y: targets -> (loss, dscores (N, K)); on a GPU the loss is a 0-d array (`loss_scalar`)."""
         raise NotImplementedError
+
+    def on_device_of(self, name: str, like: Any) -> Any:
+        """The constant array attribute `name` (fitted on the host) on the device of `like`: itself on the host,
+        a copy made once on a GPU."""
+        value = getattr(self, name)
+        if not is_device_array(like):
+            return value
+        cache = self.__dict__.setdefault("_device_copies", {})
+        key = (name, id(value))
+        if key not in cache:
+            cache[key] = xp_of(like).asarray(value)
+        return cache[key]
 
     def loss(self, scores: np.ndarray, y: np.ndarray) -> float:
         """The loss alone (no gradient), for evaluation."""
@@ -168,13 +187,16 @@ class SoftmaxCrossEntropy(ClassLoss):
 
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, C), y: (N,) int -> (loss, dscores (N, C))."""
+        if is_device_array(scores):
+            return kernels.softmax_xent(scores, y)
+        xp = xp_of(scores)
         n = scores.shape[0]
         shifted = scores - scores.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
+        exp = xp.exp(shifted)
         sums = exp.sum(axis=1, keepdims=True)
-        rows = np.arange(n)
-        loss = float(np.mean(np.log(sums[:, 0]) - shifted[rows, y]))
-        probs = np.divide(exp, sums, out=exp)
+        rows = xp.arange(n)
+        loss = loss_scalar(xp.mean(xp.log(sums[:, 0]) - shifted[rows, y]))
+        probs = xp.divide(exp, sums, out=exp)
         probs[rows, y] -= 1
         probs /= n
         return loss, probs
@@ -214,11 +236,12 @@ class MulticlassSVM(ClassLoss):
 
     def _terms(self, scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The clamped margin terms (N, C), zero at the true class, and the row index."""
-        rows = np.arange(scores.shape[0])
+        xp = xp_of(scores)
+        rows = xp.arange(scores.shape[0])
         terms = scores - scores[rows, y][:, None]
         terms += self.margin
         terms[rows, y] = 0
-        np.maximum(terms, 0, out=terms)
+        xp.maximum(terms, 0, out=terms)
         return terms, rows
 
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -226,11 +249,11 @@ class MulticlassSVM(ClassLoss):
         n = scores.shape[0]
         terms, rows = self._terms(scores, y)
         if self.squared:
-            loss = float(np.einsum("ij,ij->", terms, terms)) / n
+            loss = loss_scalar(xp_of(scores).einsum("ij,ij->", terms, terms)) / n
             dscores = terms
             dscores *= 2.0 / n
         else:
-            loss = float(terms.sum()) / n
+            loss = loss_scalar(terms.sum()) / n
             dscores = (terms > 0).astype(scores.dtype)
             dscores /= n
         dscores[rows, y] = -dscores.sum(axis=1)
@@ -321,9 +344,10 @@ class HierarchicalSoftmax(ClassLoss):
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, C-1), y: (N,) int -> (loss, dscores (N, C-1))."""
         n = scores.shape[0]
-        d = self.directions[y].astype(scores.dtype, copy=False)
+        xp = xp_of(scores)
+        d = self.on_device_of("directions", scores)[y].astype(scores.dtype, copy=False)
         z = d * scores
-        loss = float(np.sum(softplus(-z) * np.abs(d))) / n
+        loss = loss_scalar(xp.sum(softplus(-z) * xp.abs(d))) / n
         dscores = sigmoid(-z)
         dscores *= d
         dscores *= -1.0 / n
@@ -394,11 +418,12 @@ class AttributeHinge(AttributeLoss):
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, A), y: (N, A) 0/1 -> (loss, dscores (N, A))."""
         n = scores.shape[0]
+        xp = xp_of(scores)
         t = 2 * y.astype(scores.dtype, copy=False) - 1
         terms = 1 - t * scores
-        np.maximum(terms, 0, out=terms)
-        loss = float(terms.sum()) / n
-        dscores = np.where(terms > 0, -t / n, 0).astype(scores.dtype, copy=False)
+        xp.maximum(terms, 0, out=terms)
+        loss = loss_scalar(terms.sum()) / n
+        dscores = xp.where(terms > 0, -t / n, 0).astype(scores.dtype, copy=False)
         return loss, dscores
 
 
@@ -420,7 +445,7 @@ class AttributeLogistic(AttributeLoss):
         """scores: (N, A), y: (N, A) 0/1 -> (loss, dscores (N, A))."""
         n = scores.shape[0]
         y = y.astype(scores.dtype, copy=False)
-        loss = float(np.sum(softplus(scores) - y * scores)) / n
+        loss = loss_scalar(xp_of(scores).sum(softplus(scores) - y * scores)) / n
         dscores = sigmoid(scores)
         dscores -= y
         dscores /= n
@@ -483,7 +508,7 @@ class RegressionLoss(Loss):
         y = y.reshape(len(y), -1).astype(dtype, copy=False)
         if self.mean is None:
             return y
-        return (y - self.mean.astype(dtype)) / self.std.astype(dtype)
+        return (y - self.on_device_of("mean", y).astype(dtype)) / self.on_device_of("std", y).astype(dtype)
 
     def predict(self, scores: np.ndarray) -> np.ndarray:
         """scores: (N, T) -> predictions in the targets' units (N, T)."""
@@ -521,7 +546,7 @@ class L2Loss(RegressionLoss):
         """scores: (N, T), y: (N, T) or (N,) float -> (loss, dscores (N, T))."""
         n = scores.shape[0]
         diff = scores - self._scaled(y, scores.dtype)
-        loss = float(np.einsum("ij,ij->", diff, diff)) / n
+        loss = loss_scalar(xp_of(scores).einsum("ij,ij->", diff, diff)) / n
         diff *= 2.0 / n
         return loss, diff
 
@@ -542,8 +567,9 @@ class L1Loss(RegressionLoss):
         """scores: (N, T), y: (N, T) or (N,) float -> (loss, dscores (N, T))."""
         n = scores.shape[0]
         diff = scores - self._scaled(y, scores.dtype)
-        loss = float(np.abs(diff).sum()) / n
-        dscores = np.sign(diff)
+        xp = xp_of(scores)
+        loss = loss_scalar(xp.abs(diff).sum()) / n
+        dscores = xp.sign(diff)
         dscores /= n
         return loss, dscores
 
@@ -608,8 +634,8 @@ class BinnedRegression(Loss):
         return self.inner.output_dim(len(self.centres))
 
     def to_bins(self, y: np.ndarray) -> np.ndarray:
-        """y: (N, 1) or (N,) float -> bin index (N,) int in 0..K-1."""
-        return np.searchsorted(self.edges, y.reshape(len(y)), side="right")
+        """y: (N, 1) or (N,) float -> bin index (N,) int in 0..K-1 (on the device of y)."""
+        return xp_of(y).searchsorted(self.on_device_of("edges", y), y.reshape(len(y)), side="right")
 
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, K'), y: (N, 1) float -> the inner loss on the bin indices."""

@@ -6,14 +6,18 @@ Dropout after each hidden activation when the keep probability is below 1.
 Linear layer i is named `fc{i}`; its parameters are `fc{i}.W` (fan_in, fan_out) and `fc{i}.b`.
 BatchNorm i has parameters `bn{i}.gamma`, `bn{i}.beta` and buffers `bn{i}.running_mean`,
 `bn{i}.running_var` (all (H_i,)); `state_dict()` holds them all (the keys of `model.npz`).
+`to(xp)` moves the network to an array module's device (CuPy: the GPU); `snapshot()` and
+`scores()` always return host (NumPy) arrays.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
 
 import numpy as np
 
+from nnrun.backend import host_copy, to_device, to_host, xp_of
 from nnrun.nn.layers import BatchNorm, Dropout, Layer, Linear, Parameter
 
 
@@ -57,6 +61,26 @@ class MLP:
             layer.astype(dtype)
         return self
 
+    def to(self, xp: ModuleType) -> MLP:
+        """Move every parameter and buffer to the array module `xp` (CuPy: the GPU; NumPy: the host)."""
+        for layer in self.layers:
+            layer.to(xp)
+        return self
+
+    @property
+    def xp(self) -> ModuleType:
+        """The array module the network computes with (that of its parameters)."""
+        return xp_of(self.params[0].value)
+
+    def scores(self, X: np.ndarray, batch_size: int) -> np.ndarray:
+        """Evaluation-mode outputs for X: (N, D), in batches of `batch_size` rows on the network's device -> (N, K),
+        a host array."""
+        xp = self.xp
+        parts = [self.forward(to_device(X[i:i + batch_size], xp), train=False) for i in range(0, len(X), batch_size)]
+        if not parts:
+            return np.zeros((0, list(self.linear_layers())[-1].W.value.shape[1]), dtype=np.float32)
+        return to_host(xp.concatenate(parts))
+
     def kinks(self) -> list[np.ndarray]:
         """The kink-side patterns of the last forward pass (see `Layer.kinks`), input side first."""
         return [k for k in (layer.kinks() for layer in self.layers) if k is not None]
@@ -69,8 +93,8 @@ class MLP:
         return state
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        """A copy of `state_dict()` to restore later."""
-        return {k: v.copy() for k, v in self.state_dict().items()}
+        """A host copy of `state_dict()` (to restore later, or to save)."""
+        return {k: host_copy(v) for k, v in self.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Copy arrays from `state` into the model in place (names and shapes must match)."""
@@ -81,7 +105,7 @@ class MLP:
         for name, array in current.items():
             if array.shape != state[name].shape:
                 raise ValueError(f"{name}: shape {state[name].shape} does not match {array.shape}")
-            array[...] = state[name]
+            array[...] = to_device(state[name], xp_of(array))
 
 
 def build_mlp(weights: Sequence[tuple[np.ndarray, np.ndarray]], *, activation: Callable[[], Layer],

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnrun.backend import host_copy, to_host
 from nnrun.nn.layers import Parameter
 from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
@@ -95,7 +96,8 @@ def check_model_gradients(model: MLP, loss_fn: Loss, X: np.ndarray, y: np.ndarra
                           max_entries: int | None = None, rng: np.random.Generator | None = None) -> list[ParamCheck]:
     """Compare every parameter's analytic gradient of `data loss + penalty` with centered differences.
 
-    The model should be float64 (`model.astype(np.float64)`) and X: (N, D) float64. The loss is
+    The model should be float64 (`model.astype(np.float64)`) and X: (N, D) float64; model, X and y may
+    all live on a GPU (the perturbed entries are then set there, the losses read back). The loss is
     evaluated in training mode (batch statistics) with dropout masks held fixed. At most
     `max_entries` entries per parameter are checked (a random sample from `rng`; None: all).
     BatchNorm running averages are restored afterwards. The relative error's floor comes from
@@ -115,19 +117,21 @@ def check_model_gradients(model: MLP, loss_fn: Loss, X: np.ndarray, y: np.ndarra
         model.backward(dscores)
         if regularizer is not None:
             loss0 += regularizer.add_penalty(params)
-        floor = error_floor(loss0, h)
-        analytic = {p.name: p.grad.copy() for p in params}
+        floor = error_floor(float(loss0), h)
+        analytic = {p.name: host_copy(p.grad) for p in params}
+
+        y_host = to_host(y)
 
         def evaluate() -> tuple[float, list[np.ndarray]]:
-            s = model.forward(X, train=True)
-            loss = loss_fn.loss(s, y)
+            s = to_host(model.forward(X, train=True))
+            loss = loss_fn.loss(s, y_host)
             if regularizer is not None:
                 loss += regularizer.penalty(params)
             kinks = model.kinks()
-            loss_kinks = loss_fn.kinks(s, y)
+            loss_kinks = loss_fn.kinks(s, y_host)
             if loss_kinks is not None:
                 kinks.append(loss_kinks)
-            return loss, kinks
+            return float(loss), [to_host(k) for k in kinks]
 
         return [_check_param(p, analytic[p.name], evaluate, h, tol, floor, max_entries, rng, id(p) in l1_params)
                 for p in params]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnrun.backend import loss_scalar, xp_of
 from nnrun.nn.layers import Parameter
 
 
@@ -28,7 +29,7 @@ def l2_penalty(w: np.ndarray, strength: float) -> tuple[float, np.ndarray]:
 
     Returns `(0.5 * strength * sum(w**2), strength * w)`; the gradient has w's shape and dtype.
     """
-    return 0.5 * strength * float(np.vdot(w, w)), w * w.dtype.type(strength)
+    return 0.5 * strength * loss_scalar(xp_of(w).vdot(w, w)), w * w.dtype.type(strength)
 
 
 def l1_penalty(w: np.ndarray, strength: float) -> tuple[float, np.ndarray]:
@@ -36,7 +37,8 @@ def l1_penalty(w: np.ndarray, strength: float) -> tuple[float, np.ndarray]:
 
     Returns `(strength * sum(|w|), strength * sign(w))`; the gradient has w's shape and dtype.
     """
-    return strength * float(np.abs(w).sum(dtype=np.float64)), np.sign(w) * w.dtype.type(strength)
+    xp = xp_of(w)
+    return strength * loss_scalar(xp.abs(w).sum(dtype=xp.float64)), xp.sign(w) * w.dtype.type(strength)
 
 
 PENALTIES: dict[str, Callable[[np.ndarray, float], tuple[float, np.ndarray]]] = {
@@ -48,13 +50,13 @@ The first line of each function's docstring describes the key in the config sche
 
 
 def max_norm_project(W: np.ndarray, c: float) -> None:
-    """Scale, in place, each column of W: (fan_in, fan_out) whose L2 norm exceeds `c` down to norm c."""
-    norms = np.sqrt(np.einsum("ij,ij->j", W, W))
-    too_big = norms > c
-    if too_big.any():
-        scale = np.ones_like(norms)
-        scale[too_big] = c / norms[too_big]
-        W *= scale
+    """Scale, in place, each column of W: (fan_in, fan_out) whose L2 norm exceeds `c` down to norm c.
+
+    Columns inside the bound are multiplied by exactly 1 (`c / max(norm, c)`), which leaves them unchanged
+    without a data-dependent branch (a GPU would have to stop and report one)."""
+    xp = xp_of(W)
+    norms = xp.sqrt(xp.einsum("ij,ij->j", W, W))
+    W *= c / xp.maximum(norms, c)
 
 
 @dataclass(frozen=True)
