@@ -1,7 +1,7 @@
 """`nnrun preprocess`: fit the preprocessing on the training split and show what it does.
 
-Writes the fitted statistics, the eigenvector grid and reconstructions (image data), the
-explained-variance curve and the 2-D toy cloud into one folder, and reports shapes, the
+Writes the fitted statistics, the eigenvector grid, reconstructions and ZCA-whitened images (image
+data), the explained-variance curve and the 2-D toy cloud into one folder, and reports shapes, the
 variance kept at several k and the fit time.
 """
 
@@ -31,10 +31,13 @@ REPORT_FILES = {
     "statistics": "preprocess.npz",
     "eigenvectors": "eigenvectors.png",
     "reconstructions": "reconstructions.png",
+    "zca": "zca.png",
     "explained_variance": "explained_variance.png",
     "toy_cloud": "toy_cloud.png",
 }
 """What `preprocess_report` writes into its output folder, by key."""
+ZCA_EPS_SHARES = (0.01, 0.1)
+"""The ZCA figure's eps values besides the config's, as shares of the mean per-feature variance."""
 
 
 def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
@@ -70,6 +73,8 @@ def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool
             sample, reduced.inverse_transform(reduced.transform(sample)),
             whitened.inverse_transform(whitened.transform(sample), unwhiten=False),
             data.image_shape, figure_k, out / REPORT_FILES["reconstructions"]))
+        files["zca"] = str(plots.zca_figure(sample, zca_images(pre, sample, cfg.preprocess.eps), data.image_shape,
+                                            out / REPORT_FILES["zca"]))
     files["explained_variance"] = str(plots.explained_variance_figure(
         pre.eigenvalues, pre.total_variance, out / REPORT_FILES["explained_variance"],
         marks=sorted({figure_k, *([k] if k is not None else [])}), title=f"{data.name}: training split, N={n}"))
@@ -79,6 +84,17 @@ def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool
             "whiten": p.whiten, "eps": p.eps, "input_shape": [n, d], "output_shape": [n, pre.n_output],
             "n_components": k, "explained_variance": explained, "figure_components": figure_k,
             "fit_seconds": fit_seconds, "files": files}
+
+
+def zca_images(pre: Preprocessor, X: np.ndarray, eps: float) -> list[tuple[str, np.ndarray]]:
+    """X: (n, D) ZCA-whitened with all components of `pre`'s fit (spectrum=True) at the config's `eps` and at
+    `ZCA_EPS_SHARES` of the mean per-feature variance: (title, (n, D) rows) pairs."""
+    mean_variance = pre.total_variance / pre.n_features
+    settings = [(eps, f"ZCA, eps={eps:.3g}")]
+    settings += [(share * mean_variance, f"ZCA, eps={share * mean_variance:.3g} ({share:g} x mean variance)")
+                 for share in ZCA_EPS_SHARES]
+    return [(title, pre.with_components(pre.n_features, whiten="zca", eps=value).transform(X))
+            for value, title in settings]
 
 
 def report_table(result: dict[str, Any]) -> Table:

@@ -6,7 +6,9 @@ dataset. Each epoch visits the training split in minibatches drawn from a fresh 
 epoch's batches (what the optimizer saw), `train_accuracy` and the other train metrics come
 from an evaluation-mode pass over a fixed seeded subset of `eval_train_size` examples, and val
 metrics from the whole validation split. Random streams (all derived from `TrainSetup.seed`):
-`shuffle` (batch order), `dropout` (masks), `eval_subset` (the train-metrics subset).
+`shuffle` (batch order), `dropout` (masks), `eval_subset` (the train-metrics subset), and
+`augment` (flips and shifts) when `TrainSetup.augment` changes each training batch (never val,
+test or the train-metrics subset).
 
 After every epoch the loop records a `Checkpoint` (weights and BatchNorm buffers, optimizer
 state, random-stream states, history) in `history.checkpoint`; `fit(..., resume=checkpoint)`
@@ -95,6 +97,8 @@ class TrainSetup:
     schedule: Schedule
     settings: TrainSettings
     seed: int
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+    """Called on each training batch (B, D) with the `augment` stream; returns the batch to train on."""
 
 
 @dataclass
@@ -207,9 +211,10 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
         on_epoch_end: Callable[[History], None] | None = None, *, resume: Checkpoint | None = None) -> History:
     """Train `model` on `data` as `setup` says; rows and the last good weights accumulate in `history`.
 
-    Each step: forward (train mode: batch statistics, dropout masks from the `dropout` stream),
-    data loss, backward, penalties added to the gradients, optimizer update with the epoch's
-    scheduled learning rate, then the max-norm projection. After each epoch the validation
+    Each step: the batch augmented (with `setup.augment`), forward (train mode: batch statistics,
+    dropout masks from the `dropout` stream), data loss, backward, penalties added to the
+    gradients, optimizer update with the epoch's scheduled learning rate, then the max-norm
+    projection. After each epoch the validation
     score is compared with the best so far; with `patience` the loop stops after that many
     epochs without improvement, and with `restore_best` the model ends with the best weights.
     `on_epoch_end(history)` runs after each epoch, `history.checkpoint` then holding its state
@@ -221,6 +226,9 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
     optimizer, regularizer, settings = setup.optimizer, setup.regularizer, setup.settings
     project = regularizer.has_max_norm
     rngs = {name: stream(setup.seed, name) for name in STREAMS}
+    augment = setup.augment
+    if augment is not None:
+        rngs["augment"] = stream(setup.seed, "augment")
     model.set_dropout_rng(rngs["dropout"])
     shuffle_rng = rngs["shuffle"]
     n_train = len(data.X_train)
@@ -243,7 +251,10 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
         data_loss_sum = reg_loss_sum = 0.0
         for i in range(0, n_train, batch):
             idx = order[i:i + batch]
-            scores = model.forward(data.X_train[idx], train=True)
+            X_batch = data.X_train[idx]
+            if augment is not None:
+                X_batch = augment(X_batch, rngs["augment"])
+            scores = model.forward(X_batch, train=True)
             data_loss, dscores = loss_fn.loss_and_grad(scores, data.y_train[idx])
             if not math.isfinite(data_loss):
                 raise Diverged(f"loss became {data_loss} in epoch {epoch}, batch {i // batch + 1}")
