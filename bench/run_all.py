@@ -7,6 +7,7 @@ Parts (default: all but profile), each a script in bench/ run as its own process
   epoch     one epoch of the reference MLP: nnrun vs PyTorch CPU, scikit-learn, NumPy, BLAS ceiling
   bn        the same with BatchNorm and dropout
   overhead  nnrun's trainer (progress, metrics, evaluation) over its bare step loop
+  augment   what training-batch augmentation (flips, translations) adds to a bn-dropout epoch
   pca       PCA whitening fit on the CIFAR-10 train split vs scikit-learn (bench/bench_pca.py)
   load      CIFAR-10 load time, cold and warm cache
   memory    peak RSS of `nnrun train` on whitened CIFAR-10
@@ -40,6 +41,7 @@ PARTS: dict[str, list[str]] = {
     "epoch": ["bench_epoch.py", "--variant", "plain"],
     "bn": ["bench_epoch.py", "--variant", "bn-dropout"],
     "overhead": ["bench_overhead.py"],
+    "augment": ["bench_augment.py"],
     "pca": ["bench_pca.py"],
     "load": ["bench_load.py"],
     "memory": ["bench_memory.py"],
@@ -47,10 +49,10 @@ PARTS: dict[str, list[str]] = {
     "gpu": ["bench_gpu.py"],
     "profile": ["profile_step.py"],
 }
-DEFAULT_PARTS = ("epoch", "bn", "overhead", "pca", "load", "memory", "contention", "gpu")
-TAKES_REPEATS = {"epoch", "bn", "overhead", "load", "profile", "pca", "contention", "gpu"}
+DEFAULT_PARTS = ("epoch", "bn", "overhead", "augment", "pca", "load", "memory", "contention", "gpu")
+TAKES_REPEATS = {"epoch", "bn", "overhead", "augment", "load", "profile", "pca", "contention", "gpu"}
 TAKES_CIFAR = {"pca", "load", "memory", "gpu"}
-TAKES_CPU_CLOCK = {"epoch", "bn", "overhead", "profile"}
+TAKES_CPU_CLOCK = {"epoch", "bn", "overhead", "augment", "profile"}
 RESULTS = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -147,7 +149,7 @@ def summary_lines(runs: list[dict[str, Any]]) -> list[str]:
                          f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") is not None else ""]
                 lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "ratio: nnrun's time / this row's time (epoch, epoch-bn-dropout, pca); this row's time / "
-                      "the bare step loop's (overhead).", "",
+                      "the bare step loop's (overhead), the epoch without augmentation's (augment).", "",
                   "| target | value | limit | met |", "| --- | --- | --- | --- |"]
         for part in run["parts"]:
             for c in part.get("checks", []):

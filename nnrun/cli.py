@@ -444,6 +444,8 @@ def preprocess(
     config: Annotated[Path | None, typer.Argument(help="Experiment YAML file (default: all defaults, digits).")] = None,
     whiten: Annotated[bool | None, typer.Option(
         "--whiten/--no-whiten", help="Whiten the kept components (sets preprocess.whiten).")] = None,
+    zca: Annotated[bool, typer.Option(
+        "--zca", help="ZCA whitening: whiten, then rotate back to pixel axes (sets preprocess.whiten=zca).")] = False,
     pca: Annotated[int | None, typer.Option(
         "--pca", metavar="K", help="Keep K principal components (sets preprocess.pca).")] = None,
     eps: Annotated[float | None, typer.Option(
@@ -463,8 +465,12 @@ def preprocess(
     from nnrun.preprocess_report import FitProgress, preprocess_report, report_table
 
     overrides = list(set_ or ())
+    if zca and whiten is not None:
+        raise UserInputError("--zca and --whiten/--no-whiten both set preprocess.whiten; give one of them")
     if whiten is not None:
         overrides.append(f"preprocess.whiten={str(whiten).lower()}")
+    if zca:
+        overrides.append("preprocess.whiten=zca")
     if pca is not None:
         overrides.append(f"preprocess.pca={pca}")
     if eps is not None:

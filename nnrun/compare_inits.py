@@ -271,7 +271,7 @@ def train_network(cfg: ExperimentConfig, prepared: PreparedData) -> tuple[MLP, d
     status, reason = "completed", None
     with np.errstate(over="ignore", invalid="ignore"):
         try:
-            fit(model, prepared.loss, prepared.data, train_setup(cfg), reporter, history)
+            fit(model, prepared.loss, prepared.data, train_setup(cfg, prepared), reporter, history)
         except Diverged as e:
             status, reason = "diverged", str(e)
             model.load_state_dict(history.last_good)

@@ -33,6 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from nnrun.augment import PADDING_MODES
 from nnrun.backend import DEVICES
 from nnrun.datasets import DATASETS, TARGET_WORDS
 from nnrun.errors import UserInputError, close_matches, did_you_mean
@@ -164,7 +165,8 @@ class PreprocessConfig(Section):
     the covariance) and whitening (divide each kept component by sqrt(eigenvalue + eps)).
     `fit_on: all` (with `allow_leak: true`) fits the statistics on every split instead: the leak,
     kept only so that a study can measure it.
-    `whiten: true` with `pca: null` whitens all components (the output keeps every dimension).
+    `whiten: true` with `pca: null` whitens all components (the output keeps every dimension);
+    `whiten: zca` also rotates the whitened components back onto the input axes (images stay images).
     PCA and whitening need `center: per_feature`: the covariance is taken about the per-feature mean.
     """
 
@@ -177,9 +179,11 @@ class PreprocessConfig(Section):
     pca: int | None = Field(
         None, ge=1, le=BIG, strict=True, description="Keep this many principal components (eigenvectors by descending "
                                              "eigenvalue); null: no reduction.")
-    whiten: bool = Field(
-        False, description="Divide each kept principal component by sqrt(eigenvalue + eps); with pca null, "
-                           "all components are kept and whitened.")
+    whiten: bool | Literal["zca"] = Field(
+        False, description="true: divide each kept principal component by sqrt(eigenvalue + eps) (with pca null, "
+                           "all components are kept and whitened); zca: whiten, then rotate back onto the input "
+                           "axes, Xc @ U diag(1/sqrt(S + eps)) U.T (the output keeps every input feature); "
+                           "false: off.")
     eps: float = Field(
         1e-5, ge=0, allow_inf_nan=False, description="Added to each eigenvalue before the square root when whitening.")
     fit_on: Literal["train", "all"] = Field(
@@ -206,6 +210,24 @@ class PreprocessConfig(Section):
                 f"(PCA diagonalizes the covariance about the per-feature mean), got center={self.center}; "
                 f"set center: per_feature, or pca: null and whiten: false")
         return self
+
+
+class AugmentConfig(Section):
+    """Random changes to each training batch of image data, drawn from the `augment` stream; val and test are
+    never augmented (docs/augmentation.md). Off by default."""
+
+    flip: bool = Field(False, description="Mirror each training image left-right with probability 1/2.")
+    translate: int = Field(
+        0, ge=0, le=BIG, description="Shift each training image by up to this many pixels in each direction "
+                                     "(pad and crop; below the image height and width); 0: off.")
+    padding: one_of(PADDING_MODES) = Field(
+        "zero", description="What translations move in from outside: zero (value 0 of the raw image) or reflect "
+                            "(the image mirrored at its border).")
+
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation is on."""
+        return self.flip or self.translate > 0
 
 
 def _penalty_description(name: str) -> str:
@@ -304,6 +326,9 @@ class LossConfig(Section):
                                 "fitted on the training split and train a classifier; null: off.")
     standardize_targets: bool = Field(
         True, description="l2, l1: train on (y - mean) / std of the training targets; metrics stay in y's units.")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="softmax: train on the target distribution (1 - e) * onehot(y) + e / C "
+                                     "instead of onehot(y); 0: off.")
 
     @field_validator("tree")
     @classmethod
@@ -352,6 +377,19 @@ class OptimConfig(Section):
     step_epochs: int = Field(3, ge=1, le=BIG, description="step schedule: epochs between decays.")
     lr_decay: float = Field(0.1, gt=0, le=1, description="step and exponential schedules: factor per decay.")
     min_lr: float = Field(0.0, ge=0, description="cosine schedule: learning rate reached after the last epoch.")
+    pct_start: float = Field(
+        0.3, gt=0, lt=1, description="one_cycle schedule: share of the epochs spent rising to lr.")
+    div_factor: float = Field(
+        25.0, ge=1, description="one_cycle schedule: the first epoch's rate is lr / div_factor.")
+    final_div_factor: float = Field(
+        1e4, ge=1, description="one_cycle schedule: the last epoch's rate is lr / (div_factor * final_div_factor).")
+    warmup_epochs: int = Field(
+        0, ge=0, le=BIG, description="Linear warmup in front of the schedule: epoch e < warmup_epochs uses "
+                                     "lr * (e + 1) / (warmup_epochs + 1), then the schedule runs over the "
+                                     "remaining epochs; 0: off.")
+    weight_decay: float = Field(
+        0.0, ge=0, description="adamw, sgdw: decoupled weight decay, w -= lr * weight_decay * w on each weight "
+                               "matrix every step, apart from the gradient (unlike regularization.l2).")
 
 
 class TrainConfig(Section):
@@ -389,6 +427,7 @@ class ExperimentConfig(Section):
     seed: int = Field(0, ge=0, lt=2**63, description="Seed of every random stream (split, init, shuffle, dropout).")
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset and split.")
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Preprocessing.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-batch augmentation.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Network.")
     regularization: RegularizationConfig = Field(default_factory=RegularizationConfig, description="Penalties.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Data loss.")
@@ -398,6 +437,23 @@ class ExperimentConfig(Section):
     @model_validator(mode="after")
     def _loss_fits_data(self) -> ExperimentConfig:
         check_loss_fits_data(self.loss, self.data)
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_leaves_epochs(self) -> ExperimentConfig:
+        if self.optim.warmup_epochs >= self.train.epochs:
+            raise ValueError(f"optim.warmup_epochs={self.optim.warmup_epochs} leaves no epoch for the schedule "
+                             f"(train.epochs={self.train.epochs}); allowed: 0..{self.train.epochs - 1}")
+        return self
+
+    @model_validator(mode="after")
+    def _augment_needs_pixels(self) -> ExperimentConfig:
+        p = self.preprocess
+        if self.augment.active and (p.whiten is True or (p.pca is not None and p.whiten != "zca")):
+            raise ValueError(
+                "augment.flip and augment.translate move pixels, but preprocess.pca / preprocess.whiten: true turn "
+                "the images into principal components; use whiten: zca (whitened images stay images) or "
+                "pca: null and whiten: false, or switch the augmentation off")
         return self
 
     def to_yaml(self, notes: Mapping[str, str] | None = None) -> str:

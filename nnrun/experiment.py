@@ -7,8 +7,8 @@ Read top-down, this is what `nnrun train` assembles from an `ExperimentConfig`:
 2. `prepare_data`: the targets the loss trains on, the preprocessing fitted on the training
    split alone and applied to every split, and the loss (fitted on the training targets);
 3. `build_model`: the MLP, weights from the `init` stream;
-4. `train_setup`: the optimizer, the regularizer, the learning-rate schedule and the loop's
-   settings `nnrun.trainer.fit` needs.
+4. `train_setup`: the optimizer, the regularizer, the learning-rate schedule (with its warmup),
+   the training-batch augmentation and the loop's settings `nnrun.trainer.fit` needs.
 
 `assemble(cfg)` does all four, on the device `train.device` names (`nnrun.backend`: the
 preprocessing fitted there and the model moved there; the data stay host arrays until the
@@ -36,8 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from nnrun.augment import Augmentation
 from nnrun.backend import device_memory, device_module, to_device, to_host
 from nnrun.config import (
+    AugmentConfig,
     DataConfig,
     ExperimentConfig,
     LossConfig,
@@ -56,7 +58,7 @@ from nnrun.nn.layers import ACTIVATIONS
 from nnrun.nn.losses import LOSSES, BinnedRegression, Loss, Targets, losses_for
 from nnrun.nn.model import MLP, build_mlp
 from nnrun.nn.regularizers import PENALTIES, Regularizer, Strengths
-from nnrun.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
+from nnrun.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, with_warmup
 from nnrun.preprocess import Preprocessor, PreprocessSettings, fit_preprocessor
 from nnrun.resources import available_memory, human_bytes
 from nnrun.rng import stream
@@ -248,9 +250,31 @@ def build_optimizer(cfg: OptimConfig) -> Optimizer:
 
 
 def build_schedule(cfg: OptimConfig) -> Schedule:
-    """The learning-rate schedule `cfg.schedule` with the optim keys it names bound: `(epoch, epochs) -> lr`."""
+    """The learning-rate schedule `cfg.schedule` with the optim keys it names bound, behind a linear warmup of
+    `cfg.warmup_epochs` epochs when set: `(epoch, epochs) -> lr`."""
     schedule = SCHEDULES[cfg.schedule]
-    return functools.partial(schedule, **accepted_options(schedule, cfg.model_dump()))
+    return with_warmup(functools.partial(schedule, **accepted_options(schedule, cfg.model_dump())), cfg.warmup_epochs)
+
+
+def build_augmentation(cfg: AugmentConfig, prepared: PreparedData) -> Augmentation | None:
+    """The training-batch augmentation of the augment section for the prepared data; None when it is off.
+
+    After preprocessing that works pixel by pixel (centring, scaling) each batch is mapped back to
+    raw pixels, moved and mapped forward again, so it equals the preprocessing of augmented raw
+    images; after ZCA the whitened images are moved as they are (docs/augmentation.md).
+    """
+    if not cfg.active:
+        return None
+    data = prepared.data
+    if data.image_shape is None:
+        raise UserInputError(f"augment: flips and translations need images, and data.dataset={data.name} has no "
+                             "image shape; set augment.flip: false and augment.translate: 0")
+    _, height, width = data.image_shape
+    if cfg.translate >= min(height, width):
+        raise UserInputError(f"augment.translate: shifts of up to {min(height, width) - 1} pixels fit the "
+                             f"{height}x{width} images of {data.name}, got {cfg.translate}")
+    return Augmentation(data.image_shape, flip=cfg.flip, translate=cfg.translate, padding=cfg.padding,
+                        pixel_affine=prepared.preprocessor.pixel_affine())
 
 
 def train_settings(cfg: TrainConfig) -> TrainSettings:
@@ -259,11 +283,17 @@ def train_settings(cfg: TrainConfig) -> TrainSettings:
                          eval_train_size=cfg.eval_train_size, patience=cfg.patience, restore_best=cfg.restore_best)
 
 
-def train_setup(cfg: ExperimentConfig) -> TrainSetup:
-    """Everything the training loop needs besides model, loss and data: fresh optimizer state included."""
+def train_setup(cfg: ExperimentConfig, prepared: PreparedData | None = None) -> TrainSetup:
+    """Everything the training loop needs besides model, loss and data: fresh optimizer state included.
+
+    The augmentation needs the prepared data (`prepared`); a config with augmentation and no data is an error.
+    """
+    if cfg.augment.active and prepared is None:
+        raise ValueError("train_setup: augment is on, so the prepared data are needed (prepared=...)")
     return TrainSetup(optimizer=build_optimizer(cfg.optim),
                       regularizer=build_regularizer(cfg.regularization, cfg.model),
-                      schedule=build_schedule(cfg.optim), settings=train_settings(cfg.train), seed=cfg.seed)
+                      schedule=build_schedule(cfg.optim), settings=train_settings(cfg.train), seed=cfg.seed,
+                      augment=build_augmentation(cfg.augment, prepared) if prepared is not None else None)
 
 
 # ---- everything --------------------------------------------------------------------------------
@@ -298,7 +328,7 @@ def assemble(cfg: ExperimentConfig) -> Experiment:
     first, with a `UserInputError`, when that is a GPU this machine cannot use)."""
     xp = device_module(cfg.train.device)
     prepared = prepare_data(cfg, xp)
-    return Experiment(cfg, prepared, model_for(cfg, prepared, xp), train_setup(cfg))
+    return Experiment(cfg, prepared, model_for(cfg, prepared, xp), train_setup(cfg, prepared))
 
 
 # ---- a saved run -------------------------------------------------------------------------------

@@ -17,12 +17,26 @@ Update rules (g = gradient, t = step count starting at 1):
   w -= lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)` (PyTorch's Adam, same eps place).
 - `rmsprop`:   `c = decay * c + (1 - decay) * g**2; w -= lr * g / (sqrt(c) + eps)`
   (PyTorch's RMSprop with `alpha = decay`).
+- `adamw`, `sgdw`: Adam and momentum with decoupled weight decay (Loshchilov and Hutter):
+  each step first shrinks every weight matrix, `w -= lr * weight_decay * w` (biases, BatchNorm
+  gamma and beta untouched), then takes the rule's step on g alone. PyTorch's AdamW, and SGD with
+  the same shrink in front. An L2 penalty instead adds `l2 * w` to g, which Adam then divides by
+  its running root of g**2: weights with large gradients are barely decayed. Decoupled, every
+  weight shrinks by the same factor whatever its gradient history; for plain momentum SGD at a
+  constant rate the two differ only in that the L2 term also passes through the velocity.
 
 Schedules (epoch e = 0, 1, ..., E - 1 of E epochs, base rate lr):
 - `constant`:    lr
 - `step`:        `lr * lr_decay ** floor(e / step_epochs)` (PyTorch StepLR)
 - `exponential`: `lr * lr_decay ** e` (PyTorch ExponentialLR)
 - `cosine`:      `min_lr + (lr - min_lr) * (1 + cos(pi * e / E)) / 2` (PyTorch CosineAnnealingLR, T_max = E)
+- `one_cycle`:   from `lr / div_factor` up to `lr` by epoch `pct_start * E - 1`, then down to
+  `lr / (div_factor * final_div_factor)` at epoch E - 1, each half a cosine (PyTorch OneCycleLR with
+  `total_steps = E`, stepped once per epoch, cosine annealing, two phases).
+
+`with_warmup(schedule, w)` puts a linear warmup of w epochs in front of any of them: epoch e < w
+runs at `first * (e + 1) / (w + 1)`, with `first` the schedule's first rate, and the schedule then
+runs over the remaining E - w epochs as if they were all (its epoch e - w of E - w).
 """
 
 from __future__ import annotations
@@ -231,12 +245,46 @@ class RMSprop(Optimizer):
         w -= g
 
 
+def decay_weights(params: list[Parameter], lr: float, weight_decay: float) -> None:
+    """Decoupled weight decay: `w *= 1 - lr * weight_decay` for each weight matrix (kind 'weight') in place."""
+    if weight_decay:
+        for p in params:
+            if p.kind == "weight":
+                p.value *= p.value.dtype.type(1 - lr * weight_decay)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: `w -= lr * weight_decay * w`, then Adam's step (PyTorch's AdamW)."""
+
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(beta1, beta2, eps)
+        self.weight_decay = weight_decay
+
+    def step(self, params: list[Parameter], lr: float) -> None:
+        decay_weights(params, lr, self.weight_decay)
+        super().step(params, lr)
+
+
+class SGDW(Momentum):
+    """Momentum SGD with decoupled weight decay: `w -= lr * weight_decay * w`, then `v = mu v - lr g; w += v`."""
+
+    def __init__(self, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
+        super().__init__(momentum)
+        self.weight_decay = weight_decay
+
+    def step(self, params: list[Parameter], lr: float) -> None:
+        decay_weights(params, lr, self.weight_decay)
+        super().step(params, lr)
+
+
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     "sgd": SGD,
     "momentum": Momentum,
     "nesterov": Nesterov,
     "adam": Adam,
     "rmsprop": RMSprop,
+    "adamw": AdamW,
+    "sgdw": SGDW,
 }
 """Registry: config name -> optimizer class (constructed with the optim config keys its `__init__` names).
 
@@ -264,13 +312,43 @@ def cosine(epoch: int, epochs: int, *, lr: float, min_lr: float) -> float:
     return min_lr + (lr - min_lr) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
+def one_cycle(epoch: int, epochs: int, *, lr: float, pct_start: float, div_factor: float,
+              final_div_factor: float) -> float:
+    """`lr / div_factor` rising to `lr` at epoch `pct_start * epochs - 1`, then falling to
+    `lr / (div_factor * final_div_factor)` at the last epoch; cosine halves (PyTorch OneCycleLR, one step per epoch)."""
+    initial, peak_epoch = lr / div_factor, pct_start * epochs - 1
+    # (first epoch, last epoch, rate at the first, rate at the last) of each phase
+    phases = ((0.0, peak_epoch, initial, lr), (peak_epoch, epochs - 1.0, lr, initial / final_div_factor))
+    for i, (first, last, begin, end) in enumerate(phases):
+        if epoch <= last or i == len(phases) - 1:
+            fraction = (epoch - first) / (last - first) if last > first else 1.0
+            return end + (begin - end) * (1 + math.cos(math.pi * fraction)) / 2
+    raise AssertionError("unreachable: the last phase always returns")
+
+
 SCHEDULES: dict[str, Callable[..., float]] = {
     "constant": constant,
     "step": step,
     "exponential": exponential,
     "cosine": cosine,
+    "one_cycle": one_cycle,
 }
 """Registry: config name -> schedule `(epoch from 0, total epochs, *, lr, ...options) -> lr`."""
 
 Schedule = Callable[[int, int], float]
 """A schedule with its options bound: `(epoch from 0, total epochs) -> learning rate`."""
+
+
+def with_warmup(schedule: Schedule, warmup_epochs: int) -> Schedule:
+    """`schedule` behind a linear warmup of `warmup_epochs` epochs: epoch e < w runs at
+    `first * (e + 1) / (w + 1)` (`first`: the schedule's first rate), then the schedule runs over the
+    remaining epochs, its epoch e - w of epochs - w. Needs epochs > w."""
+    if warmup_epochs == 0:
+        return schedule
+
+    def warmed(epoch: int, epochs: int) -> float:
+        if epoch < warmup_epochs:
+            return schedule(0, epochs - warmup_epochs) * (epoch + 1) / (warmup_epochs + 1)
+        return schedule(epoch - warmup_epochs, epochs - warmup_epochs)
+
+    return warmed

@@ -171,6 +171,24 @@ def reconstruction_figure(original: np.ndarray, reduced: np.ndarray, whitened: n
     return save_figure(fig, path)
 
 
+def zca_figure(original: np.ndarray, whitened: list[tuple[str, np.ndarray]], image_shape: tuple[int, int, int],
+               path: str | Path) -> Path:
+    """The same images, original and ZCA-whitened at each setting of `whitened` ((title, rows) pairs).
+
+    original and each whitened: (n, D) rows in pixel space. Originals share one range; each whitened
+    image is stretched to its own range (its scale depends on eps). ZCA keeps the pixel layout and
+    flattens the spectrum, so what is left are edges: the images look like edge maps.
+    """
+    cols = math.ceil(math.sqrt(len(original)))
+    lo, hi = float(original.min()), float(original.max())
+    panels = [(stretch(rows_to_images(original, image_shape), per_image=False, lo=lo, hi=hi), "original")]
+    panels += [(stretch(rows_to_images(rows, image_shape), per_image=True), title) for title, rows in whitened]
+    fig = new_figure(4 * len(panels), 4.4)
+    for i, (images, title) in enumerate(panels):
+        show_mosaic(fig.add_subplot(1, len(panels), i + 1), mosaic(images, cols), title)
+    return save_figure(fig, path)
+
+
 # ---- curves and clouds --------------------------------------------------------------------------
 
 def explained_variance_figure(eigenvalues: np.ndarray, total_variance: float, path: str | Path,

@@ -16,6 +16,10 @@ Steps, in order (each optional, chosen by `PreprocessSettings`):
    eigenvectors `U` by descending eigenvalue `S`; `Xrot = Xc @ U[:, :k]`.
 4. whitening (`whiten: true`): `Xwhite = Xrot / sqrt(S[:k] + eps)`. With `pca: null`, whitening
    keeps all D components. PCA needs `center: per_feature` (the config enforces it).
+5. ZCA whitening (`whiten: zca`): the whitened components rotated back onto the pixel axes,
+   `Xzca = Xwhite @ U[:, :k].T = Xc @ U_k diag(1 / sqrt(S_k + eps)) U_k.T`: the output keeps the
+   D features (with k < D only the top k directions survive, as in step 3). It is the symmetric
+   whitening matrix (the one closest to the identity), so images stay images: edges, not eigenmodes.
 
 Numerics: the mean is accumulated in float64; the covariance is one float32 `ssyrk` (half the
 flops of `X.T @ X`) per block of `CHUNK_ROWS` centred rows, the blocks summed in float64, which keeps
@@ -60,18 +64,21 @@ CENTER_MODES = ("none", "per_feature", "global", "per_channel")
 """Mean subtraction modes (step 1)."""
 SCALE_MODES = ("none", "std", "minmax")
 """Scaling modes (step 2)."""
+WHITEN_MODES = (False, True, "zca")
+"""Whitening: off, PCA whitening (step 4, output in the eigenvector basis) or ZCA (step 5, pixel axes)."""
 
 
 @dataclass(frozen=True)
 class PreprocessSettings:
     """The preprocessing steps: `center` (one of `CENTER_MODES`), `scale` (one of `SCALE_MODES`), `pca`
-    (components kept, None: no reduction), `whiten` (divide by sqrt(eigenvalue + eps)) and `eps`.
+    (components kept, None: no reduction), `whiten` (one of `WHITEN_MODES`: False, True to divide each
+    component by sqrt(eigenvalue + eps), "zca" to also rotate back to pixel axes) and `eps`.
     PCA and whitening need `center="per_feature"`."""
 
     center: str = "per_feature"
     scale: str = "none"
     pca: int | None = None
-    whiten: bool = False
+    whiten: bool | str = False
     eps: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -79,8 +86,15 @@ class PreprocessSettings:
             raise ValueError(f"center must be one of {', '.join(CENTER_MODES)}, got {self.center!r}")
         if self.scale not in SCALE_MODES:
             raise ValueError(f"scale must be one of {', '.join(SCALE_MODES)}, got {self.scale!r}")
+        if not (isinstance(self.whiten, bool) or self.whiten == "zca"):
+            raise ValueError(f"whiten must be false, true or 'zca', got {self.whiten!r}")
         if (self.pca is not None or self.whiten) and self.center != "per_feature":
             raise ValueError(f"PCA and whitening need center='per_feature', got {self.center!r}")
+
+    @property
+    def zca(self) -> bool:
+        """Whether whitening is ZCA (the whitened components rotated back to the input axes)."""
+        return self.whiten == "zca"
 
 
 # ---- statistics in blocks of rows ---------------------------------------------------------------
@@ -191,7 +205,8 @@ class Preprocessor:
       the covariance of the centred, scaled data; m = k, or D after `fit(..., spectrum=True)`;
     - `total_variance` (float): the trace of that covariance;
     - `feature_mean` (D,): the per-feature mean (the centre of the PCA).
-    The output has `n_output` features: k with PCA, D with whitening of all components or without PCA.
+    The output has `n_output` features: k with PCA, D with whitening of all components, with ZCA
+    or without PCA.
     """
 
     def __init__(self, settings: PreprocessSettings | None = None,
@@ -229,7 +244,7 @@ class Preprocessor:
     def n_output(self) -> int:
         """Features of the transformed data."""
         self._check_fitted()
-        return self.n_components if self.uses_pca else self.n_features
+        return self.n_components if self.uses_pca and not self.settings.zca else self.n_features
 
     # -- fitting --
 
@@ -326,7 +341,10 @@ class Preprocessor:
         return np.where(spread > 0, spread, 1.0)
 
     def _derive(self) -> None:
-        """The transform from the statistics: `(X - shift) / divisor` or `(X - shift) @ projection`."""
+        """The transform from the statistics: `(X - shift) / divisor` or `(X - shift) @ projection`.
+
+        The projection is `diag(1 / divisor) U_k`, its columns divided by sqrt(S_k + eps) when whitening,
+        then times `U_k.T` for ZCA ((D, D): whitened components rotated back to the input axes)."""
         divisor = self._scale_divisor()
         if self.uses_pca:
             k = self.n_components
@@ -335,6 +353,8 @@ class Preprocessor:
                 P /= divisor[:, None]
             if self.settings.whiten:
                 P /= np.sqrt(self.eigenvalues[:k] + self.settings.eps)[None, :]
+            if self.settings.zca:
+                P = P @ self.components[:, :k].T.astype(np.float64)
             self._shift = self.mean
             self._divisor = divisor
             self._projection = np.ascontiguousarray(P, dtype=np.float32)
@@ -345,6 +365,17 @@ class Preprocessor:
         self._shift = None if shift is None else shift.astype(np.float32)
         self._divisor = None if divisor is None else divisor.astype(np.float32)
         self._projection = None
+
+    def pixel_affine(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """`(scale, shift)`, both (D,) float32, when the transform works feature by feature,
+        `transform(X) = (X - shift) / scale`; None when it mixes features (PCA, whitening, ZCA)."""
+        self._check_fitted()
+        if self._projection is not None:
+            return None
+        d = self.n_features
+        scale = self._divisor if self._divisor is not None else np.ones(d, dtype=np.float32)
+        shift = self._shift if self._shift is not None else np.zeros(d, dtype=np.float32)
+        return scale, shift
 
     def _check_fitted(self) -> None:
         if self.n_features is None:
@@ -407,7 +438,8 @@ class Preprocessor:
         With PCA to k < D components this is the projection onto those components
         (`Xc @ U_k @ U_k.T`, then the scaling and the mean restored). With `unwhiten=False`,
         whitened rows are only rotated back onto the feature axes (`Z @ U_k.T`, no variances,
-        scaling or mean restored): the picture of whitened data, to be shown with its own contrast.
+        scaling or mean restored): the picture of whitened data, to be shown with its own contrast
+        (ZCA output already is that picture and comes back unchanged).
         """
         self._check_fitted()
         Z = as_float32_rows(Z, "Z")
@@ -424,16 +456,18 @@ class Preprocessor:
         k = self.n_components
         back = self.components[:, :k].T.astype(np.float64)
         if not unwhiten:
-            return (Z @ back.astype(np.float32)).astype(np.float32)
+            return Z.copy() if self.settings.zca else (Z @ back.astype(np.float32)).astype(np.float32)
         if self.settings.whiten:
             back *= np.sqrt(self.eigenvalues[:k] + self.settings.eps)[:, None]
+        if self.settings.zca:  # undo the rotation back to pixel axes first: Xwhite = Z @ U_k
+            back = self.components[:, :k].astype(np.float64) @ back
         if divisor is not None:
             back *= divisor[None, :]
         X = Z @ back.astype(np.float32)
         X += self._shift
         return X
 
-    def with_components(self, k: int, *, whiten: bool, eps: float | None = None) -> Preprocessor:
+    def with_components(self, k: int, *, whiten: bool | str, eps: float | None = None) -> Preprocessor:
         """A preprocessor keeping the top k components this fit computed (per-feature centring, same scaling).
 
         Needs k <= the eigenvectors computed (fit with `spectrum=True` for all D).
@@ -465,7 +499,8 @@ class Preprocessor:
     def statistics(self) -> dict[str, np.ndarray]:
         """The fitted statistics by name: the keys of `preprocess.npz` (see docs/preprocessing.md).
 
-        Settings: `center`, `scale` (strings), `pca` (-1 for null), `whiten`, `eps`, `n_features`,
+        Settings: `center`, `scale` (strings), `pca` (-1 for null), `whiten` (a bool, or the string `zca`),
+        `eps`, `n_features`,
         `image_shape` (when known). Arrays as in the class docstring; with PCA, `eigenvalues` (k,)
         and `components` (D, k) of the kept components and `total_variance`.
         """
@@ -503,8 +538,10 @@ class Preprocessor:
             raise UserInputError(f"cannot read preprocessing statistics {path}: {e}") from None
         try:
             pca = int(stats["pca"])
+            whiten = stats["whiten"]
             settings = PreprocessSettings(center=str(stats["center"]), scale=str(stats["scale"]),
-                                     pca=None if pca < 0 else pca, whiten=bool(stats["whiten"]),
+                                     pca=None if pca < 0 else pca,
+                                     whiten=str(whiten) if whiten.dtype.kind == "U" else bool(whiten),
                                      eps=float(stats["eps"]))
             shape = stats.get("image_shape")
             pre = cls(settings, None if shape is None else tuple(int(v) for v in shape))

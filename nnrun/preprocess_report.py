@@ -1,7 +1,7 @@
 """`nnrun preprocess`: fit the preprocessing on the training split and show what it does.
 
-Writes the fitted statistics, the eigenvector grid and reconstructions (image data), the
-explained-variance curve and the 2-D toy cloud into one folder, and reports shapes, the
+Writes the fitted statistics, the eigenvector grid, reconstructions and ZCA-whitened images (image
+data), the explained-variance curve and the 2-D toy cloud into one folder, and reports shapes, the
 variance kept at several k and the fit time. `FitProgress` shows each slow step on the terminal
 while it runs (loading, the covariance block by block, the eigendecomposition, the figures).
 """
@@ -33,10 +33,13 @@ REPORT_FILES = {
     "statistics": "preprocess.npz",
     "eigenvectors": "eigenvectors.png",
     "reconstructions": "reconstructions.png",
+    "zca": "zca.png",
     "explained_variance": "explained_variance.png",
     "toy_cloud": "toy_cloud.png",
 }
 """What `preprocess_report` writes into its output folder, by key."""
+ZCA_EPS_SHARES = (0.01, 0.1)
+"""The ZCA figure's eps values besides the config's, as shares of the mean per-feature variance."""
 
 
 class FitProgress:
@@ -94,7 +97,7 @@ def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool
     fit_seconds = time.perf_counter() - started
     rows = "training split" if fitted is X else "all splits (preprocess.fit_on: all)"
 
-    n_figures = 4 if data.image_shape is not None else 2
+    n_figures = 5 if data.image_shape is not None else 2
     report("figures", 0, n_figures)
     files: dict[str, str] = {}
     files["statistics"] = str(pre.save(out / REPORT_FILES["statistics"]))
@@ -115,6 +118,9 @@ def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool
             whitened.inverse_transform(whitened.transform(sample), unwhiten=False),
             data.image_shape, figure_k, out / REPORT_FILES["reconstructions"]))
         report("figures", 2, n_figures)
+        files["zca"] = str(plots.zca_figure(sample, zca_images(pre, sample, cfg.preprocess.eps), data.image_shape,
+                                            out / REPORT_FILES["zca"]))
+        report("figures", 3, n_figures)
     files["explained_variance"] = str(plots.explained_variance_figure(
         pre.eigenvalues, pre.total_variance, out / REPORT_FILES["explained_variance"],
         marks=sorted({figure_k, *([k] if k is not None else [])}), title=f"{data.name}: {rows}, N={len(fitted)}"))
@@ -132,6 +138,17 @@ def _stage_name(stage: str, d: int) -> str:
     """What the line of a `Preprocessor.fit` stage says."""
     return {"covariance": f"covariance ({d} x {d}), rows", "eigendecomposition": f"eigendecomposition ({d} x {d})"
             }.get(stage, stage)
+
+
+def zca_images(pre: Preprocessor, X: np.ndarray, eps: float) -> list[tuple[str, np.ndarray]]:
+    """X: (n, D) ZCA-whitened with all components of `pre`'s fit (spectrum=True) at the config's `eps` and at
+    `ZCA_EPS_SHARES` of the mean per-feature variance: (title, (n, D) rows) pairs."""
+    mean_variance = pre.total_variance / pre.n_features
+    settings = [(eps, f"ZCA, eps={eps:.3g}")]
+    settings += [(share * mean_variance, f"ZCA, eps={share * mean_variance:.3g} ({share:g} x mean variance)")
+                 for share in ZCA_EPS_SHARES]
+    return [(title, pre.with_components(pre.n_features, whiten="zca", eps=value).transform(X))
+            for value, title in settings]
 
 
 def report_table(result: dict[str, Any]) -> DataTable:

@@ -6,7 +6,9 @@ dataset. Each epoch visits the training split in minibatches drawn from a fresh 
 epoch's batches (what the optimizer saw), `train_accuracy` and the other train metrics come
 from an evaluation-mode pass over a fixed seeded subset of `eval_train_size` examples, and val
 metrics from the whole validation split. Random streams (all derived from `TrainSetup.seed`):
-`shuffle` (batch order), `dropout` (masks), `eval_subset` (the train-metrics subset).
+`shuffle` (batch order), `dropout` (masks), `eval_subset` (the train-metrics subset), and
+`augment` (flips and shifts) when `TrainSetup.augment` changes each training batch (never val,
+test or the train-metrics subset).
 
 On a GPU (a model moved there with `MLP.to(cupy)`) the training and validation splits are
 uploaded once, batches are gathered there, and the batch losses stay there until the epoch
@@ -103,6 +105,8 @@ class TrainSetup:
     schedule: Schedule
     settings: TrainSettings
     seed: int
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+    """Called on each training batch (B, D) with the `augment` stream; returns the batch to train on."""
 
 
 @dataclass
@@ -223,9 +227,10 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
         on_epoch_end: Callable[[History], None] | None = None, *, resume: Checkpoint | None = None) -> History:
     """Train `model` on `data` as `setup` says; rows and the last good weights accumulate in `history`.
 
-    Each step: forward (train mode: batch statistics, dropout masks from the `dropout` stream),
-    data loss, backward, penalties added to the gradients, optimizer update with the epoch's
-    scheduled learning rate, then the max-norm projection. After each epoch the validation
+    Each step: the batch augmented (with `setup.augment`), forward (train mode: batch statistics,
+    dropout masks from the `dropout` stream), data loss, backward, penalties added to the
+    gradients, optimizer update with the epoch's scheduled learning rate, then the max-norm
+    projection. After each epoch the validation
     score is compared with the best so far; with `patience` the loop stops after that many
     epochs without improvement, and with `restore_best` the model ends with the best weights.
     `on_epoch_end(history)` runs after each epoch, `history.checkpoint` then holding its state
@@ -237,6 +242,9 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
     optimizer, regularizer, settings = setup.optimizer, setup.regularizer, setup.settings
     project = regularizer.has_max_norm
     rngs = {name: stream(setup.seed, name) for name in STREAMS}
+    augment = setup.augment
+    if augment is not None:
+        rngs["augment"] = stream(setup.seed, "augment")
     model.set_dropout_rng(rngs["dropout"])
     shuffle_rng = rngs["shuffle"]
     xp = model.xp
@@ -269,6 +277,8 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
             idx = order[i:i + batch]
             # A full batch reuses one buffer: the layers hold it only until the next forward pass.
             rows = gather_rows(X_train, idx, batch_buffer if len(idx) == batch else None)
+            if augment is not None:
+                rows = augment(rows, rngs["augment"])
             scores = model.forward(rows, train=True)
             data_loss, dscores = loss_fn.loss_and_grad(scores, y_train[idx])
             if not on_gpu and not math.isfinite(data_loss):

@@ -126,16 +126,17 @@ RAW_KERNELS: dict[str, Callable[..., None]] = {}
 """Kernel name -> a NumPy reference of a raw kernel, called with the kernel's arguments."""
 
 
-def _softmax_xent(s: np.ndarray, y: np.ndarray, c: int, inv_n: Any, d: np.ndarray, row_loss: np.ndarray) -> None:
+def _softmax_xent(s: np.ndarray, y: np.ndarray, c: int, inv_n: Any, keep: Any, smooth: Any, d: np.ndarray,
+                  row_loss: np.ndarray) -> None:
     s = s.reshape(-1, c)
     top = s.max(axis=1, keepdims=True)
     e = np.exp(s - top)
     total = e.sum(axis=1, keepdims=True)
-    probs = e * (inv_n / total)
+    probs = e * (inv_n / total) - smooth * inv_n
     rows = np.arange(len(s))
-    probs[rows, y] -= inv_n
+    probs[rows, y] -= keep * inv_n
     d.reshape(-1, c)[...] = probs
-    row_loss[...] = np.log(total[:, 0]) - (s[rows, y] - top[:, 0])
+    row_loss[...] = np.log(total[:, 0]) - keep * (s[rows, y] - top[:, 0]) - smooth * (s - top).sum(axis=1)
 
 
 RAW_KERNELS["nnrun_softmax_xent"] = _softmax_xent

@@ -135,7 +135,7 @@ def test_config_file_that_is_not_utf8(tmp_path):
     ({"model": {"init": "glorot"}}, "did you mean 'xavier'?"),
     ({"model": {"activation": "Relu"}}, "did you mean 'relu'?"),
     ({"loss": {"name": "hinge"}}, "did you mean 'svm'?"),
-    ({"optim": {"name": "adamm"}}, "did you mean 'adam'?"),
+    ({"optim": {"name": "adamm"}}, "did you mean 'adam' or 'adamw'?"),
     ({"preprocess": {"center": "per_feat"}}, "did you mean 'per_feature'?"),
     ({"optim": {"lrr": 0.1}}, "optim.lrr: unknown key; allowed keys here: name, lr"),
     ({"optim": {"lrr": 0.1}}, "did you mean 'optim.lr'?"),

@@ -58,6 +58,7 @@ LOSS_CASES = {
     "svm_margin_0.3": lambda: MulticlassSVM(margin=0.3),
     "squared_hinge": SquaredHinge,
     "squared_hinge_margin_2": lambda: SquaredHinge(margin=2.0),
+    "softmax_label_smoothing": lambda: SoftmaxCrossEntropy(label_smoothing=0.2),
     "hierarchical_balanced": lambda: HierarchicalSoftmax.balanced(C),
     "hierarchical_chain": lambda: HierarchicalSoftmax((0, (1, (2, (3, 4))))),
     "hierarchical_two": lambda: HierarchicalSoftmax((1, 0)),
@@ -125,6 +126,22 @@ def test_softmax_matches_torch_cross_entropy(torch):
     value, grad = SoftmaxCrossEntropy().loss_and_grad(scores.copy(), y)
     assert value == pytest.approx(ref, rel=1e-12)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("e", [0.1, 0.35])
+def test_label_smoothing_matches_torch_cross_entropy(torch, e):
+    rng = np.random.default_rng(4)
+    scores, y = rng.normal(size=(16, 10)) * 3, rng.integers(0, 10, 16)
+    ref, ref_grad = autograd(
+        torch, lambda s: torch.nn.functional.cross_entropy(s, torch.tensor(y), label_smoothing=e), scores)
+    loss = SoftmaxCrossEntropy.create(None, label_smoothing=e)
+    value, grad = loss.loss_and_grad(scores.copy(), y)
+    assert value == pytest.approx(ref, rel=1e-12) and loss.loss(scores, y) == pytest.approx(ref, rel=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-14)
+    # the gradient is softmax minus the smoothed target q: zero at scores log(q), not at ever larger margins
+    q = np.full((16, 10), e / 10)
+    q[np.arange(16), y] += 1 - e
+    np.testing.assert_allclose(loss.loss_and_grad(np.log(q), y)[1], 0, atol=1e-15)
 
 
 @pytest.mark.parametrize(("cls", "p"), [(MulticlassSVM, 1), (SquaredHinge, 2)])

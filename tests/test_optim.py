@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from nnrun.cli import app
 from nnrun.config import OptimConfig, load_config
+from nnrun.errors import UserInputError
 from nnrun.experiment import build_model, build_optimizer, build_schedule, load_data, preprocess_settings, train_setup
 from nnrun.nn.layers import Parameter
 from nnrun.nn.losses import SoftmaxCrossEntropy
@@ -54,6 +55,43 @@ def test_update_matches_torch_optim(name):
     assert not np.allclose(ours, W0)
 
 
+@pytest.mark.parametrize("name", ["adamw", "sgdw"])
+def test_decoupled_weight_decay_matches_torch(name):
+    torch = pytest.importorskip("torch")
+    cfg = OptimConfig(name=name, momentum=0.8, beta1=0.85, beta2=0.99, eps=1e-6, weight_decay=0.3)
+
+    def sgd_with_decay(ps, lr):  # PyTorch's SGD has no decoupled decay: shrink first, as AdamW does
+        class SGDW(torch.optim.SGD):
+            def step(self):
+                with torch.no_grad():
+                    for p in ps:
+                        p.mul_(1 - lr * 0.3)
+                super().step()
+        return SGDW(ps, lr=lr, momentum=0.8)
+
+    makers = {"adamw": lambda ps, lr: torch.optim.AdamW(ps, lr=lr, betas=(0.85, 0.99), eps=1e-6, weight_decay=0.3),
+              "sgdw": sgd_with_decay}
+    ours = run_ours(cfg, [0.05] * STEPS)
+    np.testing.assert_allclose(ours, run_torch(torch, makers[name], 0.05), atol=1e-12, rtol=1e-10)
+    plain = run_ours(OptimConfig(name={"adamw": "adam", "sgdw": "momentum"}[name], momentum=0.8, beta1=0.85,
+                                 beta2=0.99, eps=1e-6), [0.05] * STEPS)
+    assert np.abs(ours).sum() < np.abs(plain).sum()  # the decay shrank the weights
+
+
+def test_decoupled_decay_leaves_biases_and_batchnorm_alone_and_differs_from_l2_under_adam():
+    for kind in ("bias", "gamma", "beta"):
+        p = Parameter("p", np.ones(3), kind, 0)
+        build_optimizer(OptimConfig(name="adamw", weight_decay=0.5)).step([p], 0.1)  # zero gradient
+        np.testing.assert_array_equal(p.value, 1.0)
+    # Adam divides an L2 term by the gradient's scale; AdamW shrinks every weight by lr * wd whatever its gradient
+    w = np.array([1.0, 1.0])
+    g = np.array([100.0, 0.01])
+    decoupled = Parameter("w", w.copy(), "weight", 0)
+    decoupled.grad[...] = g
+    build_optimizer(OptimConfig(name="adamw", weight_decay=0.1, eps=1e-12)).step([decoupled], 0.01)
+    np.testing.assert_allclose(decoupled.value, w * (1 - 0.001) - 0.01 * np.sign(g))  # Adam's first step: sign
+
+
 def test_momentum_and_nesterov_follow_the_notes_when_lr_changes():
     lrs = [0.1, 0.1, 0.05, 0.05, 0.01, 0.01]
     mu = 0.9
@@ -96,6 +134,36 @@ def test_schedule_values():
     assert build_schedule(cfg)(2, 4) == pytest.approx(0.055)
     assert build_schedule(cfg)(3, 4) == pytest.approx(0.01 + 0.09 * (1 + math.cos(3 * math.pi / 4)) / 2)
     assert all(build_schedule(OptimConfig(lr=0.3))(e, 5) == 0.3 for e in range(5))
+
+
+def test_warmup_ramps_to_the_schedules_first_rate_then_runs_it_over_the_remaining_epochs():
+    cfg = OptimConfig(lr=0.1, schedule="cosine", min_lr=0.0, warmup_epochs=3)
+    rates = [build_schedule(cfg)(e, 7) for e in range(7)]
+    cosine = OptimConfig(lr=0.1, schedule="cosine", min_lr=0.0)
+    assert rates[:3] == pytest.approx([0.025, 0.05, 0.075])
+    assert rates[3:] == pytest.approx([build_schedule(cosine)(e, 4) for e in range(4)])
+    step = OptimConfig(lr=0.2, schedule="step", step_epochs=2, lr_decay=0.5, warmup_epochs=1)
+    assert [build_schedule(step)(e, 5) for e in range(5)] == pytest.approx([0.1, 0.2, 0.2, 0.1, 0.1])
+    with pytest.raises(UserInputError, match=r"optim\.warmup_epochs=5.*allowed: 0\.\.4"):
+        load_config(None, ["optim.warmup_epochs=5", "train.epochs=5"])
+
+
+@pytest.mark.parametrize("epochs, pct_start", [(20, 0.3), (7, 0.25), (3, 0.3)])
+def test_one_cycle_matches_torch_one_cycle_stepped_once_per_epoch(epochs, pct_start):
+    torch = pytest.importorskip("torch")
+    cfg = OptimConfig(lr=0.4, schedule="one_cycle", pct_start=pct_start, div_factor=20, final_div_factor=100)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.4, total_steps=epochs, pct_start=pct_start,
+                                                div_factor=20, final_div_factor=100, cycle_momentum=False)
+    rates = []
+    for epoch in range(epochs):
+        rates.append(build_schedule(cfg)(epoch, epochs))
+        assert rates[-1] == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+        opt.step()
+        sched.step()
+    assert rates[-1] == pytest.approx(0.4 / 20 / 100)
+    if pct_start * epochs >= 2:  # else epoch 0 already lies past the rise (as in PyTorch)
+        assert rates[0] == pytest.approx(0.4 / 20) and max(rates) <= 0.4
 
 
 @pytest.mark.parametrize("schedule", ["step", "exponential", "cosine"])

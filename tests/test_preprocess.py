@@ -148,6 +148,42 @@ def test_whiten_without_pca_keeps_and_whitens_all_components():
 
 
 @pytest.mark.parametrize("scale", ["none", "std"])
+def test_zca_is_pca_whitening_rotated_back_and_its_covariance_is_the_identity(scale):
+    X = correlated(n=2000, d=16)
+    zca = fit_preprocessor(PreprocessSettings(scale=scale, whiten="zca", eps=0.0), X)
+    Z = zca.transform(X)
+    assert Z.shape == X.shape and zca.n_output == 16
+    np.testing.assert_allclose(cov0(Z), np.eye(16), atol=1e-4)
+    pca = fit_preprocessor(PreprocessSettings(scale=scale, whiten=True, eps=0.0), X)
+    U = pca.components.astype(np.float64)
+    np.testing.assert_allclose(Z, pca.transform(X).astype(np.float64) @ U.T, atol=1e-4)
+    # the whitening matrix is symmetric: W = U diag(1 / sqrt(S)) U.T, applied to the centred (scaled) rows
+    W = np.linalg.lstsq((X - X.mean(axis=0, dtype=np.float64)) / (X.std(axis=0) if scale == "std" else 1),
+                        Z.astype(np.float64), rcond=None)[0]
+    np.testing.assert_allclose(W, W.T, atol=1e-4 * np.abs(W).max())
+    # with pca: k, only the top k whitened directions come back: the covariance is the projection U_k U_k.T
+    low = fit_preprocessor(PreprocessSettings(scale=scale, pca=5, whiten="zca", eps=0.0), X)
+    np.testing.assert_allclose(cov0(low.transform(X)), U[:, :5] @ U[:, :5].T, atol=1e-4)
+    assert low.transform(X).shape == X.shape
+
+
+def test_zca_rounds_trip_through_preprocess_npz_and_bool_files_still_load(tmp_path):
+    X, shape = image_data()
+    zca = fit_preprocessor(PreprocessSettings(whiten="zca", eps=0.01), X, shape)
+    loaded = load_preprocessor(zca.save(tmp_path / "zca.npz"))
+    assert loaded.settings.whiten == "zca" and np.array_equal(loaded.transform(X), zca.transform(X))
+    assert zca.pixel_affine() is None
+    white = fit_preprocessor(PreprocessSettings(whiten=True, eps=0.01), X, shape)
+    with np.load(white.save(tmp_path / "white.npz")) as z:
+        assert z["whiten"].dtype == bool  # what earlier versions wrote, and still write for true/false
+    assert load_preprocessor(tmp_path / "white.npz").settings.whiten is True
+    assert load_config(None, ["preprocess.whiten=zca"]).preprocess.whiten == "zca"
+    assert load_config(None, ["preprocess.whiten=true"]).preprocess.whiten is True
+    with pytest.raises(UserInputError, match=r"preprocess\.whiten"):
+        load_config(None, ["preprocess.whiten=pca"])
+
+
+@pytest.mark.parametrize("scale", ["none", "std"])
 def test_pca_whitening_matches_sklearn(scale):
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
@@ -249,6 +285,7 @@ def test_the_deliberate_leak_needs_its_flag_and_fits_on_every_split(tmp_path):
     {"center": "none"}, {"center": "global"}, {"center": "per_channel"}, {"scale": "std"},
     {"center": "none", "scale": "minmax"}, {"pca": 48}, {"pca": 48, "whiten": True},
     {"scale": "std", "whiten": True, "eps": 1e-3}, {"scale": "minmax", "pca": 48, "whiten": True},
+    {"whiten": "zca", "eps": 1e-3}, {"scale": "std", "pca": 48, "whiten": "zca"},
 ])
 def test_inverse_transform_round_trip_and_save_load(settings, tmp_path):
     X, shape = image_data()
@@ -321,6 +358,11 @@ def test_cli_preprocess_writes_figures_and_prints_paths(tmp_path):
     assert "64" in result.output and "16" in result.output and "variance kept" in result.output
     loaded = load_preprocessor(out / "preprocess.npz")
     assert loaded.settings.pca == 16 and loaded.settings.whiten
+    zca = runner.invoke(app, ["preprocess", "--zca", "--eps", "0.1", "--out", str(tmp_path / "zca")])
+    assert zca.exit_code == 0, zca.output
+    assert load_preprocessor(tmp_path / "zca" / "preprocess.npz").settings.whiten == "zca"
+    both = runner.invoke(app, ["preprocess", "--zca", "--whiten", "--out", str(tmp_path / "both")])
+    assert both.exit_code == 2 and "--zca" in both.output
     # a second run does not overwrite silently
     again = runner.invoke(app, ["preprocess", "--out", str(out)])
     assert again.exit_code == 2 and "--overwrite" in again.output
@@ -363,7 +405,8 @@ def test_report_tells_its_progress_through_every_slow_step(tmp_path):
     assert covariance and covariance[-1] == (n, n)                 # rows of the covariance, block by block
     eig = [(done, total) for stage, done, total in heard if stage.startswith("eigendecomposition (64 x 64)")]
     assert eig == [(0, None), (1, 1)]                                # before and after
-    assert [(done, total) for stage, done, total in heard if stage == "figures"][-1] == (4, 4)
+    # figures: eigenvectors, reconstructions, ZCA, explained variance, toy cloud
+    assert [(done, total) for stage, done, total in heard if stage == "figures"][-1] == (5, 5)
 
 
 def test_eigenvector_grid_labels_each_tile_and_flags_zero_variance_directions():
@@ -410,3 +453,18 @@ def test_cifar10_whitening_and_smooth_first_components(cifar10_folder):
     images = pre.components[:, :100].T.reshape(100, 3, 32, 32)
     roughness = (np.abs(np.diff(images, axis=3)).mean(axis=(1, 2, 3)) / np.abs(images).mean(axis=(1, 2, 3)))
     assert roughness[:5].max() < 0.15 < roughness[-20:].mean()  # the first components are low frequency
+
+
+def test_cifar10_zca_turns_images_into_edge_maps(cifar10_folder):
+    cfg = validate_config({"data": {"dataset": "cifar10", "root": str(cifar10_folder.parent), "train_size": 4000},
+                           "preprocess": {"scale": "std", "whiten": "zca", "eps": 0.1}})
+    data = load_data(cfg)
+    pre = Preprocessor(preprocess_settings(cfg.preprocess), data.image_shape).fit(data.X_train)
+
+    def neighbour_correlation(X):  # of horizontally adjacent pixels, over images and positions
+        images = X[:500].reshape(-1, 3, 32, 32).astype(np.float64)
+        return np.corrcoef(images[..., :-1].ravel(), images[..., 1:].ravel())[0, 1]
+
+    Z = pre.transform(data.X_val)  # images it was not fitted on
+    assert Z.shape == data.X_val.shape
+    assert neighbour_correlation(data.X_val) > 0.9 and abs(neighbour_correlation(Z)) < 0.5  # measured 0.94, 0.39

@@ -32,6 +32,9 @@ CASES = {
     "adam_cosine": ["optim.name=adam", "optim.lr=0.003", "optim.schedule=cosine", "train.epochs=6"],
     "bn_dropout": ["model.batchnorm=true", "model.dropout=0.6", "optim.schedule=step", "optim.step_epochs=2",
                    "train.epochs=6"],
+    "augmented_one_cycle": ["augment.flip=true", "augment.translate=1", "augment.padding=reflect",
+                            "optim.name=sgdw", "optim.weight_decay=0.01", "optim.schedule=one_cycle",
+                            "optim.warmup_epochs=1", "loss.label_smoothing=0.1", "train.epochs=6"],
 }
 BASE = ["model.hidden=[32, 16]", "train.batch_size=64", "train.eval_train_size=300"]
 
@@ -76,6 +79,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(case, stop_after, tmp_pat
     summary = json.loads((tmp_path / "stopped" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["checkpoint_epoch"] == stop_after
     assert "SIGTERM" in summary["reason"]
+    with np.load(tmp_path / "stopped" / "checkpoint.npz") as z:
+        streams = json.loads(str(z["state"]))["rng_states"]
+    assert ("augment" in streams) == any(s.startswith("augment.") for s in CASES[case])  # only when it draws
     resume_run(tmp_path / "stopped")
     same_run(tmp_path / "straight", tmp_path / "stopped")
 

@@ -7,7 +7,8 @@ same formula (see the docstring of the layer, loss or optimizer it serves):
 
 - `relu_backward`: `d = o > 0 ? d : 0` (two launches in array code);
 - `dropout`: mask `(r < p) * scale` and `out = x * mask` (four);
-- `softmax_xent`: the row softmax, the loss per row and `(softmax - onehot) / N` (about twelve);
+- `softmax_xent`: the row softmax, the loss per row and `(softmax - targets) / N`, targets one-hot or
+  label-smoothed (about twelve);
 - the optimizer updates `sgd`, `momentum`, `nesterov`, `adam`, `rmsprop` (two to nine each).
 
 Kernels are typed by the arrays (`T`: float32 for training, float64 for gradient checks) and
@@ -22,18 +23,20 @@ from typing import Any
 RELU_BACKWARD = ("T o", "T d", "d = o > (T)0 ? d : (T)0", "nnrun_relu_backward")
 DROPOUT = ("T x, T r, T p, T scale", "T mask, T out", "mask = r < p ? scale : (T)0; out = x * mask", "nnrun_dropout")
 SOFTMAX_XENT = (
-    "raw T s, raw I y, int32 c, T inv_n", "raw T d, T row_loss",
+    "raw T s, raw I y, int32 c, T inv_n, T keep, T smooth", "raw T d, T row_loss",
     """
     const ptrdiff_t row = i * c;
     T top = s[row];
     for (int j = 1; j < c; ++j) { const T v = s[row + j]; top = v > top ? v : top; }
     T total = 0;
-    for (int j = 0; j < c; ++j) total += exp(s[row + j] - top);
+    T shifted_sum = 0;
+    for (int j = 0; j < c; ++j) { const T v = s[row + j] - top; total += exp(v); shifted_sum += v; }
     const T scale = inv_n / total;
-    for (int j = 0; j < c; ++j) d[row + j] = exp(s[row + j] - top) * scale;
+    const T uniform = smooth * inv_n;
+    for (int j = 0; j < c; ++j) d[row + j] = exp(s[row + j] - top) * scale - uniform;
     const ptrdiff_t label = (ptrdiff_t)y[i];
-    d[row + label] -= inv_n;
-    row_loss = log(total) - (s[row + label] - top);
+    d[row + label] -= keep * inv_n;
+    row_loss = log(total) - keep * (s[row + label] - top) - smooth * shifted_sum;
     """,
     "nnrun_softmax_xent")
 UPDATES = {
@@ -71,15 +74,18 @@ def dropout(x: Any, uniform: Any, keep: float, scale: float) -> tuple[Any, Any]:
     return kernel(DROPOUT)(x, uniform, t(keep), t(scale))
 
 
-def softmax_xent(scores: Any, y: Any) -> tuple[Any, Any]:
-    """scores (N, C), y (N,) int -> (mean loss as a 0-d array, dscores (N, C)), as `SoftmaxCrossEntropy`."""
+def softmax_xent(scores: Any, y: Any, label_smoothing: float = 0.0) -> tuple[Any, Any]:
+    """scores (N, C), y (N,) int -> (mean loss as a 0-d array, dscores (N, C)), as `SoftmaxCrossEntropy` with
+    `label_smoothing` e: targets `(1 - e) onehot + e / C`."""
     import cupy
 
     n, c = scores.shape
+    t = scores.dtype.type
     scores = cupy.ascontiguousarray(scores)
     dscores = cupy.empty_like(scores)
     row_loss = cupy.empty(n, dtype=scores.dtype)
-    kernel(SOFTMAX_XENT)(scores.reshape(-1), y, c, scores.dtype.type(1.0 / n), dscores.reshape(-1), row_loss)
+    kernel(SOFTMAX_XENT)(scores.reshape(-1), y, c, t(1.0 / n), t(1.0 - label_smoothing), t(label_smoothing / c),
+                         dscores.reshape(-1), row_loss)
     return row_loss.mean(), dscores
 
 

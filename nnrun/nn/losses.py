@@ -173,9 +173,24 @@ class SoftmaxCrossEntropy(ClassLoss):
 
     Gradient `(softmax(s) - onehot(y)) / N`; the softmax subtracts the row max for stability.
     Targets are integer class labels (N,). `predict_proba` is `softmax(s)`.
+
+    With label smoothing e > 0 the target distribution is `q = (1 - e) onehot(y) + e / C`:
+    `L = mean_i [log sum_j exp(s_ij) - (1 - e) s_{i,y_i} - (e / C) sum_j s_ij]`, gradient
+    `(softmax(s) - q) / N` (PyTorch's `cross_entropy(..., label_smoothing=e)`). Evaluation reports
+    the same smoothed loss.
     """
 
     has_proba = True
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    @classmethod
+    def create(cls, targets: Targets, *, label_smoothing: float = 0.0) -> SoftmaxCrossEntropy:
+        """Softmax cross-entropy, on targets smoothed by `label_smoothing` (0: one-hot)."""
+        return cls(label_smoothing=label_smoothing)
 
     def predict_proba(self, scores: np.ndarray) -> np.ndarray:
         """scores: (N, C) -> softmax probabilities (N, C), rows summing to 1."""
@@ -188,13 +203,22 @@ class SoftmaxCrossEntropy(ClassLoss):
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, C), y: (N,) int -> (loss, dscores (N, C))."""
         if is_device_array(scores):
-            return kernels.softmax_xent(scores, y)
+            return kernels.softmax_xent(scores, y, self.label_smoothing)
         xp = xp_of(scores)
         n = scores.shape[0]
         shifted = scores - scores.max(axis=1, keepdims=True)
         exp = xp.exp(shifted)
         sums = exp.sum(axis=1, keepdims=True)
         rows = xp.arange(n)
+        e = self.label_smoothing
+        if e:
+            smooth = e / scores.shape[1]
+            loss = loss_scalar(xp.mean(xp.log(sums[:, 0]) - (1 - e) * shifted[rows, y] - smooth * shifted.sum(axis=1)))
+            probs = xp.divide(exp, sums, out=exp)
+            probs -= smooth
+            probs[rows, y] -= 1 - e
+            probs /= n
+            return loss, probs
         loss = loss_scalar(xp.mean(xp.log(sums[:, 0]) - shifted[rows, y]))
         probs = xp.divide(exp, sums, out=exp)
         probs[rows, y] -= 1
@@ -205,7 +229,11 @@ class SoftmaxCrossEntropy(ClassLoss):
         """The loss alone (no gradient), for evaluation."""
         shifted = scores - scores.max(axis=1, keepdims=True)
         log_z = np.log(np.exp(shifted).sum(axis=1))
-        return float(np.mean(log_z - shifted[np.arange(scores.shape[0]), y]))
+        target = shifted[np.arange(scores.shape[0]), y]
+        e = self.label_smoothing
+        if e:
+            return float(np.mean(log_z - (1 - e) * target - (e / scores.shape[1]) * shifted.sum(axis=1)))
+        return float(np.mean(log_z - target))
 
 
 class MulticlassSVM(ClassLoss):
