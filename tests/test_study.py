@@ -355,3 +355,13 @@ def test_the_notes_study_plans_on_cifar10(cifar10_folder, tmp_path):
     plan = json.loads(result.stdout)
     assert len(plan["claims"]) >= 15 and plan["shared"] > 0
     assert math.isfinite(plan["estimate_seconds"]) and plan["max_minutes"] == 1000
+
+
+def test_the_aids_study_plans_on_cifar10_and_shares_the_stacked_arm(cifar10_folder, tmp_path):
+    result = invoke("study", "studies/cifar10_aids.yaml", "--set", f"data.root={cifar10_folder}",
+                    "--out", tmp_path / "out", "--dry-run", "--json", "--max-minutes", "1000")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert [c["id"] for c in plan["claims"]] == ["stacked", "more_aids"]
+    # 10 arms x 3 seeds; more_aids' `stacked` arm is the same run as stacked's `smoothing` arm.
+    assert (plan["entries"], plan["distinct"], plan["shared"]) == (30, 27, 3)
