@@ -20,14 +20,15 @@ from bench_epoch import NnrunEpoch
 from common import (
     B,
     check,
+    clock_note,
     log,
     now,
+    parse_timing_args,
     part_result,
     reference_data,
     rounds,
     summarize,
     timing_parser,
-    use_cpu_clock,
     write_result,
 )
 
@@ -93,12 +94,10 @@ class AugmentationOnly:
 
 def main() -> None:
     parser = timing_parser(__doc__.split("\n\n")[0])
-    args = parser.parse_args()
-    if args.cpu_clock:
-        use_cpu_clock()
+    args = parse_timing_args(parser)
     part = "augment"
     title = (f"training-batch augmentation: bn-dropout reference epoch ({args.samples:,} samples)"
-             + (" [1 thread, CPU clock]" if args.cpu_clock else ""))
+             + clock_note(args))
     log(f"[{part}] generating {args.samples} x 3072 float32 samples")
     X, y = reference_data(args.samples)
     competitors = {"fit, no augmentation": AugmentedEpoch(X, y, None)}

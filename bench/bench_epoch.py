@@ -30,9 +30,11 @@ from common import (
     GemmSquare,
     H,
     check,
+    clock_note,
     epoch_flops,
     log,
     now,
+    parse_timing_args,
     part_result,
     reference_data,
     rounds,
@@ -40,7 +42,6 @@ from common import (
     summarize,
     threads,
     timing_parser,
-    use_cpu_clock,
     write_result,
 )
 
@@ -278,14 +279,12 @@ def main() -> None:
     parser.add_argument("--variant", choices=VARIANTS, default="plain")
     parser.add_argument("--no-sklearn", action="store_true", help="Leave scikit-learn out (plain variant).")
     parser.add_argument("--no-torch", action="store_true", help="Leave PyTorch out.")
-    args = parser.parse_args()
-    if args.cpu_clock:
-        use_cpu_clock()
+    args = parse_timing_args(parser)
     variant = args.variant
     part = "epoch" if variant == "plain" else "epoch-bn-dropout"
     title = (f"One epoch, 3072-512-512-10 ReLU MLP, batch 256, momentum SGD, {args.samples:,} samples, float32"
              + (", BatchNorm + dropout (keep 0.5)" if variant == "bn-dropout" else "")
-             + (" [1 thread, CPU clock]" if args.cpu_clock else ""))
+             + clock_note(args))
     missing = missing_keys(variant)
     if missing:
         write_result(skip_result(part, title, f"this nnrun has no config key {', '.join(missing)}"), args.json)

@@ -20,16 +20,17 @@ from bench_epoch import NnrunEpoch
 from common import (
     C,
     check,
+    clock_note,
     epoch_flops,
     log,
     now,
+    parse_timing_args,
     part_result,
     reference_data,
     rounds,
     summarize,
     threads,
     timing_parser,
-    use_cpu_clock,
     write_result,
 )
 
@@ -90,12 +91,10 @@ def rich_reporter_factory():
 
 def main() -> None:
     parser = timing_parser(__doc__.split("\n\n")[0])
-    args = parser.parse_args()
-    if args.cpu_clock:
-        use_cpu_clock()
+    args = parse_timing_args(parser)
     part = "overhead"
     title = (f"nnrun trainer overhead over its bare step loop (reference workload, {args.samples:,} samples)"
-             + (" [1 thread, CPU clock]" if args.cpu_clock else ""))
+             + clock_note(args))
     log(f"[{part}] generating {args.samples} x 3072 float32 samples")
     X, y = reference_data(args.samples)
     competitors = {

@@ -363,6 +363,19 @@ def timing_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_timing_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse a timing part's options and, with --cpu-clock, switch to the one-thread CPU clock."""
+    args = parser.parse_args()
+    if args.cpu_clock:
+        use_cpu_clock()
+    return args
+
+
+def clock_note(args: argparse.Namespace) -> str:
+    """What a table title adds when the part was timed by the CPU clock."""
+    return " [1 thread, CPU clock]" if args.cpu_clock else ""
+
+
 def cifar10_folder(given: str | None) -> Path | None:
     """The real CIFAR-10 folder: `given`, else $NNRUN_TEST_CIFAR10; None when neither holds the batches."""
     for candidate in (given, os.environ.get(CIFAR10_ENV)):

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import numpy as np
 from bench_epoch import VARIANTS, NnrunEpoch
-from common import B, log, now, part_result, reference_data, timing_parser, use_cpu_clock
+from common import B, log, now, parse_timing_args, part_result, reference_data, timing_parser
 
 
 def timed_call(totals: dict[str, float], key: str, fn):
@@ -93,9 +93,7 @@ def main() -> None:
     parser = timing_parser(__doc__.split("\n\n")[0])
     parser.set_defaults(repeats=2)
     parser.add_argument("--variant", choices=VARIANTS, default="plain")
-    args = parser.parse_args()
-    if args.cpu_clock:
-        use_cpu_clock()
+    args = parse_timing_args(parser)
     X, y = reference_data(args.samples)
     loop = ProfiledLoop(X, y, args.variant)
     runs = []

@@ -666,22 +666,24 @@ def key_suggestion(loc: tuple, section: type[BaseModel] | None) -> str:
     return f"; did you mean {' or '.join(repr(k) for k in elsewhere[:3])}?" if elsewhere else ""
 
 
-def section_at(loc: tuple) -> type[BaseModel] | None:
-    """The config model found by following `loc` from `ExperimentConfig` (through dict-valued fields too)."""
-    node: Any = ExperimentConfig
+def section_at(loc: tuple, root: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    """The model found by following an error's `loc` from `root` (default `ExperimentConfig`): list
+    indices and dict keys are stepped over, optional and annotated types unwrapped."""
+    node: Any = root or ExperimentConfig
     parts = list(loc)
     while parts:
         part = parts.pop(0)
         if not (isinstance(node, type) and issubclass(node, BaseModel)) or str(part) not in node.model_fields:
             return None
         node = node.model_fields[str(part)].annotation
+        origin = typing.get_origin(node)
         args = [a for a in typing.get_args(node) if a is not type(None)]
-        if typing.get_origin(node) is dict:
+        if origin in (list, dict):
             node = args[-1]
             if parts:
                 parts.pop(0)
             else:
                 return None
-        elif args and typing.get_origin(node) is not Literal:
+        elif args and origin is not Literal and origin is not Annotated:
             node = args[0]
     return node if isinstance(node, type) and issubclass(node, BaseModel) else None

@@ -1,8 +1,37 @@
 """Helpers shared by test modules."""
 
+import json
+
+from typer.testing import CliRunner
+
 from nnrun.config import DataConfig
 from nnrun.datasets import Dataset, load_dataset
 from nnrun.experiment import data_options
+
+TINY_RUN = ["model.hidden=[16]", "train.epochs=2", "train.batch_size=64"]
+"""`--set`-style overrides that make a run of the default config train in a fraction of a second."""
+
+
+def invoke(*args):
+    """Run the `nnrun` CLI in-process with these arguments (paths and numbers turned into strings)."""
+    from nnrun.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def invoke_json(*args) -> dict:
+    """Run a command with `--json` that must succeed; its stdout parsed."""
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def invoke_error(*args) -> str:
+    """Run a command that must refuse its input: exit 2, no traceback, nothing on stdout; its stderr."""
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.stdout == ""
+    return result.stderr
 
 
 def load(cfg: DataConfig, seed: int) -> Dataset:

@@ -7,37 +7,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import nnrun
-from nnrun.cli import app
 from tests.cifar_fixtures import write_cifar_folder
-from tests.helpers import train_run
-
-runner = CliRunner()
-TINY = ["model.hidden=[16]", "train.epochs=2", "train.batch_size=64"]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+from tests.helpers import TINY_RUN, invoke, invoke_error, invoke_json, train_run
 
 
 def evaluate_json(*args) -> dict:
-    result = invoke("evaluate", *args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return invoke_json("evaluate", *args)
 
 
 def evaluate_error(*args) -> str:
-    result = invoke("evaluate", *args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.stdout == ""
-    return result.stderr
+    return invoke_error("evaluate", *args)
 
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory) -> Path:
-    return train_run(tmp_path_factory.mktemp("digits") / "run", *TINY)
+    return train_run(tmp_path_factory.mktemp("digits") / "run", *TINY_RUN)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +32,7 @@ def cifar_run(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("cifar")
     write_cifar_folder(base / "data")
     run = train_run(base / "run", "data.dataset=cifar10", f"data.root={base / 'data'}", "data.val_size=10",
-                    "loss.name=attribute_logistic", *TINY)
+                    "loss.name=attribute_logistic", *TINY_RUN)
     return run, base / "data"
 
 
@@ -96,7 +82,7 @@ def test_data_root_finds_moved_data(cifar_run, tmp_path):
 
 
 def test_regression_reports_errors_beside_the_baseline(tmp_path):
-    run = train_run(tmp_path / "run", "data.dataset=diabetes", "loss.name=l1", *TINY)
+    run = train_run(tmp_path / "run", "data.dataset=diabetes", "loss.name=l1", *TINY_RUN)
     result = evaluate_json(run, "--plot")
     assert set(result["metrics"]) == {"loss", "mae", "rmse", "rmse_baseline"}
     assert result["metrics"] == pytest.approx(result["summary_metrics"], rel=1e-6)

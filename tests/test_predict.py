@@ -10,33 +10,19 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from typer.testing import CliRunner
 
 import nnrun
-from nnrun.cli import app
 from nnrun.datasets.cifar10 import CIFAR10_CLASSES, read_cifar10_batch
 from tests.cifar_fixtures import write_cifar_folder
-from tests.helpers import train_run
-
-runner = CliRunner()
-TINY = ["model.hidden=[16]", "train.epochs=2", "train.batch_size=64"]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+from tests.helpers import TINY_RUN, invoke, invoke_error, invoke_json, train_run
 
 
 def predict_json(*args) -> dict:
-    result = invoke("predict", *args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return invoke_json("predict", *args)
 
 
 def predict_error(*args) -> str:
-    result = invoke("predict", *args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.stdout == ""
-    return result.stderr
+    return invoke_error("predict", *args)
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +30,13 @@ def cifar_run(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny run on a synthetic CIFAR-10 folder (20 images per batch): (run directory, batches folder)."""
     base = tmp_path_factory.mktemp("cifar")
     folder = write_cifar_folder(base)
-    run = train_run(base / "run", "data.dataset=cifar10", f"data.root={base}", "data.val_size=10", *TINY)
+    run = train_run(base / "run", "data.dataset=cifar10", f"data.root={base}", "data.val_size=10", *TINY_RUN)
     return run, folder
 
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory) -> Path:
-    return train_run(tmp_path_factory.mktemp("digits") / "run", *TINY)
+    return train_run(tmp_path_factory.mktemp("digits") / "run", *TINY_RUN)
 
 
 def write_png(row: np.ndarray, path: Path) -> Path:
@@ -108,7 +94,7 @@ def test_undecodable_image_names_the_file(cifar_run, tmp_path):
 
 
 def test_images_need_a_model_trained_on_images(tmp_path):
-    run = train_run(tmp_path / "run", "data.dataset=diabetes", "loss.name=l2", *TINY)
+    run = train_run(tmp_path / "run", "data.dataset=diabetes", "loss.name=l2", *TINY_RUN)
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8), "L").save(tmp_path / "x.png")
     text = predict_error(run, tmp_path / "x.png")
     assert "x.png" in text and "not images" in text and ".npz" in text
@@ -169,7 +155,7 @@ def test_csv_on_stdout_lists_top_k_classes_with_probabilities(digits_run, tmp_pa
 
 
 def test_regression_and_attribute_columns(tmp_path):
-    diabetes = train_run(tmp_path / "l2", "data.dataset=diabetes", "loss.name=l2", *TINY)
+    diabetes = train_run(tmp_path / "l2", "data.dataset=diabetes", "loss.name=l2", *TINY_RUN)
     X, y = nnrun.load_run(diabetes).load_split("test")
     np.savez(tmp_path / "d.npz", X=X, targets=y)
     out = predict_json(diabetes, tmp_path / "d.npz")
@@ -178,7 +164,7 @@ def test_regression_and_attribute_columns(tmp_path):
     np.testing.assert_array_equal(predicted, nnrun.load_run(diabetes).predict(X)[:, 0])
     cifar = write_cifar_folder(tmp_path / "c")
     attributes = train_run(tmp_path / "attr", "data.dataset=cifar10", f"data.root={cifar.parent}",
-                           "data.val_size=10", "loss.name=attribute_hinge", *TINY)
+                           "data.val_size=10", "loss.name=attribute_hinge", *TINY_RUN)
     row = predict_json(attributes, cifar / "test_batch")["predictions"][0]
     assert row["target"] == "vehicle|can_fly|has_wheels"  # test row 0 is an airplane (labels cycle 0..9)
     assert [k for k in row if k.startswith("score_")][0] == "score_animal" and "proba_animal" not in row

@@ -337,19 +337,7 @@ def _weights(run_dir: Path) -> dict[str, np.ndarray]:
 
 def _rows(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of a run's metrics.jsonl (lines that do not parse are skipped)."""
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    return RunDir(run_dir).read_metrics()
 
 
 def curve(run_dir: Path, key: str) -> list[float | None]:

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import copy
 import re
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from nnrun.config import read_yaml_mapping, shorten
+from nnrun.config import read_yaml_mapping, section_at, shorten
 from nnrun.errors import UserInputError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
@@ -306,35 +305,13 @@ def validate_study(raw: dict[str, Any], source: str = "study file") -> StudyFile
 def _describe(err: dict[str, Any]) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
-        section = _section_at(err["loc"][:-1])
+        section = section_at(err["loc"][:-1], StudyFile)
         allowed = f"; allowed keys here: {', '.join(section.model_fields)}" if section else ""
         return f"{loc}: unknown key{allowed}"
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error":
         return f"{loc}: {message}" if err["loc"] else message
     return f"{loc}: {message} (got {shorten(repr(err.get('input')))})"
-
-
-def _section_at(loc: tuple) -> type[BaseModel] | None:
-    """The study model found by following `loc` from `StudyFile` (list indices and dict keys skipped)."""
-    node: Any = StudyFile
-    parts = list(loc)
-    while parts:
-        part = parts.pop(0)
-        if not (isinstance(node, type) and issubclass(node, BaseModel)) or str(part) not in node.model_fields:
-            return None
-        node = node.model_fields[str(part)].annotation
-        origin = typing.get_origin(node)
-        args = [a for a in typing.get_args(node) if a is not type(None)]
-        if origin in (list, dict):
-            node = args[-1]
-            if parts:
-                parts.pop(0)
-            else:
-                return None
-        elif args and origin is not Literal and origin is not Annotated:
-            node = args[0]
-    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
 
 
 def seeds_of(study: StudyFile, claim: Claim, budget: str, base_seed: int) -> list[int]:
