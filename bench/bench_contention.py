@@ -78,7 +78,7 @@ def best_of(repeats: int, make: callable) -> tuple[float, str]:
 def main() -> None:
     parser = part_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=20_000, help="Rows of the CIFAR-sized data (default 20000).")
-    parser.add_argument("--repeats", type=int, default=2, help="Measurements per case; the best counts.")
+    parser.set_defaults(repeats=2)  # measurements per case; the best counts
     args = parser.parse_args()
     part, title = "contention", "nnrun train beside other work (default thread policy)"
     scratch = Path(tempfile.mkdtemp(prefix="nnrun-bench-contention-"))

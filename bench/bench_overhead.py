@@ -42,12 +42,13 @@ class BareLoop(NnrunEpoch):
     def __call__(self) -> float:
         from nnrun.parallel import elementwise_threads, gather_rows
         from nnrun.rng import stream
+        from nnrun.workers import elementwise_pool_size
 
         cfg, data = self.cfg, self.data
         model, loss_fn, optimizer, lr = self.build_step_loop()
         X, y, batch = data.X_train, data.y_train, cfg.train.batch_size
         buffer = np.empty((batch, X.shape[1]), dtype=X.dtype)
-        with np.errstate(over="ignore", invalid="ignore"), elementwise_threads(threads()):
+        with np.errstate(over="ignore", invalid="ignore"), elementwise_threads(elementwise_pool_size(threads())):
             start = now()
             order = stream(cfg.seed, "shuffle").permutation(len(X))
             for i in range(0, len(X), batch):

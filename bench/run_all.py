@@ -196,6 +196,7 @@ def main() -> None:
     args.cifar10 = folder
     command = "python bench/run_all.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console()
     runs = []
@@ -211,8 +212,8 @@ def main() -> None:
         checks = [c for part in run["parts"] for c in part.get("checks", [])]
         console.rule(f"[bold]summary: {run['label']}; numpy BLAS {run['kernel']}")
         for part in run["parts"]:
-            state = ("[red]failed[/red] " + part["failed"] if part.get("failed") else
-                     "skipped: " + part["skipped"] if part.get("skipped") else "ran")
+            state = ("[red]failed[/red] " + escape(part["failed"]) if part.get("failed") else
+                     "skipped: " + escape(part["skipped"]) if part.get("skipped") else "ran")
             console.print(f"{part['part']:>10}: {state} ({part['wall_seconds']:.0f} s)", soft_wrap=True)
         if checks:
             console.print(checks_table(checks, "targets"))

@@ -125,9 +125,21 @@ def test_the_policy_counts_again_between_epochs(monkeypatch):
         assert policy.choice.threads == 4 and parallel.threads() == 4
         load["tasks"] = (6, 4)  # our 4 threads and 2 of another process
         policy.adapt()
-        assert policy.choice.threads == 2 and parallel.threads() == 2
+        assert policy.choice.threads == 2 and parallel.threads() == workers.elementwise_pool_size(2) == 1
     with workers.ThreadPolicy(3, 1e9) as fixed:
         load["tasks"] = (9, 1)
         fixed.adapt()
         assert fixed.choice.threads == 3  # asked for: never changed
     assert parallel.threads() == 1
+
+
+def test_the_element_wise_pool_joins_blas_only_from_four_threads():
+    from nnrun.parallel import threads
+    from nnrun.workers import MIN_POOL_THREADS, elementwise_pool_size, use_threads
+
+    assert [elementwise_pool_size(n) for n in (1, 2, 3, 4, 16)] == [1, 1, 1, 4, 16]
+    with use_threads(2):
+        assert threads() == 1  # two cores: blocks inline, BLAS on both
+    with use_threads(MIN_POOL_THREADS):
+        assert threads() == MIN_POOL_THREADS
+    assert threads() == 1

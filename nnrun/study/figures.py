@@ -115,6 +115,7 @@ def _relation_row(ax: Any, relation: dict[str, Any], result: dict[str, Any]) -> 
                     fmt="o", color=color, capsize=4, ms=5)
         span = max(abs(interval["low"]), abs(interval["high"]), margin or 0.0) or 1.0
         ax.set_xlim(-1.15 * span, 1.15 * span)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, symmetric=True))  # labels that do not overlap
     else:
         ax.text(0.5, 0.5, "too few runs for an interval", ha="center", va="center", fontsize=8,
                 transform=ax.transAxes)
