@@ -212,6 +212,17 @@ class NumpyEpoch:
         return now() - start
 
 
+def torch_epoch(torch, model, opt, X, y) -> None:
+    """One epoch of minibatch steps of `model` with `opt` over tensors X, y (on their device), shuffled."""
+    perm = torch.randperm(len(X), device=X.device)
+    for i in range(0, len(X), B):
+        idx = perm[i:i + B]
+        loss = torch.nn.functional.cross_entropy(model(X[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
 def torch_model(nn, variant: str):
     """The workload's network in PyTorch (`nn` is `torch.nn`): plain, or with BatchNorm and dropout."""
     if variant == "bn-dropout":
@@ -239,13 +250,7 @@ class TorchEpoch:
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
         start = now()
-        perm = torch.randperm(len(self.X))
-        for i in range(0, len(self.X), B):
-            idx = perm[i:i + B]
-            loss = torch.nn.functional.cross_entropy(model(self.X[idx]), self.y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        torch_epoch(torch, model, opt, self.X, self.y)
         return now() - start
 
 

@@ -21,7 +21,7 @@ Usage: python bench/bench_gpu.py [--repeats 5] [--samples N] [--cifar10 FOLDER] 
 from __future__ import annotations
 
 import numpy as np
-from bench_epoch import N_VAL, reference_config, reference_dataset, torch_model
+from bench_epoch import N_VAL, reference_config, reference_dataset, torch_epoch, torch_model
 from common import (
     LR,
     MOMENTUM,
@@ -101,13 +101,7 @@ class TorchGpuEpoch:
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
         torch.cuda.synchronize()
         start = now()
-        perm = torch.randperm(len(self.X), device="cuda")
-        for i in range(0, len(self.X), B):
-            idx = perm[i:i + B]
-            loss = torch.nn.functional.cross_entropy(model(self.X[idx]), self.y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        torch_epoch(torch, model, opt, self.X, self.y)
         torch.cuda.synchronize()
         return now() - start
 
