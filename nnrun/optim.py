@@ -66,6 +66,8 @@ class Optimizer:
     """Integer attributes that are part of the state (Adam's step count `t`)."""
     fused: str | None = None
     """The rule's one-launch GPU kernel (a `nnrun.nn.kernels.UPDATES` name), taking `fused_scalars(lr)`."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay applied before each step (`decay_weights`); set by `adamw` and `sgdw`."""
 
     def __init__(self) -> None:
         self.state: dict[str, dict[str, np.ndarray]] = {}
@@ -99,17 +101,16 @@ class Optimizer:
     def step(self, params: list[Parameter], lr: float) -> None:
         """Update every parameter in place: `update` on blocks of rows of each, spread over the element-wise
         thread pool (`nnrun.parallel`); every element sees the same operations as a whole-array update. On a GPU
-        the rule's fused kernel (`fused`) updates each parameter in one launch."""
+        the rule's fused kernel (`fused`) updates each parameter in one launch. A `weight_decay` shrinks the
+        weight matrices first."""
+        decay_weights(params, lr, self.weight_decay)
         if self.fused is not None and params and is_device_array(params[0].value):
             scalars = self.fused_scalars(lr)
             for p in params:
                 kernels.update(self.fused, p.value, p.grad, tuple(self._state(p, *self.slots)), scalars)
             return
-        jobs = []
-        for p in params:
-            update = functools.partial(self.update, lr=lr)
-            jobs.append((update, (p.value, p.grad, *self._state(p, *self.slots))))
-        run_blocks(jobs)
+        update = functools.partial(self.update, lr=lr)
+        run_blocks([(update, (p.value, p.grad, *self._state(p, *self.slots))) for p in params])
 
     def update(self, w: np.ndarray, g: np.ndarray, *slots: np.ndarray, lr: float) -> None:
         """The rule on one block: weights `w`, gradient `g` (scratch space: the next backward refills it) and the
@@ -260,10 +261,6 @@ class AdamW(Adam):
         super().__init__(beta1, beta2, eps)
         self.weight_decay = weight_decay
 
-    def step(self, params: list[Parameter], lr: float) -> None:
-        decay_weights(params, lr, self.weight_decay)
-        super().step(params, lr)
-
 
 class SGDW(Momentum):
     """Momentum SGD with decoupled weight decay: `w -= lr * weight_decay * w`, then `v = mu v - lr g; w += v`."""
@@ -271,10 +268,6 @@ class SGDW(Momentum):
     def __init__(self, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
         super().__init__(momentum)
         self.weight_decay = weight_decay
-
-    def step(self, params: list[Parameter], lr: float) -> None:
-        decay_weights(params, lr, self.weight_decay)
-        super().step(params, lr)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

@@ -7,9 +7,10 @@ a block small enough to stay in a core's cache (`BLOCK_BYTES` per array) lets se
 operations on the same rows run at cache speed instead of memory speed. Every element sees the
 same operations in the same order as the whole-array code, so results are bit-identical to it.
 
-The pool is process-wide, like the BLAS thread pool it sits beside: `use_threads(n)` (see
-`nnrun.threads`) sizes both. With one thread, blocks run inline (still cache-sized). Arrays on a
-GPU run whole, in one launch: the GPU parallelizes, and blocks would only multiply launches.
+The pool is process-wide, like the BLAS thread pool it sits beside: `nnrun.workers.use_threads(n)`
+sizes both (the pool only from `workers.MIN_POOL_THREADS` threads). With one thread, blocks run inline
+(still cache-sized). Arrays on a GPU run whole, in one launch: the GPU parallelizes, and blocks would
+only multiply launches.
 """
 
 from __future__ import annotations

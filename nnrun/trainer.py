@@ -276,7 +276,7 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
         for i in range(0, n_train, batch):
             idx = order[i:i + batch]
             # A full batch reuses one buffer: the layers hold it only until the next forward pass.
-            rows = gather_rows(X_train, idx, batch_buffer if len(idx) == batch else None)
+            rows = gather_rows(X_train, idx, batch_buffer if len(idx) == len(batch_buffer) else None)
             if augment is not None:
                 rows = augment(rows, rngs["augment"])
             scores = model.forward(rows, train=True)

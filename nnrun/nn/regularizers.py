@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnrun.backend import loss_scalar, xp_of
+from nnrun.backend import is_device_array, loss_scalar, xp_of
 from nnrun.nn.layers import Parameter
 
 
@@ -53,9 +53,12 @@ def max_norm_project(W: np.ndarray, c: float) -> None:
     """Scale, in place, each column of W: (fan_in, fan_out) whose L2 norm exceeds `c` down to norm c.
 
     Columns inside the bound are multiplied by exactly 1 (`c / max(norm, c)`), which leaves them unchanged
-    without a data-dependent branch (a GPU would have to stop and report one)."""
+    without a data-dependent branch (a GPU would have to stop and report one); on the CPU a matrix with no
+    column outside the bound is left alone without that pass."""
     xp = xp_of(W)
     norms = xp.sqrt(xp.einsum("ij,ij->j", W, W))
+    if not is_device_array(W) and not (norms > c).any():
+        return
     W *= c / xp.maximum(norms, c)
 
 
