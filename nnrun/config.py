@@ -43,12 +43,11 @@ from nnrun.nn.losses import LOSSES, check_tree_spec, losses_for
 from nnrun.nn.regularizers import PENALTIES
 from nnrun.optim import OPTIMIZERS, SCHEDULES
 from nnrun.preprocess import CENTER_MODES, SCALE_MODES
+from nnrun.safeyaml import MAX_BYTES as MAX_YAML_BYTES
 from nnrun.safeyaml import YamlLimitError, safe_load
 
 DATA_ROOT_ENV = "NNRUN_DATA_ROOT"
 """Environment variable that sets the default `data.root`."""
-MAX_YAML_BYTES = 1 << 20
-"""Largest config file read."""
 MAX_VALUE_CHARS = 10_000
 """Longest `--set`, `--grid` or `--space` value."""
 MAX_ECHO = 80

@@ -147,8 +147,12 @@ def zca_images(pre: Preprocessor, X: np.ndarray, eps: float) -> list[tuple[str, 
     settings = [(eps, f"ZCA, eps={eps:.3g}")]
     settings += [(share * mean_variance, f"ZCA, eps={share * mean_variance:.3g} ({share:g} x mean variance)")
                  for share in ZCA_EPS_SHARES]
-    return [(title, pre.with_components(pre.n_features, whiten="zca", eps=value).transform(X))
-            for value, title in settings]
+    images = []
+    for value, title in settings:
+        # PCA whitening rotated back (`Z @ U.T`): ZCA's output for n rows without ZCA's (D, D) projection matrix.
+        white = pre.with_components(pre.n_features, whiten=True, eps=value)
+        images.append((title, white.inverse_transform(white.transform(X), unwhiten=False)))
+    return images
 
 
 def report_table(result: dict[str, Any]) -> DataTable:

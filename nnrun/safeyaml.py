@@ -1,6 +1,6 @@
 """Bounded YAML reading: what a config file or a `--set` value may hold before anything is built from it.
 
-`safe_load(text, source)` reads YAML with PyYAML's safe loader and these limits, each a
+`safe_load(text)` reads YAML with PyYAML's safe loader and these limits, each a
 `YamlLimitError` (a `yaml.YAMLError`) naming the line: at most `MAX_BYTES` of text, nesting at
 most `MAX_DEPTH` deep (checked while composing, before Python's recursion limit is near), at
 most `MAX_NODES` nodes once aliases are expanded (a 364-byte "billion laughs" is refused before
