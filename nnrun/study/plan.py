@@ -31,10 +31,11 @@ import numpy as np
 from nnrun.config import apply_override, set_dotted, validate_config
 from nnrun.errors import UserInputError
 from nnrun.optim import OPTIMIZERS
-from nnrun.study.metrics import INIT_METRICS, Produced, check_metric, parse_metric, probe, probe_key
+from nnrun.study.metrics import INIT_METRICS, Produced, check_metric, parse_metric, probe, probe_key, run_outcome
 from nnrun.study.spec import StudyFile, seeds_of
-from nnrun.sweep.plan import SweepPlan, SweepPoint, completed_summary, config_hash, describe_point, plan_configs
+from nnrun.sweep.plan import SweepPlan, SweepPoint, config_hash, describe_point, plan_configs
 from nnrun.tables import fmt
+from nnrun.workers import use_threads
 
 MAX_ERRORS_SHOWN = 5
 """Problems listed in one error message."""
@@ -98,20 +99,17 @@ class StudyPlan:
     def produced_by(self, config: dict[str, Any]) -> Produced:
         return self.produced[probe_key(config)]
 
-    def done(self) -> int:
-        """Distinct runs already completed (or diverged: a finished outcome)."""
-        return sum(1 for p in self.sweep.points if finished(p))
+    def done_keys(self) -> set[str]:
+        """The keys of the distinct runs already completed (or diverged: a finished outcome)."""
+        return {p.key for p in self.sweep.points if finished(p)}
 
 
 def finished(point: SweepPoint) -> bool:
     """Whether a point's run directory holds a finished run: completed, or diverged (an outcome a claim
     measures, not a failure to retry)."""
-    if completed_summary(point) is not None:
-        return True
     from nnrun.rundir import RunDir
 
-    summary = RunDir(point.run_dir).read_summary() or {}
-    return summary.get("status") == "failed" and bool(summary.get("diverged"))
+    return run_outcome(RunDir(point.run_dir).read_summary()) in ("completed", "diverged")
 
 
 def resolve_base(study_base: dict[str, Any], study: StudyFile, budget: str, overrides: list[str]) -> dict[str, Any]:
@@ -276,11 +274,9 @@ def calibrate(threads: int, with_eigh: bool) -> dict[str, float]:
     - with `with_eigh`: `eigh_seconds_per_cube` (a symmetric eigendecomposition of a D x D matrix costs
       this x D^3) and `covariance_seconds_per_unit` (N rows: this x N x D^2).
     """
-    from threadpoolctl import threadpool_limits
-
     rng = np.random.default_rng(0)
     out: dict[str, float] = {}
-    with threadpool_limits(limits=threads):
+    with use_threads(threads):
         timings = []
         for sizes, batch in (([3072, 100, 10], 128), ([16, 8, 2], 16)):
             macs = sum(i * o for i, o in zip(sizes[:-1], sizes[1:], strict=True))
@@ -315,9 +311,7 @@ def parallel_factor(jobs: int, threads: int) -> float:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads):
+    with use_threads(threads):
         solo = _calibration_epochs(threads, None)
     start = time.time() + PARALLEL_START_SECONDS
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -328,10 +322,8 @@ def parallel_factor(jobs: int, threads: int) -> float:
 def _calibration_epochs(threads: int, start: float | None) -> float:
     """The median seconds of a few calibration epochs (3072-100-10 network), begun at time `start` when given
     (so that parallel workers overlap); runs in a worker process."""
-    from threadpoolctl import threadpool_limits
-
     rng = np.random.default_rng(0)
-    with threadpool_limits(limits=threads):
+    with use_threads(threads):
         _time_epoch([3072, 100, 10], 128, CALIBRATION_EXAMPLES // 4, rng)  # warm up
         if start is not None:
             time.sleep(max(start - time.time(), 0.0))

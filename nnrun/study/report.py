@@ -1,7 +1,7 @@
 """A study's report: one document rendered as Markdown (figures as PNG files beside it) and as one
 self-contained HTML file (figures embedded as base64), from the numbers `study.json` holds.
 
-The document is a list of blocks (`Heading`, `Text`, `Table`, `Image`, `Code`), rendered twice, so
+The document is a list of blocks (`Heading`, `Text`, `Table`, `Image`), rendered twice, so
 the two files always say the same. Text is a small Markdown subset: paragraphs, `- ` lists,
 `code`, **bold** and [links](url); the HTML renderer escapes everything else.
 
@@ -56,12 +56,7 @@ class Image:
     alt: str
 
 
-@dataclass
-class Code:
-    text: str
-
-
-Block = Heading | Text | Table | Image | Code
+Block = Heading | Text | Table | Image
 
 
 # ---- content ------------------------------------------------------------------------------------
@@ -84,13 +79,6 @@ def interval_text(interval: dict[str, Any] | None) -> str:
 def _signed(value: float) -> str:
     text = fmt(float(value), 3)
     return text if text.startswith("-") else "+" + text
-
-
-def relation_other(relation: dict[str, Any]) -> str:
-    """The other side of a relation: arm b, the fixed value, or nothing (a diverges alone)."""
-    if relation["b"] is not None:
-        return relation["b"]
-    return fmt(relation["value"]) if relation["value"] is not None else "-"
 
 
 def diverged_text(relation: dict[str, Any]) -> str:
@@ -282,8 +270,6 @@ def to_markdown(blocks: list[Block]) -> str:
             parts.append(f"{'#' * block.level} {block.text}")
         elif isinstance(block, Text):
             parts.append(block.text.strip())
-        elif isinstance(block, Code):
-            parts.append(f"```\n{block.text.rstrip()}\n```")
         elif isinstance(block, Image):
             parts.append(f"![{block.alt}]({block.path})")
         elif isinstance(block, Table):
@@ -307,8 +293,6 @@ def to_html(blocks: list[Block], base: Path, title: str) -> str:
             body.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")
         elif isinstance(block, Text):
             body.append(_paragraphs(block.text))
-        elif isinstance(block, Code):
-            body.append(f"<pre>{html.escape(block.text)}</pre>")
         elif isinstance(block, Image):
             data = base64.b64encode((base / block.path).read_bytes()).decode()
             body.append(f'<p><img alt="{html.escape(block.alt)}" src="data:image/png;base64,{data}"></p>')

@@ -119,6 +119,7 @@ def _check_out(out: Path, name: str, budget: str, overwrite: bool) -> None:
 
 def plan_report(plan: StudyPlan, bound: float | None) -> dict[str, Any]:
     """The plan as one JSON-ready object: runs per claim, distinct, done and left, and the estimate."""
+    done = plan.done_keys()
     claims = []
     for claim_id in plan.claims:
         by_arm = plan.arms[claim_id]
@@ -126,13 +127,13 @@ def plan_report(plan: StudyPlan, bound: float | None) -> dict[str, Any]:
         entries = sum(len(run.candidates) for runs in by_arm.values() for run in runs)
         seeds = len(next(iter(by_arm.values())))
         claims.append({"id": claim_id, "arms": len(by_arm), "seeds": seeds, "runs": entries, "distinct": len(keys),
-                       "done": sum(finished(plan.points[k]) for k in keys)})
+                       "done": len(keys & done)})
     entries = sum(c["runs"] for c in claims)
     est = plan.estimate
     return {"study": plan.study.name, "budget": plan.budget, "file": str(plan.source),
             "runs_dir": str(plan.sweep.runs_dir), "claims": claims, "entries": entries,
-            "distinct": len(plan.sweep.points), "shared": entries - len(plan.sweep.points), "done": plan.done(),
-            "to_run": len(plan.sweep.points) - plan.done(),
+            "distinct": len(plan.sweep.points), "shared": entries - len(plan.sweep.points), "done": len(done),
+            "to_run": len(plan.sweep.points) - len(done),
             "estimate_seconds": est.seconds if est else None, "estimate_own_seconds": est.own_seconds if est else None,
             "max_minutes": bound, "calibration": est.calibration if est else None}
 
