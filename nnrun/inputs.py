@@ -17,8 +17,6 @@ its input (`ModelInput`: features per row, image shape, pixel range), each probl
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from nnrun.datasets.cifar10 import (
     read_cifar10_batch,
 )
 from nnrun.datasets.npz import read_npz
+from nnrun.datasets.safe import read_npz_arrays
 from nnrun.errors import UserInputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -138,12 +137,9 @@ def check_rows(X: np.ndarray, path: Path, model_input: ModelInput, key: str = "X
 
 def read_npz_input(path: Path, model_input: ModelInput) -> Inputs:
     """An .npz with X: with targets it is read and checked as a dataset file; names count only where stated."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = set(archive.files)
-            X = archive["X"] if "X" in keys else None
-    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile, zlib.error) as e:
-        raise UserInputError(f"{path}: cannot read as an .npz file: {e}") from None
+    arrays = read_npz_arrays(path, what="input")  # the size, memory and zip-bomb checks of a dataset file
+    keys = set(arrays)
+    X = arrays.get("X")
     if X is None:
         raise UserInputError(f"{path}: missing key 'X' (the rows to predict); keys found: "
                              f"{', '.join(sorted(keys)) or 'none'}")

@@ -223,3 +223,16 @@ def test_real_cifar10_predict_on_the_test_batch_matches_the_summary(cifar10_fold
     rows = list(csv.DictReader(io.StringIO((tmp_path / "preds.csv").read_text())))
     assert len(rows) == 10000
     assert np.mean([r["prediction"] == r["target"] for r in rows]) == summary["test_accuracy"]
+
+
+@pytest.mark.parametrize("name", ["huge_shape_header", "zip_bomb"])
+def test_hostile_npz_inputs_are_refused_before_allocation_as_dataset_files_are(cifar_run, tmp_path, monkeypatch,
+                                                                              name):
+    from nnrun.datasets import safe
+    from tests import hostile_cases
+
+    monkeypatch.setattr(safe, "MAX_BOMB_FREE_BYTES", 1 << 20)  # a 2 MiB bomb stands for a 6 GB one
+    run, _ = cifar_run
+    path, expected = hostile_cases.NPZ_CASES[name](tmp_path)
+    message = predict_error(run, path)
+    assert str(path) in message and expected in message

@@ -120,19 +120,20 @@ def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[in
     return tuple(int(n) for n in shape), np.dtype(dtype)
 
 
-def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+def read_npz_arrays(path: Path, what: str = "data.path") -> dict[str, np.ndarray]:
     """Every array of the `.npz` at `path`, each checked from its header before it is read (see module docstring).
 
-    Raises `UserInputError` naming the file (and key) for anything unreadable or over a bound.
+    Raises `UserInputError` naming the file (and key) for anything unreadable or over a bound; `what` says where
+    the path came from in the messages that do not start with it.
     """
     budget = data_budget()
     try:
         with open(path, "rb") as f:
             head = f.read(6)
     except OSError as e:
-        raise UserInputError(f"data.path: cannot read {path}: {e.strerror or e}") from None
+        raise UserInputError(f"{what}: cannot read {path}: {e.strerror or e}") from None
     if head == b"\x93NUMPY":
-        raise UserInputError(f"data.path: {path} is a single .npy array, not an .npz archive with an 'X' key")
+        raise UserInputError(f"{what}: {path} is a single .npy array, not an .npz archive with an 'X' key")
     arrays: dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(path) as zf:
@@ -167,5 +168,5 @@ def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
     except UserInputError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
-        raise UserInputError(f"data.path: cannot read {path} as an .npz file: {str(e)[:200]}") from None
+        raise UserInputError(f"{what}: cannot read {path} as an .npz file: {str(e)[:200]}") from None
     return arrays
