@@ -64,7 +64,9 @@ def _worker_signal(signum: int, frame: Any) -> None:
 
 
 def _die_with_parent(parent: int) -> None:
-    """Ask for SIGTERM when `parent` dies: the kernel's parent-death signal on Linux, and a watchdog thread."""
+    """Ask for SIGTERM when `parent` dies: the kernel's parent-death signal on Linux, and a watchdog thread that
+    repeats it every `PARENT_POLL_SECONDS` (a single signal can arrive while an interrupted run is still saving,
+    where it is absorbed, and would leave the worker waiting for tasks from a sweep that is gone)."""
     libc_name = ctypes.util.find_library("c")
     if libc_name and hasattr(signal, "SIGTERM"):
         try:
@@ -75,7 +77,9 @@ def _die_with_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_POLL_SECONDS)
-        os.kill(os.getpid(), signal.SIGTERM)
+        while True:  # until the worker is gone: a run that is saving lets one signal wait, an idle worker exits
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(PARENT_POLL_SECONDS)
 
     threading.Thread(target=watch, name="nnrun-parent-watchdog", daemon=True).start()
     if os.getppid() != parent:  # the parent died before the kernel could be asked
