@@ -42,10 +42,38 @@ class ndarray(np.ndarray):  # noqa: N801 - CuPy's name
                             "is not allowed (call the array's own module, or .get() it)")
         return super().__array_function__(func, types_, args, kwargs)
 
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        """Operators and ufuncs: a host array among the operands is refused, as CuPy refuses it (Python and
+        NumPy scalars pass); results are GPU arrays, 0-d ones included (CuPy never returns a host scalar)."""
+        operands = (*inputs, *kwargs.get("out", ()))
+        if not _inside() and any(isinstance(a, np.ndarray) and not isinstance(a, ndarray) for a in operands):
+            raise TypeError(f"{ufunc.__name__} was given a host (NumPy) array beside a GPU array: CuPy refuses "
+                            "implicit conversion (move it with cupy.asarray first)")
+        plain = [a.view(np.ndarray) if isinstance(a, ndarray) else a for a in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(a.view(np.ndarray) if isinstance(a, ndarray) else a for a in kwargs["out"])
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        if "out" in kwargs and method != "at":
+            outs = tuple(_wrap(o) for o in kwargs["out"])
+            return outs[0] if len(outs) == 1 else outs
+        return _wrap(result)
+
+    def __getitem__(self, key: Any) -> Any:
+        """CuPy's integer indexing: `a[i]` of every axis is a 0-d array *viewing* the element, not a host scalar
+        (writing through `a[i] = ...` later changes what such a view reads)."""
+        if isinstance(key, int | np.integer) or (
+                isinstance(key, tuple) and key and all(isinstance(k, int | np.integer) for k in key)):
+            whole = key if isinstance(key, tuple) else (key,)
+            if len(whole) == self.ndim:
+                return super().__getitem__((*whole, Ellipsis))
+        return super().__getitem__(key)
+
 
 def _wrap(value: Any) -> Any:
     if isinstance(value, np.ndarray) and not isinstance(value, ndarray):
         return value.view(ndarray)
+    if isinstance(value, np.generic):  # CuPy returns 0-d device arrays, never host scalars
+        return np.asarray(value).view(ndarray)
     if isinstance(value, tuple):
         return tuple(_wrap(v) for v in value)
     if isinstance(value, list):

@@ -62,7 +62,7 @@ def numeric_gradient(f: Callable[[], float], x: np.ndarray, h: float = DEFAULT_H
     chosen = np.arange(flat.size) if indices is None else np.asarray(indices)
     grad = np.empty(len(chosen), dtype=np.float64)
     for j, i in enumerate(chosen):
-        old = flat[i]
+        old = flat[i].item()  # a value: on a GPU `flat[i]` is a 0-d view, which the writes below would change
         flat[i] = old + h
         plus = f()
         flat[i] = old - h
@@ -151,7 +151,7 @@ def _check_param(p: Parameter, analytic: np.ndarray, evaluate: Callable[[], tupl
         indices = np.arange(flat.size)
     numeric, used = [], []
     for i in indices:
-        old = flat[i]
+        old = flat[i].item()  # a value, not CuPy's 0-d view of the entry (see numeric_gradient)
         if has_l1 and abs(old) < h:
             continue
         flat[i] = old + h
