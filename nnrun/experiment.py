@@ -198,22 +198,54 @@ def build_model(cfg: ModelConfig, n_inputs: int, n_outputs: int, rng: np.random.
                      bn_eps=cfg.bn_eps, dropout=cfg.dropout, dropout_mode=cfg.dropout_mode, dropout_rng=dropout_rng)
 
 
+def network_sizes(cfg: ExperimentConfig, n_features: int, n_outputs: int) -> list[int]:
+    """The layer widths of `cfg`'s network, inputs first, for `n_features` inputs and `n_outputs` outputs."""
+    return [n_features, *cfg.model.hidden, n_outputs]
+
+
+def training_need(cfg: ExperimentConfig, sizes: list[int]) -> int:
+    """About how many bytes training a network of `sizes` with `cfg`'s optimizer and batches takes, data aside
+    (`nnrun.trainer.training_bytes`)."""
+    slots = len(OPTIMIZERS[cfg.optim.name].slots)
+    return training_bytes(sizes, train_settings(cfg.train), slots, cfg.model.batchnorm)
+
+
+def preprocessed_width(cfg: PreprocessConfig, n_features: int) -> int:
+    """Features per example after the preprocessing `cfg` describes, known before fitting it: `pca` components
+    (rotated back onto the `n_features` input axes by ZCA), else `n_features`."""
+    return cfg.pca if cfg.pca is not None and cfg.whiten != "zca" else n_features
+
+
+def upload_bytes(data: Dataset, n_features: int | None = None) -> int:
+    """Bytes the training loop uploads to a GPU: the training and validation inputs as float32 (`n_features`
+    columns, the width after preprocessing; default the data's own) and the training targets."""
+    width = data.n_features if n_features is None else n_features
+    return (len(data.X_train) + len(data.X_val)) * width * np.dtype(np.float32).itemsize + data.y_train.nbytes
+
+
+def gpu_bytes(cfg: ExperimentConfig, data: Dataset, loss: Loss, n_features: int | None = None) -> int:
+    """About how many bytes of GPU memory a run of `cfg` takes: training its network (`training_need`) plus the
+    splits the loop uploads (`upload_bytes`). `data` as prepared, or raw (targets selected) with `n_features`
+    the width after preprocessing (`preprocessed_width`), so that a run can be sized before it starts."""
+    width = data.n_features if n_features is None else n_features
+    sizes = network_sizes(cfg, width, loss.output_dim(data.n_targets))
+    return training_need(cfg, sizes) + upload_bytes(data, width)
+
+
 def model_for(cfg: ExperimentConfig, prepared: PreparedData, xp: ModuleType = np) -> MLP:
     """The model of `cfg` sized for the prepared data, weights from the `init` stream of `cfg.seed`, once the
     memory training it needs (weights, gradients, optimizer state, checkpoints, activations) is known to fit;
     moved to the device of the array module `xp` (its memory checked too: the model and the training and
-    validation splits, which the loop uploads)."""
+    validation splits, which the loop uploads: `gpu_bytes`)."""
     data = prepared.data
-    sizes = [data.n_features, *cfg.model.hidden, prepared.loss.output_dim(data.n_targets)]
-    slots = len(OPTIMIZERS[cfg.optim.name].slots)
-    need = training_bytes(sizes, train_settings(cfg.train), slots, cfg.model.batchnorm)
+    sizes = network_sizes(cfg, data.n_features, prepared.loss.output_dim(data.n_targets))
     what = (f"training a {'-'.join(map(str, sizes))} network with {cfg.optim.name} and batches of "
             f"{cfg.train.batch_size}")
     advice = "use fewer or narrower layers (model.hidden) or smaller batches"
-    check_memory(need, what, advice)
+    check_memory(training_need(cfg, sizes), what, advice)
     if xp is not np:
         free = device_memory(xp)
-        need += sum(a.nbytes for a in (data.X_train, data.y_train, data.X_val))
+        need = gpu_bytes(cfg, data, prepared.loss)
         if free is not None and need > MEMORY_SHARE * free:
             raise UserInputError(f"train.device: gpu: {what} on the training and validation splits needs about "
                                  f"{human_bytes(need)} of GPU memory and the GPU has {human_bytes(free)} free; "
