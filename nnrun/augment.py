@@ -66,8 +66,7 @@ class Augmentation:
         c, h, w = self.image_shape
         n, k = len(X), self.translate
         xp = xp_of(X)
-        flips = rng.random(n) < 0.5 if self.flip else np.zeros(n, dtype=bool)
-        shifts = rng.integers(-k, k + 1, size=(2, n)) if k else np.zeros((2, n), dtype=np.int64)
+        flips, shifts = self.draws(n, rng)
 
         def where(mask: np.ndarray) -> np.ndarray:
             """The examples a host mask picks, as an index array on X's device."""
@@ -98,6 +97,14 @@ class Augmentation:
             out -= shift
             out /= scale
         return out.reshape(n, c * h * w)
+
+    def draws(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The moves of a batch of n: flips (n,) bool and shifts (2, n) int64 (vertical, horizontal), drawn from
+        `rng` in the module docstring's order (a GPU step draws them here too, a whole epoch at a time)."""
+        k = self.translate
+        flips = rng.random(n) < 0.5 if self.flip else np.zeros(n, dtype=bool)
+        shifts = rng.integers(-k, k + 1, size=(2, n)) if k else np.zeros((2, n), dtype=np.int64)
+        return flips, shifts
 
     def _pad(self, images: np.ndarray, k: int) -> np.ndarray:
         """images (n, C, H, W) -> (n, C, H + 2k, W + 2k), padded with zeros or reflected (as `np.pad`'s

@@ -415,6 +415,10 @@ class TrainConfig(Section):
     device: one_of(DEVICES) = Field(
         "cpu", description="Where to compute: cpu, or gpu (an NVIDIA GPU through CuPy: pip install 'nnrun[gpu]'). "
                            "Each is deterministic; they agree to float32 rounding, not bit for bit.")
+    cuda_graph: bool = Field(
+        True, description="device gpu: record the training step once as a CUDA graph and replay it for every "
+                          "batch (the same results, far fewer launches); false launches every kernel each step. "
+                          "A step that cannot be recorded runs unrecorded, and the summary's step_path says why.")
 
 
 class ExperimentConfig(Section):

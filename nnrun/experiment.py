@@ -312,7 +312,8 @@ def build_augmentation(cfg: AugmentConfig, prepared: PreparedData) -> Augmentati
 def train_settings(cfg: TrainConfig) -> TrainSettings:
     """The training loop's settings of the train section."""
     return TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
-                         eval_train_size=cfg.eval_train_size, patience=cfg.patience, restore_best=cfg.restore_best)
+                         eval_train_size=cfg.eval_train_size, patience=cfg.patience, restore_best=cfg.restore_best,
+                         cuda_graph=cfg.cuda_graph)
 
 
 def train_setup(cfg: ExperimentConfig, prepared: PreparedData | None = None) -> TrainSetup:
@@ -620,6 +621,8 @@ def inactive_keys(cfg: ExperimentConfig) -> dict[str, str]:
             notes[f"data.{key}"] = f"data.dataset {cfg.data.dataset} does not read it"
     if not cfg.preprocess.whiten:
         notes["preprocess.eps"] = "preprocess.whiten is false"
+    if cfg.train.device == "cpu":
+        notes["train.cuda_graph"] = "train.device is cpu"
     if cfg.preprocess.fit_on == "train" and cfg.preprocess.allow_leak:
         notes["preprocess.allow_leak"] = "preprocess.fit_on is train"
     model = cfg.model.model_dump()

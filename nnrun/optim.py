@@ -98,11 +98,33 @@ class Optimizer:
                 name, _, slot = key.rpartition("/")
                 self.state.setdefault(name, {})[slot] = np.array(value, copy=True)
 
+    def advance(self) -> None:
+        """Count one step (Adam's `t`); `step` and `step_scalars` call it first."""
+
+    def step_scalars(self, lr: float) -> tuple[float, ...]:
+        """Count one step and return its scalars as a GPU step reads them from a device table (`step_from_table`):
+        the fused kernel's `fused_scalars(lr)`, then the decoupled decay factor `1 - lr * weight_decay`."""
+        self.advance()
+        return (*self.fused_scalars(lr), 1 - lr * self.weight_decay)
+
+    def step_from_table(self, params: list[Parameter], table: np.ndarray, counters: np.ndarray) -> None:
+        """The GPU update of a step whose scalars (`step_scalars`, one row per step) are in the device `table`,
+        row `counters[0]`: the decay, then the fused kernel, each reading the table (a CUDA graph replays this
+        with the table's values of the step it runs). Adam's count advanced when the table was filled."""
+        if self.weight_decay:
+            for p in params:
+                if p.kind == "weight":
+                    kernels.decay_from_table(p.value, table, counters, table.shape[1] - 1)
+        for p in params:
+            kernels.update_from_table(self.fused, p.value, p.grad, tuple(self._state(p, *self.slots)), table,
+                                      counters)
+
     def step(self, params: list[Parameter], lr: float) -> None:
         """Update every parameter in place: `update` on blocks of rows of each, spread over the element-wise
         thread pool (`nnrun.parallel`); every element sees the same operations as a whole-array update. On a GPU
         the rule's fused kernel (`fused`) updates each parameter in one launch. A `weight_decay` shrinks the
         weight matrices first."""
+        self.advance()
         decay_weights(params, lr, self.weight_decay)
         if self.fused is not None and params and is_device_array(params[0].value):
             scalars = self.fused_scalars(lr)
@@ -192,9 +214,8 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.t = 0
 
-    def step(self, params: list[Parameter], lr: float) -> None:
+    def advance(self) -> None:
         self.t += 1
-        super().step(params, lr)
 
     def fused_scalars(self, lr: float) -> tuple[float, ...]:
         correction1 = 1 - self.beta1 ** self.t

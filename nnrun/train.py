@@ -37,9 +37,9 @@ from nnrun.signals import Interrupted, shielded
 from nnrun.trainer import Checkpoint, Diverged, History, Reporter, SilentReporter, evaluate, fit
 from nnrun.workers import ThreadPolicy, requested_threads
 
-RESUMABLE_KEYS = ("train.epochs", "train.device")
+RESUMABLE_KEYS = ("train.epochs", "train.device", "train.cuda_graph")
 """Config keys that may change when a run is resumed (more epochs for a finished run; the other device: the
-checkpoint holds host arrays either way)."""
+checkpoint holds host arrays either way; the GPU's step recorded or not: the same launches)."""
 
 
 def train_new(cfg: ExperimentConfig, *, out: Path | None = None, runs_dir: Path = Path("runs"),
@@ -140,6 +140,10 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
                     "parameters": n_params,
                     **({"resumed after epoch": resume.epoch} if resume is not None else {}),
                     **({"threads": f"{threads.choice.threads} ({threads.choice.reason})"} if threads else {}),
+                    **({"gpu step": "recorded once as a CUDA graph and replayed (launched kernel by kernel if "
+                                    "recording fails; the summary's step_path says)" if cfg.train.cuda_graph
+                        else "launched kernel by kernel (train.cuda_graph: false)"}
+                       if cfg.train.device == "gpu" else {}),
                     "choices": describe_choices(cfg),
                     "selection": {"metric": f"val_{loss_fn.primary_metric}",
                                   "higher_is_better": loss_fn.higher_is_better}})
@@ -234,7 +238,8 @@ def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history:
                                "epochs": len(history.rows), **{f"n_{k}": v for k, v in data.sizes().items()},
                                "parameters": n_params, "best_epoch": history.best_epoch,
                                "stopped_early": history.stopped_early,
-                               "restored_best": history.restored_best}
+                               "restored_best": history.restored_best,
+                               **({"step_path": history.step_path} if history.step_path is not None else {})}
     if status != "completed":
         summary.update({"reason": reason, "diverged": diverged, "checkpoint_epoch": saved_epoch,
                         "seconds": time.perf_counter() - started})

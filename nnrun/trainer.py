@@ -11,10 +11,12 @@ metrics from the whole validation split. Random streams (all derived from `Train
 test or the train-metrics subset).
 
 On a GPU (a model moved there with `MLP.to(cupy)`) the training and validation splits are
-uploaded once, batches are gathered there, and the batch losses stay there until the epoch
-ends, when one transfer brings them back: no step waits for the GPU. Dropout masks come from
-a GPU generator seeded, each epoch, from the `dropout` stream (so a resumed GPU run draws the
-same masks); GPU runs are deterministic but not bit-identical to CPU runs.
+uploaded once and the epochs run in `nnrun.device_step.DeviceEpochs`: batches are gathered
+there, the step is recorded once as a CUDA graph and replayed (unless `TrainSettings.cuda_graph`
+is off, or recording fails: `History.step_path` says which ran), and the batch losses stay
+there until the epoch ends, when one transfer brings them back: no step waits for the GPU.
+Dropout masks come from a counter-based generator keyed from the `dropout_counter` stream (so a
+resumed GPU run draws the same masks); GPU runs are deterministic but not bit-identical to CPU runs.
 
 After every epoch the loop records a `Checkpoint` (weights and BatchNorm buffers, optimizer
 state, random-stream states, history) in `history.checkpoint`; `fit(..., resume=checkpoint)`
@@ -32,8 +34,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from nnrun.backend import device_rng, is_device_array, to_device, to_host, xp_of
+from nnrun.backend import to_device, to_host
 from nnrun.datasets import Dataset
+from nnrun.device_step import DeviceEpochs
 from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
 from nnrun.nn.regularizers import Regularizer
@@ -84,7 +87,8 @@ class Diverged(Exception):
 class TrainSettings:
     """The loop's settings: `epochs`, `batch_size`, `eval_batch_size` (rows per evaluation forward pass),
     `eval_train_size` (training rows evaluated per epoch), `patience` (epochs without a better validation
-    score before stopping; None: never) and `restore_best` (end with the best epoch's weights)."""
+    score before stopping; None: never), `restore_best` (end with the best epoch's weights) and `cuda_graph`
+    (on a GPU, replay the step from a CUDA graph)."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -92,6 +96,8 @@ class TrainSettings:
     eval_train_size: int = 2000
     patience: int | None = None
     restore_best: bool = True
+    cuda_graph: bool = True
+    """On a GPU: record the training step as a CUDA graph and replay it (False: launch every kernel each step)."""
 
 
 @dataclass
@@ -177,6 +183,8 @@ class History:
     stopped_early: bool = False
     restored_best: bool = False
     checkpoint: Checkpoint | None = None
+    step_path: str | None = None
+    """How the GPU ran the steps (`nnrun.device_step`: "cuda graph", or "uncaptured (why)"); None on the CPU."""
 
 
 def training_bytes(sizes: list[int], settings: TrainSettings, optimizer_slots: int, batchnorm: bool = False) -> int:
@@ -239,14 +247,12 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
 
     Raises `Diverged` when a batch loss is not finite; `history` then holds the last good state.
     """
-    optimizer, regularizer, settings = setup.optimizer, setup.regularizer, setup.settings
-    project = regularizer.has_max_norm
+    settings = setup.settings
     rngs = {name: stream(setup.seed, name) for name in STREAMS}
     augment = setup.augment
     if augment is not None:
         rngs["augment"] = stream(setup.seed, "augment")
     model.set_dropout_rng(rngs["dropout"])
-    shuffle_rng = rngs["shuffle"]
     xp = model.xp
     on_gpu = xp is not np
     X_train, y_train = to_device(data.X_train, xp), to_device(data.y_train, xp)
@@ -257,7 +263,35 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
     X_eval, y_eval = X_train[to_device(eval_idx, xp)], to_host(data.y_train)[eval_idx]
     batch = settings.batch_size
     n_batches = math.ceil(n_train / batch)
-    batch_buffer = xp.empty((min(batch, n_train), *data.X_train.shape[1:]), dtype=data.X_train.dtype)
+    batch_sizes = np.diff(np.minimum(np.arange(n_batches + 1) * batch, n_train))
+    device = None
+    if on_gpu:
+        device = DeviceEpochs(model, loss_fn, setup.optimizer, setup.regularizer, X_train, y_train, batch, augment,
+                              int(stream(setup.seed, "dropout_counter").integers(2**63)), settings.cuda_graph)
+        history.step_path = device.path
+    else:
+        batch_buffer = np.empty((min(batch, n_train), *data.X_train.shape[1:]), dtype=data.X_train.dtype)
+    try:
+        return _epochs(model, loss_fn, data, setup, reporter, history, on_epoch_end, resume, rngs, device,
+                       X_train, y_train, X_val, X_eval, y_eval, batch_sizes,
+                       None if on_gpu else batch_buffer)
+    finally:
+        if device is not None:
+            device.close()
+            history.step_path = device.path
+
+
+def _epochs(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: Reporter, history: History,
+            on_epoch_end: Callable[[History], None] | None, resume: Checkpoint | None,
+            rngs: dict[str, np.random.Generator], device: DeviceEpochs | None, X_train: Any, y_train: Any,
+            X_val: Any, X_eval: Any, y_eval: np.ndarray, batch_sizes: np.ndarray,
+            batch_buffer: np.ndarray | None) -> History:
+    """`fit`'s epochs, from the first (or the one after `resume`) to the last or to early stopping: on the CPU
+    batch by batch here, on a GPU through `device`."""
+    optimizer, regularizer, settings = setup.optimizer, setup.regularizer, setup.settings
+    project = regularizer.has_max_norm
+    augment, shuffle_rng = setup.augment, rngs["shuffle"]
+    n_train, batch, n_batches = len(data.X_train), settings.batch_size, len(batch_sizes)
     first_epoch = 1
     if resume is not None:
         first_epoch = _restore(resume, model, optimizer, rngs, history) + 1
@@ -268,34 +302,31 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
         start = time.perf_counter()
         lr = setup.schedule(epoch - 1, settings.epochs)
         reporter.epoch_start(epoch, n_batches)
-        order = to_device(shuffle_rng.permutation(n_train), xp)
-        if on_gpu:
-            model.set_dropout_rng(device_rng(xp, rngs["dropout"]))
-        data_loss_sum = reg_loss_sum = 0.0
-        pending: list[tuple[Any, Any, int]] = []  # a GPU's (data loss, penalty, rows) of each batch, read at the end
-        for i in range(0, n_train, batch):
-            idx = order[i:i + batch]
-            # A full batch reuses one buffer: the layers hold it only until the next forward pass.
-            rows = gather_rows(X_train, idx, batch_buffer if len(idx) == len(batch_buffer) else None)
-            if augment is not None:
-                rows = augment(rows, rngs["augment"])
-            scores = model.forward(rows, train=True)
-            data_loss, dscores = loss_fn.loss_and_grad(scores, y_train[idx])
-            if not on_gpu and not math.isfinite(data_loss):
-                raise Diverged(f"loss became {data_loss} in epoch {epoch}, batch {i // batch + 1}")
-            model.backward(dscores)
-            reg_loss = regularizer.add_penalty(model.params)
-            optimizer.step(model.params, lr)
-            if project:
-                regularizer.project(model.params)
-            if on_gpu:
-                pending.append((data_loss, reg_loss, len(idx)))
-                continue
-            data_loss_sum += data_loss * len(idx)
-            reg_loss_sum += reg_loss * len(idx)
-            reporter.batch_end(data_loss)
-        if pending:
-            data_loss_sum, reg_loss_sum = _read_batch_losses(pending, epoch, reporter)
+        order = shuffle_rng.permutation(n_train)
+        if device is not None:
+            losses = device.run_epoch(epoch, lr, order, rngs.get("augment"))
+            history.step_path = device.path
+            data_loss_sum, reg_loss_sum = _sum_batch_losses(losses, batch_sizes, epoch, reporter)
+        else:
+            data_loss_sum = reg_loss_sum = 0.0
+            for i in range(0, n_train, batch):
+                idx = order[i:i + batch]
+                # A full batch reuses one buffer: the layers hold it only until the next forward pass.
+                rows = gather_rows(X_train, idx, batch_buffer if len(idx) == len(batch_buffer) else None)
+                if augment is not None:
+                    rows = augment(rows, rngs["augment"])
+                scores = model.forward(rows, train=True)
+                data_loss, dscores = loss_fn.loss_and_grad(scores, y_train[idx])
+                if not math.isfinite(data_loss):
+                    raise Diverged(f"loss became {data_loss} in epoch {epoch}, batch {i // batch + 1}")
+                model.backward(dscores)
+                reg_loss = regularizer.add_penalty(model.params)
+                optimizer.step(model.params, lr)
+                if project:
+                    regularizer.project(model.params)
+                data_loss_sum += data_loss * len(idx)
+                reg_loss_sum += reg_loss * len(idx)
+                reporter.batch_end(data_loss)
         train_eval = evaluate(model, loss_fn, X_eval, y_eval, settings.eval_batch_size)
         val_eval = evaluate(model, loss_fn, X_val, to_host(data.y_val), settings.eval_batch_size)
         if not all(math.isfinite(v) for v in (*train_eval.values(), *val_eval.values())):
@@ -328,18 +359,13 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
     return history
 
 
-def _read_batch_losses(pending: list[tuple[Any, Any, int]], epoch: int, reporter: Reporter) -> tuple[float, float]:
-    """An epoch's batch losses kept on a GPU, read in one transfer: checked and summed as the CPU loop does
-    batch by batch (`Diverged` names the first non-finite one), each reported to `reporter` in order.
-    `pending` holds each batch's (data loss, penalty, rows); a value is a 0-d GPU array or a float."""
-    device_values = [v for data_loss, reg_loss, _ in pending for v in (data_loss, reg_loss) if is_device_array(v)]
-    if device_values:
-        xp = xp_of(device_values[0])
-        fetched = iter(to_host(xp.stack([v.astype(xp.float64) for v in device_values])).tolist())
-    values = [[next(fetched) if is_device_array(v) else float(v) for v in (data_loss, reg_loss)]
-              for data_loss, reg_loss, _ in pending]
+def _sum_batch_losses(losses: np.ndarray, batch_sizes: np.ndarray, epoch: int,
+                      reporter: Reporter) -> tuple[float, float]:
+    """An epoch's batch losses from a GPU, (n_batches, 2) (data loss, penalty) read in one transfer: checked and
+    summed as the CPU loop does batch by batch (`Diverged` names the first non-finite one), each reported to
+    `reporter` in order."""
     data_loss_sum = reg_loss_sum = 0.0
-    for k, ((data_loss, reg_loss), (_, _, rows)) in enumerate(zip(values, pending, strict=True)):
+    for k, ((data_loss, reg_loss), rows) in enumerate(zip(losses.tolist(), batch_sizes.tolist(), strict=True)):
         if not math.isfinite(data_loss):
             raise Diverged(f"loss became {data_loss} in epoch {epoch}, batch {k + 1}")
         data_loss_sum += data_loss * rows

@@ -344,6 +344,151 @@ def test_a_gpu_run_is_deterministic_and_resumes_exactly(gpu, tmp_path):
             np.testing.assert_array_equal(a[key], c[key])
 
 
+@pytest.mark.parametrize("sets", [
+    ["optim.schedule=cosine"],
+    ["model.batchnorm=true", "model.dropout=0.7", "regularization.max_norm=3", "optim.name=adam", "optim.lr=0.003",
+     "regularization.l2=0.001", "regularization.l1=0.0001"],
+    ["augment.flip=true", "augment.translate=1", "augment.padding=reflect", "preprocess.scale=std",
+     "loss.label_smoothing=0.1", "optim.name=adamw", "optim.weight_decay=0.01", "optim.lr=0.003",
+     "optim.schedule=one_cycle", "model.dropout=0.8"],
+], ids=["momentum_cosine", "bn_dropout_adam_penalties", "augment_adamw_onecycle"])
+def test_a_captured_gpu_run_gives_the_bytes_of_the_uncaptured_run(gpu, tmp_path, sets):
+    """The step recorded once as a CUDA graph and replayed (the default) against every kernel launched each step:
+    the same launches, so the same metrics and weights, with learning rates, Adam's counts, dropout masks and
+    augmentation moves that change every step or epoch (a value baked into the recording would show here)."""
+    captured = train(tmp_path / "graph", "gpu", *sets)
+    launched = train(tmp_path / "eager", "gpu", *sets, "train.cuda_graph=false")
+    assert captured["step_path"] == "cuda graph"
+    assert launched["step_path"].startswith("uncaptured (train.cuda_graph: false")
+    assert metrics(tmp_path / "graph") == metrics(tmp_path / "eager")
+    with np.load(tmp_path / "graph" / "model.npz") as a, np.load(tmp_path / "eager" / "model.npz") as b:
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_a_step_that_needs_the_host_runs_uncaptured_with_the_same_results(gpu, tmp_path, monkeypatch):
+    """A step that reads a value back cannot be recorded: the run goes on launching kernels, says why, and
+    trains exactly as the uncaptured run."""
+    launched = train(tmp_path / "eager", "gpu", "train.cuda_graph=false")
+    original = SoftmaxCrossEntropy.loss_and_grad
+
+    def reads_back(self, scores, y):
+        loss, dscores = original(self, scores, y)
+        float(loss)  # a host read: refused while recording, as CUDA refuses it
+        return loss, dscores
+
+    monkeypatch.setattr(SoftmaxCrossEntropy, "loss_and_grad", reads_back)
+    fallback = train(tmp_path / "fallback", "gpu")
+    assert fallback["step_path"].startswith("uncaptured (recording the step failed")
+    assert metrics(tmp_path / "fallback") == metrics(tmp_path / "eager")
+    assert launched["test_loss"] == fallback["test_loss"]
+
+
+def test_the_fake_records_a_capture_and_replays_it_with_the_recorded_values():
+    """What makes the captured-run tests above mean something without a GPU: a capture runs nothing, a replay
+    repeats the recorded work with the host values of the recording, and host reads are refused meanwhile."""
+    cupy = fake_cupy.make_module()
+    a = cupy.zeros(3, dtype=cupy.float32)
+    step = 1.5
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        a += step
+        b = a * 2
+        with pytest.raises(RuntimeError, match="capturing"):
+            float(a[0])
+        graph = stream.end_capture()
+    assert a.get().tolist() == [0, 0, 0]
+    step = 10.0
+    graph.launch(stream)
+    graph.launch(stream)
+    assert a.get().tolist() == [3, 3, 3] and b.get().tolist() == [6, 6, 6] and step == 10.0
+
+
+def test_the_gpu_augmentation_kernel_moves_images_as_the_cpu_augmentation(gpu):
+    rng = np.random.default_rng(5)
+    n, shape = 9, (3, 6, 5)
+    X = rng.standard_normal((n, 90)).astype(np.float32)
+    scale, shift = rng.uniform(0.5, 2, 90).astype(np.float32), rng.standard_normal(90).astype(np.float32)
+    for padding, affine in (("zero", None), ("reflect", (scale, shift)), ("zero", (scale, shift))):
+        aug = Augmentation(shape, flip=True, translate=2, padding=padding, pixel_affine=affine)
+        want = aug(X.copy(), np.random.default_rng(1))
+        flips, shifts = aug.draws(n, np.random.default_rng(1))
+        moves = np.column_stack([flips, shifts[0], shifts[1]]).astype(np.int32)
+        order = rng.permutation(n)
+        X_sorted = np.empty_like(X)
+        X_sorted[order] = X  # so that gathering by `order` gives X's rows in X's order
+        out = gpu.empty((n, 90), dtype=gpu.float32)
+        device_affine = tuple(gpu.asarray(a) for a in aug.pixel_affine) if affine is not None else None
+        kernels.augment_rows(gpu.asarray(X_sorted), gpu.asarray(order), gpu.asarray(moves),
+                             gpu.asarray(np.array([0, 0])), n, shape, padding == "reflect", device_affine, out)
+        np.testing.assert_allclose(out.get(), want, rtol=1e-5, atol=1e-5, err_msg=f"{padding} {affine is not None}")
+
+
+def test_counter_based_dropout_masks(gpu):
+    """Masks from (key, global step, layer, element): the keep rate p, the same for the same counters, fresh for
+    another step, layer or key."""
+    x = gpu.asarray(np.ones((200, 500), dtype=np.float32))
+    counters = gpu.asarray(np.array([3, 7]))
+
+    def mask(key=11, layer=0, step=7):
+        counters[1] = step
+        return kernels.dropout_counter(x, counters, key, layer, 0.3, 1 / 0.3)[0].get()
+
+    first = mask()
+    assert set(np.unique(first).tolist()) == {0.0, np.float32(1 / 0.3)}
+    assert abs((first > 0).mean() - 0.3) < 0.005
+    np.testing.assert_array_equal(first, mask())
+    for other in (mask(step=8), mask(layer=1), mask(key=12)):
+        assert 0.05 < ((first > 0) != (other > 0)).mean() < 0.6  # independent masks differ on 2 p (1 - p) = 42 %
+    _, out = kernels.dropout_counter(gpu.asarray(np.full((4, 5), 2, np.float32)), counters, 11, 0, 0.5, 2.0)
+    assert set(np.unique(out.get()).tolist()) <= {0.0, 4.0}
+
+
+def test_fused_batchnorm_matches_the_cpu_layer(gpu):
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((64, 12)) * 3 + 1).astype(np.float32)
+    dout = rng.standard_normal((64, 12)).astype(np.float32)
+    cpu, dev = BatchNorm(12, 0), BatchNorm(12, 0)
+    gamma = rng.uniform(0.5, 1.5, 12).astype(np.float32)
+    cpu.gamma.value[...] = gamma
+    dev.to(gpu)
+    dev.gamma.value[...] = gpu.asarray(gamma)
+    for _ in range(2):
+        want = cpu.forward(x.copy(), train=True)
+        got = dev.forward(gpu.asarray(x), train=True)
+        np.testing.assert_allclose(got.get(), want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(dev.backward(gpu.asarray(dout)).get(), cpu.backward(dout.copy()), rtol=1e-4,
+                                   atol=1e-5)
+    for name in ("gamma", "beta"):
+        np.testing.assert_allclose(getattr(dev, name).grad.get(), getattr(cpu, name).grad, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dev.running_mean.get(), cpu.running_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dev.running_var.get(), cpu.running_var, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", sorted(OPTIMIZERS))
+def test_update_kernels_reading_a_step_table_match_the_cpu_rules(gpu, rule):
+    """`step_scalars` filled into a device table, `step_from_table` reading row `counters[0]`: the CPU's steps,
+    learning rate changing every step, decoupled weight decay where the rule has it."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    cpu, dev = OPTIMIZERS[rule](), OPTIMIZERS[rule]()
+    cpu.weight_decay = dev.weight_decay = 0.1 if rule in ("adamw", "sgdw") else 0.0
+    p_cpu = layers.Parameter("w", w.copy(), "weight", 0)
+    p_dev = layers.Parameter("w", gpu.asarray(w), "weight", 0)
+    rates = [0.05, 0.02, 0.01]
+    table = gpu.asarray(np.array([dev.step_scalars(lr) for lr in rates], dtype=np.float32))
+    counters = gpu.asarray(np.array([0, 0]))
+    for k, lr in enumerate(rates):
+        g = rng.standard_normal((6, 4)).astype(np.float32)
+        p_cpu.grad[...] = g
+        p_dev.grad = gpu.asarray(g)
+        cpu.step([p_cpu], lr)
+        counters[0] = k
+        dev.step_from_table([p_dev], table, counters)
+    np.testing.assert_allclose(p_dev.value.get(), p_cpu.value, rtol=1e-5, atol=1e-6)
+
+
 def test_a_cpu_run_resumes_on_the_gpu(gpu, run_rtol, tmp_path):
     from nnrun.train import resume_run
 

@@ -10,19 +10,31 @@ import pytest
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed (pip install 'nnrun[gpu]')")
 
 from tests.test_backend import (  # noqa: E402 - after the skip: these run here with the real CuPy
+    test_a_captured_gpu_run_gives_the_bytes_of_the_uncaptured_run,
     test_a_cpu_run_resumes_on_the_gpu,
     test_a_diverging_gpu_run_names_the_batch_and_keeps_its_last_good_epoch,
     test_a_gpu_run_is_deterministic_and_resumes_exactly,
     test_a_gpu_run_matches_the_cpu_run,
+    test_a_step_that_needs_the_host_runs_uncaptured_with_the_same_results,
+    test_counter_based_dropout_masks,
     test_evaluate_and_predict_read_a_gpu_run_like_any_other,
+    test_fused_batchnorm_matches_the_cpu_layer,
     test_fused_relu_dropout_and_softmax_kernels,
     test_fused_update_kernels_compute_each_rule,
     test_gradcheck_on_the_gpu_in_float64,
     test_preprocessing_fitted_on_the_gpu_matches_the_cpu_fit,
+    test_the_gpu_augmentation_kernel_moves_images_as_the_cpu_augmentation,
+    test_update_kernels_reading_a_step_table_match_the_cpu_rules,
 )
 
 __all__ = [
+    "test_a_captured_gpu_run_gives_the_bytes_of_the_uncaptured_run",
     "test_a_cpu_run_resumes_on_the_gpu",
+    "test_a_step_that_needs_the_host_runs_uncaptured_with_the_same_results",
+    "test_counter_based_dropout_masks",
+    "test_fused_batchnorm_matches_the_cpu_layer",
+    "test_the_gpu_augmentation_kernel_moves_images_as_the_cpu_augmentation",
+    "test_update_kernels_reading_a_step_table_match_the_cpu_rules",
     "test_a_diverging_gpu_run_names_the_batch_and_keeps_its_last_good_epoch",
     "test_a_gpu_run_is_deterministic_and_resumes_exactly",
     "test_a_gpu_run_matches_the_cpu_run",

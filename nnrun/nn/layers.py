@@ -309,6 +309,11 @@ class BatchNorm(Layer):
             self.xhat = (x - self.running_mean) * self.inv_std
             return self.xhat * self.gamma.value + self.beta.value
         n = x.shape[0]
+        if is_device_array(x):  # two fused launches (kernels.batchnorm_forward): same formulas, float64 sums
+            out, self.inv_std = kernels.batchnorm_forward(x, self.gamma.value, self.beta.value, self.running_mean,
+                                                          self.running_var, self.eps, self.momentum)
+            self.xhat = x
+            return out
         mean = x.mean(axis=0)
         x -= mean
         var = xp.einsum("ij,ij->j", x, x) / x.dtype.type(n)
@@ -332,6 +337,9 @@ class BatchNorm(Layer):
         Evaluation (running statistics are constants): `dx = gamma * inv_std * dout`.
         """
         xhat = self.xhat
+        if self.train and self.needs_input_grad and is_device_array(dout):  # two fused launches, dout overwritten
+            return kernels.batchnorm_backward(dout, xhat, self.gamma.value, self.inv_std, self.beta.grad,
+                                              self.gamma.grad)
         xp = xp_of(dout)
         xp.sum(dout, axis=0, out=self.beta.grad)
         einsum("ij,ij->j", dout, xhat, out=self.gamma.grad)
@@ -370,8 +378,11 @@ class Dropout(Layer):
     - inverted (default): train `out = x * mask` with `mask = (rand < p) / p`; test `out = x`.
     - vanilla: train `out = x * (rand < p)`; test `out = p * x`.
     Both give test-time activations equal to the expected train-time ones. Masks come from
-    `rng` (the experiment's `dropout` stream). Setting `held_mask` to an array (N, D) reuses it
-    instead of drawing, which gradient checks need to make the loss a deterministic function.
+    `rng` (the experiment's `dropout` stream); on a GPU, once `counter` is set (`MLP.set_dropout_counter`),
+    from a counter-based generator instead (`kernels.dropout_counter`: a function of the run's key, the
+    global step and the element, so a replayed CUDA graph and a resumed run draw the same masks). Setting
+    `held_mask` to an array (N, D) reuses it instead of drawing, which gradient checks need to make the loss
+    a deterministic function.
     """
 
     def __init__(self, p: float, rng: np.random.Generator, mode: str = "inverted") -> None:
@@ -385,6 +396,8 @@ class Dropout(Layer):
         self.mode = mode
         self.mask: np.ndarray | None = None
         self.held_mask: np.ndarray | None = None
+        self.counter: tuple[int, np.ndarray, int] | None = None
+        """(key, device counters [batch, global step], this layer's number) for counter-based GPU masks."""
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, D) -> (N, D), a new array (x may be the cached output of the activation before)."""
@@ -393,6 +406,11 @@ class Dropout(Layer):
             return x if self.mode == "inverted" else x * x.dtype.type(self.p)
         if self.held_mask is not None:
             self.mask = self.held_mask
+        elif is_device_array(x) and self.counter is not None:
+            key, counters, layer = self.counter
+            self.mask, out = kernels.dropout_counter(x, counters, key, layer, self.p,
+                                                     1 / self.p if self.mode == "inverted" else 1.0)
+            return out
         elif is_device_array(x):
             uniform = self.rng.random(x.shape, dtype=x.dtype)
             self.mask, out = kernels.dropout(x, uniform, self.p, 1 / self.p if self.mode == "inverted" else 1.0)

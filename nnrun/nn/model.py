@@ -55,6 +55,12 @@ class MLP:
         for layer in self.dropout_layers():
             layer.rng = rng
 
+    def set_dropout_counter(self, key: int, counters: np.ndarray | None) -> None:
+        """On a GPU, draw every dropout mask from the counter-based generator of `key` at the global step
+        `counters[1]` (a device array; see `Dropout`); None goes back to the generator of `set_dropout_rng`."""
+        for number, layer in enumerate(self.dropout_layers()):
+            layer.counter = (key, counters, number) if counters is not None else None
+
     def astype(self, dtype: np.dtype | type) -> MLP:
         """Convert every parameter and buffer to `dtype` in place (float64 for gradient checks)."""
         for layer in self.layers:

@@ -29,7 +29,9 @@ def l2_penalty(w: np.ndarray, strength: float) -> tuple[float, np.ndarray]:
 
     Returns `(0.5 * strength * sum(w**2), strength * w)`; the gradient has w's shape and dtype.
     """
-    return 0.5 * strength * loss_scalar(xp_of(w).vdot(w, w)), w * w.dtype.type(strength)
+    # On a GPU a reduction kernel (vdot may go through cuBLAS, whose host-side result would stop a CUDA graph).
+    total = (w * w).sum() if is_device_array(w) else loss_scalar(xp_of(w).vdot(w, w))
+    return 0.5 * strength * total, w * w.dtype.type(strength)
 
 
 def l1_penalty(w: np.ndarray, strength: float) -> tuple[float, np.ndarray]:
