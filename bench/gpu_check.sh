@@ -1,30 +1,158 @@
 #!/usr/bin/env bash
-# The GPU checks in one prepared run, for a machine with an NVIDIA GPU and CuPy (short-lived lent machines
-# included): the GPU tests (tests/test_gpu.py, and tests/test_backend.py there too), then the GPU benchmark
-# part (bench/bench_gpu.py: nnrun vs PyTorch eager on the same GPU, the GEMM peak, the 20-epoch run; with
-# $NNRUN_TEST_CIFAR10 set, on the real data against the CPU run). Outputs go to $OUT (else bench/results):
-# gpu.txt (the card), gpu_tests.log, gpu_bench.log and gpu_bench.json.
+# The GPU checks for a machine with an NVIDIA GPU and CuPy (short-lived lent machines included), in three parts
+# that each fit one short call and never stop at a failed item (it is recorded, the next one runs):
 #
-# Run from the repository root: bash bench/gpu_check.sh. Packages missing there (pydantic, on an image
-# that has NumPy, SciPy, CuPy and PyTorch but not nnrun's other dependencies) travel as wheels in .whl/,
-# fetched here with `make gpu-wheels`; they are installed into /tmp/site first.
+#   bash bench/gpu_check.sh tests   gpu.txt (the card, driver, memory, library versions, nnrun's imports) and the
+#                                   GPU tests, tests/test_gpu.py and tests/test_backend.py (timeout 240 s): tests.log
+#   bash bench/gpu_check.sh bench   bench/bench_gpu.py on synthetic data (nnrun with and without its CUDA graph
+#                                   against PyTorch eager and PyTorch + CUDA graph, the GEMM peak, the 20-epoch
+#                                   run's training time; timeout 200 s): bench.log, bench.json
+#   bash bench/gpu_check.sh real    with NNRUN_TEST_CIFAR10 naming the cifar-10-batches-py folder,
+#                                   bench/gpu_real.py: cifar10_bn_dropout 20 epochs, cifar10_best, the sweep
+#                                   throughput (bench/gpu_sweep.py), cifar10_long 100 epochs, each with its own
+#                                   timeout, all in $NNRUN_REAL_BUDGET seconds (default 300): real.log, real.json
+#   bash bench/gpu_check.sh         all three in order (make gpu-check)
+#
+# Outputs go to $OUT (else bench/results). Each part ends with a short summary table. Run from the repository
+# root. Packages missing there (pydantic, on an image that has NumPy, SciPy, CuPy and PyTorch but not nnrun's
+# other dependencies) travel as wheels in .whl/, fetched here with `make gpu-wheels`; they are installed into
+# /tmp/site first.
 set -uo pipefail
+part=${1:-all}
+case "$part" in
+    tests|bench|real|all) ;;
+    *) echo "usage: bash bench/gpu_check.sh [tests|bench|real|all]" >&2; exit 2 ;;
+esac
 out=${OUT:-bench/results}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python3}
+summaries=$(mktemp -d)
+trap 'rm -rf "$summaries"' EXIT
+
 if compgen -G ".whl/*.whl" > /dev/null; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl || exit 1
-    export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    if "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl; then
+        export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    else
+        echo "gpu_check: installing the wheels of .whl/ failed; going on without them"
+    fi
 fi
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
-  "$python" -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)" 2>&1; } \
-    | tee "$out/gpu.txt"
-timeout 300 "$python" -m pytest -q -p no:cacheprovider -o addopts="" tests/test_gpu.py tests/test_backend.py \
-    2>&1 | tee "$out/gpu_tests.log"
-tests=${PIPESTATUS[0]}
-timeout 420 "$python" bench/bench_gpu.py --json "$out/gpu_bench.json" 2>&1 | tee "$out/gpu_bench.log"
-bench=${PIPESTATUS[0]}
-echo "gpu_check: tests exit $tests, bench exit $bench"
-[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]
+
+# The last line of a pytest log that counts tests ("3 passed, 1 skipped in 2.1s"), or "-".
+pytest_counts() {
+    local line
+    line=$(grep -E '[0-9]+ (passed|failed|error|errors|skipped|deselected)|no tests ran' "$1" 2>/dev/null | tail -n 1)
+    echo "${line:--}" | sed -e 's/^=* *//' -e 's/ *=*$//'
+}
+
+run_tests() {
+    echo "== gpu_check tests: the card, versions, then pytest tests/test_gpu.py tests/test_backend.py"
+    {
+        echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv 2>&1 \
+            || echo "nvidia-smi failed"
+        "$python" - <<'EOF' 2>&1
+import importlib, platform
+print("python", platform.python_version())
+for name in ("numpy", "cupy", "torch", "scipy"):
+    try:
+        module = importlib.import_module(name)
+        extra = ""
+        if name == "torch":
+            extra = f" (cuda {module.version.cuda}, available {module.cuda.is_available()})"
+        if name == "cupy":
+            try:
+                extra = f" (CUDA runtime {module.cuda.runtime.runtimeGetVersion()}, devices {module.cuda.runtime.getDeviceCount()})"
+            except Exception as e:
+                extra = f" (no device: {e})"
+        print(name, module.__version__ + extra)
+    except Exception as e:
+        print(name, "NOT IMPORTABLE:", type(e).__name__, e)
+missing = []
+for name in ("pydantic", "typer", "rich", "yaml", "threadpoolctl", "sklearn", "PIL", "filelock", "matplotlib",
+             "pytest"):
+    try:
+        importlib.import_module(name)
+    except Exception:
+        missing.append(name)
+print("missing modules:", ", ".join(missing) or "none")
+try:
+    import nnrun.cli  # noqa: F401
+    print("nnrun.cli imports: ok")
+except Exception as e:
+    print("nnrun.cli imports: FAILED:", type(e).__name__, e)
+EOF
+    } | tee "$out/gpu.txt"
+    timeout 240 "$python" -m pytest -q -rfE -p no:cacheprovider -o addopts="" tests/test_gpu.py tests/test_backend.py \
+        2>&1 | tee "$out/tests.log"
+    local rc=${PIPESTATUS[0]}
+    {
+        echo "---- gpu_check tests: summary"
+        echo "gpu:      $(awk '/^name, driver_version/ { getline; print; found = 1; exit } END { if (!found) print "? (see gpu.txt)" }' "$out/gpu.txt")"
+        grep -E '^(cupy|torch|numpy) ' "$out/gpu.txt" | sed 's/^/version:  /'
+        grep -E '^(missing modules|nnrun.cli imports):' "$out/gpu.txt"
+        echo "pytest:   $(pytest_counts "$out/tests.log") (exit $rc$([ "$rc" -eq 124 ] && echo ', timed out'))"
+    } > "$summaries/tests"
+    cat "$summaries/tests"
+    return "$rc"
+}
+
+run_bench() {
+    echo "== gpu_check bench: bench/bench_gpu.py on synthetic data"
+    # Synthetic rows only: the real-data runs are the real part's.
+    env -u NNRUN_TEST_CIFAR10 timeout 200 "$python" bench/bench_gpu.py --json "$out/bench.json" 2>&1 \
+        | tee "$out/bench.log"
+    local rc=${PIPESTATUS[0]}
+    {
+        echo "---- gpu_check bench: summary"
+        # bench_gpu.py's own plain summary: from its "summary:" line to the end of its output.
+        sed -n '/^summary: /,$p' "$out/bench.log" | tail -n 30
+        echo "bench_gpu.py: exit $rc$([ "$rc" -eq 124 ] && echo ', timed out')"
+    } > "$summaries/bench"
+    cat "$summaries/bench"
+    return "$rc"
+}
+
+run_real() {
+    local budget=${NNRUN_REAL_BUDGET:-300} data=${NNRUN_TEST_CIFAR10:-}
+    echo "== gpu_check real: bench/gpu_real.py on ${data:-(NNRUN_TEST_CIFAR10 not set)}, budget $budget s"
+    local rc
+    if [ -z "$data" ]; then
+        echo "NNRUN_TEST_CIFAR10 is not set: nothing to run on the real data" | tee "$out/real.log"
+        rc=2
+    else
+        # shellcheck disable=SC2012  # a listing for the log, not parsed
+        ls -l "$data" 2>&1 | tee "$out/real.log"
+        # Its progress lines (stderr) to the console, its summary (stdout) to the log with the commands' output
+        # (both append).
+        # shellcheck disable=SC2094
+        timeout $((budget + 90)) "$python" bench/gpu_real.py --data "$data" --budget "$budget" \
+            --log "$out/real.log" --json "$out/real.json" >> "$out/real.log"
+        rc=$?
+    fi
+    {
+        echo "---- gpu_check real: summary"
+        sed -n '/^real-data summary/,$p' "$out/real.log" | tail -n 30
+        echo "gpu_real.py: exit $rc$([ "$rc" -eq 124 ] && echo ', timed out')"
+    } > "$summaries/real"
+    cat "$summaries/real"
+    return "$rc"
+}
+
+status=0
+case "$part" in
+    tests) run_tests || status=$? ;;
+    bench) run_bench || status=$? ;;
+    real) run_real || status=$? ;;
+    all)
+        run_tests; tests=$?
+        run_bench; bench=$?
+        run_real; real=$?
+        echo "==== gpu_check: all parts"
+        cat "$summaries/tests" "$summaries/bench" "$summaries/real"
+        echo "gpu_check: tests exit $tests, bench exit $bench, real exit $real"
+        [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ] && [ "$real" -eq 0 ] || status=1
+        ;;
+esac
+exit "$status"
