@@ -122,9 +122,9 @@ def test_bench_gpu_reads_the_step_path_defensively():
 
 def test_bench_gpu_summary_gives_ratios_to_target_and_graph():
     bench_gpu = bench_module("bench_gpu")
-    rows = [{"name": "nnrun GPU (fit, default)", "seconds": 0.045, "ratio": 0.9, "target_ms": 50.0,
-             "step_path": "cuda graph"},
-            {"name": "PyTorch + CUDA graph GPU", "seconds": 0.05, "ratio": 1.0}]
+    rows = [{"name": "nnrun GPU (fit, default)", "variant": "plain", "seconds": 0.045, "ratio": 0.9,
+             "target_ms": 50.0, "step_path": "cuda graph"},
+            {"name": "PyTorch + CUDA graph GPU", "variant": "plain", "seconds": 0.05, "ratio": 1.0}]
     checks = [{"name": "nnrun ms", "ok": True}, {"name": "other", "ok": False}]
     lines = bench_gpu.summary_lines("GPU", 5, rows, checks, ["extra line"])
     nnrun_line = next(line for line in lines if line.startswith("nnrun GPU"))
