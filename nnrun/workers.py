@@ -2,7 +2,9 @@
 
 `open_executor` gives a `concurrent.futures` executor (spawned local processes, or a Dask
 cluster's); `thread_budget` splits the cores between jobs so that jobs x BLAS threads never
-exceeds them. Sweeps and compare-inits share this module.
+exceeds them (runs on a GPU take one thread each and may outnumber the cores: their host side
+launches kernels and waits, and the GPU's memory bounds them instead). Sweeps and compare-inits
+share this module.
 
 Threads: `choose_threads` decides how many threads a computation uses (BLAS and the element-wise
 pool of `nnrun.parallel` alike, set together by `use_threads`): the `--threads` option or
@@ -292,13 +294,26 @@ def blas_threads_in_use() -> int | None:
     return max(counts) if counts else None
 
 
-def thread_budget(jobs: int, threads: int | None, cores: int | None = None) -> int:
-    """BLAS threads per job: `threads`, or cores // jobs; jobs x threads may not exceed the cores."""
+GPU_RUN_THREADS = 1
+"""BLAS threads of a run on a GPU by default: its host side is one thread launching kernels and waiting on them."""
+
+
+def thread_budget(jobs: int, threads: int | None, cores: int | None = None, *, gpu: bool = False) -> int:
+    """BLAS threads per job: `threads`, or cores // jobs (`GPU_RUN_THREADS` for runs on a GPU, `gpu`); jobs x
+    threads may not exceed the cores, except for GPU runs of one thread each, which may outnumber the cores."""
     cores = cores or available_cores()
     if jobs < 1:
         raise UserInputError(f"--jobs must be >= 1, got {jobs}")
     if threads is not None and threads < 1:
         raise UserInputError(f"--threads must be >= 1, got {threads}")
+    if gpu:
+        per_job = threads if threads is not None else GPU_RUN_THREADS
+        if per_job > 1 and jobs * per_job > cores:
+            raise UserInputError(f"--jobs {jobs} x --threads {per_job} exceeds the {cores} CPU cores available; "
+                                 f"GPU runs need one thread each: leave --threads out (or use --threads 1) to run "
+                                 f"{jobs} of them at once" + (f", or use at most --threads {cores // jobs}"
+                                                              if cores // jobs > 1 else ""))
+        return per_job
     per_job = threads if threads is not None else cores // jobs
     if jobs * max(per_job, 1) > cores:
         raise UserInputError(f"--jobs {jobs} x --threads {max(per_job, 1)} exceeds the {cores} CPU cores available; "

@@ -1,20 +1,26 @@
 """Running a sweep's plan: one `nnrun train` run per point, in worker processes or on a Dask cluster.
 
 Executors: `local` runs each point in a worker process (spawn start method) with BLAS threads
-capped so that jobs x threads <= cores; `dask` runs them as tasks on a Dask distributed cluster
-(an existing scheduler, or a `LocalCluster` on 127.0.0.1). Workers receive the resolved config
-as a plain dict and validate it again (`run_point`). A run that fails (divergence, bad data) is
-recorded with its reason and does not stop the others.
+capped so that jobs x threads <= cores (one thread per GPU run, `nnrun.sweep.gpu`); `dask` runs
+them as tasks on a Dask distributed cluster (an existing scheduler, or a `LocalCluster` on
+127.0.0.1). Workers receive the resolved config as a plain dict and validate it again
+(`run_point`). A run that fails (divergence, bad data) is recorded with its reason and does not
+stop the others.
 
 Claims: before a point runs, the sweep takes its run directory's lock (`RunDir.try_claim`) and
 holds it until the run ends, so any number of sweeps and `nnrun train` runs over one runs-dir
 train each point once: a point another process holds is waited for, and skipped when that
 process completes it. A point with a checkpoint (an interrupted run) is resumed, not restarted.
 A stop signal to the sweep is forwarded to its local workers, whose runs save their state.
+
+GPU points: before anything runs, their estimated memory must fit the GPU's free memory `jobs` at a
+time (`nnrun.sweep.gpu.gpu_budget`, exit 2 otherwise), and each worker caps CuPy's memory pool at
+its share while it runs one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -31,17 +37,18 @@ from nnrun.errors import RunFailed, UserInputError
 from nnrun.rundir import RunDir
 from nnrun.safeyaml import safe_load
 from nnrun.signals import Interrupted
+from nnrun.sweep.gpu import GpuBudget, gpu_budget, limit_pool, on_gpu, release_pool, threads_by_device
 from nnrun.sweep.plan import SweepPlan, SweepPoint, completed_summary
 from nnrun.trainer import Checkpoint
 from nnrun.workers import (
     EXECUTORS,
+    GPU_RUN_THREADS,
     active_run,
     blas_threads_in_use,
     dask_worker_threads,
     import_distributed,
     open_executor,
     stop_workers,
-    thread_budget,
     use_threads,
 )
 
@@ -63,20 +70,24 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
 
     `payload`: `config` (resolved config, a plain dict, validated again here), `run_dir` (absolute
     path; the sweep holds its lock), `blas_threads` (cap on BLAS threads, None: this worker's cores /
-    its task threads). A run directory with a checkpoint of this config is resumed; anything else
-    in it is cleared first. Returns `{"status", "reason", "summary", "blas_threads"}`; status is
-    `completed`, `failed` or `interrupted`, and every outcome also leaves a `summary.json`.
+    its task threads), `gpu_pool_bytes` (a GPU run's cap on CuPy's memory pool, its share of the GPU;
+    None: no cap). A run directory with a checkpoint of this config is resumed; anything else in it
+    is cleared first. Returns `{"status", "reason", "summary", "blas_threads", "gpu_pool_bytes"}`;
+    status is `completed`, `failed` or `interrupted`, and every outcome also leaves a `summary.json`.
     """
     from nnrun.train import run_experiment
 
     threads = payload.get("blas_threads") or dask_worker_threads()
-    result: dict[str, Any] = {"status": "failed", "reason": None, "summary": None}
+    pool_limit = payload.get("gpu_pool_bytes")
+    result: dict[str, Any] = {"status": "failed", "reason": None, "summary": None, "gpu_pool_bytes": None}
     run = RunDir(Path(payload["run_dir"]))
     with use_threads(threads), np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result["blas_threads"] = blas_threads_in_use()
         try:
             with active_run():
+                if pool_limit:
+                    result["gpu_pool_bytes"] = limit_pool(pool_limit)
                 run.path.mkdir(parents=True, exist_ok=True)
                 cfg = validate_config(payload["config"], source=str(run.path / "config.yaml"))
                 checkpoint = _resumable(run, payload["config"])
@@ -98,6 +109,8 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
             result["reason"] = str(e)
         except Exception as e:  # a run must not take the sweep down: record the error as its reason
             result["reason"] = f"{type(e).__name__}: {e}"
+        with contextlib.suppress(Exception):  # the next run of this worker starts with the GPU memory free
+            release_pool()
     if result["status"] != "completed" and result["summary"] is None:
         result["summary"] = _write_failure(run, payload["config"], result["status"], result["reason"])
     return result
@@ -128,7 +141,8 @@ def _write_failure(run: RunDir, config: dict[str, Any], status: str, reason: str
 class RunResult:
     """What became of one point: status `completed`, `failed`, `interrupted` or `cancelled` (never started).
 
-    `skipped`: completed by an earlier sweep, not run now; `blas_threads`: the BLAS thread cap the run saw.
+    `skipped`: completed by an earlier sweep, not run now; `blas_threads`: the BLAS thread cap the run saw;
+    `gpu_pool_bytes`: the cap on its CuPy memory pool (GPU runs of a local sweep).
     """
 
     point: SweepPoint
@@ -137,6 +151,7 @@ class RunResult:
     reason: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     blas_threads: int | None = None
+    gpu_pool_bytes: int | None = None
 
     def metric(self, name: str) -> Any:
         return self.summary.get(name)
@@ -144,12 +159,14 @@ class RunResult:
 
 @dataclass
 class SweepOutcome:
-    """All points' results (in plan order) and whether the sweep was interrupted."""
+    """All points' results (in plan order), whether the sweep was interrupted, and how its GPU runs shared
+    the GPU (None without GPU runs to run here)."""
 
     plan: SweepPlan
     results: list[RunResult]
     interrupted: bool = False
     executor: str = "local"
+    gpu: GpuBudget | None = None
 
     @property
     def failed(self) -> list[RunResult]:
@@ -157,12 +174,15 @@ class SweepOutcome:
 
 
 def run_sweep(plan: SweepPlan, *, jobs: int = 1, threads: int | None = None, executor: str = "local",
-              scheduler: str | None = None, progress: SweepProgress | None = None) -> SweepOutcome:
+              scheduler: str | None = None, progress: SweepProgress | None = None,
+              gpu: GpuBudget | None = None) -> SweepOutcome:
     """Run every point of `plan` that has no completed run directory yet; returns all results.
 
     `jobs`: runs at a time (local worker processes, or LocalCluster workers); `threads`: BLAS
-    threads per run (default cores // jobs; on a remote `scheduler`'s cluster, each worker's cores
-    divided by its task threads). `progress` shows the sweep while it runs. Ctrl-C stops the sweep:
+    threads per run (default cores // jobs, one for a GPU run; on a remote `scheduler`'s cluster,
+    each worker's cores divided by its task threads, one for a GPU run). GPU points to run must fit
+    the GPU's memory `jobs` at a time (`gpu_budget`, a `UserInputError` before anything runs; `gpu`:
+    a budget computed already). `progress` shows the sweep while it runs. Ctrl-C stops the sweep:
     runs in progress save their state as `interrupted`, the others are `cancelled`.
     """
     remote = executor == "dask" and bool(scheduler)
@@ -172,7 +192,10 @@ def run_sweep(plan: SweepPlan, *, jobs: int = 1, threads: int | None = None, exe
         import_distributed()
     elif scheduler:
         raise UserInputError("--scheduler is for --executor dask")
-    per_run = threads if remote else thread_budget(jobs, threads)
+    if remote:
+        per_run = {"cpu": threads, "gpu": threads or GPU_RUN_THREADS}
+    else:
+        per_run = threads_by_device(plan.points, jobs, threads)
     results: dict[int, RunResult] = {}
     todo: list[SweepPoint] = []
     for point in plan.points:
@@ -181,12 +204,15 @@ def run_sweep(plan: SweepPlan, *, jobs: int = 1, threads: int | None = None, exe
             results[point.index] = RunResult(point, "completed", skipped=True, summary=summary)
         else:
             todo.append(point)
-    outcome = SweepOutcome(plan, [], executor=executor)
+    if gpu is None and not remote:
+        gpu = gpu_budget(todo, jobs)
+    outcome = SweepOutcome(plan, [], executor=executor, gpu=None if remote else gpu)
     started = time.time()
     if progress:
         progress.start(plan, results, started)
     try:
-        _execute(todo, results, outcome, progress, jobs=jobs, per_run=per_run, executor=executor, scheduler=scheduler)
+        _execute(todo, results, outcome, progress, jobs=jobs, per_run=per_run, executor=executor,
+                 scheduler=scheduler)
     except BaseException:
         if progress:
             progress.close()
@@ -198,9 +224,10 @@ def run_sweep(plan: SweepPlan, *, jobs: int = 1, threads: int | None = None, exe
 
 
 def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: SweepOutcome,
-             progress: SweepProgress | None, *, jobs: int, per_run: int | None, executor: str,
+             progress: SweepProgress | None, *, jobs: int, per_run: dict[str, int | None], executor: str,
              scheduler: str | None) -> None:
-    """Claim and submit `todo` to the executor and fill `results` as runs finish.
+    """Claim and submit `todo` to the executor and fill `results` as runs finish. `per_run`: BLAS threads per
+    run by device (`cpu`, `gpu`); GPU runs get `outcome.gpu`'s pool share.
 
     Local pools get one run per free worker at a time, so that a stop leaves nothing queued behind
     the runs in progress; a Dask cluster gets every claimable run at once and schedules them itself.
@@ -232,7 +259,10 @@ def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: Swe
                         results[point.index] = RunResult(point, "completed", skipped=True, summary=summary)
                         continue
                     claims[point.index] = run
-                    payload = {"config": point.config, "run_dir": str(point.run_dir), "blas_threads": per_run}
+                    gpu = on_gpu(point)
+                    payload = {"config": point.config, "run_dir": str(point.run_dir),
+                               "blas_threads": per_run["gpu" if gpu else "cpu"],
+                               "gpu_pool_bytes": outcome.gpu.share if gpu and outcome.gpu else None}
                     fut = pool.submit(run_point, payload)
                     futures[fut] = point
                     pending.add(fut)
@@ -275,7 +305,7 @@ def _result_of(point: SweepPoint, fut: Future) -> RunResult:
         return RunResult(point, "failed", reason=reason,
                          summary=_write_failure(RunDir(point.run_dir), point.config, "failed", reason))
     return RunResult(point, out["status"], reason=out.get("reason"), summary=out.get("summary") or {},
-                     blas_threads=out.get("blas_threads"))
+                     blas_threads=out.get("blas_threads"), gpu_pool_bytes=out.get("gpu_pool_bytes"))
 
 
 def sort_results(results: list[RunResult]) -> list[RunResult]:
@@ -295,7 +325,8 @@ def outcome_report(outcome: SweepOutcome) -> dict[str, Any]:
             "keys": outcome.plan.keys, "points": len(results), "duplicates": outcome.plan.duplicates,
             "completed": sum(r.status == "completed" for r in results),
             "failed": len(outcome.failed), "skipped": sum(r.skipped for r in results),
-            "interrupted": outcome.interrupted,
+            "interrupted": outcome.interrupted, "gpu": outcome.gpu.report() if outcome.gpu else None,
             "runs": [{"index": r.point.index + 1, "params": r.point.params, "status": r.status, "skipped": r.skipped,
                       "reason": r.reason, "hash": r.point.key, "run_dir": str(r.point.run_dir),
-                      "blas_threads": r.blas_threads, "summary": r.summary} for r in results]}
+                      "blas_threads": r.blas_threads, "gpu_pool_bytes": r.gpu_pool_bytes, "summary": r.summary}
+                     for r in results]}
