@@ -49,6 +49,8 @@ DeviceOption = Annotated[str | None, typer.Option(
 def with_device(overrides: list[str] | None, device: str | None) -> list[str]:
     """The `--set` overrides with `--device` added as `train.device=...` (checked with the rest of the config)."""
     return [*(overrides or ()), *([f"train.device={device}"] if device is not None else [])]
+SWEEP_THREADS_HELP = ("BLAS threads per run (default: cores // jobs, one for a run on the GPU; jobs x threads may "
+                      "not exceed the cores, except for GPU runs of one thread each).")
 ThreadsOption = Annotated[int | None, typer.Option(
     "--threads", metavar="N", help="Threads for the matrix products and element-wise work (default: "
                                    "$NNRUN_THREADS, else one for a small model, else the cores other work "
@@ -196,8 +198,7 @@ def sweep(
         help="A distribution for --random: uniform(a,b), loguniform(a,b), randint(a,b), choice(v1,v2,...).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the random draws (default: the config's seed).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at the same time.")] = 1,
-    threads: Annotated[int | None, typer.Option(
-        help="BLAS threads per run (default: cores // jobs; jobs x threads may not exceed the cores).")] = None,
+    threads: Annotated[int | None, typer.Option(help=SWEEP_THREADS_HELP)] = None,
     executor: Annotated[Literal[tuple(EXECUTORS)], typer.Option(
         help="Where runs execute (local: worker processes).")] = "local",
     scheduler: Annotated[str | None, typer.Option(
@@ -554,8 +555,7 @@ def study(
         help="A budget of the study file, e.g. quick or full (default: the file's default_budget, else its "
              "first).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at the same time.")] = 1,
-    threads: Annotated[int | None, typer.Option(
-        help="BLAS threads per run (default: cores // jobs; jobs x threads may not exceed the cores).")] = None,
+    threads: Annotated[int | None, typer.Option(help=SWEEP_THREADS_HELP)] = None,
     executor: Annotated[str, typer.Option(
         help=f"Where runs execute: {' or '.join(EXECUTORS)} (local: worker processes).")] = "local",
     scheduler: Annotated[str | None, typer.Option(
@@ -576,6 +576,7 @@ def study(
                                                "nothing.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Use an --out folder that holds another report.")] = False,
     schema: Annotated[bool, typer.Option("--schema", help="Print the JSON schema of study files and exit.")] = False,
+    device: DeviceOption = None,
     json_: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
 ) -> None:
@@ -602,7 +603,7 @@ def study(
         if show:
             print_table(plan_table(report))
 
-    result = run_study(file, budget=budget, overrides=set_ or (), out=out, runs_dir=runs_dir, jobs=jobs,
+    result = run_study(file, budget=budget, overrides=with_device(set_, device), out=out, runs_dir=runs_dir, jobs=jobs,
                        threads=threads, executor=executor, scheduler=scheduler, only=claims, max_minutes=max_minutes,
                        dry_run=dry_run, overwrite=overwrite, progress=SweepProgress() if show else None,
                        on_plan=on_plan)

@@ -3,7 +3,8 @@
 `run_study(path, ...)` is what the command runs:
 
 1. read the study file (`spec.load_study`) and plan every run (`plan.plan_study`): all checks pass
-   before anything runs, and the estimate must be within the budget's bound;
+   before anything runs, runs on the GPU must fit its free memory `jobs` at a time
+   (`nnrun.sweep.gpu.gpu_budget`), and the estimate must be within the budget's bound;
 2. with `dry_run`, return the plan; else run the runs that have not finished (completed, or
    diverged: a diverged run is an outcome, not a failure to retry) with `nnrun.sweep.execute.run_sweep`
    (worker processes or Dask; each run claims its directory's lock; an interrupted run resumes from its
@@ -37,8 +38,9 @@ from nnrun.study.report import FIGURES_DIR, build_document, to_html, to_markdown
 from nnrun.study.results import claim_results
 from nnrun.study.spec import load_study
 from nnrun.sweep.execute import SweepProgress, run_sweep
+from nnrun.sweep.gpu import GpuBudget, gpu_budget, threads_by_device
 from nnrun.sweep.plan import SweepPlan
-from nnrun.workers import available_cores, thread_budget
+from nnrun.workers import available_cores
 
 REPORT_FILES = {"markdown": "report.md", "html": "report.html", "json": "study.json"}
 """What a study writes into its output folder, besides `figures/`, `measurements.json` and `sessions.json`."""
@@ -71,7 +73,8 @@ def run_study(path: str | Path, *, budget: str | None = None, overrides: list[st
         _check_out(out, study.name, budget, overwrite)
     plan = plan_study(study, base, source=path, budget=budget, overrides=overrides, only=only, runs_dir=runs_dir)
     remote = executor == "dask" and bool(scheduler)
-    per_run = (threads or 1) if remote else thread_budget(jobs, threads)
+    per_run = (threads or 1) if remote else max(threads_by_device(plan.sweep.points, jobs, threads).values())
+    gpu = None if remote or dry_run else gpu_budget([p for p in plan.sweep.points if not finished(p)], jobs)
     plan.estimate = estimate(plan, jobs=jobs, threads=per_run)
     bound = max_minutes if max_minutes is not None else study.budgets[budget].max_minutes
     report = plan_report(plan, bound)
@@ -89,8 +92,8 @@ def run_study(path: str | Path, *, budget: str | None = None, overrides: list[st
     except OSError as e:
         raise UserInputError(f"cannot use the output folder {out}: {e.strerror or e}") from None
     try:
-        return _run(plan, out=out, started=started, jobs=jobs, per_run=per_run, executor=executor,
-                    scheduler=scheduler, progress=progress)
+        return _run(plan, out=out, started=started, jobs=jobs, threads=threads, per_run=per_run, executor=executor,
+                    scheduler=scheduler, progress=progress, gpu=gpu)
     finally:
         lock.release()
 
@@ -138,16 +141,16 @@ def plan_report(plan: StudyPlan, bound: float | None) -> dict[str, Any]:
             "max_minutes": bound, "calibration": est.calibration if est else None}
 
 
-def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, per_run: int, executor: str,
-         scheduler: str | None, progress: SweepProgress | None) -> dict[str, Any]:
+def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, threads: int | None, per_run: int, executor: str,
+         scheduler: str | None, progress: SweepProgress | None, gpu: GpuBudget | None) -> dict[str, Any]:
     todo = [p for p in plan.sweep.points if not finished(p)]
     sweep = SweepPlan(plan.sweep.base, plan.sweep.keys, todo, plan.sweep.runs_dir, plan.sweep.seed,
                       plan.sweep.duplicates)
     trained = 0
     interrupted = False
     if todo:
-        outcome = run_sweep(sweep, jobs=jobs, threads=per_run if executor == "local" else None,
-                            executor=executor, scheduler=scheduler, progress=progress)
+        outcome = run_sweep(sweep, jobs=jobs, threads=threads if executor == "local" else None,
+                            executor=executor, scheduler=scheduler, progress=progress, gpu=gpu)
         interrupted = outcome.interrupted
         trained = sum(not r.skipped and r.status in ("completed", "failed") for r in outcome.results)
     estimate_seconds = plan.estimate.seconds if plan.estimate else None
