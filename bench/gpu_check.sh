@@ -134,7 +134,14 @@ run_real() {
     fi
     {
         echo "---- gpu_check real: summary"
-        sed -n '/^real-data summary/,$p' "$out/real.log" | tail -n 30
+        if grep -q '^real-data summary' "$out/real.log"; then
+            sed -n '/^real-data summary/,$p' "$out/real.log" | tail -n 30
+        elif [ -f "$out/real.json" ]; then  # cut off before its table: the items it had written
+            "$python" -c 'import json, sys
+for item in json.load(open(sys.argv[1]))["items"]:
+    print(item.get("item"), item.get("status"), "wall", item.get("wall_s"), "test", item.get("test_accuracy"))' \
+                "$out/real.json" 2>&1
+        fi
         echo "gpu_real.py: exit $rc$([ "$rc" -eq 124 ] && echo ', timed out')"
     } > "$summaries/real"
     cat "$summaries/real"
