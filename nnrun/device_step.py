@@ -74,7 +74,7 @@ class DeviceEpochs:
             self.counters = xp.zeros(2, dtype=xp.int64)
             self.losses = xp.zeros((self.n_batches, 2), dtype=xp.float64)
             self.table: Any = None  # (n_batches, scalars per step), made at the first epoch
-            self.zero = xp.zeros((), dtype=dtype)
+            self.zero = xp.zeros(1, dtype=dtype)
             sizes = {self.batch, self.n_train - (self.n_batches - 1) * self.batch}
             self.inputs = {b: xp.empty((b, *X_train.shape[1:]), dtype=X_train.dtype) for b in sizes}
             self.labels = {b: xp.empty((b, *y_train.shape[1:]), dtype=y_train.dtype) for b in sizes}
@@ -100,6 +100,7 @@ class DeviceEpochs:
         `augment_rng` when augmenting, batch by batch, as the CPU loop does."""
         xp, b, n = self.xp, self.batch, self.n_train
         table = np.array([self.optimizer.step_scalars(lr) for _ in range(self.n_batches)], dtype=self.dtype)
+        xp.cuda.get_current_stream().synchronize()  # work queued outside (a resume's weights, evaluation) is done
         with self.stream:
             if self.table is None:
                 self.table = xp.zeros(table.shape, dtype=self.dtype)
@@ -179,9 +180,9 @@ class DeviceEpochs:
 
 
 def _device_scalar(value: Any, xp: Any, zero: Any = None) -> Any:
-    """A loss value as a 0-d device array (a host number is uploaded: possible only uncaptured)."""
+    """A loss value as a device array of one element (a host number is uploaded: possible only uncaptured)."""
     if is_device_array(value):
-        return value.reshape(())
+        return value.reshape(1)
     if zero is not None and value == 0:
         return zero
-    return xp.asarray(float(value))
+    return xp.asarray([float(value)])

@@ -392,7 +392,7 @@ def _batch_rows(order: np.ndarray, counters: np.ndarray, batch: int, b: int) -> 
 def _gather_rows(src: np.ndarray, order: np.ndarray, counters: np.ndarray, batch: int, width: int,
                  out: np.ndarray) -> None:
     _, rows = _batch_rows(order, counters, batch, len(out))
-    out[...] = src[rows].reshape(out.shape)
+    out[...] = src.reshape(-1, width)[rows].reshape(out.shape)
 
 
 def _augment_rows(src: np.ndarray, order: np.ndarray, moves: np.ndarray, counters: np.ndarray, batch: int, c: int,
@@ -401,7 +401,7 @@ def _augment_rows(src: np.ndarray, order: np.ndarray, moves: np.ndarray, counter
     b = len(out)
     at, rows = _batch_rows(order, counters, batch, b)
     flip, sy, sx = moves.reshape(-1, 3)[at].T
-    images = src[rows].reshape(b, c, h, w)
+    images = src.reshape(-1, c * h * w)[rows].reshape(b, c, h, w)
     if affine:
         images = images * scale.reshape(1, c, h, w) + shift.reshape(1, c, h, w)
     iy = np.arange(h)[None, :] - sy[:, None]
@@ -420,7 +420,7 @@ def _augment_rows(src: np.ndarray, order: np.ndarray, moves: np.ndarray, counter
 
 def _record_losses(data_loss: np.ndarray, reg_loss: np.ndarray, losses: np.ndarray, counters: np.ndarray) -> None:
     k = int(counters[0])
-    losses.reshape(-1)[2 * k:2 * k + 2] = [float(data_loss), float(reg_loss)]
+    losses.reshape(-1)[2 * k:2 * k + 2] = [data_loss.reshape(-1)[0], reg_loss.reshape(-1)[0]]
     counters += 1
 
 

@@ -191,7 +191,7 @@ def from_table(rule: str) -> tuple[str, str, str, str]:
 def gather_rows(src: Any, order: Any, counters: Any, batch: int, out: Any) -> Any:
     """out (b, ...) = the rows of src (N, ...) at `order[counters[0] * batch + r]`, r < b; returned."""
     width = out.size // out.shape[0] if out.ndim > 1 else 1
-    return kernel(GATHER_ROWS)(src, order, counters, batch, width, out)
+    return kernel(GATHER_ROWS)(src.reshape(-1), order, counters, batch, width, out)
 
 
 def augment_rows(src: Any, order: Any, moves: Any, counters: Any, batch: int, image_shape: tuple[int, int, int],
@@ -200,13 +200,14 @@ def augment_rows(src: Any, order: Any, moves: Any, counters: Any, batch: int, im
     int32 [flip, sy, sx] says for its position in the epoch (`nnrun.augment.Augmentation`'s formulas); returned."""
     c, h, w = image_shape
     scale, shift = affine if affine is not None else (src, src)  # unread without an affine map
-    return kernel(AUGMENT_ROWS)(src, order, moves, counters, batch, c, h, w, reflect, affine is not None,
-                                scale, shift, out)
+    return kernel(AUGMENT_ROWS)(src.reshape(-1), order, moves.reshape(-1), counters, batch, c, h, w, reflect,
+                                affine is not None, scale.reshape(-1), shift.reshape(-1), out)
 
 
 def record_losses(data_loss: Any, reg_loss: Any, losses: Any, counters: Any) -> None:
-    """losses[counters[0]] = (data loss, penalty) of the step (0-d device arrays); then both counters advance."""
-    kernel(RECORD_LOSSES)(data_loss, reg_loss, losses, counters, size=1)
+    """losses[counters[0]] = (data loss, penalty) of the step (device arrays of one element); then both counters
+    advance."""
+    kernel(RECORD_LOSSES)(data_loss.reshape(1), reg_loss.reshape(1), losses.reshape(-1), counters, size=1)
 
 
 def dropout_counter(x: Any, counters: Any, key: int, layer: int, keep: float, scale: float) -> tuple[Any, Any]:
@@ -227,7 +228,7 @@ def batchnorm_forward(x: Any, gamma: Any, beta: Any, running_mean: Any, running_
     n, d = x.shape
     t = x.dtype.type
     mean, inv_std = cupy.empty(d, dtype=x.dtype), cupy.empty(d, dtype=x.dtype)
-    kernel(BN_STATS)(x, n, d, t(eps), t(momentum), mean, inv_std, running_mean, running_var)
+    kernel(BN_STATS)(x.reshape(-1), n, d, t(eps), t(momentum), mean, inv_std, running_mean, running_var)
     out = cupy.empty_like(x)
     kernel(BN_NORMALIZE)(mean, inv_std, gamma, beta, x, out)
     return out, inv_std
@@ -237,15 +238,15 @@ def batchnorm_backward(dout: Any, xhat: Any, gamma: Any, inv_std: Any, dbeta: An
     """Training-mode BatchNorm gradients in two launches: dbeta, dgamma (D,) written in place, then dout (N, D)
     overwritten with dx = gamma * inv_std / N * (N * dout - dbeta - xhat * dgamma); returned."""
     n, d = dout.shape
-    kernel(BN_PARAM_GRADS)(dout, xhat, n, d, dbeta, dgamma)
+    kernel(BN_PARAM_GRADS)(dout.reshape(-1), xhat.reshape(-1), n, d, dbeta, dgamma)
     return kernel(BN_INPUT_GRAD)(xhat, dbeta, dgamma, gamma, inv_std, dout.dtype.type(n), dout)
 
 
 def update_from_table(rule: str, w: Any, g: Any, slots: tuple[Any, ...], table: Any, counters: Any) -> None:
     """The update of `rule` on one parameter, its scalars read from row `counters[0]` of `table`."""
-    kernel(from_table(rule))(g, table, counters, table.shape[1], w, *slots)
+    kernel(from_table(rule))(g, table.reshape(-1), counters, table.shape[1], w, *slots)
 
 
 def decay_from_table(w: Any, table: Any, counters: Any, column: int) -> None:
     """Decoupled weight decay `w *= table[counters[0], column]` (the factor `1 - lr * weight_decay`)."""
-    kernel(DECAY_FROM_TABLE)(table, counters, table.shape[1], column, w)
+    kernel(DECAY_FROM_TABLE)(table.reshape(-1), counters, table.shape[1], column, w)
