@@ -116,7 +116,9 @@ def test_zero_init_units_stay_identical_while_they_learn(base, digits):
     for layer in list(model.linear_layers())[:-1]:
         W = layer.W.value
         assert np.abs(W).max() > 1e-6  # the weights moved away from zero ...
-        assert np.array_equal(W, np.repeat(W[:, :1], W.shape[1], axis=1))  # ... all units alike
+        # ... all units alike, to float32 rounding: a BLAS may compute the columns of one product with different
+        # kernels (OpenBLAS's Haswell kernel on AMD EPYC does), which no training step can amplify past this
+        assert np.abs(W - W[:, :1]).max() <= 1e-5 * np.abs(W).max()
     assert record["distinct_units"] == [1, 1, 1]
     he = network_config(base, scheme="he", depth=3, width=16, activation="relu", batchnorm=False, epochs=1)
     assert train_network(he, digits)[1]["distinct_units"] == [16, 16, 16]
