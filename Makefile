@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint fuzz bench gpu-check gpu-wheels clean
+.PHONY: run test lint fuzz bench gpu-check gpu-wheels kernel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ gpu-wheels: | $(BIN)/python
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		--platform any -d .whl $(GPU_WHEELS)
 
+# Compile every GPU kernel with CuPy's own code generator and NVRTC for an H200 (sm_90), no GPU needed. In an
+# environment of its own: CuPy with its CUDA toolkit wheels is large, and nnrun's venv never needs it.
+KERNEL_VENV ?= .venv-kernels
+kernel-check:
+	test -x $(KERNEL_VENV)/bin/python || $(PYTHON) -m venv $(KERNEL_VENV)
+	$(KERNEL_VENV)/bin/python -m pip --disable-pip-version-check -q install "cupy-cuda13x[ctk]==14.2.0"
+	$(KERNEL_VENV)/bin/python bench/kernel_check/compile_kernels.py .
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs
+	rm -rf $(VENV) $(KERNEL_VENV) build *.egg-info .pytest_cache .ruff_cache runs
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

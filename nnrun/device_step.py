@@ -84,7 +84,7 @@ class DeviceEpochs:
                 self.augment = augment
                 self.moves = xp.zeros((self.n_train, 3), dtype=xp.int32)
                 if augment.pixel_affine is not None:
-                    self.affine = tuple(xp.asarray(a) for a in augment.pixel_affine)
+                    self.affine = tuple(xp.asarray(a, dtype=X_train.dtype) for a in augment.pixel_affine)
             elif augment is not None:
                 raise ValueError("a GPU step augments with nnrun.augment.Augmentation only")
         model.set_dropout_counter(dropout_key, self.counters)
