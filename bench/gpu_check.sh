@@ -37,6 +37,8 @@ if compgen -G ".whl/*.whl" > /dev/null; then
     else
         echo "gpu_check: installing the wheels of .whl/ failed; going on without them"
     fi
+elif [ -d /tmp/site ]; then  # installed by an earlier part on this machine (the parts may run as separate calls)
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 
 # The last line of a pytest log that counts tests ("3 passed, 1 skipped in 2.1s"), or "-".
