@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,8 @@ from typer.core import TyperCommand
 
 from nnrun import __version__
 from nnrun.config import BARE_OVERRIDE_RE, ExperimentConfig, load_config
-from nnrun.errors import RunFailed, UserInputError
+from nnrun.errors import RunFailed, RunStopped, UserInputError
+from nnrun.io import os_error_exit
 from nnrun.nn.init import INIT_SCHEMES
 from nnrun.nn.layers import ACTIVATIONS
 from nnrun.progress import RichReporter
@@ -43,7 +45,7 @@ SetOption = Annotated[list[str] | None, typer.Option(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DeviceOption = Annotated[str | None, typer.Option(
     "--device", metavar="cpu|gpu", help="Where to compute (sets train.device; gpu needs CuPy: "
-                                        "pip install 'nnrun[gpu]').")]
+                                        "pip install 'nnrun\\[gpu]').")]  # \\[: not rich markup
 
 
 def with_device(overrides: list[str] | None, device: str | None) -> list[str]:
@@ -71,11 +73,30 @@ class HintingCommand(TyperCommand):
             return super().parse_args(ctx, args)
         except Exception as e:  # the parser's usage error (click's, or Typer's own): add the hint, keep its type
             message = getattr(e, "message", None)
-            bare = [a for a in given if BARE_OVERRIDE_RE.match(a)]
-            if isinstance(message, str) and "unexpected extra argument" in message and bare:
-                sets = " ".join(f"--set {a}" for a in bare if a in message)
-                e.message = f"{message}; to override a config value write {sets}"
+            if isinstance(message, str) and "unexpected extra argument" in message:
+                e.message = message + _extra_argument_hint(given, message)
             raise
+
+
+def _extra_argument_hint(given: list[str], message: str) -> str:
+    """The end of an "unexpected extra argument" error: `--set key=value` for a bare `key=value`, or the list
+    a space after a comma cut in two (`--grid optim.lr=1e-3, 1e-2`)."""
+    listed = re.search(r"\(([^()]*)\)\s*$", message)
+    extra = listed.group(1).split() if listed else [a for a in given if a in message]
+    bare = [a for a in extra if BARE_OVERRIDE_RE.match(a)]
+    if bare:
+        return f"; to override a config value write {' '.join(f'--set {a}' for a in bare)}"
+    for i, arg in enumerate(given):
+        if arg.endswith(",") and i + 1 < len(given) and given[i + 1] in extra:
+            option = f"{given[i - 1]} " if i > 0 and given[i - 1].startswith("-") else ""
+            parts = [arg]
+            for nxt in given[i + 1:]:
+                if nxt not in extra or not parts[-1].endswith(","):
+                    break
+                parts.append(nxt)
+            return (f"; a list of values takes no spaces after its commas: write {option}{''.join(parts)} "
+                    f"(or quote it: {option}'{' '.join(parts)}')")
+    return ""
 
 
 def show_version(value: bool) -> None:
@@ -93,8 +114,9 @@ def main_options(
 
 
 def command(name: str | None = None, **kwargs: Any) -> Callable:
-    """Register a command whose `UserInputError` exits 2, `RunFailed` and a stop signal exit 1, each with one
-    message. SIGINT, SIGTERM and SIGHUP all stop a command the same way (`nnrun.signals`)."""
+    """Register a command whose `UserInputError` exits 2, `RunFailed` and a stop signal exit 1, an `OSError` 2
+    or 1 (`nnrun.io.os_error_exit`), each with one message.
+    SIGINT, SIGTERM and SIGHUP all stop a command the same way (`nnrun.signals`)."""
     def register(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def run(*args: Any, **kw: Any) -> Any:
@@ -104,14 +126,20 @@ def command(name: str | None = None, **kwargs: Any) -> Callable:
             except UserInputError as e:
                 stderr_console.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
                 raise typer.Exit(2) from None
-            except RunFailed as e:
-                stderr_console.print(Text("run failed: ", style="bold red") + Text(str(e)), soft_wrap=True)
+            except RunFailed as e:  # a stop the user asked for (RunStopped) is no failure
+                label = ("stopped: ", "bold yellow") if isinstance(e, RunStopped) else ("run failed: ", "bold red")
+                stderr_console.print(Text(*label) + Text(str(e)), soft_wrap=True)
                 raise typer.Exit(1) from None
             except KeyboardInterrupt as e:
                 # Outside a training loop (loading data, fitting statistics) there is no state to save.
                 name = e.signal_name if isinstance(e, Interrupted) else "SIGINT"
                 stderr_console.print(Text(f"interrupted by {name}", style="bold red"), soft_wrap=True)
                 raise typer.Exit(1) from None
+            except OSError as e:  # a path given that cannot be used (exit 2), or a full disk during the work (exit 1)
+                message, code = os_error_exit(e)
+                label = "error: " if code == 2 else "failed: "
+                stderr_console.print(Text(label, style="bold red") + Text(message), soft_wrap=True)
+                raise typer.Exit(code) from None
         return app.command(name, cls=HintingCommand, **kwargs)(run)
     return register
 

@@ -3,6 +3,8 @@
 - `UserInputError` (exit 2): the user's input was wrong: a config key or value, a command-line
   option, a missing or corrupt data file. The message names what and where.
 - `RunFailed` (exit 1): the run itself failed (diverged, interrupted); its state was saved.
+  `RunStopped`, a `RunFailed`, is a run stopped on request (Ctrl-C, SIGTERM, SIGHUP): not a failure
+  to the user, but exit 1 all the same (the run did not finish).
 
 `did_you_mean` ends such a message with the names a misspelled one was most likely meant to be.
 """
@@ -21,6 +23,11 @@ class RunFailed(Exception):
     """A run that started but could not finish; state is saved before this is raised. Exit code 1."""
 
 
+class RunStopped(RunFailed):
+    """A run stopped by a signal the user (or a scheduler) sent; state is saved. Exit code 1, reported as a
+    stop rather than a failure."""
+
+
 def close_matches(word: str, candidates: Iterable[str], aliases: Mapping[str, str] | None = None,
                   n: int = 3) -> list[str]:
     """The candidates `word` was most likely meant to be: the name an alias stands for (`kaiming` -> `he`),
@@ -32,6 +39,10 @@ def close_matches(word: str, candidates: Iterable[str], aliases: Mapping[str, st
     exact = [c for c in candidates if c.lower() == folded]
     if exact:
         return exact
+    # A dotted key given by its last part (`lr` for `optim.lr`, `hidden` for `model.hidden`).
+    tail = [c for c in candidates if c.lower().endswith("." + folded)]
+    if tail:
+        return tail[:n]
     return difflib.get_close_matches(str(word), candidates, n=n, cutoff=0.6)
 
 

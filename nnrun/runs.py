@@ -28,6 +28,7 @@ from nnrun.config import parse_value
 from nnrun.errors import UserInputError, did_you_mean
 from nnrun.nn.losses import LOSSES
 from nnrun.runstore import (
+    BUILTIN_COLUMNS,
     RunRecord,
     collect_runs,
     headline_metric,
@@ -66,8 +67,22 @@ def check_columns(records: list[RunRecord], columns: list[str], option: str) -> 
     unknown = [c for c in columns if not any(r.has(c) for r in records)]
     if unknown:
         known = known_columns(records)
-        hints = "".join(did_you_mean(c, known) for c in unknown)
-        raise UserInputError(f"{option}: no run has {', '.join(unknown)}{hints} Available: {', '.join(known)}")
+        what = "; ".join(f"no run has a column {c!r}{did_you_mean(c, known)}" for c in unknown)
+        raise UserInputError(f"{option}: {what}. Columns: {available_columns(records)}")
+
+
+def available_columns(records: list[RunRecord]) -> str:
+    """The columns `records` have, in a few words (not the hundred-odd config keys one by one)."""
+    summary = list(dict.fromkeys(k for r in records for k in (r.summary or {})))
+    varying = varying_keys(records)
+    config = (f"any config key as `nnrun validate` prints it (those that differ here: {', '.join(varying)})"
+              if varying else "any config key as `nnrun validate` prints it (optim.lr, model.hidden)")
+    return "; ".join(part for part in (
+        ", ".join(dict.fromkeys([*BUILTIN_COLUMNS, "epochs"])),
+        f"the summary's {', '.join(summary)}" if summary else "",
+        config,
+        "provenance.KEY (provenance.git_commit, provenance.hostname)" if any(r.provenance for r in records) else "",
+    ) if part)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import numpy as np
 from nnrun.backend import host_dict
 from nnrun.config import ExperimentConfig, differing_keys, load_config
 from nnrun.datasets import Dataset
-from nnrun.errors import RunFailed, UserInputError
+from nnrun.errors import RunFailed, RunStopped, UserInputError
 from nnrun.experiment import Experiment, assemble, describe_choices
 from nnrun.io import check_output_folder
 from nnrun.nn.losses import Loss
@@ -247,8 +247,9 @@ def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history:
         attempt(run.write_summary, summary)
         written = f" Some files could not be written ({failures[-1]}): free space and resume." if failures else ""
         where = f"last checkpoint after epoch {saved_epoch}" if saved_epoch else "no epoch finished yet"
-        raise RunFailed(f"{reason}; status {status}. State saved in {run.path} ({where}); continue with: "
-                        f"nnrun train --resume {run.path}.{written}")
+        error = RunStopped if status == "interrupted" else RunFailed
+        raise error(f"{reason}; status {status}. State saved in {run.path} ({where}); continue with: "
+                    f"nnrun train --resume {run.path}.{written}")
     for split, values in final.items():
         summary.update({f"{split}_{k}": v for k, v in values.items()})
     train_seconds = sum(r["seconds"] for r in history.rows)

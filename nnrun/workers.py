@@ -41,7 +41,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from nnrun import signals
-from nnrun.errors import UserInputError
+from nnrun.errors import UserInputError, did_you_mean
 from nnrun.parallel import elementwise_threads, elementwise_threads_reset, resize_elementwise
 
 EXECUTORS = ("local", "dask")
@@ -316,8 +316,14 @@ def thread_budget(jobs: int, threads: int | None, cores: int | None = None, *, g
         return per_job
     per_job = threads if threads is not None else cores // jobs
     if jobs * max(per_job, 1) > cores:
+        if threads is None:
+            advice = f"use at most --jobs {cores}"
+        else:  # combinations that fit, each keeping one of the two numbers asked for when it can
+            fits = [f"--jobs {j} --threads {t}" for j, t in ((cores // threads, threads), (jobs, cores // jobs))
+                    if j >= 1 and t >= 1]
+            advice = "use " + " or ".join(dict.fromkeys(fits or [f"--jobs {cores} --threads 1"]))
         raise UserInputError(f"--jobs {jobs} x --threads {max(per_job, 1)} exceeds the {cores} CPU cores available; "
-                             f"use at most --jobs {cores}" + (f" and --threads {cores // jobs}" if threads else ""))
+                             f"{advice} (jobs x threads at most {cores})")
     return per_job
 
 
@@ -329,6 +335,16 @@ def import_distributed() -> Any:
         raise UserInputError(f"--executor dask needs Dask distributed, which is not installed: {DASK_INSTALL_HINT}") \
             from None
     return distributed
+
+
+def check_executor(kind: str) -> None:
+    """Refuse (`UserInputError`) an executor nnrun does not have, or Dask when it is not installed: before any
+    work, so that a typo costs nothing."""
+    if kind not in EXECUTORS:
+        raise UserInputError(f"--executor {kind}: unknown executor; allowed: {', '.join(EXECUTORS)}"
+                             f"{did_you_mean(kind, EXECUTORS)}")
+    if kind == "dask":
+        import_distributed()
 
 
 @contextmanager

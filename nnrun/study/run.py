@@ -40,7 +40,7 @@ from nnrun.study.spec import load_study
 from nnrun.sweep.execute import SweepProgress, run_sweep
 from nnrun.sweep.gpu import GpuBudget, gpu_budget, threads_by_device
 from nnrun.sweep.plan import SweepPlan
-from nnrun.workers import available_cores
+from nnrun.workers import available_cores, check_executor
 
 REPORT_FILES = {"markdown": "report.md", "html": "report.html", "json": "study.json"}
 """What a study writes into its output folder, besides `figures/`, `measurements.json` and `sessions.json`."""
@@ -64,6 +64,7 @@ def run_study(path: str | Path, *, budget: str | None = None, overrides: list[st
     object written to `study.json`, with `files` (what was written), `interrupted` and `failed` (runs that
     failed other than by diverging). `on_plan(plan_report)` is called once the plan is checked."""
     started = time.time()
+    check_executor(executor)
     path = Path(path)
     study, base = load_study(path)
     budget = study.budget_name(budget)
