@@ -171,6 +171,8 @@ def run_line(summary: dict[str, Any]) -> str:
         line += ", stopped early (patience)"
     if summary.get("restored_best") and summary.get("best_epoch") != summary.get("epochs"):
         line += f"; final metrics use the best epoch's weights (epoch {summary.get('best_epoch')})"
+    if summary.get("step_path"):
+        line += f"; GPU step: {summary['step_path']}"
     return line
 
 

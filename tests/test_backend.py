@@ -380,6 +380,9 @@ def test_a_step_that_needs_the_host_runs_uncaptured_with_the_same_results(gpu, t
     monkeypatch.setattr(SoftmaxCrossEntropy, "loss_and_grad", reads_back)
     fallback = train(tmp_path / "fallback", "gpu")
     assert fallback["step_path"].startswith("uncaptured (recording the step failed")
+    from nnrun.progress import run_line
+
+    assert "GPU step: uncaptured (recording the step failed: RuntimeError" in run_line(fallback)
     assert metrics(tmp_path / "fallback") == metrics(tmp_path / "eager")
     assert launched["test_loss"] == fallback["test_loss"]
 
