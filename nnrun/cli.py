@@ -24,6 +24,7 @@ from typer.core import TyperCommand
 from nnrun import __version__
 from nnrun.config import BARE_OVERRIDE_RE, ExperimentConfig, load_config
 from nnrun.errors import RunFailed, RunStopped, UserInputError
+from nnrun.io import os_error_exit
 from nnrun.nn.init import INIT_SCHEMES
 from nnrun.nn.layers import ACTIVATIONS
 from nnrun.progress import RichReporter
@@ -113,8 +114,9 @@ def main_options(
 
 
 def command(name: str | None = None, **kwargs: Any) -> Callable:
-    """Register a command whose `UserInputError` exits 2, `RunFailed` and a stop signal exit 1, each with one
-    message. SIGINT, SIGTERM and SIGHUP all stop a command the same way (`nnrun.signals`)."""
+    """Register a command whose `UserInputError` exits 2, `RunFailed` and a stop signal exit 1, an `OSError` 2
+    or 1 (`nnrun.io.os_error_exit`), each with one message.
+    SIGINT, SIGTERM and SIGHUP all stop a command the same way (`nnrun.signals`)."""
     def register(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def run(*args: Any, **kw: Any) -> Any:
@@ -133,6 +135,11 @@ def command(name: str | None = None, **kwargs: Any) -> Callable:
                 name = e.signal_name if isinstance(e, Interrupted) else "SIGINT"
                 stderr_console.print(Text(f"interrupted by {name}", style="bold red"), soft_wrap=True)
                 raise typer.Exit(1) from None
+            except OSError as e:  # a path given that cannot be used (exit 2), or a full disk during the work (exit 1)
+                message, code = os_error_exit(e)
+                label = "error: " if code == 2 else "failed: "
+                stderr_console.print(Text(label, style="bold red") + Text(message), soft_wrap=True)
+                raise typer.Exit(code) from None
         return app.command(name, cls=HintingCommand, **kwargs)(run)
     return register
 

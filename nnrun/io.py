@@ -3,10 +3,15 @@
 A reader never sees a half-written file, and a crash leaves the old file (if any) intact. Files
 get the permissions the user's umask allows (0644 by default), not the 0600 of a temporary file.
 A write killed before its rename leaves a hidden `.NAME.*.tmp` beside `NAME`;
-`remove_stale_temporaries` clears them when a folder is taken up again.
+`remove_stale_temporaries` clears them when a folder is taken up again. A name too long for that
+(the temporary adds 14 characters) gets a shortened temporary name. An `OSError` of an atomic write
+names the file asked for, never its temporary; `os_error_exit` turns one into the command line's
+message and exit code.
 """
 
+import errno
 import functools
+import glob
 import json
 import os
 import tempfile
@@ -20,6 +25,39 @@ from nnrun.errors import UserInputError
 
 TEMP_SUFFIX = ".tmp"
 """Suffix of the temporary files of atomic writes (`.NAME.RANDOM.tmp` beside `NAME`)."""
+NAME_MAX = 255
+"""Longest file name (bytes) the usual file systems allow; a temporary name stays within it."""
+INPUT_ERRNOS = frozenset({
+    errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS,
+    errno.ENAMETOOLONG, errno.EINVAL, errno.ELOOP, errno.ENXIO, errno.ENODEV, errno.EXDEV})
+"""`OSError`s that mean a path the user gave cannot be used (exit 2); any other (a full disk, an I/O error)
+is a failure during the work (exit 1)."""
+
+
+def os_error_exit(e: OSError) -> tuple[str, int]:
+    """One message naming the path of `e` (a file that exists where a folder is needed is said so), and
+    the exit code: 2 when the path cannot be used (`INPUT_ERRNOS`), 1 for a failure during the work."""
+    reason = e.strerror or str(e) or type(e).__name__
+    name = e.filename if e.filename is not None else e.filename2
+    if name is None:
+        return f"{reason}", 2 if e.errno in INPUT_ERRNOS else 1
+    path = os.fsdecode(name) if isinstance(name, bytes | os.PathLike) else str(name)
+    if e.errno == errno.EEXIST and os.path.lexists(path) and not os.path.isdir(path):
+        reason = "it exists and is not a folder"
+    elif e.errno == errno.ENOTDIR:
+        above = next((p for p in Path(path).parents if os.path.lexists(p)), None)
+        if above is not None and not above.is_dir():
+            reason = f"{above} is a file, not a folder"
+    return f"cannot use {path}: {reason}", 2 if e.errno in INPUT_ERRNOS else 1
+
+
+def _temp_prefix(name: str) -> str:
+    """`.NAME.`, shortened so that `.NAME.RANDOM.tmp` (`mkstemp` adds 8 random characters) fits `NAME_MAX`."""
+    room = NAME_MAX - len(".." + TEMP_SUFFIX) - 8
+    encoded = name.encode()
+    if len(encoded) > room:
+        name = encoded[:room].decode(errors="ignore")
+    return f".{name}."
 
 
 @functools.cache
@@ -33,8 +71,11 @@ def file_mode() -> int:
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call `write(f)` on a temporary file beside `path`, fsync it, then rename it to `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
@@ -42,10 +83,20 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from None
         raise
     return path
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """`e`, naming `path` where it named the temporary file, or nothing (a full disk during `write`)."""
+    name = "" if e.filename is None else os.path.basename(os.fsdecode(e.filename))
+    if e.filename is None or (name.startswith(_temp_prefix(path.name)) and name.endswith(TEMP_SUFFIX)):
+        e.filename, e.filename2 = str(path), None
+    return e
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -102,7 +153,7 @@ def remove_stale_temporaries(folder: str | Path, names: tuple[str, ...] | list[s
     """
     removed = []
     for name in names:
-        for tmp in Path(folder).glob(f".{name}.*{TEMP_SUFFIX}"):
+        for tmp in Path(folder).glob(f"{glob.escape(_temp_prefix(name))}*{TEMP_SUFFIX}"):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed

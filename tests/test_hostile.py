@@ -154,3 +154,88 @@ def test_batches_of_the_fixture_stay_readable():
 def test_yaml_limits_are_the_config_limits():
     cfg = load_config(None, ["loss.tree=" + "[" * 40 + "a, b" + "]" * 40, "loss.name=hierarchical_softmax"])
     assert cfg.loss.tree is not None  # 40 levels are fine; hostile_cases nests past the limit
+
+
+# ---- paths that cannot be written, outside a training run ------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A trained digits run and an .npz of three rows to predict on: (run directory, input file)."""
+    from tests.helpers import TINY_RUN, train_run
+
+    base = tmp_path_factory.mktemp("tiny")
+    np.savez(base / "rows.npz", X=np.zeros((3, 64), np.float32))
+    return train_run(base / "run", *TINY_RUN), base / "rows.npz"
+
+
+UNWRITABLE_CASES = {
+    # name: (arguments, given the run, the input rows and a regular file; text of the message)
+    "sweep_runs_dir_under_a_file": (lambda run, rows, f: ["sweep", "configs/quickstart.yaml", "--grid", "seed=0,1",
+                                                          "--runs-dir", f / "sub", "--quiet"], "is a file"),
+    "sweep_runs_dir_is_a_file": (lambda run, rows, f: ["sweep", "configs/quickstart.yaml", "--grid", "seed=0,1",
+                                                       "--runs-dir", f, "--quiet"], "is a file"),
+    "preprocess_out_under_a_file": (lambda run, rows, f: ["preprocess", "--out", f / "pp", "--json"], "is a file"),
+    "preprocess_out_in_proc": (lambda run, rows, f: ["preprocess", "--out", "/proc/nnrun-pp", "--json"],
+                               "/proc/nnrun-pp"),
+    "compare_inits_out_under_a_file": (lambda run, rows, f: ["compare-inits", "--no-train", "--depth", "2", "--width",
+                                                             "16", "--out", f / "ci", "--json"], "is a file"),
+    "plot_out_in_proc": (lambda run, rows, f: ["plot", run, "--out", "/proc/nnrun-plot.png"], "/proc/nnrun-plot.png"),
+    "predict_out_in_proc": (lambda run, rows, f: ["predict", run, rows, "--out", "/proc/x.csv"], "/proc/x.csv"),
+    "predict_out_under_a_file": (lambda run, rows, f: ["predict", run, rows, "--out", f / "x.csv"],
+                                 "is not a folder"),
+}
+"""Commands whose output goes where nothing can be written: exit 2, one message naming the path."""
+
+
+@pytest.mark.parametrize("name", list(UNWRITABLE_CASES))
+def test_an_output_path_that_cannot_be_written_exits_2_naming_it(name, tiny_run, tmp_path):
+    run, rows = tiny_run
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    make_args, expected = UNWRITABLE_CASES[name]
+    result = invoke(*[str(a) for a in make_args(run, rows, a_file)])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert expected in result.stderr and result.stderr.count("error:") == 1 and result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing left behind
+
+
+def test_evaluate_plot_onto_a_folder_exits_2_naming_the_figure(tiny_run):
+    run, _ = tiny_run
+    (run / "evaluate-test.png").mkdir()  # where the figure goes cannot take a file
+    try:
+        result = invoke("evaluate", str(run), "--plot")
+    finally:
+        (run / "evaluate-test.png").rmdir()
+    assert result.exit_code == 2, result.output
+    assert "evaluate-test.png" in result.stderr and "Is a directory" in result.stderr
+    assert not list(run.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("length", [241, 242, 250, 255])
+def test_predict_writes_a_file_whose_name_is_as_long_as_the_system_allows(tiny_run, tmp_path, length):
+    run, rows = tiny_run
+    out = tmp_path / ("p" * (length - 4) + ".csv")
+    result = invoke("predict", str(run), str(rows), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_text().startswith("id,source,row,") and [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_a_name_too_long_for_the_system_exits_2_naming_it(tiny_run, tmp_path):
+    run, rows = tiny_run
+    result = invoke("predict", str(run), str(rows), "--out", str(tmp_path / ("p" * 300 + ".csv")))
+    assert result.exit_code == 2 and "File name too long" in result.stderr and "ppp.csv" in result.stderr
+
+
+def test_a_full_disk_outside_a_run_exits_1_naming_the_file(tiny_run, tmp_path, monkeypatch):
+    import nnrun.io as io
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io.os, "fsync", full)
+    run, rows = tiny_run
+    result = invoke("predict", str(run), str(rows), "--out", str(tmp_path / "p.csv"))
+    assert result.exit_code == 1, result.output
+    assert f"{tmp_path / 'p.csv'}: No space left on device" in result.stderr and "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())
