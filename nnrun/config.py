@@ -65,6 +65,15 @@ def shorten(text: str, limit: int = MAX_ECHO) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+def echo(value: Any) -> str:
+    """`repr(value)` shortened for a message; a value Python will not write out (an integer of more than
+    `sys.get_int_max_str_digits()` digits somewhere in it) is described instead of raising."""
+    try:
+        return shorten(repr(value))
+    except ValueError:
+        return f"a {type(value).__name__} holding an integer too long to print"
+
+
 def _expected(names: list[str]) -> str:
     """`'a', 'b' or 'c'`, as pydantic lists the allowed values of a `Literal`."""
     quoted = [repr(n) for n in names]
@@ -575,8 +584,10 @@ def parse_value(text: str) -> Any:
     """A command-line value parsed like `--set` values (YAML), with `1e-3` read as a number, not text."""
     text = text.strip()
     if NUMBER_RE.match(text):
-        value = float(text)
-        return int(text) if value.is_integer() and re.fullmatch(r"[-+]?\d+", text) else value
+        if re.fullmatch(r"[-+]?\d+", text):  # a decimal integer (leading zeros too), within YAML's digit limit
+            sign, digits = ("-", text[1:]) if text[0] == "-" else ("", text.lstrip("+"))
+            return parse_yaml_value(sign + (digits.lstrip("0") or "0"), "a command-line value")
+        return float(text)
     return parse_yaml_value(text, "a command-line value")
 
 
@@ -632,7 +643,7 @@ def describe_error(err: dict[str, Any]) -> str:
     if err["type"] == "value_error" and (not err["loc"] or section_at(err["loc"])):
         # Checks across a section's fields name their keys themselves; the whole section is no useful "got".
         return err["msg"].removeprefix("Value error, ")
-    line = f"{loc}: {err['msg']} (got {shorten(repr(err.get('input')))})"
+    line = f"{loc}: {err['msg']} (got {echo(err.get('input'))})"
     if err["type"] == "literal_error":
         ctx = err.get("ctx") or {}
         line += ctx.get("suggestion") or did_you_mean(str(err.get("input")),

@@ -4,7 +4,8 @@
 `YamlLimitError` (a `yaml.YAMLError`) naming the line: at most `MAX_BYTES` of text, nesting at
 most `MAX_DEPTH` deep (checked while composing, before Python's recursion limit is near), at
 most `MAX_NODES` nodes once aliases are expanded (a 364-byte "billion laughs" is refused before
-any of it is built), integers of at most `MAX_INT_DIGITS` digits, and no key twice in a mapping
+any of it is built), integers of at most `MAX_INT_DIGITS` digits (hex, binary, octal and sexagesimal
+literals included: their digits are counted before conversion, the value's after), and no key twice in a mapping
 (YAML would keep the last one silently).
 """
 
@@ -23,6 +24,8 @@ MAX_NODES = 100_000
 """Most nodes a document may expand to, aliases counted every time they are used."""
 MAX_INT_DIGITS = 30
 """Longest integer literal (a seed fits in 20 digits)."""
+INT_PREFIXES = {"0x": "hex ", "0b": "binary ", "0o": "octal "}
+"""YAML 1.1's integer prefixes, and how a message names their digits."""
 
 
 class YamlLimitError(yaml.YAMLError):
@@ -77,10 +80,20 @@ class BoundedLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_int(self, node: ScalarNode) -> int:
-        digits = sum(ch.isdigit() for ch in str(node.value))
+        """An integer of at most `MAX_INT_DIGITS` decimal digits, in any of YAML 1.1's notations (decimal, `0x`
+        hex, `0b` binary, `0` octal, `1:30` sexagesimal); the literal's length is checked before it is converted,
+        its value after."""
+        text = str(node.value).replace("_", "").lstrip("+-")
+        base = INT_PREFIXES.get(text[:2].lower(), "")
+        digits = sum(ch.isalnum() for ch in (text[2:] if base else text))
         if digits > MAX_INT_DIGITS:
-            raise YamlLimitError(f"an integer of {digits} digits (at most {MAX_INT_DIGITS})", node.start_mark)
-        return super().construct_yaml_int(node)
+            raise YamlLimitError(f"an integer of {digits} {base}digits (at most {MAX_INT_DIGITS} digits)",
+                                 node.start_mark)
+        value = super().construct_yaml_int(node)
+        if abs(value) >= 10 ** MAX_INT_DIGITS:  # 30 hex digits are 37 decimal ones
+            raise YamlLimitError(f"an integer of {len(str(abs(value)))} digits (at most {MAX_INT_DIGITS})",
+                                 node.start_mark)
+        return value
 
 
 BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)

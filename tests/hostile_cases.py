@@ -48,6 +48,11 @@ CONFIG_CASES: dict[str, Callable[[Path], tuple[Path, str]]] = {
                                    "nested more than 64 levels"),
     "duplicate_key": lambda d: (_yaml("optim:\n  lr: 0.1\n  lr: 0.2\n")(d), "appears twice"),
     "5000_digit_int": lambda d: (_yaml("seed: " + "9" * 5000 + "\n")(d), "5000 digits"),
+    "5000_hex_digit_int": lambda d: (_yaml("seed: 0x" + "f" * 5000 + "\n")(d), "5000 hex digits"),
+    "5000_bit_int": lambda d: (_yaml("seed: 0b" + "1" * 5000 + "\n")(d), "5000 binary digits"),
+    "29_hex_digits_in_a_list": lambda d: (_yaml("model:\n  hidden: [0x" + "f" * 29 + "]\n")(d),
+                                          "an integer of 35 digits"),
+    "sexagesimal_int": lambda d: (_yaml("seed: 1" + ":59" * 40 + "\n")(d), "digits (at most 30"),
     "huge_file": lambda d: (_yaml("# " + "x" * (2 << 20) + "\nseed: 1\n")(d), "bytes; a config is at most"),
     "300_char_name": lambda d: (_yaml("name: " + "n" * 300 + "\n")(d), "at most 100 characters"),
     "tree_300_deep": lambda d: (_yaml("loss:\n  name: hierarchical_softmax\n  tree: " + "[" * 300 + "a, b"
@@ -62,6 +67,8 @@ OVERRIDE_CASES: dict[str, tuple[list[str], str]] = {
     "nested_value": (["loss.tree=" + "[" * 300 + "]" * 300], "nested more than 64 levels"),
     "long_value": (["name=" + "x" * 20_000], "at most 10000"),
     "huge_int": (["seed=" + "1" * 5000], "5000 digits"),
+    "huge_hex_int": (["seed=0x" + "f" * 5000], "5000 hex digits"),
+    "300_digit_int": (["seed=" + "1" * 300], "300 digits"),
     "bad_name": (["name=" + "a" * 300], "at most 100 characters"),
 }
 """`--set` items that must be refused (exit 2)."""

@@ -144,3 +144,26 @@ def test_corrupted_cifar_batches(changes):
         path = Path(tmp) / "data_batch_1"
         path.write_bytes(mutate(BATCH, changes))
         only_user_errors(read_cifar10_batch, path)
+
+
+NOTATIONS = {"0x": "0123456789abcdefABCDEF", "0X": "0123456789ABCDEF", "0b": "01", "0o": "01234567",
+             "0": "01234567", "": "0123456789"}
+"""YAML 1.1's integer prefixes and their digits (`0o` is text to YAML 1.1: it must stay harmless too)."""
+hex_integers = st.sampled_from(sorted(NOTATIONS)).flatmap(lambda prefix: st.builds(
+    lambda sign, digits, sep, n: sign + prefix + sep.join([digits] * n) if sep else sign + prefix + digits * n,
+    st.sampled_from(["", "-", "+"]), st.text(NOTATIONS[prefix], min_size=1, max_size=40),
+    st.sampled_from(["", "", "_", ":"]), st.sampled_from([1, 2, 10, 200, 2000]))).filter(lambda t: len(t) < 100_000)
+"""Integer literals in YAML 1.1's notations (hex, binary, octal, sexagesimal), up to thousands of digits."""
+
+
+@given(hex_integers, st.sampled_from(["seed", "model.hidden", "train.epochs", "optim.lr"]))
+def test_integer_literals_in_every_notation(literal, key):
+    text = yaml.safe_dump(nested({key: 0})).replace("0", literal, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.yaml"
+        path.write_text(text)
+        only_user_errors(load_config, path)
+    only_user_errors(load_config, None, [f"{key}={literal}"])
+    only_user_errors(parse_grid, [f"{key}=1,{literal}"])
+    only_user_errors(parse_space, [f"{key}=randint(0,{literal})"])
+    only_user_errors(lambda: expand_points({}, parse_space([f"{key}=uniform(-{literal},{literal})"]), 2))

@@ -239,3 +239,68 @@ def test_a_full_disk_outside_a_run_exits_1_naming_the_file(tiny_run, tmp_path, m
     assert result.exit_code == 1, result.output
     assert f"{tmp_path / 'p.csv'}: No space left on device" in result.stderr and "Traceback" not in result.output
     assert not list(tmp_path.iterdir())
+
+
+# ---- integers past the YAML digit limit, at every entry point -----------------------------------
+
+HEX = "0x" + "f" * 5000
+"""A 5000-digit hex integer (6021 decimal digits: past Python's 4300-digit limit on writing one out)."""
+
+
+def _hex_entry(entry: str, folder) -> list[str]:
+    """The command line that hands `HEX` to nnrun through `entry`."""
+    if entry == "config":
+        (folder / "c.yaml").write_text(f"seed: {HEX}\n")
+        return ["validate", str(folder / "c.yaml")]
+    if entry == "set":
+        return ["validate", "configs/quickstart.yaml", "--set", f"seed={HEX}"]
+    if entry == "grid":
+        return ["sweep", "configs/quickstart.yaml", "--grid", f"seed=1,{HEX}", "--runs-dir", str(folder / "runs")]
+    if entry == "space":
+        return ["sweep", "configs/quickstart.yaml", "--random", "2", "--space", f"seed=randint(0,{HEX})",
+                "--runs-dir", str(folder / "runs")]
+    if entry == "filter":
+        return ["runs", str(folder), "--filter", f"seed={HEX}"]
+    if entry == "study":
+        (folder / "s.yaml").write_text(f"name: s\nbase:\n  seed: {HEX}\n")
+        return ["study", str(folder / "s.yaml"), "--out", str(folder / "out")]
+    (folder / "run").mkdir()  # a run directory whose config.yaml was edited
+    (folder / "run" / "config.yaml").write_text(f"seed: {HEX}\n")
+    return ["train", "--resume", str(folder / "run")]
+
+
+@pytest.mark.parametrize("entry", ["config", "set", "grid", "space", "filter", "study", "run_config"])
+def test_a_hex_integer_past_the_digit_limit_is_one_message_at_every_yaml_entry_point(entry, tmp_path):
+    args = _hex_entry(entry, tmp_path)
+    before = set(tmp_path.rglob("*"))
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "5000 hex digits" in result.output and len(result.output) < 2000
+    assert set(tmp_path.rglob("*")) == before  # nothing left behind
+
+
+@pytest.mark.parametrize("space, expected", [
+    ("seed=randint(0,100000000000000000000)", "64-bit integers"),
+    ("seed=randint(-99999999999999999999,0)", "64-bit integers"),
+    ("optim.lr=uniform(-1e308,1e308)", "finite bounds"),
+    ("optim.lr=uniform(0,.inf)", "finite bounds"),
+    ("optim.lr=loguniform(1e-3,.inf)", "finite bounds"),
+])
+def test_space_bounds_a_draw_cannot_use_are_refused(space, expected, tmp_path):
+    result = invoke("sweep", "configs/quickstart.yaml", "--random", "3", "--space", space,
+                    "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and not (tmp_path / "runs").exists()
+
+
+def test_loguniform_up_to_the_largest_float_draws_finite_values():
+    from nnrun.sweep.space import expand_points, parse_space
+
+    points = expand_points({}, parse_space(["optim.lr=loguniform(1e300,1.7976931348623157e308)"]), 50, seed=0)
+    assert all(np.isfinite(p["optim.lr"]) for p in points)
+
+
+def test_an_error_message_describes_an_integer_python_will_not_print():
+    from nnrun.config import echo
+
+    assert "too long to print" in echo([10**5000]) and echo(3) == "3"

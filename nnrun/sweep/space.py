@@ -22,21 +22,30 @@ from typing import Any
 
 import numpy as np
 
-from nnrun.config import parse_value, split_top_level
+from nnrun.config import parse_value, shorten, split_top_level
 from nnrun.errors import UserInputError
 from nnrun.rng import stream
 
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 CALL_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*\((.*)\)\s*$", re.DOTALL)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The integers `randint` can draw (NumPy's int64)."""
+MAX_FLOAT_SPAN = float(np.finfo(np.float64).max)
+"""Widest span `high - low` of `uniform` and `loguniform` (beyond it a draw overflows)."""
+LOG_MAX_FLOAT = math.log(MAX_FLOAT_SPAN)
+"""Largest exponent a `loguniform` draw is taken at (the log of the largest float rounds so that its exp is finite)."""
 
 
 def _bounds(name: str, args: tuple[Any, ...]) -> tuple[float, float]:
     if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
-        raise UserInputError(f"{name} takes two numbers (low, high), got {args!r}")
-    low, high = args
+        raise UserInputError(f"{name} takes two numbers (low, high), got {shorten(repr(args))}")
+    low, high = float(args[0]), float(args[1])
     if not low < high:
         raise UserInputError(f"{name}(low, high) needs low < high, got {low}, {high}")
-    return float(low), float(high)
+    if not math.isfinite(high - low):
+        raise UserInputError(f"{name}(low, high) needs finite bounds less than {MAX_FLOAT_SPAN:g} apart, "
+                             f"got {low:g}, {high:g}")
+    return low, high
 
 
 def sample_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -46,7 +55,7 @@ def sample_uniform(rng: np.random.Generator, low: float, high: float) -> float:
 
 def sample_loguniform(rng: np.random.Generator, low: float, high: float) -> float:
     """A float whose log is uniform on [log low, log high): `exp(uniform(log low, log high))`, 0 < low."""
-    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return float(math.exp(min(rng.uniform(math.log(low), math.log(high)), LOG_MAX_FLOAT)))
 
 
 def sample_randint(rng: np.random.Generator, low: int, high: int) -> int:
@@ -71,7 +80,10 @@ def _check_loguniform(args: tuple[Any, ...]) -> None:
 
 def _check_randint(args: tuple[Any, ...]) -> None:
     if len(args) != 2 or not all(isinstance(a, int) and not isinstance(a, bool) for a in args) or args[0] > args[1]:
-        raise UserInputError(f"randint takes two integers low <= high (both included), got {args!r}")
+        raise UserInputError(f"randint takes two integers low <= high (both included), got {shorten(repr(args))}")
+    if not all(INT64_MIN <= a <= INT64_MAX for a in args):
+        raise UserInputError(f"randint(low, high) draws 64-bit integers: both within {INT64_MIN}..{INT64_MAX}, "
+                             f"got {args[0]}, {args[1]}")
 
 
 def _check_choice(args: tuple[Any, ...]) -> None:
@@ -112,7 +124,8 @@ def _split_key(item: str, option: str, example: str) -> tuple[str, str]:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not KEY_RE.match(key) or not text.strip():
-        raise UserInputError(f"{option} expects KEY=VALUES with a dotted key, e.g. {example}; got {item!r}")
+        raise UserInputError(f"{option} expects KEY=VALUES with a dotted key, e.g. {example}; "
+                             f"got {shorten(repr(item))}")
     return key, text
 
 
@@ -129,7 +142,7 @@ def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, list[Any]]:
             raise UserInputError(f"--grid {key} is given twice; list all its values in one --grid option")
         parts = split_top_level(text)
         if any(not p.strip() for p in parts):
-            raise UserInputError(f"--grid {item!r}: empty value in the list")
+            raise UserInputError(f"--grid {shorten(repr(item))}: empty value in the list")
         grid[key] = [parse_value(p) for p in parts]
     return grid
 
@@ -138,7 +151,8 @@ def parse_distribution(text: str) -> Distribution:
     """`'loguniform(1e-4, 1e-1)'` -> `Distribution('loguniform', (0.0001, 0.1))`."""
     match = CALL_RE.match(text)
     if not match:
-        raise UserInputError(f"expected NAME(ARGS) with NAME one of {', '.join(DISTRIBUTIONS)}, got {text!r}")
+        raise UserInputError(f"expected NAME(ARGS) with NAME one of {', '.join(DISTRIBUTIONS)}, "
+                             f"got {shorten(repr(text))}")
     name, inner = match.groups()
     args = tuple(parse_value(p) for p in split_top_level(inner)) if inner.strip() else ()
     return Distribution(name, args)
@@ -154,7 +168,7 @@ def parse_space(items: list[str] | tuple[str, ...]) -> dict[str, Distribution]:
         try:
             space[key] = parse_distribution(text)
         except UserInputError as e:
-            raise UserInputError(f"--space {item!r}: {e}") from None
+            raise UserInputError(f"--space {shorten(repr(item))}: {e}") from None
     return space
 
 
