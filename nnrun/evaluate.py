@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.table import Table
+from rich.text import Text
 
 from nnrun.datasets import SPLITS, TARGET_WORDS
 from nnrun.errors import UserInputError
@@ -22,7 +22,7 @@ from nnrun.experiment import load_run
 from nnrun.inputs import TARGET_KEYS, check_names, read_inputs
 from nnrun.nn.losses import metric_key
 from nnrun.plots import attribute_accuracy_figure, confusion_matrix_figure, predicted_vs_true_figure
-from nnrun.tables import fmt, pct
+from nnrun.tables import DataTable, pct
 
 
 def evaluate_run(run_dir: str | Path, *, split: str | None = None, data: str | Path | None = None,
@@ -86,40 +86,41 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, data: str | P
     return result
 
 
-def evaluation_tables(result: dict[str, Any]) -> list[Table]:
+def evaluation_tables(result: dict[str, Any]) -> list[DataTable]:
     """The metrics table (beside the summary's values for a split), then the confusion matrix or the
     per-attribute accuracies."""
     where = f"split {result['split']}" if "split" in result else result["data"]
-    table = Table(title=f"{result['name']} ({result['loss_name']}): {where}, {result['n']} rows")
-    table.add_column("metric")
-    table.add_column("now", justify="right")
+    table = DataTable(f"{result['name']} ({result['loss_name']}): {where}, {result['n']} rows")
+    table.add_column("metric", "label", key=True)
+    table.add_column("now", digits=6)
     summary = result.get("summary_metrics")
     if summary is not None:
-        table.add_column("summary.json", justify="right")
+        table.add_column("summary.json", digits=6)
     for key, value in result["metrics"].items():
-        table.add_row(key, fmt(value, 6), *([fmt(summary.get(key), 6)] if summary is not None else []))
+        table.add_row(key, value, *([summary.get(key)] if summary is not None else []))
     tables = [table]
     if "confusion_matrix" in result:
         tables.append(confusion_table(result["confusion_matrix"], result["class_names"]))
     if "attribute_accuracy" in result:
-        attributes = Table(title="accuracy per attribute")
-        attributes.add_column("attribute")
-        attributes.add_column("accuracy", justify="right")
+        attributes = DataTable("accuracy per attribute")
+        attributes.add_column("attribute", "label", key=True)
+        attributes.add_column("accuracy")
         for name, value in result["attribute_accuracy"].items():
             attributes.add_row(name, pct(value))
         tables.append(attributes)
     return tables
 
 
-def confusion_table(counts: list[list[int]], class_names: list[str]) -> Table:
-    """Rows: true class; columns: predicted class (names cut to 5 letters); last column: the row's recall."""
-    table = Table(title="confusion matrix (rows: true class, columns: predicted)")
-    table.add_column("true")
+def confusion_table(counts: list[list[int]], class_names: list[str]) -> DataTable:
+    """Rows: true class; columns: predicted class (whole names: a narrow terminal gets blocks of columns, each
+    repeating the true class); last column: the row's recall."""
+    table = DataTable("confusion matrix (rows: true class, columns: predicted)")
+    table.add_column("true", "label", key=True)
     for name in class_names:
-        table.add_column(name[:5], justify="right")
-    table.add_column("recall", justify="right")
+        table.add_column(name)
+    table.add_column("recall")
     for i, (name, row) in enumerate(zip(class_names, counts, strict=True)):
         total = sum(row)
-        table.add_row(name, *(f"[bold]{c}[/]" if i == j else str(c) for j, c in enumerate(row)),
-                      pct(row[i] / total) if total else "-")
+        table.add_row(name, *(Text(str(c), style="bold") if i == j else c for j, c in enumerate(row)),
+                      pct(row[i] / total) if total else None)
     return table

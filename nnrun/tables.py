@@ -14,7 +14,10 @@ is given (a terminal, a log file, a fixed-width test console) by one policy:
   `label` columns (names, statuses) are never cut either;
 - long `text` columns (paths, reasons) fold; when the table still does not fit, a movable text
   column moves below the table, one line per row that has text, named by the row's key columns;
-- headers wrap (at `_`, `.`, `-`, `/` and spaces, a long word folded) rather than truncate;
+- headers wrap (at `_`, `.`, `-`, `/` and spaces) rather than truncate, and a header word is never folded in
+  the layout (a column is at least as wide as its header's longest word);
+- text (headers and `text` cells) never breaks inside a number (`0.0050`, `-0.007`, `1e-05`, `3/5`,
+  `96.5 %`): a `text` column is at least as wide as the longest word holding one;
 - a table too wide even so is split into blocks of columns, each repeating the key columns.
 
 Off a terminal (pipes, logs) `print_table` renders at the table's natural width, unless the
@@ -53,10 +56,10 @@ KINDS = ("number", "value", "label", "text")
 """Column kinds of a `DataTable` (module docstring)."""
 TEXT_MIN_WIDTH = 12
 """Narrowest a folding text column gets before it moves below the table."""
-HEADER_FOLD_WIDTH = 8
-"""A header word longer than its column is folded only when the column is at least this narrow."""
 HEADER_BREAK = re.compile(r".+?(?:[_./\-]+|\s+|$)")
 """A header word and the separator after it: headers wrap after `_`, `.`, `-`, `/` and spaces."""
+NUMBER_RE = re.compile(r"(?<![\w.])[-+±]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?:/\d+)?(?: ?%)?(?![\w.])")
+"""A number in text (`0.0050`, `+0.0123`, `1e-05`, `3/5`, `96.5 %`), which wrapping never breaks."""
 
 
 # ---- values -------------------------------------------------------------------------------------
@@ -167,12 +170,26 @@ class _Row:
     style: str | None = None
 
 
+def text_words(text: str) -> list[str]:
+    """`text` cut where it may wrap: after `_ . - /` and spaces, never inside a number (`NUMBER_RE`)."""
+    numbers = [m.span() for m in NUMBER_RE.finditer(text)]
+    words: list[str] = []
+    end = 0
+    for word in HEADER_BREAK.findall(text):
+        start, end = end, end + len(word)
+        if words and any(a < start < b for a, b in numbers):
+            words[-1] += word
+        else:
+            words.append(word)
+    return words
+
+
 def wrap_header(header: str, width: int) -> str:
-    """`header` (or a text cell) in lines of at most `width` cells, broken after `_ . - /` and spaces; a longer
-    word is folded."""
+    """`header` (or a text cell) in lines of at most `width` cells, broken after `_ . - /` and spaces, never
+    inside a number; a word longer than `width` is folded (the layout gives no column less than its words)."""
     lines: list[str] = []
     line = ""
-    for word in HEADER_BREAK.findall(header):
+    for word in text_words(header):
         if cell_len((line + word).rstrip()) <= width:
             line += word
             continue
@@ -188,7 +205,12 @@ def wrap_header(header: str, width: int) -> str:
 
 
 def _longest_word(header: str) -> int:
-    return max((cell_len(w.rstrip()) for w in HEADER_BREAK.findall(header)), default=0)
+    return max((cell_len(w.rstrip()) for w in text_words(header)), default=0)
+
+
+def _longest_number_word(text: str) -> int:
+    """The longest unbreakable word of `text` that holds a number (0 when none does)."""
+    return max((cell_len(w.rstrip()) for w in text_words(text) if NUMBER_RE.search(w)), default=0)
 
 
 @dataclass
@@ -207,11 +229,11 @@ class _Layout:
             header = max((cell_len(line) for line in column.header.split("\n")), default=0)
             self.natural.append(max(content, header, 1))
             if column.kind == "text":
-                rigid = min(content, TEXT_MIN_WIDTH)
+                texts = (c.plain if isinstance(c, Text) else c for c in (row[j] for row in self.cells))
+                rigid = max(min(content, TEXT_MIN_WIDTH), max((_longest_number_word(t) for t in texts), default=0))
             else:
                 rigid = content
-            word = _longest_word(column.header)
-            self.smallest.append(max(rigid, min(word, max(rigid, HEADER_FOLD_WIDTH)), 1))
+            self.smallest.append(max(rigid, _longest_word(column.header), 1))
 
     def pick(self, indices: list[int]) -> _Layout:
         return _Layout([self.columns[j] for j in indices], [[row[j] for j in indices] for row in self.cells])

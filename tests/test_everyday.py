@@ -102,3 +102,161 @@ def test_a_stop_the_user_asked_for_is_not_called_a_failure(tmp_path, monkeypatch
     message = one_line(result.stderr)
     assert "run failed" not in message.lower()
     assert "stopped: interrupted by SIGINT" in message and "nnrun train --resume" in message
+
+
+# ---- defect 2: every table at 60, 80, 100 and 160 columns ---------------------------------------
+
+WIDTHS = (60, 80, 100, 160)
+NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?:/\d+)?(?![\w.])")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def header_words(wide: str) -> list[str]:
+    """The words of every table header in a rendering at natural width: the line above each heavy rule, cut
+    into its headers (two spaces apart) and each header into the pieces it may wrap between."""
+    lines = wide.splitlines()
+    words = []
+    for i, line in enumerate(lines):
+        if i and set(line.strip()) <= {"━", " "} and "━" in line:
+            for header in re.split(r"\s{2,}", lines[i - 1].strip()):
+                words += [w for w in re.findall(r"[^_./\-\s]+[_./\-]*", header) if len(w) > 1]
+    return words
+
+
+def check_rendering(narrow: str, wide: str, width: int) -> None:
+    """`narrow` (a rendering at `width`) against `wide` (the same at natural width): no line wider than the
+    terminal, nothing cut (`…`), every number of the wide rendering whole in the narrow one (at least as
+    often: split tables repeat their key columns), every header word whole."""
+    lines = narrow.splitlines()
+    assert max((len(line) for line in lines), default=0) <= width, narrow
+    assert "…" not in narrow, narrow
+    from collections import Counter
+
+    have = Counter(m.group() for m in NUMBER.finditer(narrow))
+    for token, count in Counter(m.group() for m in NUMBER.finditer(wide)).items():
+        assert have[token] >= count, (f"{token!r} cut or split at {width} columns", narrow)
+    for word in header_words(wide):
+        assert word in narrow, (f"header word {word!r} broken at {width} columns", narrow)
+
+
+def render_at(renderable, width: int) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=width, file=io.StringIO(), color_system=None, legacy_windows=False)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def check_all_widths(renderable) -> None:
+    wide = render_at(renderable, 1000)
+    for width in WIDTHS:
+        check_rendering(render_at(renderable, width), wide, width)
+
+
+def run_in_pty(args: list[str], width: int, cwd=None) -> str:
+    """`python -m nnrun ARGS` on a real pseudo-terminal `width` columns wide (stdout and stderr both), its output
+    without colour codes."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, width, 0, 0))
+    env = {**os.environ, "COLUMNS": str(width), "LINES": "50", "TERM": "xterm", "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "nnrun", *map(str, args)], stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=slave, env=env, cwd=cwd, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(timeout=120)
+    os.close(master)
+    return ANSI.sub("", b"".join(chunks).decode()).replace("\r\n", "\n").replace("\r", "")
+
+
+def study_report() -> dict:
+    stats = [{"mean": 0.39112, "std": 0.005213, "n": 3}, {"mean": 0.38612, "std": 0.0071, "n": 3}]
+    relation = {"relation": "greater", "label": "zca_whitening > per_channel_centering", "metric": "test_accuracy",
+                "a": "zca", "b": "per_channel", "a_stats": stats[0], "b_stats": stats[1], "value": None,
+                "interval": {"estimate": 0.0050123, "low": -0.0070147, "high": 0.0170393},
+                "verdict": "not resolved", "verdict_label": "not resolved"}
+    diverged = {"relation": "diverges", "label": "big_lr diverges, small_lr does not", "metric": None,
+                "a": "big_lr", "b": "small_lr", "diverged": {"a": [3, 3], "b": [0, 3]}, "verdict": "supported",
+                "verdict_label": "supported"}
+    claims = [{"id": "whitening_helps_a_lot", "verdict": "not resolved", "relations": [relation, relation]},
+              {"id": "learning_rate", "verdict": "supported", "relations": [diverged]}]
+    return {"study": "notes", "budget": "quick", "claims": claims}
+
+
+def test_study_tables_keep_numbers_whole_and_use_one_plus_minus():
+    from nnrun.study.display import plan_table, summary_table
+
+    check_all_widths(summary_table(study_report()))
+    assert "±" in render_at(summary_table(study_report()), 80)
+    assert "+-" not in render_at(summary_table(study_report()), 80)
+    plan = {"study": "notes", "budget": "quick", "distinct": 40, "done": 3, "to_run": 37, "entries": 44,
+            "estimate_seconds": 1234.5, "max_minutes": 60,
+            "claims": [{"id": f"claim_number_{i}", "arms": 2, "seeds": 3, "runs": 6, "distinct": 6, "done": 0}
+                       for i in range(4)]}
+    check_all_widths(plan_table(plan))
+
+
+def test_confusion_matrix_keeps_class_names_and_numbers_whole():
+    from nnrun.evaluate import confusion_table, evaluation_tables
+
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    counts = [[(i * 37 + j * 11) % 60 + (900 if i == j else 0) for j in range(10)] for i in range(10)]
+    check_all_widths(confusion_table(counts, names))
+    out = render_at(confusion_table(counts, names), 80)
+    assert "airplane" in out and "automobile" in out
+    result = {"name": "cifar10", "loss_name": "softmax", "split": "test", "n": 10000,
+              "metrics": {"loss": 1.1312345, "accuracy": 0.6021}, "summary_metrics": {"loss": 1.13, "accuracy": 0.6}}
+    for table in evaluation_tables(result):
+        check_all_widths(table)
+
+
+def test_header_words_never_break_in_the_layout():
+    from nnrun.tables import DataTable
+
+    table = DataTable("runs")
+    table.add_column("run", "label", key=True)
+    for key in ("preprocess.scale", "regularization.l2", "model.layers.0.dropout", "val_accuracy"):
+        table.add_column(key, "value")
+    table.add_row("a-run", "std", 0.0001, 0.5, 0.95)
+    check_all_widths(table)
+    assert "preprocess." in render_at(table, 40)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluate") / "run"
+    result = invoke("train", "configs/quickstart.yaml", "--set", "train.epochs=2", "--set", "model.hidden=[16]",
+                    "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize("command", ["runs", "evaluate", "diff"])
+def test_commands_on_a_real_terminal(command, tmp_path, trained_run):
+    """The real CLI on a pseudo-terminal at each width, against its rendering at 400 columns."""
+    if command == "evaluate":
+        args = ["evaluate", trained_run]
+    else:
+        runs = sorted(sweep_runs(tmp_path))
+        args = ["runs", tmp_path] if command == "runs" else ["diff", tmp_path / runs[0], tmp_path / runs[-1]]
+    wide = run_in_pty(args, 400)
+    assert "Traceback" not in wide and "━" in wide, wide
+    for width in WIDTHS:
+        check_rendering(run_in_pty(args, width), wide, width)

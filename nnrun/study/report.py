@@ -7,7 +7,7 @@ the two files always say the same. Text is a small Markdown subset: paragraphs, 
 
 Contents: a header (the exact command, the machine, the wall time, the runs), the study's
 description, how to read it (the interval and the verdict rule), a summary table (one row per
-relation), then one section per claim: its setup, its arms (metric per arm, mean +- std over seeds,
+relation), then one section per claim: its setup, its arms (metric per arm, mean ± std over seeds,
 what the selection chose), its relations (difference with 95 % interval, verdict) and its figure.
 """
 
@@ -62,10 +62,10 @@ Block = Heading | Text | Table | Image
 # ---- content ------------------------------------------------------------------------------------
 
 def value_text(stats: dict[str, Any] | None) -> str:
-    """`0.3911 +- 0.0052 (n=3)`: mean, std over seeds and the count."""
+    """`0.3911 ± 0.0052 (n=3)`: mean, std over seeds and the count."""
     if not stats or stats.get("mean") is None:
         return "-"
-    std = f" +- {fmt(stats['std'], 2)}" if stats.get("std") is not None else ""
+    std = f" ± {fmt(stats['std'], 2)}" if stats.get("std") is not None else ""
     return f"{fmt(stats['mean'])}{std} (n={stats['n']})"
 
 
@@ -116,7 +116,7 @@ def build_document(report: dict[str, Any]) -> list[Block]:
                Text(f"{len(claims)} claims: " + ", ".join(
                    f"{sum(c['verdict'] == v for c in claims)} {v}" for v in ("supported", "contradicted",
                                                                               "not resolved")) + "."),
-               Table(["claim", "verdict", "relation", "metric", "a: mean +- std (n)", "b", "a - b [95 % CI]",
+               Table(["claim", "verdict", "relation", "metric", "a: mean ± std (n)", "b", "a - b [95 % CI]",
                       "relation's verdict"], summary_rows(claims), "llllrrrl")]
     for number, claim in enumerate(claims, 1):
         blocks += _claim_blocks(number, claim)
@@ -187,7 +187,7 @@ def _method_text(report: dict[str, Any]) -> str:
     return (
         f"Each arm runs once per seed (the seed drives the split, the initial weights, the batch order and the "
         f"dropout masks; the arms of a claim share their seeds). For each relation the report gives the arms' "
-        f"metric as mean +- standard deviation over seeds, and the difference a - b with its {level} % "
+        f"metric as mean ± standard deviation over seeds, and the difference a - b with its {level} % "
         f"confidence interval: **Welch's t interval** (unequal variances, Welch-Satterthwaite degrees of "
         f"freedom); against a fixed value, the one-sample t interval. Each arm needs two values or more. "
         f"The interval treats the arms as independent samples; when the seed-matched values move together, as "

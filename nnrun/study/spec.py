@@ -96,14 +96,14 @@ class Expectation(Section):
         return self
 
     def label(self) -> str:
-        """`a > b`, `a ~ b (+-0.02)`, `a >= 0.1 - 0.01`, `a diverges, b does not`: the relation in short."""
+        """`a > b`, `a ~ b (±0.02)`, `a >= 0.1 - 0.01`, `a diverges, b does not`: the relation in short."""
         other = self.b if self.b is not None else f"{self.value:g}"
         if self.relation == "diverges":
             return f"{self.a} diverges" + (f", {self.b} does not" if self.b else "")
         symbol = {"greater": ">", "less": "<", "about_equal": "~", "at_least": ">=", "at_most": "<="}[self.relation]
         if self.margin is None:
             return f"{self.a} {symbol} {other}"
-        margin = {"about_equal": f" (+-{self.margin:g})", "at_least": f" - {self.margin:g}",
+        margin = {"about_equal": f" (±{self.margin:g})", "at_least": f" - {self.margin:g}",
                   "at_most": f" + {self.margin:g}"}[self.relation]
         return f"{self.a} {symbol} {other}{margin}"
 
