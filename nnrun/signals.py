@@ -4,7 +4,10 @@ Inside `stop_on_signals()` each of the three raises `Interrupted` in the main th
 `KeyboardInterrupt`, so Ctrl-C and a scheduler's SIGTERM take one path). Only the first signal
 raises: later ones are recorded and the work that is saving state finishes undisturbed. Inside
 `shielded()` no signal raises; one that arrives is raised when the block ends (so an epoch's
-checkpoint is never half written), unless the caller is already stopping.
+checkpoint is never half written), unless the caller is already stopping. Once the work has
+`settle()`d (a run completed and wrote its summary), a signal deferred until then, or arriving later,
+is recorded and raises nothing: the process reports the completed work and exits 0, so its exit code
+never contradicts the summary it wrote.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class _State:
         self.pending: str | None = None
         self.shield_depth = 0
         self.quiet = False
+        self.settled = False
 
 
 _state = _State()
@@ -48,7 +52,7 @@ def handle(signum: int, frame: object) -> None:
         if not _state.quiet:
             sys.stderr.write(f"\nnnrun: {name} received; still saving state, stopping when that is done\n")
         return
-    if _state.shield_depth:
+    if _state.shield_depth or _state.settled:
         _state.pending = _state.pending or name
         return
     _state.raised = name
@@ -67,6 +71,7 @@ def stop_on_signals() -> Iterator[None]:
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     ignored = {s for s, handler in previous.items() if handler is signal.SIG_IGN}
     _state.raised = _state.pending = None
+    _state.settled = False
     for s in STOP_SIGNALS:
         if s not in ignored:  # a process started with a signal ignored (nohup) keeps ignoring it
             signal.signal(s, handle)
@@ -79,6 +84,7 @@ def stop_on_signals() -> Iterator[None]:
             # must not turn that into a traceback or a death by signal.
             signal.signal(s, signal.SIG_IGN if stopped and s not in ignored else handler)
         _state.raised = _state.pending = None
+        _state.settled = False
 
 
 @contextmanager
@@ -92,10 +98,17 @@ def shielded() -> Iterator[None]:
         yield
     finally:
         _state.shield_depth -= 1
-    if _state.shield_depth == 0 and _state.pending is not None and _state.raised is None:
+    if _state.shield_depth == 0 and _state.pending is not None and _state.raised is None and not _state.settled:
         name, _state.pending = _state.pending, None
         _state.raised = name
         raise Interrupted(name)
+
+
+def settle(done: bool = True) -> None:
+    """The work is done and its result saved: from now on stop signals (and one deferred by the enclosing
+    `shielded()` block) are recorded, never raised, until `stop_on_signals()` ends, `reset()` is called or
+    new work starts (`settle(False)`)."""
+    _state.settled = done
 
 
 def stopping() -> str | None:
@@ -107,3 +120,4 @@ def reset(quiet: bool = False) -> None:
     """Forget earlier signals (a worker process starting its next run); `quiet` silences repeat notices."""
     _state.raised = _state.pending = None
     _state.quiet = quiet
+    _state.settled = False

@@ -10,7 +10,9 @@ every `train.checkpoint_every` epochs), evaluates every split and writes the wei
 
 A run that diverges, is interrupted (SIGINT, SIGTERM, SIGHUP) or cannot write its files still
 saves what it has: metrics, the checkpoint of its last finished epoch, the last good weights and
-a summary saying why, and raises `RunFailed`. Saving is shielded from further signals.
+a summary saying why, and raises `RunFailed`. Saving is shielded from further signals; a signal that
+arrives once the run has completed (while it writes its weights and summary, or after) is recorded and
+ignored: the run returns its completed summary (`nnrun train` exits 0).
 `resume_run(path)` continues such a run from its checkpoint, bit-identical to a run that was
 never stopped; a completed run continues when `train.epochs` is raised.
 """
@@ -33,7 +35,7 @@ from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
 from nnrun.provenance import end_record, start_record
 from nnrun.rundir import RunDir
-from nnrun.signals import Interrupted, shielded
+from nnrun.signals import Interrupted, settle, shielded
 from nnrun.trainer import Checkpoint, Diverged, History, Reporter, SilentReporter, evaluate, fit
 from nnrun.workers import ThreadPolicy, requested_threads
 
@@ -111,6 +113,7 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
     `RunFailed` (after saving state) when training diverges, is interrupted or cannot write its files.
     """
     reporter = reporter or SilentReporter()
+    settle(False)  # stop signals interrupt this run, whatever became of an earlier one in this process
     started = time.perf_counter()
     if experiment is None:
         experiment = assemble(cfg)
@@ -184,8 +187,10 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
     except OSError as e:  # a full disk, a folder made read-only or removed: the run cannot keep its state
         status, reason = "failed", f"cannot write to {run.path} during {stage}: {e.strerror or e}"
     with shielded():
-        return _finish(cfg, run, experiment, history, final, status, reason, saved["epoch"], n_params, started,
-                       reporter, provenance, diverged=diverged)
+        summary = _finish(cfg, run, experiment, history, final, status, reason, saved["epoch"], n_params, started,
+                          reporter, provenance, diverged=diverged)
+        settle()  # completed and saved: a stop signal now (or deferred while saving) cannot undo that
+    return summary
 
 
 def predictions_on_test_split(model: MLP, loss_fn: Loss, data: Dataset, batch_size: int) -> dict[str, np.ndarray]:

@@ -213,6 +213,38 @@ def test_sigint_during_the_final_evaluation_still_writes_the_summary(tmp_path):
     assert json.loads(done.stdout)["test_accuracy"] > 0.5
 
 
+@pytest.mark.parametrize("when", ["model.npz", "summary.json", "after"])
+def test_a_signal_once_the_run_completed_exits_0_with_the_completed_summary(tmp_path, when):
+    run = tmp_path / "run"
+    # SIGTERM arrives while the completed run writes its weights or its summary, or just after (reporter.end).
+    code = textwrap.dedent("""
+        import os, signal, sys
+        import nnrun.io as io
+        import nnrun.progress as progress
+        when = sys.argv[2]
+        real_write, real_end = io.atomic_write, progress.RichReporter.end
+        def atomic_write(path, write):
+            if path.name == when:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real_write(path, write)
+        def end(self, summary):
+            if when == "after":
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real_end(self, summary)
+        io.atomic_write, progress.RichReporter.end = atomic_write, end
+        from nnrun.cli import main
+        sys.argv = ["nnrun", "train", "configs/quickstart.yaml", "--set", "train.epochs=2", "--out", sys.argv[1],
+                    "--json"]
+        main()
+    """)
+    out = subprocess.run([sys.executable, "-c", code, str(run), when], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and json.loads(out.stdout) == summary
+    assert "interrupted" not in out.stderr
+
+
 def test_a_second_ctrl_c_while_saving_waits_for_the_save(tmp_path):
     run = tmp_path / "run"
     proc = nnrun("train", *SLOW, "--out", str(run))
