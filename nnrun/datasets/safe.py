@@ -120,11 +120,12 @@ def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[in
     return tuple(int(n) for n in shape), np.dtype(dtype)
 
 
-def read_npz_arrays(path: Path, what: str = "data.path") -> dict[str, np.ndarray]:
+def read_npz_arrays(path: Path, what: str = "data.path", max_members: int = MAX_NPZ_MEMBERS) -> dict[str, np.ndarray]:
     """Every array of the `.npz` at `path`, each checked from its header before it is read (see module docstring).
 
     Raises `UserInputError` naming the file (and key) for anything unreadable or over a bound; `what` says where
-    the path came from in the messages that do not start with it.
+    the path came from in the messages that do not start with it; `max_members`: most arrays the file may hold
+    (a run's checkpoint.npz holds a few per layer).
     """
     budget = data_budget()
     try:
@@ -138,8 +139,8 @@ def read_npz_arrays(path: Path, what: str = "data.path") -> dict[str, np.ndarray
     try:
         with zipfile.ZipFile(path) as zf:
             members = [i for i in zf.infolist() if not i.is_dir()]
-            if len(members) > MAX_NPZ_MEMBERS:
-                raise UserInputError(f"{path}: {len(members)} members; a dataset .npz has at most {MAX_NPZ_MEMBERS}")
+            if len(members) > max_members:
+                raise UserInputError(f"{path}: {len(members)} members; this .npz may hold at most {max_members}")
             total = 0
             for info in members:
                 key = info.filename.removesuffix(".npy")
