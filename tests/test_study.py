@@ -230,6 +230,23 @@ def test_a_quick_study_over_its_bound_exits_2_before_anything_runs(tmp_path):
     assert invoke("study", path, "--out", tmp_path / "out", "--max-minutes", "60", "--dry-run").exit_code == 0
 
 
+
+def test_a_plan_of_millions_of_runs_is_refused_before_it_is_expanded(tmp_path, monkeypatch):
+    import nnrun.study.plan as plan
+
+    grid = {"optim.lr": [0.001 * i for i in range(1, 11)], "regularization.l2": [0.001 * i for i in range(10)],
+            "optim.momentum": [0.05 * i for i in range(10)]}  # 1,000 candidates per arm and seed, x 1,000 seeds
+    claim = {**CLAIM, "arms": {"a": {"model.init": "zeros", "select": grid}, "b": {"select": grid}}}
+    path = write_study(tmp_path, study_dict(budgets={"quick": {"seeds": 1000, "max_minutes": 1e6}}, claims=[claim]))
+    assert path.stat().st_size < 8192
+    calls = []
+    real = plan.validate_config
+    monkeypatch.setattr(plan, "validate_config", lambda *a, **k: calls.append(1) or real(*a, **k))
+    result = invoke("study", path, "--dry-run", "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert "the study plans 2,000,000 runs" in " ".join(result.output.split()) and "at most 5,000" in result.output
+    assert len(calls) <= 2 and not (tmp_path / "out").exists()  # the base config only: no run was resolved
+
 def test_unknown_budget_and_claim_are_refused(tmp_path):
     path = write_study(tmp_path, study_dict())
     assert "the study has the budgets quick" in invoke("study", path, "--budget", "full").output

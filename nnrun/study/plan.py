@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ from nnrun.workers import use_threads
 
 MAX_ERRORS_SHOWN = 5
 """Problems listed in one error message."""
+MAX_STUDY_RUNS = 5000
+"""Most runs (claims x arms x seeds x selection candidates, before identical ones are merged) one plan may
+hold; counted before any is resolved (a resolved run takes milliseconds and tens of kB to plan)."""
 RUN_OVERHEAD_SECONDS = 0.3
 """Per run: starting it, writing its small files and summary."""
 WRITE_BYTES_PER_SECOND = 200e6
@@ -135,6 +139,7 @@ def plan_study(study: StudyFile, study_base: dict[str, Any], *, source: Path, bu
         if unknown:
             raise UserInputError(f"--only {', '.join(unknown)}: no such claim; claims: "
                                  f"{', '.join(c.id for c in study.claims)}")
+    _check_size(study, claims, budget, base_seed)
     errors: list[str] = []
     arms: dict[str, dict[str, list[ArmSeed]]] = {}
     for claim in claims:
@@ -185,6 +190,18 @@ def plan_study(study: StudyFile, study_base: dict[str, Any], *, source: Path, bu
     plan = StudyPlan(study, budget, source, list(overrides), [c.id for c in claims], arms, sweep, produced)
     plan.points = {p.key: p for p in sweep.points}
     return plan
+
+
+def _check_size(study: StudyFile, claims: list, budget: str, base_seed: int) -> None:
+    """Refuse a plan of more than `MAX_STUDY_RUNS` runs, counted from the study file alone (nothing expanded)."""
+    sizes = {c.id: len(seeds_of(study, c, budget, base_seed))
+             * sum(math.prod(len(v) for v in c.arm(a).select.values()) for a in c.arms) for c in claims}
+    total = sum(sizes.values())
+    if total > MAX_STUDY_RUNS:
+        largest = max(sizes, key=sizes.__getitem__)
+        raise UserInputError(f"the study plans {total:,} runs under budget {budget} (claim {largest}: "
+                             f"{sizes[largest]:,}, arms x seeds x selection candidates); at most "
+                             f"{MAX_STUDY_RUNS:,}: use fewer seeds or smaller select lists")
 
 
 def _raise(errors: list[str], what: str) -> None:
