@@ -121,9 +121,28 @@ def _big_zip_bomb(folder: Path, gigabytes: float = 6.0) -> Path:
     return path
 
 
+def _many_bombs(folder: Path, members: int = 20, member_bytes: int = 2**20 - 4096) -> Path:
+    """An .npz of `members` arrays of zeros, each just under `member_bytes` (under the one-member bomb bound), that
+    inflate to `members * member_bytes` together from a thousandth of that; written in chunks."""
+    rows = member_bytes // (3072 * 4)
+    header = repr({"descr": "<f4", "fortran_order": False, "shape": (rows, 3072)}).encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    path = folder / "d.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for m in range(members):
+            with zf.open(f"X{m}.npy" if m else "X.npy", "w", force_zip64=True) as f:
+                f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header)
+                chunk = bytes(3072 * 4 * 256)
+                for start in range(0, rows, 256):
+                    f.write(chunk[: 3072 * 4 * min(256, rows - start)])
+        zf.writestr("y.npy", _npy(np.zeros(rows, np.int64)))
+    return path
+
+
 NPZ_CASES: dict[str, Callable[[Path], tuple[Path, str]]] = {
     "huge_shape_header": lambda d: (_npz_with_header(d, (10**12, 3072)), "declares shape"),
     "zip_bomb": lambda d: (_zip_bomb(d), "zip bomb"),
+    "many_small_bombs": lambda d: (_many_bombs(d), "and 19 more inflate"),
     "label_1e9": lambda d: (_npz(d, X=np.zeros((10, 2)), y=np.full(10, 10**9)), "at most 100000 classes"),
     "label_2_70": lambda d: (_npz(d, X=np.zeros((10, 2)), y=np.full(10, 2.0**70)), "at most 100000 classes"),
     "label_3_7": lambda d: (_npz(d, X=np.zeros((10, 2)), y=np.full(10, 3.7)), "integer class labels"),
@@ -192,7 +211,9 @@ def measure() -> list[dict]:
     for name, (items, _) in OVERRIDE_CASES.items():
         cases.append((f"--set:{name}", lambda d, i=items: ["validate", str(ROOT / "configs/quickstart.yaml"),
                                                             *[a for item in i for a in ("--set", item)]]))
-    for name, build in {**NPZ_CASES, "zip_bomb": lambda d: (_big_zip_bomb(d), "zip bomb")}.items():
+    big = {"zip_bomb": lambda d: (_big_zip_bomb(d), "zip bomb"),
+           "many_small_bombs": lambda d: (_many_bombs(d, 20, 95 * 2**20), "zip bomb")}
+    for name, build in {**NPZ_CASES, **big}.items():
         cases.append((f"npz:{name}", lambda d, b=build: ["train", str(ROOT / "configs/quickstart.yaml"), "--set",
                                                           "data.dataset=npz", "--set", f"data.path={b(d)[0]}",
                                                           "--out", str(d / "run")]))

@@ -5,9 +5,11 @@
   (a 288-byte "memo bomb" asks the unpickler for a memo of four billion slots), nesting deeper
   than `MAX_PICKLE_DEPTH` and integers longer than `MAX_INT_BYTES`; `restricted_unpickle` then
   builds only NumPy arrays and plain containers, so a data file cannot run code.
-- `.npz` archives: `read_npz_arrays` reads each member's `.npy` header first and refuses an
-  object dtype, a declared size larger than the member holds, larger than `data_budget()`, or
-  compressed more than `MAX_COMPRESSION_RATIO` times past `MAX_BOMB_FREE_BYTES` (a zip bomb).
+- `.npz` archives: `read_npz_arrays` first reads the archive's directory alone and refuses more
+  members than allowed, members that inflate past `data_budget()` together, or members compressed
+  more than `MAX_COMPRESSION_RATIO` times that together inflate past `MAX_BOMB_FREE_BYTES` (a zip
+  bomb, whether one member or many); then it reads each member's `.npy` header and refuses an
+  object dtype or a declared size larger than the member holds, before reading any array.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ MAX_INT_BYTES = 16
 MAX_NPZ_MEMBERS = 64
 """Most arrays in a dataset .npz."""
 MAX_COMPRESSION_RATIO = 200
-"""A member that inflates more than this many times ..."""
+"""Members that inflate more than this many times ..."""
 MAX_BOMB_FREE_BYTES = 100 * 2**20
-"""... to more than this many bytes is refused as a zip bomb (store real data uncompressed: np.savez)."""
+"""... to more than this many bytes together are refused as a zip bomb (store real data uncompressed:
+np.savez)."""
 FALLBACK_BUDGET = 8 * 2**30
 """Data budget when the system does not say how much memory is available."""
 
@@ -120,6 +123,24 @@ def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[in
     return tuple(int(n) for n in shape), np.dtype(dtype)
 
 
+def _check_inflated_sizes(path: Path, members: list[zipfile.ZipInfo], budget: int) -> None:
+    """Refuse, from the archive's directory alone, members that inflate past `budget` together, or members
+    compressed more than `MAX_COMPRESSION_RATIO` times that inflate past `MAX_BOMB_FREE_BYTES` together."""
+    inflated = sum(i.file_size for i in members)
+    if inflated > budget:
+        raise UserInputError(f"{path}: its members inflate to {human_bytes(inflated)}, over the "
+                             f"{human_bytes(budget)} of memory available for data")
+    bombs = [i for i in members if i.file_size > MAX_COMPRESSION_RATIO * max(i.compress_size, 1)]
+    inflated = sum(i.file_size for i in bombs)
+    if inflated > MAX_BOMB_FREE_BYTES:
+        worst = max(bombs, key=lambda i: i.file_size / max(i.compress_size, 1))
+        keys = f"key '{worst.filename.removesuffix('.npy')}'" + (
+            f" and {len(bombs) - 1} more" if len(bombs) > 1 else "")
+        ratio = inflated / max(sum(i.compress_size for i in bombs), 1)
+        raise UserInputError(f"{path}: {keys} {'inflate' if len(bombs) > 1 else 'inflates'} {ratio:.0f} times "
+                             f"to {human_bytes(inflated)}, like a zip bomb; save real data uncompressed (np.savez)")
+
+
 def read_npz_arrays(path: Path, what: str = "data.path", max_members: int = MAX_NPZ_MEMBERS) -> dict[str, np.ndarray]:
     """Every array of the `.npz` at `path`, each checked from its header before it is read (see module docstring).
 
@@ -141,6 +162,7 @@ def read_npz_arrays(path: Path, what: str = "data.path", max_members: int = MAX_
             members = [i for i in zf.infolist() if not i.is_dir()]
             if len(members) > max_members:
                 raise UserInputError(f"{path}: {len(members)} members; this .npz may hold at most {max_members}")
+            _check_inflated_sizes(path, members, budget)
             total = 0
             for info in members:
                 key = info.filename.removesuffix(".npy")
@@ -159,11 +181,6 @@ def read_npz_arrays(path: Path, what: str = "data.path", max_members: int = MAX_
                 if total > budget:
                     raise UserInputError(f"{path}: its arrays need {human_bytes(total)} or more, over the "
                                          f"{human_bytes(budget)} of memory available for data")
-                ratio = info.file_size / max(info.compress_size, 1)
-                if ratio > MAX_COMPRESSION_RATIO and info.file_size > MAX_BOMB_FREE_BYTES:
-                    raise UserInputError(f"{path}: key '{key}' inflates {ratio:.0f} times to "
-                                         f"{human_bytes(info.file_size)}, like a zip bomb; save real data "
-                                         "uncompressed (np.savez)")
                 with zf.open(info) as f:
                     arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
     except UserInputError:
