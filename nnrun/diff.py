@@ -1,9 +1,9 @@
 """`nnrun diff RUN_A RUN_B`: what differs between two runs.
 
 The config keys whose resolved values differ (dotted keys, in the order of A's config, keys only
-one run has included), then the headline metrics side by side with their difference B - A:
-status, the headline metric (accuracy, or rmse for regression) and the loss on each split,
-epochs, best epoch and time.
+one run has included unless the other's is null: `runstore.varying_keys`), then the headline
+metrics side by side with their difference B - A: status, the headline metric (accuracy, or rmse
+for regression) and the loss on each split, epochs, best epoch and time.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Any
 from rich.console import Group
 from rich.text import Text
 
-from nnrun.config import differing_keys
 from nnrun.errors import UserInputError
-from nnrun.runstore import RunRecord, headline_metric, read_run
+from nnrun.runstore import RunRecord, headline_metric, read_run, varying_keys
 from nnrun.tables import DataTable, column_format, is_number
 
 SPLITS = ("val", "test", "train")
@@ -39,9 +38,7 @@ def diff_runs(a: str | Path, b: str | Path) -> dict[str, Any]:
     "metrics": [{"metric", "a", "b", "difference"}]}` (a value a run lacks is None).
     """
     ra, rb = _read(a, "RUN_A"), _read(b, "RUN_B")
-    differ = set(differing_keys(ra.config, rb.config))
-    order = list(dict.fromkeys([*ra.config, *rb.config]))
-    config = [{"key": k, "a": ra.config.get(k), "b": rb.config.get(k)} for k in order if k in differ]
+    config = [{"key": k, "a": ra.config.get(k), "b": rb.config.get(k)} for k in varying_keys([ra, rb])]
     metric = headline_metric([ra, rb])
     names = [f"{split}_{m}" for m in (metric, "loss") for split in SPLITS] + list(RUN_VALUES)
     metrics = []

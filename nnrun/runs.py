@@ -31,6 +31,7 @@ from nnrun.runstore import (
     BUILTIN_COLUMNS,
     RunRecord,
     collect_runs,
+    distinct_values,
     headline_metric,
     known_columns,
     varying_keys,
@@ -42,13 +43,26 @@ STATUS_STYLES = {"completed": "green", "failed": "bold red", "interrupted": "yel
 FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
 
 
+MAX_KEY_COLUMNS = 8
+"""Config keys the default table shows at most; the others that differ are named below it (`--columns`)."""
+
+
+def shown_keys(records: list[RunRecord]) -> tuple[list[str], list[str]]:
+    """The config keys that differ between `records`, split into those the default table shows (at most
+    `MAX_KEY_COLUMNS`: the most distinct values first, shown in config order) and the rest."""
+    keys = varying_keys(records)
+    ranked = sorted(keys, key=lambda k: -distinct_values(records, k))[:MAX_KEY_COLUMNS]
+    return [k for k in keys if k in ranked], [k for k in keys if k not in ranked]
+
+
 def default_columns(records: list[RunRecord]) -> list[str]:
-    """The table's columns: run, status, the config keys that differ between runs, the headline val and test
-    metric, epochs, and the failure reasons when some run has one."""
+    """The table's columns: run, status, the headline val and test metric, epochs, the config keys that differ
+    between runs (`shown_keys`), and the failure reasons when some run has one. The metrics come before the
+    keys, so that a table split into blocks of columns shows them in its first."""
     metric = headline_metric(records)
     metrics = [m for m in (f"val_{metric}", f"test_{metric}") if any(r.has(m) for r in records)]
     reason = ["reason"] if any((r.summary or {}).get("reason") for r in records) else []
-    return ["run", "status", *varying_keys(records), *metrics, "epochs", *reason]
+    return ["run", "status", *metrics, "epochs", *shown_keys(records)[0], *reason]
 
 
 def export_columns(records: list[RunRecord]) -> list[str]:
@@ -374,4 +388,11 @@ def runs_report(root: str | Path, *, filters: Sequence[str] = (), sort: str | No
         return runs_json(root, records, chosen)
     if not records:
         return None
-    return runs_table(f"{plural(len(records), 'run')} in {root}", records, chosen)
+    table = runs_table(f"{plural(len(records), 'run')} in {root}", records, chosen)
+    hidden = [] if columns else shown_keys(collect_runs([root], recursive=recursive))[1]
+    if hidden:
+        named = ", ".join(hidden[:6]) + (", ..." if len(hidden) > 6 else "")
+        verb = "differs" if len(hidden) == 1 else "differ"
+        table.caption = (f"{plural(len(hidden), 'more config key')} {verb}: {named} "
+                         f"(--columns run,KEY,... shows any; nnrun diff compares two runs)")
+    return table

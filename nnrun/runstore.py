@@ -138,18 +138,28 @@ def collect_runs(paths: list[str | Path] | tuple[str | Path, ...], *, recursive:
     return list(records.values())
 
 
+def _unset(value: Any) -> Any:
+    """A config value with "not set" in one form: a missing key, null and an empty mapping (`model.layers: {}`)
+    all mean the default, so they do not tell runs apart."""
+    return None if value is None or value == {} else value
+
+
 def _same(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    return json.dumps(_unset(a), sort_keys=True) == json.dumps(_unset(b), sort_keys=True)
 
 
 def varying_keys(records: list[RunRecord]) -> list[str]:
-    """Config keys whose value differs between `records` (or is missing from some), in first-seen order."""
+    """Config keys whose value differs between `records`, in first-seen order. A key one run lacks and another
+    holds as null (or `{}`) does not differ (`model.layers.N.*` of runs with other per-layer settings)."""
     keys: dict[str, None] = {}
     for r in records:
         keys.update(dict.fromkeys(r.config))
-    return [k for k in keys
-            if any(k not in r.config for r in records)
-            or any(not _same(r.config[k], records[0].config[k]) for r in records[1:])]
+    return [k for k in keys if any(not _same(r.config.get(k), records[0].config.get(k)) for r in records[1:])]
+
+
+def distinct_values(records: list[RunRecord], key: str) -> int:
+    """How many different values `records` hold for config key `key` (unset counted as one value)."""
+    return len({json.dumps(_unset(r.config.get(key)), sort_keys=True, default=str) for r in records})
 
 
 def headline_metric(records: list[RunRecord]) -> str:

@@ -260,3 +260,54 @@ def test_commands_on_a_real_terminal(command, tmp_path, trained_run):
     assert "Traceback" not in wide and "━" in wide, wide
     for width in WIDTHS:
         check_rendering(run_in_pty(args, width), wide, width)
+
+
+# ---- defect 1: nnrun runs on mixed runs ----------------------------------------------------------
+
+def mixed_runs(root, n=14):
+    """`n` runs of different setups, as a runs folder collects them: optimizers, widths, per-layer settings of
+    different layers (a key null in one run is absent in another), BatchNorm, whitening, seeds."""
+    from tests.helpers import epoch_rows, write_run
+
+    for i in range(n):
+        config = {"seed": i % 3, "optim": {"name": ["sgd", "momentum", "adam"][i % 3], "lr": [0.1, 0.01, 0.001][i % 3]},
+                  "model": {"hidden": [[64], [128, 64], [256, 128]][i % 3], "batchnorm": i % 2 == 0,
+                            "layers": {i % 2: {"l2": 0.001 * (i + 1)}}},
+                  "preprocess": {"whiten": [False, True, "zca"][i % 3]}, "regularization": {"l2": [0.0, 1e-4][i % 2]}}
+        acc = 0.9 + i / 1000
+        write_run(root, f"mixed-{i:02d}", config, epoch_rows([acc - 0.1, acc], [1.0, 0.5]),
+                  {"status": "completed", "epochs": 2, "best_epoch": 2, "val_accuracy": acc,
+                   "test_accuracy": acc - 0.01, "val_loss": 0.5, "test_loss": 0.6, "seconds": 1.5})
+
+
+def test_null_and_absent_keys_do_not_differ(tmp_path):
+    from nnrun.diff import diff_runs
+    from nnrun.runs import runs_report
+
+    mixed_runs(tmp_path)
+    table = runs_report(tmp_path)
+    headers = [c.header for c in table.columns]
+    for j, header in enumerate(headers):
+        assert any(row.cells[j] is not None for row in table.rows), f"column {header} is all '-'"
+    assert not any(h.startswith("model.layers.") and not h.endswith(".l2") for h in headers), headers
+    diff = diff_runs(tmp_path / "mixed-00", tmp_path / "mixed-02")  # layer 0's l2 in both, other settings
+    keys = [row["key"] for row in diff["config"]]
+    assert keys and not any(k.startswith("model.layers.0.") and k != "model.layers.0.l2" for k in keys), keys
+
+
+def test_mixed_runs_read_at_80_columns(tmp_path):
+    from nnrun.runs import runs_report
+
+    mixed_runs(tmp_path)
+    table = runs_report(tmp_path)
+    out = render_at(table, 80)
+    lines = out.splitlines()
+    assert len(lines) <= 4 * 14 + 20, f"{len(lines)} lines"
+    first_rule = next(i for i, line in enumerate(lines) if "━" in line)
+    first_header = " ".join(lines[:first_rule])
+    assert "val_" in first_header and "accuracy" in first_header   # the metric in the first block
+    check_all_widths(table)
+    many = tmp_path / "many"
+    many.mkdir()
+    mixed_runs(many, 30)
+    assert len([c for c in runs_report(many).columns]) <= 16

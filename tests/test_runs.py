@@ -80,7 +80,7 @@ def test_filters():
 def test_select_sort_and_filter(runs_dir):
     records, columns = select_runs(runs_dir)
     assert [r.path.name for r in records] == ["b-002", "a-001", "c-003", "d-004"]   # best val_accuracy first
-    assert columns == ["run", "status", "regularization.l2", "optim.lr", "val_accuracy", "test_accuracy", "epochs",
+    assert columns == ["run", "status", "val_accuracy", "test_accuracy", "epochs", "regularization.l2", "optim.lr",
                        "reason"]
     by_lr = [r.path.name for r in select_runs(runs_dir, sort="optim.lr")[0]]
     assert by_lr == ["a-001", "b-002", "d-004", "c-003"]
