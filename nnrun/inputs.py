@@ -12,11 +12,13 @@ its input (`ModelInput`: features per row, image shape, pixel range), each probl
   contrast (the regression target, `image_contrast`);
 - a PNG or JPEG image, decoded with Pillow: converted to the model's channels (RGB or grayscale),
   resized to its height and width (bicubic) when the size differs, and laid out as one row of
-  channel-major pixel values (C, H, W), 0..255 (0..16 for `digits`, whose pixels range so).
+  channel-major pixel values (C, H, W), 0..255 (0..16 for `digits`, whose pixels range so). An
+  image of more than `MAX_IMAGE_PIXELS` pixels is refused from its header, before it is decoded.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +40,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """File name endings read as images."""
 PNG_MAGIC, JPEG_MAGIC, ZIP_MAGIC, PICKLE_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"PK\x03\x04", b"\x80"
 """The first bytes of a PNG, a JPEG, an .npz (a zip archive) and a pickle (a CIFAR-10 batch)."""
+MAX_IMAGE_PIXELS = 40_000_000
+"""Most pixels of an image to predict on (a 40-megapixel photo: 120 MB decoded as RGB), checked from its header."""
 PIXEL_MAX = {"digits": 16.0}
 """Datasets whose pixels do not range over 0..255: an image's 0..255 values are scaled to 0..max."""
 TARGET_KEYS = {"classes": "y", "attributes": "attributes", "regression": "targets"}
@@ -180,14 +184,21 @@ def read_image(path: Path, model_input: ModelInput) -> Inputs:
         raise UserInputError(f"{path}: images can be read for models of 1 or 3 channels; this one takes "
                              f"{channels} (image_shape {shape})")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # Pillow's own bomb warning: the size is checked here, below its bound
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)  # reads the header only
+        with image:
+            w, h = image.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise UserInputError(f"{path}: {w:,} x {h:,} pixels; an image to predict on has at most "
+                                     f"{MAX_IMAGE_PIXELS:,} (shrink it to the model's {width} x {height} first)")
             image.load()
             converted = image.convert("RGB" if channels == 3 else "L")
+        resized = converted.size != (width, height)
+        if resized:
+            converted = converted.resize((width, height), Image.Resampling.BICUBIC)
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as e:
         raise UserInputError(f"{path}: cannot decode as a PNG or JPEG image: {e}") from None
-    resized = converted.size != (width, height)
-    if resized:
-        converted = converted.resize((width, height), Image.Resampling.BICUBIC)
     pixels = np.asarray(converted, dtype=np.uint8).reshape(height, width, channels)
     row = pixels.transpose(2, 0, 1).reshape(1, -1)
     pixel_max = PIXEL_MAX.get(model_input.dataset)

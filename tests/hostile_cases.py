@@ -154,6 +154,29 @@ NPZ_CASES: dict[str, Callable[[Path], tuple[Path, str]]] = {
 """Dataset .npz files `read_npz` must refuse before allocating what they claim."""
 
 
+def png_of_zeros(path: Path, width: int, height: int) -> Path:
+    """A valid grayscale PNG of `width` x `height` black pixels, compressed as it is written (never held whole)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    deflate, row, idat = zlib.compressobj(9), bytes(width + 1), []  # each row: filter byte 0, then the pixels
+    for start in range(0, height, 4096):
+        idat.append(deflate.compress(row * min(4096, height - start)))
+    idat.append(deflate.flush())
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b""))
+    return path
+
+
+IMAGE_CASES: dict[str, Callable[[Path], tuple[Path, str]]] = {
+    "80M_by_1": lambda d: (png_of_zeros(d / "wide.png", 80_000_000, 1), "80,000,000 x 1 pixels"),
+    "12000_square": lambda d: (png_of_zeros(d / "big.png", 12_000, 12_000), "12,000 x 12,000 pixels"),
+}
+"""Images `nnrun predict` must refuse before decoding them (exit 2)."""
+
+
 def _batch(folder: Path, obj: object) -> Path:
     path = folder / "data_batch_1"
     path.write_bytes(obj if isinstance(obj, bytes) else pickle.dumps(obj))

@@ -64,6 +64,14 @@ def test_hostile_cifar_batches_are_refused(name, tmp_path):
         read_cifar10_batch(path)
 
 
+
+@pytest.mark.parametrize("name", list(hostile_cases.IMAGE_CASES))
+def test_images_past_the_pixel_budget_are_refused_before_decoding(name, tiny_run, tmp_path):
+    path, expected = hostile_cases.IMAGE_CASES[name](tmp_path)
+    result = invoke("predict", str(tiny_run[0]), str(path))  # a digits run: its rows are 8 x 8 images
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr and str(path) in result.stderr and result.stdout == ""
+
 def test_the_memo_bomb_is_refused_without_touching_the_unpickler(tmp_path, monkeypatch):
     path, _ = hostile_cases.BATCH_CASES["memo_bomb"](tmp_path)
     monkeypatch.setattr(safe._ArrayOnlyUnpickler, "load", lambda self: pytest.fail("unpickled a bomb"))
