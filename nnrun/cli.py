@@ -452,14 +452,15 @@ def gradcheck(
     json_: JsonOption = False,
 ) -> None:
     """Check the configured network's analytic gradients against centered differences (float64); exit 1 on failure."""
+    from nnrun.gradcheck import GradcheckProgress, gradcheck_table
     from nnrun.gradcheck import gradcheck as run_gradcheck
-    from nnrun.gradcheck import gradcheck_table
 
     cfg = load_config(config, with_device(set_, device))
     if max_entries < 0:
         raise UserInputError(f"--max-entries must be >= 0 (0 checks all), got {max_entries}")
-    with ThreadPolicy(requested_threads(threads)):
-        result = run_gradcheck(cfg, batch_size=batch_size, h=h, tol=tol, max_entries=max_entries or None)
+    with ThreadPolicy(requested_threads(threads)), GradcheckProgress() as progress:  # on stderr, --json too
+        result = run_gradcheck(cfg, batch_size=batch_size, h=h, tol=tol, max_entries=max_entries or None,
+                               progress=progress)
     if json_:
         print_json(result)
     else:

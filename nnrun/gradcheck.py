@@ -8,10 +8,13 @@ checking; its docstring explains the error measure and the skipped kinks), on th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
 from nnrun.backend import device_module, device_rng, to_device
@@ -20,16 +23,18 @@ from nnrun.errors import UserInputError
 from nnrun.experiment import build_model, build_regularizer, prepare_data
 from nnrun.nn.numeric import DEFAULT_H, DEFAULT_TOL, check_model_gradients
 from nnrun.rng import stream
-from nnrun.tables import DataTable
+from nnrun.tables import DataTable, stderr_console
 
 
 def gradcheck(cfg: ExperimentConfig, *, batch_size: int = 16, h: float = DEFAULT_H, tol: float = DEFAULT_TOL,
-              max_entries: int | None = 200) -> dict[str, Any]:
+              max_entries: int | None = 200, progress: Callable[[str, int, int], None] | None = None
+              ) -> dict[str, Any]:
     """Check the gradients of the network `cfg` (an `ExperimentConfig`) describes, in float64.
 
     Uses `batch_size` examples of the configured dataset's training split (seeded choice),
     preprocessed with statistics fitted on the training split, the configured loss and
     penalties. Returns `{"passed", "h", "tol", "batch_size", "max_entries", "params": [...]}`.
+    `progress(parameter, done, total)` is called after each checked entry (`GradcheckProgress` shows it).
     """
     if batch_size < 2:
         raise UserInputError(f"--batch-size: needs at least 2 examples (BatchNorm statistics), got {batch_size}")
@@ -49,9 +54,30 @@ def gradcheck(cfg: ExperimentConfig, *, batch_size: int = 16, h: float = DEFAULT
         model.to(xp).set_dropout_rng(device_rng(xp, stream(cfg.seed, "dropout")))
     regularizer = build_regularizer(cfg.regularization, cfg.model)
     regularizer.project(model.params)
-    checks = check_model_gradients(model, loss_fn, X, y, regularizer, h=h, tol=tol, max_entries=max_entries, rng=rng)
+    checks = check_model_gradients(model, loss_fn, X, y, regularizer, h=h, tol=tol, max_entries=max_entries, rng=rng,
+                                   progress=progress)
     return {"passed": all(c.passed for c in checks), "h": h, "tol": tol, "batch_size": n,
             "max_entries": max_entries, "params": [asdict(c) for c in checks]}
+
+
+class GradcheckProgress:
+    """A progress bar of the checked entries on stderr (the parameter being checked, count, time left); off a
+    terminal it prints nothing. Use as a context manager and pass it as `gradcheck(progress=...)`."""
+
+    def __init__(self, console: Console = stderr_console) -> None:
+        self.progress = Progress(TextColumn("gradcheck {task.fields[param]}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=console, transient=True)
+        self.task = self.progress.add_task("gradcheck", total=None, param="")
+
+    def __call__(self, param: str, done: int, total: int) -> None:
+        self.progress.update(self.task, completed=done, total=total, param=param)
+
+    def __enter__(self) -> GradcheckProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
 
 
 def gradcheck_table(result: dict[str, Any]) -> DataTable:

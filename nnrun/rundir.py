@@ -221,7 +221,7 @@ class RunDir:
     def _read_json(self, name: str) -> dict[str, Any] | None:
         try:
             value = json.loads((self.path / name).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # nested past the decoder's depth: as unreadable
             return None
         return value if isinstance(value, dict) else None
 
@@ -257,7 +257,7 @@ class RunDir:
         for line in lines:
             try:
                 row = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(row, dict):
                 rows.append(row)

@@ -311,3 +311,83 @@ def test_mixed_runs_read_at_80_columns(tmp_path):
     many.mkdir()
     mixed_runs(many, 30)
     assert len([c for c in runs_report(many).columns]) <= 16
+
+
+# ---- defect 4: gradcheck from the perturbed layer up, with progress ------------------------------
+
+def gradcheck_net(**model):
+    import numpy as np
+
+    from nnrun.config import ModelConfig
+    from nnrun.experiment import build_model
+
+    cfg = ModelConfig(**{"hidden": [12, 10, 8], "bias_init": 0.05, **model})
+    net = build_model(cfg, 9, 4, np.random.default_rng(0)).astype(np.float64)
+    rng = np.random.default_rng(1)
+    return net, rng.standard_normal((10, 9)), rng.integers(0, 4, 10)
+
+
+def test_gradcheck_runs_only_the_layers_from_the_perturbed_one_up():
+    from nnrun.nn.losses import SoftmaxCrossEntropy
+    from nnrun.nn.numeric import check_model_gradients
+
+    net, X, y = gradcheck_net(batchnorm=True, dropout=0.7)
+    calls = [0] * len(net.layers)
+    for i, layer in enumerate(net.layers):
+        def counted(x, train=False, _forward=layer.forward, _i=i):
+            calls[_i] += 1
+            return _forward(x, train)
+        layer.forward = counted
+    progress = []
+    checks = check_model_gradients(net, SoftmaxCrossEntropy(), X, y, max_entries=30,
+                                   progress=lambda name, done, total: progress.append((name, done, total)))
+    assert all(c.passed for c in checks)
+    own = {p.name: i for i, layer in enumerate(net.layers) for p in layer.params}
+    entries = sum(min(p.value.size, 30) for p in net.params)
+    first = sum(min(p.value.size, 30) for p in net.params if own[p.name] == 0)
+    # The first layer runs for its own parameters' perturbations (and once per parameter for the cached input).
+    assert calls[0] <= 2 * first + len(net.params) + 1, (calls, 2 * entries)
+    assert calls[-1] >= 2 * entries                           # the top layer runs for every perturbation
+    assert [d for _, d, _ in progress] == list(range(1, entries + 1)) and {t for *_, t in progress} == {entries}
+    assert [n for n, _, _ in progress][0] == net.params[0].name
+
+
+def test_gradcheck_numbers_equal_full_forward_differences():
+    """Without kinks, every checked entry's difference is exactly a full forward's (same entries, h, arithmetic)."""
+    import numpy as np
+
+    from nnrun.nn.losses import SoftmaxCrossEntropy
+    from nnrun.nn.numeric import check_model_gradients, error_floor
+
+    net, X, y = gradcheck_net(activation="tanh")
+    loss_fn = SoftmaxCrossEntropy()
+    loss0, dscores = loss_fn.loss_and_grad(net.forward(X, train=True), y)
+    net.backward(dscores)
+    analytic = {p.name: p.grad.copy() for p in net.params}
+    rng = np.random.default_rng(5)
+    expected = []
+    for p in net.params:
+        flat = p.value.reshape(-1)
+        indices = np.sort(rng.choice(flat.size, 20, replace=False)) if flat.size > 20 else np.arange(flat.size)
+        numeric = []
+        for i in indices:
+            old = flat[i].item()
+            flat[i] = old + 1e-5
+            plus = float(loss_fn.loss(net.forward(X, train=True), y))
+            flat[i] = old - 1e-5
+            minus = float(loss_fn.loss(net.forward(X, train=True), y))
+            flat[i] = old
+            numeric.append((plus - minus) / (2 * 1e-5))
+        a = analytic[p.name].reshape(-1)[indices]
+        expected.append(float(np.abs(a - np.asarray(numeric)).max()))
+    checks = check_model_gradients(net, loss_fn, X, y, max_entries=20, rng=np.random.default_rng(5))
+    assert [c.max_abs_error for c in checks] == expected
+    assert error_floor(float(loss0), 1e-5) > 0
+
+
+def test_gradcheck_command_shows_progress_off_json(tmp_path):
+    import json
+
+    result = invoke("gradcheck", "configs/gradcheck.yaml", "--max-entries", "5", "--json")
+    assert result.exit_code == 0, result.output
+    json.loads(result.stdout)                                  # stdout stays one JSON object

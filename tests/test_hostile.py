@@ -312,3 +312,17 @@ def test_an_error_message_describes_an_integer_python_will_not_print():
     from nnrun.config import echo
 
     assert "too long to print" in echo([10**5000]) and echo(3) == "3"
+
+
+def test_a_summary_nested_100000_deep_is_an_unreadable_summary_not_a_traceback(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "deep"
+    shutil.copytree(tiny_run[0], run, ignore=shutil.ignore_patterns(".lock"))
+    (run / "summary.json").write_text("[" * 100_000 + "]" * 100_000)
+    (run / "metrics.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n" + (run / "metrics.jsonl").read_text())
+    for args in (["runs", run], ["diff", run, tiny_run[0]], ["plot", run, "--out", tmp_path / "p.png"]):
+        result = invoke(*map(str, args))
+        assert result.exit_code == 0 and result.exception is None, result.output
+    result = invoke("evaluate", str(run))
+    assert result.exit_code == 2 and "summary.json" in result.stderr, result.output
