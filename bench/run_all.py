@@ -14,6 +14,8 @@ Parts (default: all but profile), each a script in bench/ run as its own process
   contention  nnrun train beside a busy process, and two trainings at once (thread policy)
   gpu       nnrun on an NVIDIA GPU vs PyTorch eager there, and the GEMM peak (skipped without a GPU)
   profile   where the time of nnrun's training step goes (not in the default set)
+  cores     the thread table: nnrun's epoch at each --threads and its default policy, on 1, 2, 4, ... cores
+            (CPU affinity), beside PyTorch on the same cores (not in the default set: minutes per core count)
 
 OpenBLAS variables: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE pin OpenBLAS to an older kernel on some
 machines. `--openblas-env unset` (default) runs every part with both removed, so NumPy uses the
@@ -48,9 +50,10 @@ PARTS: dict[str, list[str]] = {
     "contention": ["bench_contention.py"],
     "gpu": ["bench_gpu.py"],
     "profile": ["profile_step.py"],
+    "cores": ["bench_cores.py"],
 }
 DEFAULT_PARTS = ("epoch", "bn", "overhead", "augment", "pca", "load", "memory", "contention", "gpu")
-TAKES_REPEATS = {"epoch", "bn", "overhead", "augment", "load", "profile", "pca", "contention", "gpu"}
+TAKES_REPEATS = {"epoch", "bn", "overhead", "augment", "load", "profile", "pca", "contention", "gpu", "cores"}
 TAKES_CIFAR = {"pca", "load", "memory", "gpu"}
 TAKES_CPU_CLOCK = {"epoch", "bn", "overhead", "augment", "profile"}
 RESULTS = BENCH_DIR / "results"

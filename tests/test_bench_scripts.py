@@ -130,3 +130,22 @@ def test_bench_gpu_summary_gives_ratios_to_target_and_graph():
     nnrun_line = next(line for line in lines if line.startswith("nnrun GPU"))
     assert "45.0" in nnrun_line and "0.90x" in nnrun_line and nnrun_line.endswith("cuda graph")
     assert lines[-2] == "extra line" and lines[-1].startswith("targets: 1 of 2 met; MISSED: other")
+
+
+# ---- the cores part (bench/bench_cores.py) ---------------------------------------------------------------------
+
+def test_cores_part_measures_every_thread_count_on_each_core_count():
+    cores = bench_module("bench_cores")
+    assert cores.core_counts(None, 16) == [1, 2, 4, 8, 16]
+    assert cores.core_counts(None, 6) == [1, 2, 4, 6]
+    assert cores.core_counts("16,1,2,99", 16) == [1, 2, 16]  # counts the machine lacks are left out
+    assert cores.thread_counts(1) == [1]
+    assert cores.thread_counts(2) == [1, 2]
+    assert cores.thread_counts(16) == [1, 2, 3, 4, 8, 16]
+
+
+def test_cores_part_pins_a_child_to_the_first_cpus():
+    cores = bench_module("bench_cores")
+    result = subprocess.run([sys.executable, "-c", "import os; print(len(os.sched_getaffinity(0)))"],
+                            capture_output=True, text=True, preexec_fn=cores.pinned(1), timeout=60)
+    assert result.stdout.strip() == "1"

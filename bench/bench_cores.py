@@ -1,0 +1,172 @@
+"""The thread table: nnrun's epoch at every fixed `--threads` and under its default policy, on 1, 2, 4, ... cores.
+
+For each core count c (the process's CPU affinity cut to its first c CPUs, as `taskset -c 0-(c-1)` does, so
+the thread policy and PyTorch both see c cores), every competitor runs as its own process, one epoch each:
+
+- `nnrun train` of the reference workload (3072-512-512-10, batch 256, momentum SGD, softmax) on an npz of
+  CIFAR-shaped rows with `--threads T` for each T in 1..c (powers of two and c), and without `--threads`
+  (the default policy: the run header's choice is recorded);
+- PyTorch CPU eager with `torch.set_num_threads(c)` on the same rows (when PyTorch is installed).
+
+Each epoch's seconds are the training time nnrun writes to metrics.jsonl (PyTorch: the epoch loop alone);
+rounds are interleaved and the best of `--repeats` counts. Checks, per core count: the default policy at most
+1.05x the best fixed `--threads` (5 % for noise), and nnrun's default against PyTorch (reported, no limit here:
+the epoch targets live in the epoch part).
+
+Usage: python bench/bench_cores.py [--cores 1,2,4,8,16] [--rows 50000] [--variant plain|bn-dropout]
+                                   [--repeats 3] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from common import REPO, check, log, part_result, write_result
+
+QUICKSTART = REPO / "configs" / "quickstart.yaml"
+REFERENCE = ["--set", "model.hidden=[512, 512]", "--set", "model.init=he", "--set", "preprocess.center=none",
+             "--set", "optim.name=momentum", "--set", "optim.lr=0.01", "--set", "train.batch_size=256",
+             "--set", "train.restore_best=false", "--set", "data.val_size=1000", "--set", "data.test_size=100",
+             "--set", "train.epochs=1", "--set", "train.eval_train_size=1000"]
+BN_DROPOUT = ["--set", "model.batchnorm=true", "--set", "model.dropout=0.5"]
+POLICY_SLACK = 1.05
+"""The default policy may be this much slower than the best fixed thread count (run-to-run noise)."""
+
+
+def core_counts(spec: str | None, available: int) -> list[int]:
+    """The core counts to measure: those of `spec` (comma-separated) that this machine has, else 1, 2, 4, ...
+    up to the available cores (and that count itself)."""
+    if spec:
+        wanted = sorted({int(c) for c in spec.split(",") if c.strip()})
+        return [c for c in wanted if 1 <= c <= available]
+    counts = [c for c in (1, 2, 4, 8, 16, 32, 64) if c <= available]
+    return sorted({*counts, available})
+
+
+def thread_counts(cores: int) -> list[int]:
+    """The fixed `--threads` values tried on `cores` cores: powers of two below it, 3 and `cores` itself."""
+    return sorted({t for t in (1, 2, 3, 4, 8, 16, 32, 64) if t < cores} | {cores})
+
+
+def pinned(cores: int) -> callable:
+    """A `preexec_fn` that cuts the child's CPU affinity to the first `cores` CPUs it may use."""
+    allowed = sorted(os.sched_getaffinity(0))[:cores]
+
+    def apply() -> None:
+        os.sched_setaffinity(0, allowed)
+
+    return apply
+
+
+def nnrun_command() -> list[str]:
+    """How to start nnrun from this interpreter's environment."""
+    script = Path(sys.executable).with_name("nnrun")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "nnrun"]
+
+
+def nnrun_epoch(cores: int, train_args: list[str], out: Path) -> tuple[float, str]:
+    """(training seconds of the epoch, the run header's thread choice) of one `nnrun train` on `cores` cores."""
+    proc = subprocess.run([*nnrun_command(), "train", *train_args, "--out", str(out), "--overwrite"], cwd=REPO,
+                          capture_output=True, text=True, preexec_fn=pinned(cores))
+    if proc.returncode != 0:
+        raise SystemExit(f"nnrun train failed on {cores} cores: {proc.stderr[-800:]}")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    choice = "?"
+    for line in proc.stdout.splitlines() + proc.stderr.splitlines():
+        match = re.search(r"threads\s+(\d+ \(.*?\))", line)
+        if match:
+            choice = match.group(1).strip()
+            break
+    return float(rows[0]["seconds"]), choice
+
+
+def torch_epoch(cores: int, data: Path, variant: str) -> float | None:
+    """Seconds of one PyTorch CPU epoch with `cores` threads on `cores` cores (None without PyTorch)."""
+    code = ("import sys, numpy as np\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "import torch\n"
+            "from bench_epoch import TorchEpoch\n"
+            "torch.set_num_threads(int(sys.argv[3]))\n"
+            "z = np.load(sys.argv[2]); X, y = z['X'][:-1100], z['y'][:-1100]\n"
+            "epoch = TorchEpoch(X, y, sys.argv[4]); torch.set_num_threads(int(sys.argv[3]))\n"
+            "print(epoch())\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(data), str(cores), variant],
+                          capture_output=True, text=True, preexec_fn=pinned(cores))
+    if proc.returncode != 0:
+        if "No module named 'torch'" in proc.stderr:
+            return None
+        raise SystemExit(f"the PyTorch epoch failed on {cores} cores: {proc.stderr[-800:]}")
+    return float(proc.stdout.split()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cores", help="Core counts, comma-separated (default: 1, 2, 4, ... up to this machine's).")
+    parser.add_argument("--rows", type=int, default=50_000, help="Training rows (default 50000).")
+    parser.add_argument("--variant", choices=("plain", "bn-dropout"), default="plain")
+    parser.add_argument("--repeats", type=int, default=3, help="Interleaved rounds; the best counts (default 3).")
+    parser.add_argument("--no-torch", action="store_true", help="Leave PyTorch out.")
+    parser.add_argument("--json", help="Write the result as JSON here.")
+    args = parser.parse_args()
+    available = len(os.sched_getaffinity(0))
+    counts = core_counts(args.cores, available)
+    if not counts:
+        raise SystemExit(f"--cores {args.cores}: this machine has {available} cores")
+    part = "cores" if args.variant == "plain" else "cores-bn-dropout"
+    title = (f"One epoch per thread setting and core count, 3072-512-512-10, batch 256, {args.rows:,} rows"
+             + (", BatchNorm + dropout" if args.variant == "bn-dropout" else ""))
+    scratch = Path(tempfile.mkdtemp(prefix="nnrun-bench-cores-"))
+    rng = np.random.default_rng(0)
+    data = scratch / "cifar-sized.npz"
+    log(f"[{part}] writing {args.rows} CIFAR-shaped rows")
+    np.savez(data, X=rng.integers(0, 256, (args.rows + 1100, 3072), dtype=np.uint8).astype(np.float32),
+             y=rng.integers(0, 10, args.rows + 1100))
+    train_args = [str(QUICKSTART), "--set", "data.dataset=npz", "--set", f"data.path={data}", *REFERENCE,
+                  *(BN_DROPOUT if args.variant == "bn-dropout" else [])]
+    best: dict[tuple[int, str], float] = {}
+    choices: dict[int, str] = {}
+    for round_ in range(args.repeats):
+        for cores in counts:
+            settings = [*(str(t) for t in thread_counts(cores)), "default"]
+            for setting in settings:
+                extra = [] if setting == "default" else ["--threads", setting]
+                log(f"[{part}] round {round_ + 1}: {cores} cores, threads {setting}")
+                seconds, choice = nnrun_epoch(cores, [*train_args, *extra], scratch / f"c{cores}-t{setting}")
+                best[(cores, setting)] = min(seconds, best.get((cores, setting), float("inf")))
+                if setting == "default":
+                    choices[cores] = choice
+            if not args.no_torch:
+                seconds = torch_epoch(cores, data, args.variant)
+                if seconds is not None:
+                    best[(cores, "torch")] = min(seconds, best.get((cores, "torch"), float("inf")))
+    rows, checks = [], []
+    for cores in counts:
+        fixed = {t: best[(cores, str(t))] for t in thread_counts(cores)}
+        best_t = min(fixed, key=fixed.get)
+        default = best[(cores, "default")]
+        torch = best.get((cores, "torch"))
+        for t, seconds in fixed.items():
+            rows.append({"name": f"{cores} cores, --threads {t}", "seconds": seconds,
+                         "ratio": seconds / torch if torch else None})
+        rows.append({"name": f"{cores} cores, default policy ({choices.get(cores, '?')})", "seconds": default,
+                     "ratio": default / torch if torch else None})
+        if torch:
+            rows.append({"name": f"{cores} cores, PyTorch CPU ({cores} threads)", "seconds": torch})
+        checks.append(check(f"{cores} cores: default policy / best fixed --threads ({best_t})",
+                            default / fixed[best_t], POLICY_SLACK, "<=", "x"))
+    notes = [f"machine: {available} cores available; each core count pins every process to the first CPUs of "
+             "this process's affinity; epoch seconds from metrics.jsonl (nnrun) and the epoch loop (PyTorch)",
+             "'ratio' = the row's time / PyTorch's on the same cores"]
+    write_result(part_result(part, title, rows, checks, notes), args.json)
+
+
+if __name__ == "__main__":
+    main()
