@@ -63,7 +63,7 @@ class Optimizer:
     slots: tuple[str, ...] = ()
     """The per-parameter state arrays of the rule (each the size of its parameter)."""
     counters: tuple[str, ...] = ()
-    """Integer attributes that are part of the state (Adam's step count `t`)."""
+    """Integer attributes that are part of the state: step counts, advanced once per step (Adam's `t`)."""
     fused: str | None = None
     """The rule's one-launch GPU kernel (a `nnrun.nn.kernels.UPDATES` name), taking `fused_scalars(lr)`."""
     weight_decay: float = 0.0
@@ -88,15 +88,57 @@ class Optimizer:
         arrays.update({f"#{counter}": np.array(getattr(self, counter), dtype=np.int64) for counter in self.counters})
         return arrays
 
-    def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
-        """Restore the state `state_dict` returned (arrays are copied; on a GPU they move there at the next step)."""
+    def load_state_dict(self, arrays: dict[str, np.ndarray], params: list[Parameter] | None = None) -> None:
+        """Restore the state `state_dict` returned (arrays are copied; on a GPU they move there at the next step).
+
+        Only the state the rule declares is restored: its `slots` per parameter and its `counters` (0-d
+        integers >= 0); any other key (`#momentum`, a slot of another rule) is a `ValueError` naming it, and
+        nothing is changed. With `params` see `check_state`.
+        """
+        self.check_state(arrays, params)
+        counters = {f"#{c}": c for c in self.counters}
         self.state = {}
         for key, value in arrays.items():
-            if key.startswith("#"):
-                setattr(self, key[1:], int(value))
+            if key in counters:
+                setattr(self, counters[key], int(value))
             else:
                 name, _, slot = key.rpartition("/")
                 self.state.setdefault(name, {})[slot] = np.array(value, copy=True)
+
+    def check_state(self, arrays: dict[str, np.ndarray], params: list[Parameter] | None = None) -> None:
+        """Refuse (`ValueError` naming the key) state this rule does not keep: keys other than its `slots` per
+        parameter and its `counters`, counters that are not 0-d integers >= 0, slots that are not finite floats.
+        With `params` (the model's parameters, every one of which has taken a step) the keys must be exactly
+        each parameter's slots and the counters, each slot of its parameter's shape and dtype."""
+        counters = {f"#{c}": c for c in self.counters}
+        unknown = sorted(k for k in arrays if k not in counters and (k.startswith("#") or "/" not in k
+                                                                    or k.rpartition("/")[2] not in self.slots))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} keeps no state {', '.join(unknown[:5])}"
+                             f"{' ...' if len(unknown) > 5 else ''} (its state: "
+                             f"{', '.join([f'PARAM/{s}' for s in self.slots] + list(counters)) or 'none'})")
+        expected = dict.fromkeys(counters)
+        if params is not None:
+            expected.update({f"{p.name}/{slot}": p for p in params for slot in self.slots})
+        missing = sorted(set(expected) - set(arrays))
+        if missing or (params is not None and len(arrays) != len(expected)):
+            extra = sorted(set(arrays) - set(expected))
+            raise ValueError(f"optimizer state {'lacks ' + ', '.join(missing[:5]) if missing else ''}"
+                             f"{' and ' if missing and extra else ''}"
+                             f"{'has ' + ', '.join(extra[:5]) + ' for no parameter of the model' if extra else ''}")
+        for key, value in arrays.items():
+            value = np.asarray(value)
+            if key in counters:
+                if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
+                    raise ValueError(f"optimizer counter {key} must be a whole number >= 0, got {value.dtype} "
+                                     f"{value.shape}")
+                continue
+            p = expected.get(key)
+            if p is not None and (value.shape != p.value.shape or value.dtype != p.value.dtype):
+                raise ValueError(f"optimizer state {key} is {value.dtype} {value.shape}; its parameter is "
+                                 f"{p.value.dtype} {p.value.shape}")
+            if value.dtype.kind != "f" or not np.isfinite(value).all():
+                raise ValueError(f"optimizer state {key} must hold finite floats")
 
     def advance(self) -> None:
         """Count one step (Adam's `t`); `step` and `step_scalars` call it first."""

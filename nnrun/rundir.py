@@ -236,17 +236,6 @@ class RunDir:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise UserInputError(f"cannot read {path}: {e}") from None
 
-    def read_checkpoint(self) -> dict[str, np.ndarray] | None:
-        """The arrays of checkpoint.npz, or None when there is none; an unreadable one is a `UserInputError`."""
-        path = self.path / "checkpoint.npz"
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {name: z[name] for name in z.files}
-        except (OSError, ValueError, EOFError) as e:
-            raise UserInputError(f"cannot read checkpoint {path}: {e}") from None
-
     def read_metrics(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl, one per finished epoch ([] when there is none; unreadable lines skipped)."""
         try:

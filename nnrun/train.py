@@ -14,7 +14,10 @@ a summary saying why, and raises `RunFailed`. Saving is shielded from further si
 arrives once the run has completed (while it writes its weights and summary, or after) is recorded and
 ignored: the run returns its completed summary (`nnrun train` exits 0).
 `resume_run(path)` continues such a run from its checkpoint, bit-identical to a run that was
-never stopped; a completed run continues when `train.epochs` is raised.
+never stopped; a completed run continues when `train.epochs` is raised. The checkpoint is read
+through the data files' checks (`read_checkpoint`) and refused unless it is one the config could
+have written, and split.npz unless it holds the split's rows (`check_resumable`), before any file
+of the run changes (the README's "What `--resume` checks").
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import numpy as np
 
 from nnrun.backend import host_dict
 from nnrun.config import ExperimentConfig, differing_keys, load_config
-from nnrun.datasets import Dataset
+from nnrun.datasets import Dataset, SplitRecord
+from nnrun.datasets.safe import read_npz_arrays
 from nnrun.errors import RunFailed, RunStopped, UserInputError
 from nnrun.experiment import Experiment, assemble, describe_choices
 from nnrun.io import check_output_folder
@@ -36,9 +40,11 @@ from nnrun.nn.model import MLP
 from nnrun.provenance import end_record, start_record
 from nnrun.rundir import RunDir
 from nnrun.signals import Interrupted, settle, shielded
-from nnrun.trainer import Checkpoint, Diverged, History, Reporter, SilentReporter, evaluate, fit
+from nnrun.trainer import STREAMS, Checkpoint, Diverged, History, Reporter, SilentReporter, evaluate, fit
 from nnrun.workers import ThreadPolicy, requested_threads
 
+CHECKPOINT_MEMBERS_PER_LAYER = 20
+"""Most checkpoint.npz arrays per Linear layer (weights, BatchNorm's four, twice; two slots of four parameters)."""
 RESUMABLE_KEYS = ("train.epochs", "train.device", "train.cuda_graph")
 """Config keys that may change when a run is resumed (more epochs for a finished run; the other device: the
 checkpoint holds host arrays either way; the GPU's step recorded or not: the same launches)."""
@@ -82,11 +88,7 @@ def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
         raise UserInputError(f"--resume {path}: only {', '.join(RESUMABLE_KEYS)} may change when resuming; "
                              f"these keys differ from the run's config.yaml: {', '.join(changed)}")
     with RunDir.open(path) as run:
-        arrays = run.read_checkpoint()
-        try:
-            checkpoint = Checkpoint.from_arrays(arrays) if arrays is not None else None
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserInputError(f"--resume {path}: checkpoint.npz cannot be used: {e}") from None
+        checkpoint = read_checkpoint(run, cfg)
         summary = run.read_summary() or {}
         done = checkpoint.epoch if checkpoint is not None else 0
         if cfg.train.epochs < done:
@@ -96,10 +98,55 @@ def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
             raise UserInputError(f"--resume {path}: the run completed all {done} epochs; raise train.epochs "
                                  f"(--set train.epochs={done + 10}) to train it further")
         experiment = assemble(cfg)
+        check_resumable(run, experiment, checkpoint)
         run.write_config(cfg.to_yaml())
         (run.path / "summary.json").unlink(missing_ok=True)
         with ThreadPolicy(requested, experiment.step_flops) as policy:
             return run_experiment(cfg, run, reporter, experiment=experiment, resume=checkpoint, threads=policy)
+
+
+def read_checkpoint(run: RunDir, cfg: ExperimentConfig) -> Checkpoint | None:
+    """The run's checkpoint.npz, or None when it has none; read through the data files' checks (headers before
+    arrays, no zip or header bombs, no objects) and its layout checked (`Checkpoint.from_arrays`). Anything
+    unusable is a `UserInputError` naming the file."""
+    path = run.path / "checkpoint.npz"
+    if not path.is_file():
+        return None
+    # Per layer: weights and BatchNorm arrays twice (model.*, best.*) and the optimizer's slots of 4 parameters.
+    members = 2 + CHECKPOINT_MEMBERS_PER_LAYER * (len(cfg.model.hidden) + 1)
+    arrays = read_npz_arrays(path, what="checkpoint", max_members=members)
+    try:
+        return Checkpoint.from_arrays(arrays)
+    except ValueError as e:
+        raise UserInputError(f"{path} cannot be used: {e}") from None
+
+
+def check_resumable(run: RunDir, experiment: Experiment, checkpoint: Checkpoint | None) -> None:
+    """Refuse (`UserInputError` naming the file) to continue `run` from `checkpoint` when the checkpoint is not
+    one the assembled `experiment` could have written (`Checkpoint.check`), or when the run's split.npz cannot
+    be read or holds other rows than the split the config gives now (the data changed since the run)."""
+    if checkpoint is not None:
+        settings = experiment.setup.settings
+        streams = dict.fromkeys((*STREAMS, *(("augment",) if experiment.setup.augment is not None else ())),
+                                np.random.default_rng(0))
+        n_batches = -(-len(experiment.data.X_train) // settings.batch_size)
+        try:
+            checkpoint.check(experiment.model, experiment.setup.optimizer, experiment.loss, settings, streams,
+                             n_batches)
+        except ValueError as e:
+            raise UserInputError(f"{run.path / 'checkpoint.npz'} does not fit this run's config.yaml: {e}; "
+                                 "remove it to train the run again from epoch 1") from None
+    split = experiment.data.split
+    if split is not None and (run.path / "split.npz").is_file():
+        path = run.path / "split.npz"
+        try:
+            saved = SplitRecord.from_arrays(read_npz_arrays(path, what="split.npz", max_members=16))
+        except ValueError as e:
+            raise UserInputError(f"{path}: {e}") from None
+        if not saved.same_rows(split):
+            raise UserInputError(f"{path} holds other rows than the split config.yaml gives now: the data files "
+                                 "changed since the run (or the file was edited); the run cannot continue on "
+                                 "the data it trained on")
 
 
 def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None = None, *,
@@ -118,13 +165,16 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
     if experiment is None:
         experiment = assemble(cfg)
     data, loss_fn, model = experiment.data, experiment.loss, experiment.model
+    if resume is not None:
+        check_resumable(run, experiment, resume)
     try:
-        if resume is None or not (run.path / "targets.npz").is_file():
-            run.write_config(cfg.to_yaml())
-            run.write_preprocess(experiment.prepared.preprocessor.statistics())
-            run.write_targets({"kind": np.array(data.target_kind),
-                               "names": np.array(data.target_names_of_kind, dtype=str), **loss_fn.state()})
-        if data.split is not None and (resume is None or not (run.path / "split.npz").is_file()):
+        # Written on a resume too: what this session trains with (a resumed run's are the same files, and
+        # check_resumable has held split.npz to the rows it has).
+        run.write_config(cfg.to_yaml())
+        run.write_preprocess(experiment.prepared.preprocessor.statistics())
+        run.write_targets({"kind": np.array(data.target_kind),
+                           "names": np.array(data.target_names_of_kind, dtype=str), **loss_fn.state()})
+        if data.split is not None:
             run.write_split(data.split.arrays())
         provenance = start_record()
         earlier = run.read_provenance() if resume is not None else None

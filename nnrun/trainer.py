@@ -20,7 +20,8 @@ resumed GPU run draws the same masks); GPU runs are deterministic but not bit-id
 
 After every epoch the loop records a `Checkpoint` (weights and BatchNorm buffers, optimizer
 state, random-stream states, history) in `history.checkpoint`; `fit(..., resume=checkpoint)`
-continues from one and takes exactly the steps the uninterrupted run would have taken.
+continues from one and takes exactly the steps the uninterrupted run would have taken, after
+`Checkpoint.check` has refused (`ValueError`) one this training could not have written.
 """
 
 from __future__ import annotations
@@ -148,22 +149,155 @@ class Checkpoint:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Checkpoint:
-        """The checkpoint `to_arrays` wrote; a `ValueError` names what is missing or too new."""
-        if "state" not in arrays:
+        """The checkpoint `to_arrays` wrote; a `ValueError` names what is missing, malformed or too new.
+
+        Only the layout is checked here (entries, the state's fields and their types); `check` holds a
+        checkpoint against the model, optimizer and streams it is to continue.
+        """
+        state_array = arrays.get("state")
+        if state_array is None:
             raise ValueError("no 'state' entry")
-        state = json.loads(str(arrays["state"]))
-        if state.get("version", 0) > CHECKPOINT_VERSION:
-            raise ValueError(f"layout version {state['version']} is newer than this nnrun reads "
+        if state_array.shape != () or state_array.dtype.kind != "U":
+            raise ValueError(f"'state' must be one JSON string, got {state_array.dtype} {state_array.shape}")
+        try:
+            state = json.loads(str(state_array))
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"'state' is not readable JSON: {str(e)[:200]}") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"'state' must be a JSON object, got {type(state).__name__}")
+        version = state.get("version", 0)
+        if not _whole(version):
+            raise ValueError(f"'state' version must be a whole number, got {_show(version)}")
+        if version > CHECKPOINT_VERSION:
+            raise ValueError(f"layout version {version} is newer than this nnrun reads "
                              f"({CHECKPOINT_VERSION}); upgrade nnrun")
+        stray = sorted(k for k in arrays if k != "state" and not k.startswith(("model.", "best.", "optim.")))
+        if stray:
+            raise ValueError(f"unknown entries {', '.join(stray[:5])} (a checkpoint holds state, model.*, best.*, "
+                             "optim.*)")
+        epoch, rows, best_epoch = state.get("epoch"), state.get("rows"), state.get("best_epoch")
+        score, stopped, streams = state.get("best_score"), state.get("stopped_early"), state.get("rng_states")
+        if not _whole(epoch) or epoch < 1:
+            raise ValueError(f"'state' epoch must be a whole number >= 1, got {_show(epoch)}")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError("'state' rows must be a list of metric objects")
+        if not (best_epoch is None or _whole(best_epoch)):
+            raise ValueError(f"'state' best_epoch must be a whole number, got {_show(best_epoch)}")
+        if not (score is None or (isinstance(score, list) and all(_number(v) for v in score))):
+            raise ValueError(f"'state' best_score must be a list of numbers, got {_show(score)}")
+        if not isinstance(stopped, bool):
+            raise ValueError(f"'state' stopped_early must be true or false, got {_show(stopped)}")
+        if not isinstance(streams, dict) or not all(isinstance(v, dict) for v in streams.values()):
+            raise ValueError("'state' rng_states must map each stream to its generator state")
 
         def part(prefix: str) -> dict[str, np.ndarray]:
             return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
-        score = state["best_score"]
-        return cls(epoch=int(state["epoch"]), weights=part("model."), optimizer=part("optim."),
-                   rng_states=state["rng_states"], rows=state["rows"], best_epoch=state["best_epoch"],
-                   best_score=tuple(score) if score is not None else None, best=part("best.") or None,
-                   stopped_early=bool(state["stopped_early"]))
+        return cls(epoch=epoch, weights=part("model."), optimizer=part("optim."), rng_states=streams, rows=rows,
+                   best_epoch=best_epoch, best_score=tuple(score) if score is not None else None,
+                   best=part("best.") or None, stopped_early=stopped)
+
+    def check(self, model: MLP, optimizer: Optimizer, loss_fn: Loss, settings: TrainSettings,
+              streams: dict[str, np.random.Generator], n_batches: int) -> None:
+        """Refuse (`ValueError` naming the entry) a checkpoint this training could not have written: `fit`
+        continues only from one that holds exactly what the uninterrupted run would hold after `epoch` epochs.
+
+        Checked: the weights and the best epoch's weights have exactly the model's names (BatchNorm's buffers
+        with BatchNorm, none without), shapes and dtypes, and are finite; the optimizer state is exactly the
+        rule's slots for every parameter and its step counters (`Optimizer.check_state`), a counter equal to
+        the steps taken (`epoch * n_batches`); the streams are exactly `streams` (augmentation's only when on)
+        with states their generators accept; `epoch` is within 1..`settings.epochs`; `rows` has one row per
+        epoch, numbered 1..epoch, with the same finite metrics; `best_epoch` and `best_score` are the first
+        epoch with the best `validation_score` of those rows and its score (its weights the last ones when it
+        is the last epoch); `stopped_early` only when patience ran out.
+        """
+        if self.epoch > settings.epochs:
+            raise ValueError(f"epoch {self.epoch} is past train.epochs={settings.epochs}")
+        expected = {name: _spec(value) for name, value in model.state_dict().items()}
+        for what, arrays in (("model", self.weights), ("best", self.best or {})):
+            _check_arrays(what, arrays, expected)
+        if self.best is None:
+            raise ValueError("no best.* weights (every finished epoch has a best epoch)")
+        params = model.params
+        optimizer.check_state(self.optimizer, params)
+        steps = self.epoch * n_batches
+        for counter in optimizer.counters:
+            if int(self.optimizer[f"#{counter}"]) != steps:
+                raise ValueError(f"optim.#{counter} is {int(self.optimizer[f'#{counter}'])}; {self.epoch} epochs of "
+                                 f"{n_batches} steps take {steps}")
+        if set(self.rng_states) != set(streams):
+            raise ValueError(f"random streams {', '.join(sorted(self.rng_states)) or 'none'}; this run draws from "
+                             f"{', '.join(sorted(streams))}")
+        for name, state in self.rng_states.items():
+            probe = np.random.Generator(type(streams[name].bit_generator)())
+            try:
+                set_generator_state(probe, state)
+            except (TypeError, ValueError, KeyError, OverflowError) as e:
+                raise ValueError(f"random stream {name!r} has an unusable state: {str(e)[:200]}") from None
+        self._check_history(loss_fn, settings)
+
+    def _check_history(self, loss_fn: Loss, settings: TrainSettings) -> None:
+        """The rows, best epoch and score, and early stop of `check`."""
+        if len(self.rows) != self.epoch:
+            raise ValueError(f"{len(self.rows)} metric rows for epoch {self.epoch}")
+        keys = set(self.rows[0])
+        best_epoch, best_score = None, None
+        for i, row in enumerate(self.rows, start=1):
+            if row.get("epoch") != i or not _whole(row["epoch"]):
+                raise ValueError(f"metric row {i} is numbered {_show(row.get('epoch'))}")
+            if set(row) != keys or "val_loss" not in row:
+                raise ValueError(f"metric row {i} has other metrics than row 1")
+            if not all(_number(v) and math.isfinite(v) for v in row.values()):
+                raise ValueError(f"metric row {i} holds a value that is not a finite number")
+            score = validation_score(row, loss_fn)
+            if best_score is None or score > best_score:
+                best_epoch, best_score = i, score
+        if self.best_epoch != best_epoch or self.best_score != best_score:
+            raise ValueError(f"best_epoch {_show(self.best_epoch)} and best_score {_show(self.best_score)} are not "
+                             f"the metric rows' best (epoch {best_epoch})")
+        if best_epoch == self.epoch and not all(np.array_equal(self.best[k], v) for k, v in self.weights.items()):
+            raise ValueError(f"the best epoch is the last ({best_epoch}), but best.* differ from model.*")
+        patience = settings.patience
+        if self.stopped_early and (patience is None or self.epoch - best_epoch < patience):
+            raise ValueError(f"stopped_early after epoch {self.epoch}, with the best epoch {best_epoch} and "
+                             f"train.patience={patience}")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, list, type(None))) else repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
+def _spec(value: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of a host or device array."""
+    return tuple(value.shape), np.dtype(value.dtype)
+
+
+def _check_arrays(what: str, arrays: dict[str, np.ndarray], expected: dict[str, tuple[tuple[int, ...], np.dtype]]
+                  ) -> None:
+    """`arrays` (the `what.*` entries) hold exactly the model's names, each of its shape and dtype, all finite."""
+    missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    if arrays and (missing or extra):
+        parts = ([f"lacks {', '.join(f'{what}.{k}' for k in missing[:4])}"] if missing else []) + \
+                ([f"has {', '.join(f'{what}.{k}' for k in extra[:4])}"] if extra else [])
+        raise ValueError(f"{' and '.join(parts)}: it was written for another model than the config builds "
+                         f"(model.hidden, model.batchnorm)")
+    if not arrays and what == "model":
+        raise ValueError("no model.* weights")
+    for name, value in arrays.items():
+        shape, dtype = expected[name]
+        if value.shape != shape or value.dtype != dtype:
+            raise ValueError(f"{what}.{name} is {value.dtype} {value.shape}; the model's is {dtype} {shape}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{what}.{name} holds values that are not finite")
 
 
 @dataclass
@@ -294,6 +428,7 @@ def _epochs(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporte
     n_train, batch, n_batches = len(data.X_train), settings.batch_size, len(batch_sizes)
     first_epoch = 1
     if resume is not None:
+        resume.check(model, optimizer, loss_fn, settings, rngs, n_batches)
         first_epoch = _restore(resume, model, optimizer, rngs, history) + 1
     history.last_good = model.snapshot()
     if history.stopped_early:
@@ -376,12 +511,12 @@ def _sum_batch_losses(losses: np.ndarray, batch_sizes: np.ndarray, epoch: int,
 
 def _restore(checkpoint: Checkpoint, model: MLP, optimizer: Optimizer, rngs: dict[str, np.random.Generator],
              history: History) -> int:
-    """Put the model, optimizer, streams and history into the state of `checkpoint`; returns its epoch."""
+    """Put the model, optimizer, streams and history into the state of `checkpoint`; returns its epoch. The
+    checkpoint was `Checkpoint.check`ed against them first."""
     model.load_state_dict(checkpoint.weights)
-    optimizer.load_state_dict(checkpoint.optimizer)
+    optimizer.load_state_dict(checkpoint.optimizer, model.params)
     for name, state in checkpoint.rng_states.items():
-        if name in rngs:
-            set_generator_state(rngs[name], state)
+        set_generator_state(rngs[name], state)
     history.rows = list(checkpoint.rows)
     history.best_epoch, history.best_score = checkpoint.best_epoch, checkpoint.best_score
     history.best = checkpoint.best

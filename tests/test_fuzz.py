@@ -167,3 +167,107 @@ def test_integer_literals_in_every_notation(literal, key):
     only_user_errors(parse_grid, [f"{key}=1,{literal}"])
     only_user_errors(parse_space, [f"{key}=randint(0,{literal})"])
     only_user_errors(lambda: expand_points({}, parse_space([f"{key}=uniform(-{literal},{literal})"]), 2))
+
+
+def _stopped_run() -> tuple[Path, bytes]:
+    """A digits run (Adam, BatchNorm) stopped after epoch 1 of 2, in a folder that lives as long as the session,
+    and its checkpoint.npz bytes."""
+    from nnrun.errors import RunFailed
+    from nnrun.rundir import RunDir
+    from nnrun.signals import Interrupted
+    from nnrun.train import run_experiment
+    from nnrun.trainer import SilentReporter
+
+    class StopAfterOne(SilentReporter):
+        def epoch_end(self, row):
+            raise Interrupted("SIGTERM")
+
+    folder = Path(tempfile.mkdtemp(prefix="nnrun-fuzz-")) / "run"
+    cfg = load_config(None, ["model.hidden=[8]", "model.batchnorm=true", "optim.name=adam", "train.epochs=2",
+                             "train.batch_size=256", "train.eval_train_size=100"])
+    with RunDir.create(folder) as run:
+        try:
+            run_experiment(cfg, run, StopAfterOne())
+        except RunFailed:
+            pass
+    return folder, (folder / "checkpoint.npz").read_bytes()
+
+
+_RUN: list = []
+
+
+def stopped_run() -> tuple[Path, bytes]:
+    if not _RUN:
+        _RUN.extend(_stopped_run())
+    return _RUN[0], _RUN[1]
+
+
+def _entries(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data)) as z:
+        return dict(z)
+
+
+ARRAY_CHANGES = st.sampled_from(["drop", "float64", "int", "reshape", "nan", "text", "scalar", "rename"])
+"""What a structured corruption does to one entry of the checkpoint."""
+
+
+def restructure(arrays: dict[str, np.ndarray], picks: list[tuple[int, str]]) -> dict[str, np.ndarray]:
+    """`arrays` with entries dropped, renamed, or given other dtypes, shapes or values (the JSON state included)."""
+    out = dict(arrays)
+    for where, how in picks:
+        key = sorted(out)[where % len(out)] if out else None
+        if key is None:
+            break
+        value = out[key]
+        if how == "drop":
+            del out[key]
+        elif how == "rename":
+            out[key.replace("fc", "fc9", 1) if "fc" in key else "#" + key] = out.pop(key)
+        elif how == "float64":
+            out[key] = value.astype(np.float64) if value.dtype.kind != "U" else np.array(0.5)
+        elif how == "int":
+            out[key] = np.ones(value.shape, np.int64)
+        elif how == "reshape":
+            out[key] = value.reshape(-1)[: max(value.size - 1, 0)]
+        elif how == "nan":
+            out[key] = np.full(value.shape, np.nan, np.float32)
+        elif how == "text":
+            out[key] = np.array(str(value)[: where % 50])
+        else:
+            out[key] = np.array(where % 7 - 3)
+    return out
+
+
+def resume_refuses_or_completes(data: bytes) -> None:
+    """Resume the stopped run from checkpoint bytes `data`: a refusal (exit 2) with one message and no file
+    changed, or a completed run (exit 0); never a traceback or another exit code."""
+    import shutil
+
+    folder, _ = stopped_run()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        shutil.copytree(folder, run, ignore=shutil.ignore_patterns(".lock"))
+        (run / "checkpoint.npz").write_bytes(data)
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
+        result = runner.invoke(app, ["train", "--resume", str(run), "--quiet"])
+        assert result.exit_code in (0, 2), result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert "Traceback" not in result.output and len(result.output) < 3000
+        if result.exit_code == 2:
+            assert "checkpoint.npz" in result.output
+            assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == before
+
+
+@settings(max_examples=FUZZ_CORRUPTIONS or max(settings().max_examples // 4, 10))
+@given(cuts)
+def test_corrupted_checkpoint_bytes(changes):
+    resume_refuses_or_completes(mutate(stopped_run()[1], changes))
+
+
+@settings(max_examples=FUZZ_CORRUPTIONS or max(settings().max_examples // 4, 10))
+@given(st.lists(st.tuples(st.integers(0, 10**6), ARRAY_CHANGES), min_size=1, max_size=3))
+def test_checkpoints_with_wrong_keys_shapes_and_dtypes(picks):
+    arrays = restructure(_entries(stopped_run()[1]), picks)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    resume_refuses_or_completes(buf.getvalue())

@@ -291,3 +291,196 @@ def test_stale_temporaries_of_a_killed_write_are_removed_on_resume(tmp_path):
     stale.write_bytes(b"half written")
     resume_run(tmp_path / "run")
     assert not stale.exists()
+
+
+# ---- a checkpoint that was damaged or tampered with ------------------------------------------------
+
+def _savez(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as f:  # np.savez appends .npz to a name; an open file keeps the name
+        np.savez(f, **arrays)
+
+
+def _edit(change):
+    """A case that rewrites checkpoint.npz with `change(arrays, state)` applied (state: the parsed JSON)."""
+    def build(run: Path, others: dict[str, Path]) -> None:
+        with np.load(run / "checkpoint.npz") as z:
+            arrays = dict(z)
+        original = arrays["state"]
+        state = json.loads(str(original))
+        change(arrays, state)
+        if arrays["state"] is original:  # the change edited the parsed state, not the entry itself
+            arrays["state"] = np.array(json.dumps(state))
+        _savez(run / "checkpoint.npz", arrays)
+    return build
+
+
+def _bytes(change):
+    def build(run: Path, others: dict[str, Path]) -> None:
+        path = run / "checkpoint.npz"
+        path.write_bytes(change(path.read_bytes()))
+    return build
+
+
+def _from(other: str, name: str = "checkpoint.npz"):
+    """Another run's file copied over this run's."""
+    def build(run: Path, others: dict[str, Path]) -> None:
+        (run / name).write_bytes((others[other] / name).read_bytes())
+    return build
+
+
+def _header_bomb(run: Path, others: dict[str, Path]) -> None:
+    """model.fc0.W's header claims (10**12, 3072) floats: 11 TiB that must never be allocated."""
+    import io
+    import struct
+    import zipfile
+
+    with np.load(run / "checkpoint.npz") as z:
+        arrays = dict(z)
+    header = repr({"descr": "<f4", "fortran_order": False, "shape": (10**12, 3072)}).encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    with zipfile.ZipFile(run / "checkpoint.npz", "w") as zf:
+        for key, value in arrays.items():
+            buf = io.BytesIO()
+            np.save(buf, value)
+            data = buf.getvalue()
+            if key == "model.fc0.W":
+                data = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x00" * 64
+            zf.writestr(f"{key}.npy", data)
+
+
+def _set(key, value):
+    def change(arrays, state):
+        state[key] = value
+    return change
+
+
+def _array(key, value):
+    def change(arrays, state):
+        if value is None:
+            del arrays[key]
+        else:
+            arrays[key] = value(arrays[key]) if callable(value) else value
+    return change
+
+
+def _bad_state(arrays, state):
+    arrays["state"] = np.array('{"epoch": 2, "rows": [')
+
+
+def _renumber_rows(arrays, state):
+    state["rows"][1]["epoch"] = -4
+
+
+def _best_epoch(arrays, state):
+    state["best_epoch"] = 1 if state["best_epoch"] != 1 else 2
+
+
+def _drop_stream(arrays, state):
+    del state["rng_states"]["dropout"]
+
+
+def _garble_stream(arrays, state):
+    state["rng_states"]["shuffle"] = {"bit_generator": "PCG64", "state": {"state": "x", "inc": []}}
+
+
+TAMPERED = {
+    "truncated": (_bytes(lambda b: b[: len(b) // 2]), "checkpoint.npz"),
+    "bit_flip": (_bytes(lambda b: b[:len(b) // 3] + bytes([b[len(b) // 3] ^ 0x10]) + b[len(b) // 3 + 1:]),
+                 "checkpoint.npz"),
+    "header_bomb": (_header_bomb, "declares shape"),
+    "other_config": (_from("small"), "another model"),
+    "batchnorm_into_plain": (_from("bn"), "another model"),
+    "state_not_json": (_edit(_bad_state), "not readable JSON"),
+    "state_a_list": (_edit(lambda a, s: a.__setitem__("state", np.array("[1, 2]"))), "JSON object"),
+    "epoch_minus_5": (_edit(_set("epoch", -5)), "epoch must be a whole number >= 1"),
+    "epoch_as_text": (_edit(_set("epoch", "2")), "epoch must be a whole number"),
+    "epoch_moved_on": (_edit(_set("epoch", 3)), "optim.#t is 42; 3 epochs of 21 steps take 63"),
+    "row_dropped": (_edit(lambda a, s: s.__setitem__("rows", s["rows"][:1])), "1 metric rows for epoch 2"),
+    "rows_renumbered": (_edit(_renumber_rows), "numbered -4"),
+    "best_epoch_moved": (_edit(_best_epoch), "best_epoch"),
+    "stopped_early_without_patience": (_edit(_set("stopped_early", True)), "stopped_early"),
+    "stream_missing": (_edit(_drop_stream), "random streams"),
+    "stream_garbled": (_edit(_garble_stream), "'shuffle' has an unusable state"),
+    "momentum_injected": (_edit(_array("optim.#momentum", np.array(0.0))), "Adam keeps no state #momentum"),
+    "weight_decay_injected": (_edit(_array("optim.#weight_decay", np.array(5, np.int64))), "#weight_decay"),
+    "adam_t_moved": (_edit(_array("optim.#t", lambda t: t + 1)), "optim.#t is"),
+    "adam_t_float": (_edit(_array("optim.#t", lambda t: t.astype(np.float64))), "whole number >= 0"),
+    "slot_float64": (_edit(_array("optim.fc0.W/m", lambda m: m.astype(np.float64))), "fc0.W/m is float64"),
+    "slot_reshaped": (_edit(_array("optim.fc1.b/v", lambda v: v[:-1])), "fc1.b/v is float32 (15,)"),
+    "slot_missing": (_edit(_array("optim.fc2.W/v", None)), "lacks fc2.W/v"),
+    "slot_of_another_rule": (_edit(_array("optim.fc0.W/velocity", np.zeros((64, 32), np.float32))),
+                             "keeps no state fc0.W/velocity"),
+    "slot_text": (_edit(_array("optim.fc0.b/m", lambda m: m.astype(str))), "fc0.b/m"),
+    "weights_nan": (_edit(_array("model.fc1.W", lambda w: w * np.nan)), "model.fc1.W holds values that are not"),
+    "weights_int": (_edit(_array("model.fc1.b", lambda b: b.astype(np.int64))), "model.fc1.b is int64"),
+    "best_missing": (_edit(_array("best.fc0.W", None)), "lacks best.fc0.W"),
+    "stray_entry": (_edit(_array("extra", np.zeros(3))), "unknown entries extra"),
+    "split_corrupt": (lambda run, o: (run / "split.npz").write_bytes(b"PK\x03\x04 not a zip"), "split.npz"),
+    "split_other_rows": (_from("other_seed", "split.npz"), "other rows"),
+}
+"""How a stopped Adam run's checkpoint.npz (or split.npz) is damaged, and what the refusal must say."""
+
+
+@pytest.fixture(scope="module")
+def stopped_runs(tmp_path_factory):
+    """Runs stopped after epoch 2 of 4: the Adam run the cases damage, and runs of other configs to borrow from."""
+    root = tmp_path_factory.mktemp("stopped")
+    base = [*BASE, *CASES["adam_cosine"], "train.epochs=4"]
+    configs = {"adam": base, "small": [*base, "model.hidden=[16]"], "bn": [*base, "model.batchnorm=true"],
+               "other_seed": [*base, "seed=7"]}
+    for name, overrides in configs.items():
+        with pytest.raises(RunFailed):
+            train(load_config(None, overrides), root / name, StopAfter(2))
+    return {name: root / name for name in configs}
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_a_damaged_or_tampered_checkpoint_is_refused_with_one_message(case, stopped_runs, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(stopped_runs["adam"], run, ignore=shutil.ignore_patterns(".lock"))
+    build, expected = TAMPERED[case]
+    build(run, stopped_runs)
+    before = _files(run)
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, ["train", "--resume", str(run), "--quiet"])
+    assert time.perf_counter() - started < 5
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output) < 2000, result.output
+    assert expected in result.output, result.output
+    assert _files(run) == before  # refused before anything was written
+
+
+@pytest.mark.parametrize("name", ["preprocess.npz", "targets.npz"])
+def test_a_corrupt_file_the_resume_recomputes_is_rewritten_and_the_run_is_unchanged(name, stopped_runs, tmp_path):
+    import shutil
+
+    cfg = load_config(None, [*BASE, *CASES["adam_cosine"], "train.epochs=4"])
+    train(cfg, tmp_path / "straight")
+    run = tmp_path / "run"
+    shutil.copytree(stopped_runs["adam"], run, ignore=shutil.ignore_patterns(".lock"))
+    (run / name).write_bytes(b"PK\x03\x04 damaged")
+    resume_run(run)
+    same_run(tmp_path / "straight", run)
+    assert (run / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--split", "test"])
+    assert result.exit_code == 0, result.output
+
+
+def test_an_optimizer_restores_only_the_state_it_declares():
+    from nnrun.optim import SGDW, Adam
+
+    opt = SGDW(momentum=0.9, weight_decay=0.01)
+    with pytest.raises(ValueError, match="keeps no state #momentum"):
+        opt.load_state_dict({"#momentum": np.array(0), "fc0.W/velocity": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match="keeps no state #weight_decay"):
+        opt.load_state_dict({"#weight_decay": np.array(1)})
+    assert (opt.momentum, opt.weight_decay, opt.state) == (0.9, 0.01, {})
+    adam = Adam()
+    adam.load_state_dict({"#t": np.array(7), "fc0.W/m": np.ones(2, np.float32), "fc0.W/v": np.ones(2, np.float32)})
+    assert adam.t == 7 and set(adam.state["fc0.W"]) == {"m", "v"}

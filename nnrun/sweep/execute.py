@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 from yaml import YAMLError
 
-from nnrun.config import validate_config
+from nnrun.config import ExperimentConfig, validate_config
 from nnrun.errors import RunFailed, UserInputError
 from nnrun.rundir import RunDir
 from nnrun.safeyaml import safe_load
@@ -90,7 +90,7 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
                     result["gpu_pool_bytes"] = limit_pool(pool_limit)
                 run.path.mkdir(parents=True, exist_ok=True)
                 cfg = validate_config(payload["config"], source=str(run.path / "config.yaml"))
-                checkpoint = _resumable(run, payload["config"])
+                checkpoint = _resumable(run, payload["config"], cfg)
                 if checkpoint is None:
                     run.reset()
                 else:
@@ -116,15 +116,17 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _resumable(run: RunDir, config: dict[str, Any]) -> Checkpoint | None:
-    """The checkpoint of an earlier, unfinished run of exactly `config` in `run`, or None."""
+def _resumable(run: RunDir, config: dict[str, Any], cfg: ExperimentConfig) -> Checkpoint | None:
+    """The checkpoint of an earlier, unfinished run of exactly `config` (validated: `cfg`) in `run`, or None (an
+    unreadable one too: the point starts again). `run_experiment` holds it against the model before using it."""
+    from nnrun.train import read_checkpoint
+
     text = run.read_config_text()
     try:
         if text is None or safe_load(text) != config:
             return None
-        arrays = run.read_checkpoint()
-        return Checkpoint.from_arrays(arrays) if arrays is not None else None
-    except (YAMLError, UserInputError, ValueError, KeyError, TypeError):
+        return read_checkpoint(run, cfg)
+    except (YAMLError, UserInputError):
         return None
 
 
