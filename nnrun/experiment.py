@@ -62,7 +62,7 @@ from nnrun.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, with_warmup
 from nnrun.preprocess import Preprocessor, PreprocessSettings, fit_preprocessor
 from nnrun.resources import available_memory, human_bytes
 from nnrun.rng import stream
-from nnrun.rundir import RUN_LAYOUT_VERSION, RUNNING, RunDir
+from nnrun.rundir import MODEL_MEMBERS_PER_LAYER, RUN_LAYOUT_VERSION, RUNNING, RunDir
 from nnrun.trainer import TrainSettings, TrainSetup, evaluate, step_flops, training_bytes
 
 MEMORY_SHARE = 0.9
@@ -555,7 +555,7 @@ def load_run(path: str | Path) -> TrainedRun:
         cfg = load_config(path / "config.yaml")
     except UserInputError as e:
         raise UserInputError(f"{path / 'config.yaml'} cannot be used by this nnrun: {e}") from None
-    preprocessor = Preprocessor.load(path / "preprocess.npz")
+    preprocessor = Preprocessor.from_statistics(run.read_arrays("preprocess.npz"), path / "preprocess.npz")
     targets = run.read_arrays("targets.npz")
     if "kind" not in targets or "names" not in targets:
         raise UserInputError(f"{path / 'targets.npz'}: expected the keys kind and names, found "
@@ -569,7 +569,7 @@ def load_run(path: str | Path) -> TrainedRun:
     except ValueError as e:
         raise UserInputError(f"{path / 'targets.npz'}: {e}") from None
     model = build_model(cfg.model, preprocessor.n_output, loss.output_dim(len(names)), np.random.default_rng(0))
-    weights = run.read_arrays("model.npz")
+    weights = run.read_arrays("model.npz", max_members=MODEL_MEMBERS_PER_LAYER * (len(cfg.model.hidden) + 1))
     expected = model.state_dict()
     unexpected = sorted(set(weights) - set(expected))
     try:

@@ -529,13 +529,20 @@ class Preprocessor:
 
     @classmethod
     def load(cls, path: str | Path) -> Preprocessor:
-        """A fitted preprocessor from a `preprocess.npz`; a missing or malformed file is a `UserInputError`."""
+        """A fitted preprocessor from a `preprocess.npz`; a missing or malformed file is a `UserInputError`.
+        (`load_run` reads a run directory's through the data files' checks and calls `from_statistics`.)"""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:
                 stats = {name: z[name] for name in z.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise UserInputError(f"cannot read preprocessing statistics {path}: {e}") from None
+        return cls.from_statistics(stats, path)
+
+    @classmethod
+    def from_statistics(cls, stats: dict[str, np.ndarray], path: str | Path) -> Preprocessor:
+        """A fitted preprocessor from the arrays `statistics()` gave, read from `path` (named in the
+        `UserInputError` that malformed statistics are)."""
         try:
             pca = int(stats["pca"])
             whiten = stats["whiten"]

@@ -13,7 +13,9 @@ A run directory holds:
 - `model.npz`: weights and buffers by name (see the README for the keys);
 - `predictions.npz`: the test split's predictions and scores (only with `train.save_predictions`);
 - `summary.json`: final status and metrics, written last.
-Every file is written atomically (temporary name in the same folder, then rename).
+Every file is written atomically (temporary name in the same folder, then rename). Every .npz is read back
+through the data files' checks (`nnrun.datasets.safe.read_npz_arrays`: members counted, headers read before
+arrays, no header or zip bombs, no objects), since a run directory may come from anywhere.
 
 Ownership: a process that trains into a run directory holds its lock (`.lock`, through the
 `filelock` library: an OS file lock, released when the process dies, SIGKILL included), so two
@@ -26,14 +28,13 @@ from __future__ import annotations
 
 import json
 import time
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from filelock import FileLock, Timeout
 
+from nnrun.datasets.safe import read_npz_arrays
 from nnrun.errors import UserInputError
 from nnrun.io import check_output_folder, remove_stale_temporaries, write_json, write_npz, write_text
 
@@ -51,6 +52,10 @@ RUNNING = "running"
 """Status of a run directory whose lock is held: a process is training into it now."""
 INTERRUPTED = "interrupted"
 """Status of a run that stopped without a summary (killed) or saved one saying so: resumable."""
+RUN_FILE_MEMBERS = 16
+"""Most arrays a run's split, preprocess, targets or predictions .npz may hold (each holds at most 14)."""
+MODEL_MEMBERS_PER_LAYER = 6
+"""Arrays model.npz holds per Linear layer: fc{i}.W and fc{i}.b, and with BatchNorm bn{i}'s four."""
 
 
 class RunDir:
@@ -225,16 +230,13 @@ class RunDir:
             return None
         return value if isinstance(value, dict) else None
 
-    def read_arrays(self, name: str) -> dict[str, np.ndarray]:
-        """The arrays of the run's file `name` (an .npz); a missing or unreadable one is a `UserInputError`."""
+    def read_arrays(self, name: str, max_members: int = RUN_FILE_MEMBERS) -> dict[str, np.ndarray]:
+        """The arrays of the run's file `name` (an .npz of at most `max_members` arrays), read through the data
+        files' checks; a missing, unreadable or oversized one is a `UserInputError` naming the file."""
         path = self.path / name
         if not path.is_file():
             raise UserInputError(f"run directory {self.path} has no {name}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {key: z[key] for key in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-            raise UserInputError(f"cannot read {path}: {e}") from None
+        return read_npz_arrays(path, what=f"run directory {self.path}", max_members=max_members)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl, one per finished epoch ([] when there is none; unreadable lines skipped)."""

@@ -202,6 +202,51 @@ BATCH_CASES: dict[str, Callable[[Path], tuple[Path, str]]] = {
 """CIFAR-10 batch files `read_cifar10_batch` must refuse."""
 
 
+def _header_bomb_like(original: Path) -> None:
+    """`original` rewritten with the same keys, its first claiming 10**12 x 3072 float32 (36 TiB) in 64 bytes."""
+    with np.load(original, allow_pickle=False) as z:
+        keys = list(z.files)
+    header = repr({"descr": "<f4", "fortran_order": False, "shape": (10**12, 3072)}).encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    with zipfile.ZipFile(original, "w") as zf:
+        zf.writestr(f"{keys[0]}.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(64))
+        for key in keys[1:]:
+            zf.writestr(f"{key}.npy", _npy(np.zeros(3, np.float32)))
+
+
+def _zip_bomb_like(original: Path) -> None:
+    """`original` rewritten with its first key inflating 4 MiB of zeros from about 4 kB (a bomb under the test's
+    lowered bound)."""
+    with np.load(original, allow_pickle=False) as z:
+        arrays = {key: z[key] for key in z.files}
+    first = next(iter(arrays))
+    arrays[first] = np.zeros((1024, 1024), np.float32)
+    with open(original, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def _many_members_like(original: Path) -> None:
+    """`original` with 1,000 extra one-element members."""
+    with np.load(original, allow_pickle=False) as z:
+        arrays = {key: z[key] for key in z.files}
+    with open(original, "wb") as f:
+        np.savez(f, **arrays, **{f"extra{i}": np.zeros(1, np.float32) for i in range(1000)})
+
+
+def _truncated(original: Path) -> None:
+    original.write_bytes(original.read_bytes()[: original.stat().st_size // 2])
+
+
+RUN_NPZ_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "header_bomb": (_header_bomb_like, "declares shape"),
+    "zip_bomb": (_zip_bomb_like, "zip bomb"),
+    "many_members": (_many_members_like, "members; this .npz may hold at most"),
+    "truncated": (_truncated, "cannot read"),
+}
+"""A run directory's .npz file rewritten hostile (applied to model.npz, preprocess.npz, targets.npz, split.npz):
+what `load_run` must refuse, naming the file, before allocating what it claims."""
+
+
 # ---- acceptance measurement -----------------------------------------------------------------------
 
 MEASURE = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "

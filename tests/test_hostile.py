@@ -326,3 +326,27 @@ def test_a_summary_nested_100000_deep_is_an_unreadable_summary_not_a_traceback(t
         assert result.exit_code == 0 and result.exception is None, result.output
     result = invoke("evaluate", str(run))
     assert result.exit_code == 2 and "summary.json" in result.stderr, result.output
+
+
+RUN_NPZ_FILES = ("model.npz", "preprocess.npz", "targets.npz", "split.npz")
+
+
+@pytest.mark.parametrize("name", list(hostile_cases.RUN_NPZ_CASES))
+@pytest.mark.parametrize("file", RUN_NPZ_FILES)
+def test_hostile_run_directory_npz_files_are_refused_before_allocation(file, name, tiny_run, tmp_path, monkeypatch):
+    import shutil
+    import time
+
+    monkeypatch.setattr(safe, "MAX_BOMB_FREE_BYTES", 1 << 20)  # a 4 MiB bomb stands for a 6 GB one
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run, ignore=shutil.ignore_patterns(".lock"))
+    build, expected = hostile_cases.RUN_NPZ_CASES[name]
+    build(run / file)
+    before = sorted(p.name for p in run.iterdir())
+    for args in (["evaluate", run], ["predict", run, tiny_run[1]]):
+        started = time.perf_counter()
+        result = invoke(*map(str, args))
+        assert result.exit_code == 2, result.output
+        assert str(run / file) in result.stderr and expected in result.stderr, result.stderr
+        assert time.perf_counter() - started < 5
+    assert sorted(p.name for p in run.iterdir()) == before

@@ -43,7 +43,7 @@ from nnrun.errors import UserInputError
 from nnrun.experiment import PreparedData, build_loss, load_data, prepare_data, select_targets
 from nnrun.nn.layers import Activation, BatchNorm, Dropout, Linear
 from nnrun.rng import stream
-from nnrun.rundir import RunDir
+from nnrun.rundir import MODEL_MEMBERS_PER_LAYER, RunDir
 
 SUMMARY_KEYS = ("epochs", "best_epoch", "seconds", "seconds_per_epoch", "parameters", "n_train", "n_val", "n_test")
 """Summary keys every completed run has, besides the per-split loss and metrics."""
@@ -261,9 +261,9 @@ class Measurer:
             if name in INIT_METRICS:
                 entry.update(self._init_statistics(config))
             elif name == "near_zero_weights":
-                entry[name] = near_zero_fraction(_weights(run_dir))
+                entry[name] = near_zero_fraction(_weights(run_dir, config))
             elif name == "distinct_units":
-                weights = _weights(run_dir)
+                weights = _weights(run_dir, config)
                 n = sum(1 for k in weights if k.endswith(".W")) - 1
                 entry[name] = [count_distinct_units(weights[f"fc{i}.W"], weights[f"fc{i}.b"]) for i in range(n)]
             self.changed = True
@@ -331,8 +331,10 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _weights(run_dir: Path) -> dict[str, np.ndarray]:
-    return RunDir(run_dir).read_arrays("model.npz")
+def _weights(run_dir: Path, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    hidden = (config.get("model") or {}).get("hidden")
+    layers = len(hidden) + 1 if isinstance(hidden, list) else 1
+    return RunDir(run_dir).read_arrays("model.npz", max_members=MODEL_MEMBERS_PER_LAYER * layers)
 
 
 def _rows(run_dir: Path) -> list[dict[str, Any]]:
