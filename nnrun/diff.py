@@ -15,6 +15,7 @@ from rich.console import Group
 from rich.text import Text
 
 from nnrun.errors import UserInputError
+from nnrun.rundir import BROKEN, BROKEN_REASON
 from nnrun.runstore import RunRecord, headline_metric, read_run, varying_keys
 from nnrun.tables import DataTable, column_format, is_number
 
@@ -28,6 +29,8 @@ def _read(path: str | Path, which: str) -> RunRecord:
     record = read_run(path)
     if record is None:
         raise UserInputError(f"{which} {path}: not a run directory (no config.yaml or summary.json in it)")
+    if record.status == BROKEN:
+        raise UserInputError(f"{which} {path}: {BROKEN_REASON}")
     return record
 
 

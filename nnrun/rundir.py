@@ -20,8 +20,9 @@ arrays, no header or zip bombs, no objects), since a run directory may come from
 Ownership: a process that trains into a run directory holds its lock (`.lock`, through the
 `filelock` library: an OS file lock, released when the process dies, SIGKILL included), so two
 `nnrun train` runs or sweeps never write one directory at once. `status()` tells a finished run
-(its summary's status), one in progress (`running`: the lock is held) and one that stopped
-without a summary (`interrupted`: killed; resumable).
+(its summary's status), one in progress (`running`: the lock is held), one that stopped
+without a summary (`interrupted`: killed; resumable) and one killed before it wrote its
+config.yaml (`broken`: only the lock file is left; nothing to resume, remove the folder).
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ RUNNING = "running"
 """Status of a run directory whose lock is held: a process is training into it now."""
 INTERRUPTED = "interrupted"
 """Status of a run that stopped without a summary (killed) or saved one saying so: resumable."""
+BROKEN = "broken"
+"""Status of a folder whose run was killed before it wrote config.yaml: it holds the lock file and nothing to
+resume."""
+BROKEN_REASON = "killed before config.yaml was written: nothing to resume; remove the folder"
+"""What a broken run directory is (the `reason` `nnrun runs` shows)."""
 RUN_FILE_MEMBERS = 16
 """Most arrays a run's split, preprocess, targets or predictions .npz may hold (each holds at most 14)."""
 MODEL_MEMBERS_PER_LAYER = 6
@@ -263,11 +269,14 @@ class RunDir:
             return 0
 
     def status(self) -> str:
-        """The summary's status; else `running` while the lock is held, `interrupted` when it is not."""
+        """The summary's status; else `running` while the lock is held, `interrupted` when it is not, and
+        `broken` when neither the summary nor config.yaml was written (killed before its first file)."""
         summary = self.read_summary()
         if summary is not None and summary.get("status"):
             return str(summary["status"])
-        return RUNNING if self.is_busy() else INTERRUPTED
+        if self.is_busy():
+            return RUNNING
+        return INTERRUPTED if (self.path / "config.yaml").is_file() or summary is not None else BROKEN
 
 
 def timestamped_path(root: str | Path, name: str, n: int = 1) -> Path:

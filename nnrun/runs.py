@@ -61,7 +61,7 @@ def default_columns(records: list[RunRecord]) -> list[str]:
     keys, so that a table split into blocks of columns shows them in its first."""
     metric = headline_metric(records)
     metrics = [m for m in (f"val_{metric}", f"test_{metric}") if any(r.has(m) for r in records)]
-    reason = ["reason"] if any((r.summary or {}).get("reason") for r in records) else []
+    reason = ["reason"] if any(r.get("reason") for r in records) else []
     return ["run", "status", *metrics, "epochs", *shown_keys(records)[0], *reason]
 
 
@@ -69,7 +69,7 @@ def export_columns(records: list[RunRecord]) -> list[str]:
     """The columns of CSV and JSON (unchanged for scripts): run, status, the config keys that differ, the
     usual metrics (`METRIC_COLUMNS`) the runs have, start time and failure reasons."""
     metrics = [m for m in METRIC_COLUMNS if any(r.has(m) for r in records)]
-    reason = ["reason"] if any((r.summary or {}).get("reason") for r in records) else []
+    reason = ["reason"] if any(r.get("reason") for r in records) else []
     return ["run", "status", *varying_keys(records), *metrics, "started", *reason]
 
 

@@ -22,7 +22,7 @@ from yaml import YAMLError
 from nnrun.config import flatten
 from nnrun.errors import UserInputError
 from nnrun.nn.losses import LOSSES
-from nnrun.rundir import RunDir
+from nnrun.rundir import BROKEN, BROKEN_REASON, LOCK_FILE, RunDir
 from nnrun.safeyaml import safe_load
 
 BUILTIN_COLUMNS = ("run", "path", "status", "started", "reason")
@@ -34,7 +34,8 @@ class RunRecord:
     """A run directory as read from disk: its `name` (the folder, relative to the listed root), flattened
     config (dotted keys), summary (None while missing), the epochs finished so far, when it started, and
     its status (`RunDir.status`: the summary's, else `running` while a process holds the run's lock,
-    `interrupted` when none does: it was killed and can be resumed)."""
+    `interrupted` when none does: it was killed and can be resumed; `broken` when it was killed before it
+    wrote config.yaml, with `reason` saying so)."""
 
     path: Path
     config: dict[str, Any]
@@ -59,6 +60,8 @@ class RunRecord:
             return self.status
         if column == "started":
             return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)) if self.started else None
+        if column == "reason" and self.status == BROKEN:
+            return BROKEN_REASON
         if column == "epochs" and self.summary is None:
             return self.epochs_done
         if column in self.config:
@@ -86,10 +89,11 @@ class RunRecord:
 
 
 def read_run(path: str | Path, name: str | None = None) -> RunRecord | None:
-    """The run in `path`, or None when the folder holds neither config.yaml nor summary.json."""
+    """The run in `path`, or None when the folder holds neither config.yaml nor summary.json nor a run's lock
+    file (a run killed before it wrote config.yaml leaves the lock alone: it is listed as `broken`)."""
     path = Path(path)
     config_file, summary_file = path / "config.yaml", path / "summary.json"
-    if not config_file.is_file() and not summary_file.is_file():
+    if not config_file.is_file() and not summary_file.is_file() and not (path / LOCK_FILE).is_file():
         return None
     config: dict[str, Any] = {}
     started = None
@@ -150,7 +154,9 @@ def _same(a: Any, b: Any) -> bool:
 
 def varying_keys(records: list[RunRecord]) -> list[str]:
     """Config keys whose value differs between `records`, in first-seen order. A key one run lacks and another
-    holds as null (or `{}`) does not differ (`model.layers.N.*` of runs with other per-layer settings)."""
+    holds as null (or `{}`) does not differ (`model.layers.N.*` of runs with other per-layer settings). Runs
+    without a config (broken, or an unreadable config.yaml) tell nothing and are left out."""
+    records = [r for r in records if r.config]
     keys: dict[str, None] = {}
     for r in records:
         keys.update(dict.fromkeys(r.config))

@@ -183,3 +183,30 @@ def test_runs_dir_from_the_environment(runs_dir, tmp_path):
     result = runner.invoke(app, ["runs", "--format", "json"], env={"NNRUN_RUNS_DIR": str(runs_dir)})
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["count"] == 4
+
+
+def test_a_run_killed_before_its_config_is_listed_as_broken(runs_dir):
+    """A kill between the folder's creation and config.yaml leaves only the lock file: listed as broken, with
+    the reason, not hidden; diff refuses it by name."""
+    import signal
+    import subprocess
+    import sys
+
+    dead = runs_dir / "dead-001"
+    code = ("import os, signal, sys; from nnrun.rundir import RunDir; RunDir.create(sys.argv[1]); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code, str(dead)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL and [p.name for p in dead.iterdir()] == [".lock"]
+    result = invoke("runs", runs_dir, "--format", "json")
+    assert result.exit_code == 0, result.output
+    row = {r["run"]: r for r in json.loads(result.stdout)["runs"]}["dead-001"]
+    assert row["status"] == "broken" and "killed before config.yaml was written" in row["reason"]
+    assert {r["run"]: r["status"] for r in json.loads(result.stdout)["runs"]}["a-001"] == "completed"
+    # the broken run's missing config makes no key differ
+    assert varying_keys(list_runs(runs_dir)) == varying_keys([r for r in list_runs(runs_dir) if r.config])
+    table = invoke("runs", runs_dir)
+    assert table.exit_code == 0 and "broken" in table.stdout and "nothing to resume" in table.stdout
+    other = runs_dir / "a-001"
+    result = invoke("diff", other, dead)
+    assert result.exit_code == 2 and str(dead) in result.stderr and "killed before config.yaml" in result.stderr
+    assert "Traceback" not in result.output
