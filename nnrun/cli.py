@@ -22,7 +22,7 @@ from rich.text import Text
 from typer.core import TyperCommand
 
 from nnrun import __version__
-from nnrun.config import BARE_OVERRIDE_RE, ExperimentConfig, load_config
+from nnrun.config import BARE_OVERRIDE_RE, KEY_HINTS, ExperimentConfig, load_config
 from nnrun.errors import RunFailed, RunStopped, UserInputError
 from nnrun.io import os_error_exit
 from nnrun.nn.init import INIT_SCHEMES
@@ -177,7 +177,9 @@ def train(
     reporter = SilentReporter() if quiet else RichReporter()
     try:
         if resume is not None:
-            summary = resume_run(resume, with_device(set_, device), reporter=reporter, threads=threads)
+            summary = resume_run(resume, with_device(set_, device), reporter=reporter, threads=threads,
+                                 notify=lambda note: stderr_console.print(f"note: {note}", markup=False,
+                                                                          highlight=False, soft_wrap=True))
         else:
             summary = train_new(load_config(config, with_device(set_, device)), out=out, runs_dir=runs_dir,
                                 overwrite=overwrite, reporter=reporter, threads=threads)
@@ -197,13 +199,17 @@ def validate(
     json_: JsonOption = False,
 ) -> None:
     """Check a config and print it resolved (defaults filled in, overrides applied, keys without effect marked)."""
-    from nnrun.experiment import inactive_keys
+    from nnrun.experiment import config_cautions, inactive_keys
 
     cfg = load_config(config, set_ or ())
+    cautions = config_cautions(cfg)
     if json_:
         print_json(cfg.model_dump(mode="json"))
     else:
-        sys.stdout.write(cfg.to_yaml({k: f"no effect: {why}" for k, why in inactive_keys(cfg).items()}))
+        notes = {k: f"no effect: {why}" for k, why in inactive_keys(cfg).items()}
+        sys.stdout.write(cfg.to_yaml({**notes, **cautions}))
+    for key, note in cautions.items():
+        stderr_console.print(f"note: {key}: {note}; {KEY_HINTS[key]}", markup=False, highlight=False, soft_wrap=True)
 
 
 @command()

@@ -632,9 +632,17 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
         raise UserInputError("\n".join(lines)) from None
 
 
+DROPOUT_MEANING = ("model.dropout is the keep probability p of each hidden unit: 1 keeps every unit (no dropout), "
+                   "0.5 drops half; PyTorch's nn.Dropout(p=0.1) drops 10 %, which is model.dropout=0.9 here")
+"""What `model.dropout` means, for its error messages and `nnrun validate`'s note."""
+KEY_HINTS = {"model.dropout": DROPOUT_MEANING}
+"""Dotted key -> what its value means, added to every error about the key."""
+
+
 def describe_error(err: dict[str, Any]) -> str:
     """One line for a pydantic error: dotted key, what was given, what is allowed, and what was
-    most likely meant for a misspelled key or name ("did you mean")."""
+    most likely meant for a misspelled key or name ("did you mean"); for a key whose meaning is easily
+    mistaken (`model.dropout`, a keep probability), what it means."""
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         section = section_at(err["loc"][:-1])
@@ -648,6 +656,8 @@ def describe_error(err: dict[str, Any]) -> str:
         ctx = err.get("ctx") or {}
         line += ctx.get("suggestion") or did_you_mean(str(err.get("input")),
                                                         re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+    if loc in KEY_HINTS:
+        line += f"; {KEY_HINTS[loc]}"
     return line
 
 

@@ -656,13 +656,24 @@ def inactive_keys(cfg: ExperimentConfig) -> dict[str, str]:
     return notes
 
 
+def config_cautions(cfg: ExperimentConfig) -> dict[str, str]:
+    """Dotted keys whose value is valid but easily meant otherwise, each with what it does: a dropout keep
+    probability below 0.5 (a PyTorch user's drop rate `0.1` keeps only 10 % of the units). `nnrun validate`
+    puts each note beside its key and, with what the key means (`config.KEY_HINTS`), on stderr."""
+    notes: dict[str, str] = {}
+    if cfg.model.dropout < 0.5:
+        notes["model.dropout"] = f"drops {(1 - cfg.model.dropout) * 100:g} % of the hidden units while training"
+    return notes
+
+
 def _options_text(options: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in options.items())
 
 
 def describe_choices(cfg: ExperimentConfig) -> dict[str, str]:
     """The setup choices under study, one line each: preprocessing, network, init, BatchNorm, dropout,
-    regularization, loss, optimizer and learning rate (with only the options each choice reads)."""
+    regularization, loss, optimizer and learning rate (with only the options each choice reads, and the
+    warmup), training-batch augmentation, and the epochs, batch size and early stopping."""
     p, m, r, o = cfg.preprocess, cfg.model, cfg.regularization, cfg.optim
     steps = []
     if p.center != "none":
@@ -699,6 +710,15 @@ def describe_choices(cfg: ExperimentConfig) -> dict[str, str]:
         loss += f" on {cfg.loss.bins} quantile bins"
     optimizer = accepted_options(OPTIMIZERS[o.name], o.model_dump())
     schedule = {k: v for k, v in accepted_options(SCHEDULES[o.schedule], o.model_dump()).items() if k != "lr"}
+    lr = f"{o.lr:g}, {o.schedule} schedule" + (f" ({_options_text(schedule)})" if schedule else "")
+    if o.warmup_epochs:
+        lr += f", after {o.warmup_epochs} linear warmup epoch{'s' if o.warmup_epochs > 1 else ''}"
+    a, t = cfg.augment, cfg.train
+    moves = (["random left-right flips"] if a.flip else []) + (
+        [f"random shifts up to {a.translate} px ({a.padding} padding)"] if a.translate else [])
+    training = f"{t.epochs} epochs, batches of {t.batch_size}"
+    if t.patience is not None:
+        training += f", early stopping after {t.patience} epochs without improvement"
     return {
         "preprocessing": ", ".join(steps) or "none",
         "network": network,
@@ -708,5 +728,7 @@ def describe_choices(cfg: ExperimentConfig) -> dict[str, str]:
         "regularization": regularization,
         "loss": loss,
         "optimizer": o.name + (f" ({_options_text(optimizer)})" if optimizer else ""),
-        "lr": f"{o.lr:g}, {o.schedule} schedule" + (f" ({_options_text(schedule)})" if schedule else ""),
+        "lr": lr,
+        "augmentation": ", ".join(moves) or "off",
+        "training": training,
     }

@@ -5,8 +5,9 @@ The epoch table marks the best epoch (the one model selection keeps: the best va
 so far while training, the summary's `best_epoch` at the end), and its headers say what the
 training columns measure: `train_loss` is the mean of the epoch's batch losses in training mode
 (dropout on, BatchNorm batch statistics, weights changing during the epoch), while the final
-table evaluates every split in evaluation mode with the final weights, so the two train losses
-differ. Everything goes to the stderr console of `nnrun.tables`, so stdout stays free for `--json`.
+table evaluates every split in evaluation mode with the weights the run ends with (the best epoch's
+when they were restored, else the last epoch's), so the two train losses differ. Everything goes
+to the stderr console of `nnrun.tables`, so stdout stays free for `--json`.
 """
 
 from __future__ import annotations
@@ -184,10 +185,12 @@ def summary_table(summary: dict[str, Any]) -> DataTable:
     splits = ("train", "val", "test")
     metrics = sorted({k.split("_", 1)[1] for k in summary if k.split("_", 1)[0] in splits and "_" in k
                       and not k.startswith(("n_",))} - {"seconds"})
-    epoch = summary.get("best_epoch") if summary.get("restored_best") else summary.get("epochs")
+    restored = summary.get("restored_best") and summary.get("best_epoch") != summary.get("epochs")
+    epoch = summary.get("best_epoch") if restored else summary.get("epochs")
+    which = "the best epoch's, restored" if restored else "the last epoch's"
     table = DataTable(f"final metrics, evaluation mode (epoch {epoch} weights)",
-                      caption="every split evaluated in evaluation mode with the final weights: the train loss "
-                              "here is not the epoch table's batch mean")
+                      caption=f"every split evaluated in evaluation mode with the weights of epoch {epoch} "
+                              f"({which}): the train loss here is not the epoch table's batch mean")
     if len(metrics) > 6:
         table.add_column("metric", "label", key=True)
         for split in splits:

@@ -23,6 +23,7 @@ of the run changes (the README's "What `--resume` checks").
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from nnrun.config import ExperimentConfig, differing_keys, load_config
 from nnrun.datasets import Dataset, SplitRecord
 from nnrun.datasets.safe import read_npz_arrays
 from nnrun.errors import RunFailed, RunStopped, UserInputError
-from nnrun.experiment import Experiment, assemble, describe_choices
+from nnrun.experiment import Experiment, assemble, build_schedule, describe_choices
 from nnrun.io import check_output_folder
 from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
@@ -69,12 +70,16 @@ def train_new(cfg: ExperimentConfig, *, out: Path | None = None, runs_dir: Path 
 
 
 def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
-               reporter: Reporter | None = None, threads: int | None = None) -> dict[str, Any]:
+               reporter: Reporter | None = None, threads: int | None = None,
+               notify: Callable[[str], None] | None = None) -> dict[str, Any]:
     """`nnrun train --resume PATH`: continue the run in `path` from its checkpoint.
 
     `overrides` may raise `train.epochs` (to train a finished run further); any other change of the
     saved config is refused, listing the keys that differ. A run killed before its first checkpoint
-    starts again from epoch 1 in the same folder.
+    starts again from epoch 1 in the same folder. A run that diverged is refused with what helps instead
+    (`lower_lr_advice`): resuming it would replay the same steps into the same divergence.
+    `notify` receives a note (`schedule_stretch_note`) when a raised `train.epochs` changes the rates of a
+    schedule that depends on the number of epochs (cosine, one-cycle): the run goes on, with that jump.
     """
     path = Path(path)
     requested = requested_threads(threads)
@@ -90,6 +95,9 @@ def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
     with RunDir.open(path) as run:
         checkpoint = read_checkpoint(run, cfg)
         summary = run.read_summary() or {}
+        if summary.get("diverged"):
+            raise UserInputError(f"--resume {path}: the run diverged ({summary.get('reason')}). "
+                                 f"{lower_lr_advice(saved, path)}")
         done = checkpoint.epoch if checkpoint is not None else 0
         if cfg.train.epochs < done:
             raise UserInputError(f"--resume {path}: train.epochs={cfg.train.epochs} is below the {done} epochs "
@@ -97,12 +105,40 @@ def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
         if summary.get("status") == "completed" and cfg.train.epochs == saved.train.epochs:
             raise UserInputError(f"--resume {path}: the run completed all {done} epochs; raise train.epochs "
                                  f"(--set train.epochs={done + 10}) to train it further")
+        note = schedule_stretch_note(cfg, saved.train.epochs, done)
+        if note and notify is not None:
+            notify(note)
         experiment = assemble(cfg)
         check_resumable(run, experiment, checkpoint)
         run.write_config(cfg.to_yaml())
         (run.path / "summary.json").unlink(missing_ok=True)
         with ThreadPolicy(requested, experiment.step_flops) as policy:
             return run_experiment(cfg, run, reporter, experiment=experiment, resume=checkpoint, threads=policy)
+
+
+def schedule_stretch_note(cfg: ExperimentConfig, old_epochs: int, done: int) -> str | None:
+    """What a resume to `cfg.train.epochs` epochs does to a schedule that was run over `old_epochs` epochs for
+    `done` of them, when it depends on the number of epochs (cosine and one-cycle; not constant, step,
+    exponential): the rate jumps from epoch `done`'s to the stretched schedule's at epoch `done + 1`, and the
+    run is no longer the one `cfg.train.epochs` epochs from the start would be. None when nothing changes."""
+    new_epochs = cfg.train.epochs
+    if new_epochs == old_epochs or done == 0:
+        return None
+    schedule = build_schedule(cfg.optim)
+    if all(schedule(e, old_epochs) == schedule(e, new_epochs) for e in range(min(done, old_epochs) + 1)):
+        return None
+    before, after = schedule(done - 1, old_epochs), schedule(done, new_epochs)
+    return (f"optim.schedule {cfg.optim.schedule} depends on train.epochs: changed from {old_epochs} to {new_epochs}, "
+            f"it is spread over {new_epochs} epochs from here on, so the learning rate goes from {before:.3g} in "
+            f"epoch {done} to {after:.3g} in epoch {done + 1}; a {new_epochs}-epoch run from the start would have "
+            f"trained epochs 1-{done} at other rates, so this run will not equal it")
+
+
+def lower_lr_advice(cfg: ExperimentConfig, path: Path) -> str:
+    """What helps a run that diverged: not `--resume` (it replays the same steps from the last checkpoint and
+    diverges again; it also keeps `optim.lr`), but a new run of the same config with a lower learning rate."""
+    return (f"Resuming would replay the same steps and diverge again: train a new run with a lower learning rate, "
+            f"e.g. nnrun train {path / 'config.yaml'} --set optim.lr={cfg.optim.lr / 10:g}.")
 
 
 def read_checkpoint(run: RunDir, cfg: ExperimentConfig) -> Checkpoint | None:
@@ -303,6 +339,9 @@ def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history:
         written = f" Some files could not be written ({failures[-1]}): free space and resume." if failures else ""
         where = f"last checkpoint after epoch {saved_epoch}" if saved_epoch else "no epoch finished yet"
         error = RunStopped if status == "interrupted" else RunFailed
+        if diverged:
+            raise error(f"{reason}; status {status}. State saved in {run.path} ({where}). "
+                        f"{lower_lr_advice(cfg, run.path)}{written}")
         raise error(f"{reason}; status {status}. State saved in {run.path} ({where}); continue with: "
                     f"nnrun train --resume {run.path}.{written}")
     for split, values in final.items():

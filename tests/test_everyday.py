@@ -1,5 +1,6 @@
-"""Issue 27, defects 1-5: tables that read at 60-160 columns, help and error messages that say the right thing,
-no silent phase, a fast gradcheck with progress."""
+"""Issue 27, defects 1-11: tables that read at 60-160 columns, help and error messages that say the right thing,
+no silent phase, a fast gradcheck with progress, what dropout's p means, a header and footer that say what ran,
+honest advice on resume, one order of runs, plots that say what they show."""
 
 import re
 
@@ -391,3 +392,99 @@ def test_gradcheck_command_shows_progress_off_json(tmp_path):
     result = invoke("gradcheck", "configs/gradcheck.yaml", "--max-entries", "5", "--json")
     assert result.exit_code == 0, result.output
     json.loads(result.stdout)                                  # stdout stays one JSON object
+
+
+# ---- defect 8: model.dropout is a keep probability -----------------------------------------------
+
+def test_dropout_zero_is_refused_with_what_p_means():
+    message = one_line(invoke_error("validate", "configs/quickstart.yaml", "--set", "model.dropout=0"))
+    assert "model.dropout" in message and "keep probability" in message
+    assert "model.dropout=0.9" in message                      # a PyTorch drop rate of 0.1, written here
+
+
+def test_validate_notes_a_low_keep_probability():
+    result = invoke("validate", "configs/quickstart.yaml", "--set", "model.dropout=0.1")
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stdout.splitlines() if line.strip().startswith("dropout:"))
+    assert "drops 90 % of the hidden units" in line
+    note = one_line(result.stderr)
+    assert "model.dropout" in note and "keep probability" in note and "model.dropout=0.9" in note
+    quiet = invoke("validate", "configs/quickstart.yaml", "--set", "model.dropout=0.5")
+    assert quiet.exit_code == 0 and "keep probability" not in quiet.stderr
+    as_json = invoke("validate", "configs/quickstart.yaml", "--set", "model.dropout=0.1", "--json")
+    assert as_json.exit_code == 0 and "keep probability" in as_json.stderr
+    import json
+    assert json.loads(as_json.stdout)["model"]["dropout"] == 0.1   # stdout stays one JSON object
+
+
+# ---- defect 9: the header and footer say what ran ------------------------------------------------
+
+def test_header_names_augmentation_warmup_and_batch_size(tmp_path):
+    result = invoke("train", "configs/quickstart.yaml", "--set", "train.epochs=3", "--set", "model.hidden=[16]",
+                    "--set", "augment.flip=true", "--set", "augment.translate=1", "--set", "optim.warmup_epochs=1",
+                    "--set", "train.batch_size=32", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    text = one_line(result.stderr)
+    assert "augmentation random left-right flips, random shifts up to 1 px (zero padding)" in text
+    assert "after 1 linear warmup epoch" in text
+    assert "training 3 epochs, batches of 32" in text
+    plain = one_line(invoke("train", "configs/quickstart.yaml", "--set", "train.epochs=1", "--set",
+                            "model.hidden=[16]", "--out", tmp_path / "p").stderr)
+    assert "augmentation off" in plain and "warmup" not in plain
+
+
+@pytest.mark.parametrize("restored, best, epochs, which", [(True, 4, 5, "the best epoch's, restored"),
+                                                           (False, 4, 5, "the last epoch's"),
+                                                           (True, 5, 5, "the last epoch's")])
+def test_footer_names_the_weights_it_evaluated(restored, best, epochs, which):
+    from nnrun.progress import summary_table
+    from nnrun.tables import DataTable
+
+    table = summary_table({"val_accuracy": 0.9, "train_accuracy": 0.95, "test_accuracy": 0.89, "val_loss": 0.3,
+                           "train_loss": 0.2, "test_loss": 0.35, "epochs": epochs, "best_epoch": best,
+                           "restored_best": restored})
+    assert isinstance(table, DataTable)
+    epoch = best if restored else epochs
+    assert f"(epoch {epoch} weights)" in table.title
+    assert "final weights" not in table.caption
+    assert f"with the weights of epoch {epoch} ({which})" in table.caption
+
+
+# ---- defect 6: a diverged run is told what helps -------------------------------------------------
+
+def test_a_diverged_run_is_advised_a_lower_lr_not_resume(tmp_path):
+    out = tmp_path / "r"
+    result = invoke("train", "configs/quickstart.yaml", "--set", "train.epochs=2", "--set", "model.hidden=[16]",
+                    "--set", "optim.lr=1e6", "--out", out)
+    assert result.exit_code == 1
+    message = one_line(result.stderr)
+    assert "diverge again" in message and f"nnrun train {out / 'config.yaml'} --set optim.lr=100000" in message
+    assert "continue with: nnrun train --resume" not in message
+    refused = one_line(invoke_error("train", "--resume", out))
+    assert "diverged" in refused and "--set optim.lr=100000" in refused
+    advised = invoke("train", out / "config.yaml", "--set", "optim.lr=100000", "--out", tmp_path / "lower",
+                     "--quiet")
+    assert advised.exit_code in (0, 1) and "error" not in advised.stderr   # the advice is a command that runs
+
+
+# ---- defect 7: resume with more epochs stretches schedules that depend on them -------------------
+
+@pytest.mark.parametrize("schedule, noted", [("cosine", True), ("one_cycle", True), ("step", False),
+                                             ("constant", False)])
+def test_resume_with_more_epochs_names_a_stretched_schedule(tmp_path, schedule, noted):
+    out = tmp_path / "r"
+    first = invoke("train", "configs/quickstart.yaml", "--set", "train.epochs=4", "--set", "model.hidden=[16]",
+                   "--set", f"optim.schedule={schedule}", "--out", out, "--quiet")
+    assert first.exit_code == 0, first.output
+    result = invoke("train", "--resume", out, "--set", "train.epochs=12", "--quiet", "--json")
+    assert result.exit_code == 0, result.output
+    import json
+    json.loads(result.stdout)
+    message = one_line(result.stderr)
+    if not noted:
+        assert "depends on train.epochs" not in message
+        return
+    rates = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert f"optim.schedule {schedule} depends on train.epochs" in message
+    assert f"from {rates[3]:.3g} in epoch 4 to {rates[4]:.3g} in epoch 5" in message
+    assert "will not equal" in message

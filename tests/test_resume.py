@@ -112,7 +112,7 @@ def test_a_completed_run_trains_further_with_more_epochs_and_nothing_else_may_ch
 
 def test_a_diverged_run_saves_its_last_good_epoch(tmp_path):
     cfg = load_config(None, [*BASE, "optim.name=sgd", "optim.lr=1e6", "train.epochs=4"])
-    with pytest.raises(RunFailed, match="--resume"):
+    with pytest.raises(RunFailed, match="lower learning rate"):
         train(cfg, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and (tmp_path / "run" / "model.npz").is_file()
