@@ -26,6 +26,7 @@ from matplotlib.patches import Rectangle
 from nnrun.io import atomic_write
 from nnrun.nn.init import INIT_SCHEMES
 from nnrun.preprocess import PreprocessSettings, fit_preprocessor
+from nnrun.tables import printable
 
 DPI = 120
 
@@ -380,11 +381,13 @@ def confusion_matrix_figure(counts: np.ndarray, class_names: list[str], title: s
         for j in range(n):
             ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7,
                     color="white" if shares[i, j] > 0.5 else "black")
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), class_names, fontsize=8)
+    # Names and titles from a run's files are text, never mathtext (`$\\x{$` would not parse) or control codes.
+    labels = [printable(c) for c in class_names]
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8, parse_math=False)
+    ax.set_yticks(range(n), labels, fontsize=8, parse_math=False)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(printable(title), fontsize=10, parse_math=False)
     return save_figure(fig, path)
 
 
@@ -394,11 +397,11 @@ def attribute_accuracy_figure(accuracies: dict[str, float], title: str, path: st
     fig = new_figure(5.5, max(2.5, 0.4 * len(names) + 1.2))
     ax = fig.subplots()
     ax.barh(range(len(names)), [accuracies[n] for n in names], color="tab:blue")
-    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_yticks(range(len(names)), [printable(c) for c in names], fontsize=8, parse_math=False)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("accuracy")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(printable(title), fontsize=10, parse_math=False)
     ax.grid(True, axis="x", alpha=0.3)
     return save_figure(fig, path)
 
@@ -414,10 +417,10 @@ def predicted_vs_true_figure(predicted: np.ndarray, true: np.ndarray, target_nam
         hi = float(max(true[:, t].max(), predicted[:, t].max()))
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
         ax.scatter(true[:, t], predicted[:, t], s=8, alpha=0.6)
-        ax.set_xlabel(f"true {target_names[t] if t < len(target_names) else t}")
+        ax.set_xlabel(printable(f"true {target_names[t] if t < len(target_names) else t}"), parse_math=False)
         ax.set_ylabel("predicted")
         ax.grid(True, alpha=0.3)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(printable(title), fontsize=10, parse_math=False)
     return save_figure(fig, path)
 # ---- runs side by side (`nnrun plot`) -----------------------------------------------------------
 

@@ -30,7 +30,7 @@ from nnrun.errors import UserInputError
 from nnrun.experiment import TrainedRun, load_run
 from nnrun.inputs import check_names, read_inputs
 from nnrun.io import write_npz, write_text
-from nnrun.tables import csv_cell
+from nnrun.tables import csv_field
 
 OUTPUT_FORMATS = (".csv", ".npz")
 """The file endings `--out` may have."""
@@ -133,6 +133,6 @@ def predictions_csv(columns: list[str], rows: list[list[Any]]) -> str:
     """The predictions as a CSV document: a header of `columns`, then one line per row."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([csv_cell(v) for v in line] for line in rows)
+    writer.writerow([csv_field(c) for c in columns])
+    writer.writerows([csv_field(v) for v in line] for line in rows)
     return buffer.getvalue()

@@ -36,7 +36,7 @@ from nnrun.runstore import (
     known_columns,
     varying_keys,
 )
-from nnrun.tables import METRIC_COLUMNS, DataTable, column_format, csv_cell, is_number, plural
+from nnrun.tables import METRIC_COLUMNS, DataTable, column_format, csv_cell, csv_field, is_number, plural
 
 STATUS_STYLES = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "running": "cyan"}
 """How each run status is coloured in tables."""
@@ -204,7 +204,7 @@ def runs_csv(records: list[RunRecord], columns: list[str]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for r in records:
-        writer.writerow([csv_cell(r.get(c)) for c in columns])
+        writer.writerow([csv_field(r.get(c)) for c in columns])
     return out.getvalue()
 
 
@@ -341,8 +341,8 @@ def groups_csv(groups: list[RunGroup], keys: list[str], metrics: list[str]) -> s
     writer.writerow([*keys, "runs", *(name for m in metrics for name in (m, f"{m}_std"))])
     for g in groups:
         stats = [g.stats(m)[:2] for m in metrics]
-        writer.writerow([*(csv_cell(g.values[k]) for k in keys), len(g.records),
-                         *(csv_cell(v) for pair in stats for v in pair)])
+        writer.writerow([*(csv_field(g.values[k]) for k in keys), len(g.records),
+                         *(csv_field(v) for pair in stats for v in pair)])
     return out.getvalue()
 
 

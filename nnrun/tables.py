@@ -1,7 +1,8 @@
 """How every command renders values and tables in the terminal, and values for CSV.
 
 Values: `fmt` (one value for a cell: floats to a few significant digits, lists as JSON, None as
-"-"), `pct` (a fraction as a percentage), `csv_cell` (full precision for CSV), `plural`.
+"-"), `pct` (a fraction as a percentage), `csv_cell` (full precision for CSV), `csv_field` (`csv_cell` safe to
+open in a spreadsheet), `printable` (control characters as escapes), `plural`.
 
 Tables: every command builds its tables as a `DataTable`, which renders itself at the width it
 is given (a terminal, a log file, a fixed-width test console) by one policy:
@@ -92,6 +93,35 @@ def csv_cell(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)
+
+
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""Characters a terminal or a spreadsheet acts on rather than shows: C0 and C1 controls (the escape that starts
+a colour or hyperlink sequence, tab, carriage return, bell) and the bidirectional overrides."""
+FORMULA_STARTS = ("=", "+", "-", "@")
+"""First characters that make a spreadsheet read a CSV field as a formula (tab and carriage return, the others
+OWASP lists, are control characters: removed)."""
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters (`CONTROL_CHARACTERS`) shown as escapes (`\\x1b`), so that a name from
+    a file (a tampered run's class names) prints as itself and never drives the terminal."""
+    return CONTROL_CHARACTERS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def csv_field(value: Any) -> str:
+    """`csv_cell` made safe to open in a spreadsheet: control characters removed, and text that would start
+    with `= + - @` (a formula) prefixed with `'` unless it is a number (`-0.5` stays a number)."""
+    text = csv_cell(value)
+    if not isinstance(value, str):
+        return text
+    cleaned = CONTROL_CHARACTERS.sub("", text)
+    if cleaned.startswith(FORMULA_STARTS):
+        try:
+            float(cleaned)
+        except ValueError:
+            return "'" + cleaned
+    return cleaned
 
 
 def plural(n: int, noun: str) -> str:
@@ -313,8 +343,8 @@ class DataTable:
         self.rows: list[_Row] = []
 
     def add_column(self, header: str, kind: str = "number", **options: Any) -> None:
-        """A column (see `Column` for the options)."""
-        self.columns.append(Column(header, kind, **options))
+        """A column (see `Column` for the options); control characters in `header` print as escapes."""
+        self.columns.append(Column(printable(header), kind, **options))
 
     def add_row(self, *cells: Any, end_section: bool = False, style: str | None = None) -> None:
         """One row of raw values, one per column."""
@@ -338,7 +368,7 @@ class DataTable:
                 shown = iter(column_format(plain, column.digits))
             else:
                 shown = iter([value_format(c) if column.kind == "value" else fmt(c) for c in plain])
-            columns.append([c if isinstance(c, Text) else next(shown) for c in raw])
+            columns.append([c if isinstance(c, Text) else printable(next(shown)) for c in raw])
         return [[columns[j][i] for j in range(len(self.columns))] for i in range(len(self.rows))]
 
     def _layout(self) -> _Layout:
@@ -376,7 +406,8 @@ class DataTable:
             blocks = self._blocks(layout, keep, width)
         for n, (indices, block_widths) in enumerate(blocks):
             needed = sum(block_widths) + _overhead(len(indices))
-            title = self.title if n == 0 else None
+            # A str title is text, never markup (a run's name comes from its config.yaml).
+            title = (Text(printable(self.title)) if isinstance(self.title, str) else self.title) if n == 0 else None
             if title is not None and cell_len(str(title)) > needed:
                 # A title wider than its table goes above it, wrapped to the console rather than to the table.
                 yield from console.render(Text(str(title), style="table.title"), options)
@@ -384,7 +415,7 @@ class DataTable:
             table = self._rich_table(layout, indices, block_widths, title)
             yield from console.render(table, options.update(width=max(width, needed)))
         if self.caption:
-            yield from console.render(Text(self.caption, style="table.caption"), options)
+            yield from console.render(Text(printable(self.caption), style="table.caption"), options)
         yield from self._notes(layout, moved, console, options)
 
     def _blocks(self, layout: _Layout, keep: list[int], width: int) -> list[tuple[list[int], list[int]]]:

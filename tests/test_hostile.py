@@ -6,6 +6,7 @@ same cases as subprocesses and reports time, peak memory and leftovers.
 """
 
 import errno
+import io
 import json
 import pickle
 
@@ -350,3 +351,36 @@ def test_hostile_run_directory_npz_files_are_refused_before_allocation(file, nam
         assert str(run / file) in result.stderr and expected in result.stderr, result.stderr
         assert time.perf_counter() - started < 5
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+HOSTILE_NAMES = ["[bold red]zero[/]", "[link=http://evil.example]one[/link]", '=HYPERLINK("http://x")', "+1", "-2",
+                 "@SUM(A1)", "\tsix", "\x1b[31mseven\x1b[0m", "ei\rght", "$\\badcmd{$"]
+"""Class names a tampered targets.npz may hold: rich markup, spreadsheet formulas, terminal escapes, mathtext."""
+
+
+def test_class_names_from_a_tampered_run_are_text_never_markup_escapes_or_formulas(tiny_run, tmp_path):
+    import csv
+    import re
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run, ignore=shutil.ignore_patterns(".lock"))
+    targets = dict(np.load(run / "targets.npz"))
+    targets["names"] = np.array(HOSTILE_NAMES)
+    np.savez(run / "targets.npz", **targets)
+    controls = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+    result = invoke("evaluate", str(run), "--plot")
+    assert result.exit_code == 0, result.output
+    assert not controls.search(result.output), repr(result.output)
+    for shown in ("[bold red]zero[/]", "[link=http://evil.example]one[/link]", "\\x1b[31mseven\\x1b[0m", "\\tsix",
+                  "ei\\rght"):
+        assert shown in result.output  # as written, not styled, linked or sent to the terminal
+    result = invoke("predict", str(run), str(tiny_run[1]), "--top-k", "10", "--out", str(tmp_path / "p.csv"))
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "p.csv").read_text()
+    assert not controls.search(text), repr(text)
+    fields = [f for row in csv.reader(io.StringIO(text)) for f in row]
+    for f in fields:
+        if f[:1] in ("=", "+", "-", "@"):
+            float(f)  # only numbers may start like a formula
+    assert set(fields) >= {"'=HYPERLINK(\"http://x\")", "'@SUM(A1)", "+1", "six"}, fields
