@@ -63,9 +63,10 @@ class ModelInput:
 @dataclass
 class Inputs:
     """Rows read from files: `X` (N, D) (uint8 or float32, raw), the file each row came from (`source`) and
-    its row number there (`row`); `targets[kind]` and `names[kind]` where every file holds targets of that
+    its row number there (`row`); `targets[kind]` and `names[kind]` where some file holds targets of that
     kind (names: those the files state, None when only implied, and `named_by[kind]` the file that states
-    them); `resized`: image files that were resized."""
+    them), with `known[kind]` (N,) true for the rows whose file holds them (the others hold zeros, to be
+    ignored); `resized`: image files that were resized."""
 
     X: np.ndarray
     source: list[str]
@@ -74,14 +75,16 @@ class Inputs:
     names: dict[str, list[str] | None] = field(default_factory=dict)
     named_by: dict[str, str] = field(default_factory=dict)
     resized: list[str] = field(default_factory=list)
+    known: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def read_inputs(paths: list[Path] | tuple[Path, ...], model_input: ModelInput) -> Inputs:
-    """The rows of every file in `paths`, in order; targets are kept for the kinds every file has."""
+    """The rows of every file in `paths`, in order; targets are kept for the kinds any file has, `known` saying
+    which rows have them (an image beside a CIFAR-10 batch has none)."""
     if not paths:
         raise UserInputError("no input files given: name .npz files, CIFAR-10 batch files or PNG/JPEG images")
     parts = [read_input_file(Path(p), model_input) for p in paths]
-    kinds = [k for k in parts[0].targets if all(k in p.targets for p in parts)]
+    kinds = list(dict.fromkeys(k for p in parts for k in p.targets))
     names: dict[str, list[str] | None] = {}
     named_by: dict[str, str] = {}
     for kind in kinds:
@@ -94,10 +97,16 @@ def read_inputs(paths: list[Path] | tuple[Path, ...], model_input: ModelInput) -
         if stated:
             named_by[kind] = stated[0][0]
     dtype = np.uint8 if all(p.X.dtype == np.uint8 for p in parts) else np.float32
+    targets, known = {}, {}
+    for kind in kinds:
+        given = next(p.targets[kind] for p in parts if kind in p.targets)
+        targets[kind] = np.concatenate([p.targets[kind] if kind in p.targets
+                                        else np.zeros((len(p.X), *given.shape[1:]), dtype=given.dtype)
+                                        for p in parts])
+        known[kind] = np.concatenate([np.full(len(p.X), kind in p.targets) for p in parts])
     return Inputs(np.concatenate([p.X.astype(dtype, copy=False) for p in parts]),
                   [s for p in parts for s in p.source], np.concatenate([p.row for p in parts]),
-                  {k: np.concatenate([p.targets[k] for p in parts]) for k in kinds}, names, named_by,
-                  [r for p in parts for r in p.resized])
+                  targets, names, named_by, [r for p in parts for r in p.resized], known)
 
 
 def read_input_file(path: Path, model_input: ModelInput) -> Inputs:

@@ -5,7 +5,8 @@
 dict with one row per input row. The columns (CSV, and the `--json` rows):
 
 - `id` (0-based over all inputs), `source` (the file), `row` (the row within that file);
-- `target`, when the inputs hold targets of the run's kind (a CIFAR-10 batch's labels, an .npz's `y`);
+- `target`, when any input holds targets of the run's kind (a CIFAR-10 batch's labels, an .npz's `y`),
+  empty for the rows of inputs without them (an image);
 - class targets: `prediction` (a class name), then `top1_class`, `top1_proba`, ... `topK_class`,
   `topK_proba` (`topJ_score` for losses without probabilities: SVM and squared hinge);
 - attribute targets: `prediction` (the predicted attributes joined by `|`), then `proba_NAME` (or
@@ -14,7 +15,8 @@ dict with one row per input row. The columns (CSV, and the `--json` rows):
 
 The .npz output holds arrays instead: `prediction` (class labels (N,), 0/1 (N, A) or values (N, T)),
 `names` (class, attribute or output names), `scores` (the network's outputs (N, K)), `decision`
-and `proba` where the loss defines them, `source`, `row` and `target` when known.
+and `proba` where the loss defines them, `source`, `row` and `target` when known (when only some inputs
+hold targets, `target_known` (N,) marks their rows; the others hold -1, or NaN for regression).
 """
 
 from __future__ import annotations
@@ -55,27 +57,31 @@ def predict_run(run_dir: str | Path, inputs: list[Path] | tuple[Path, ...], *, o
     run = load_run(run_dir)
     data = read_inputs(list(inputs), run.model_input)
     kind = run.target_kind
-    target = None
+    target, known = None, None
     if kind in data.targets:
         check_names(data, kind, run.target_names)
+        known = data.known[kind]
         try:
-            target = run.check_y(data.targets[kind], len(data.X))
+            given = run.check_y(data.targets[kind][known], int(known.sum()))
         except UserInputError as e:
             raise UserInputError(f"{data.named_by.get(kind, data.source[0])}: {e}") from None
+        target = np.full((len(data.X), *given.shape[1:]), np.nan if kind == "regression" else -1, dtype=given.dtype)
+        target[known] = given
+        known = None if known.all() else known
     scores = run.scores(data.X)
     loss = run.loss
     prediction = loss.predict(scores)
     proba = loss.predict_proba(scores) if loss.has_proba else None
     decision = loss.decision_function(scores) if loss.has_decision_function else None
-    columns, rows = prediction_rows(run, data.source, data.row, prediction, proba, decision, target, top_k)
+    columns, rows = prediction_rows(run, data.source, data.row, prediction, proba, decision, target, top_k, known)
     result: dict[str, Any] = {"run_dir": str(run.path), "status": run.summary.get("status"), "n": len(rows),
                               "inputs": [str(p) for p in inputs], "target_kind": kind, "columns": columns,
                               "rows": rows, "resized": data.resized, "out": None if out is None else str(out)}
     if out is not None and out.suffix.lower() == ".npz":
         arrays = {"prediction": prediction, "names": np.array(run.target_names, dtype=str), "scores": scores,
                   "source": np.array(data.source, dtype=str), "row": data.row}
-        arrays.update({k: v for k, v in (("decision", decision), ("proba", proba), ("target", target))
-                       if v is not None})
+        arrays.update({k: v for k, v in (("decision", decision), ("proba", proba), ("target", target),
+                                         ("target_known", known)) if v is not None})
         write_npz(out, arrays)
     elif out is not None:
         write_text(out, predictions_csv(columns, rows))
@@ -84,9 +90,10 @@ def predict_run(run_dir: str | Path, inputs: list[Path] | tuple[Path, ...], *, o
 
 def prediction_rows(run: TrainedRun, source: list[str], row: np.ndarray, prediction: np.ndarray,
                     proba: np.ndarray | None, decision: np.ndarray | None, target: np.ndarray | None,
-                    top_k: int) -> tuple[list[str], list[list[Any]]]:
+                    top_k: int, known: np.ndarray | None = None) -> tuple[list[str], list[list[Any]]]:
     """The columns and rows described in the module docstring (floats as the shortest text that reads back
-    to the same float32)."""
+    to the same float32); `known` (None: every row) marks the rows whose target is known, the others get
+    None (an empty CSV cell, null in JSON)."""
     names, kind = run.target_names, run.target_kind
     n = len(prediction)
     columns = ["id", "source", "row"]
@@ -97,9 +104,13 @@ def prediction_rows(run: TrainedRun, source: list[str], row: np.ndarray, predict
         for line, extra in zip(cells, values, strict=True):
             line.extend(extra)
 
+    def add_target(column_names: list[str], values: list[list[Any]]) -> None:
+        add(column_names, values if known is None else
+            [v if k else [None] * len(column_names) for v, k in zip(values, known, strict=True)])
+
     if kind == "classes":
         if target is not None:
-            add(["target"], [[names[t]] for t in target])
+            add_target(["target"], [[names[t]] for t in target])
         ranking, word = (proba, "proba") if proba is not None else (decision, "score")
         k = min(top_k, len(names))
         top = np.argsort(-ranking, axis=1, kind="stable")[:, :k]
@@ -109,14 +120,14 @@ def prediction_rows(run: TrainedRun, source: list[str], row: np.ndarray, predict
             [[x for j in range(k) for x in (names[top[i, j]], values[i][j])] for i in range(n)])
     elif kind == "attributes":
         if target is not None:
-            add(["target"], [["|".join(a for a, v in zip(names, t, strict=True) if v)] for t in target])
+            add_target(["target"], [["|".join(a for a, v in zip(names, t, strict=True) if v == 1)] for t in target])
         add(["prediction"], [["|".join(a for a, v in zip(names, p, strict=True) if v)] for p in prediction])
         ranking, word = (proba, "proba") if proba is not None else (decision, "score")
         add([f"{word}_{a}" for a in names], short_floats(ranking))
     else:
         outputs = ["prediction"] if prediction.shape[1] == 1 else [f"prediction_{t}" for t in names]
         if target is not None:
-            add(["target"] if target.shape[1] == 1 else [f"target_{t}" for t in names], short_floats(target))
+            add_target(["target"] if target.shape[1] == 1 else [f"target_{t}" for t in names], short_floats(target))
         add(outputs, short_floats(prediction))
     return columns, cells
 

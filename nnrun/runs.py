@@ -26,13 +26,14 @@ from rich.text import Text
 
 from nnrun.config import parse_value
 from nnrun.errors import UserInputError, did_you_mean
-from nnrun.nn.losses import LOSSES
 from nnrun.runstore import (
     BUILTIN_COLUMNS,
     RunRecord,
+    best_first,
     collect_runs,
     distinct_values,
     headline_metric,
+    higher_is_better,
     known_columns,
     varying_keys,
 )
@@ -141,14 +142,15 @@ def parse_filter(text: str) -> RunFilter:
 def sort_runs(records: list[RunRecord], key: str | None) -> list[RunRecord]:
     """Sort by `key` ascending (`-key` descending), runs without it last.
 
-    Without a key: the best headline validation metric first (highest accuracy, lowest rmse) when runs
-    have one, else by name.
+    Without a key: the one order of runs `nnrun sweep` shows too (`runstore.best_first`): completed runs first,
+    the best headline validation metric first (highest accuracy, lowest rmse), ties by the lowest val_loss, then
+    by name.
     """
     if key is None:
         metric = headline_metric(records)
-        if not any(is_number(r.get(f"val_{metric}")) for r in records):
-            return sorted(records, key=lambda r: r.name)
-        key = f"-val_{metric}" if higher_is_better(metric) else f"val_{metric}"
+        higher = higher_is_better(metric)
+        return sorted(records, key=lambda r: best_first(r.status, r.summary, r.name, metric=metric,
+                                                        higher_is_better=higher))
     descending = key.startswith("-")
     name = key.lstrip("-")
     numbers = [r for r in records if is_number(r.get(name))]
@@ -186,16 +188,6 @@ def select_runs(root: str | Path, *, filters: Sequence[str] = (), sort: str | No
     check_columns(records, split_names(group_by), "--group-by")
     kept = [r for r in records if all(f.matches(r) for f in parsed)]
     return sort_runs(kept, sort), chosen or (export_columns(records) if export else default_columns(records))
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether a larger `metric` is better: as the losses whose headline it is say (accuracy: yes; rmse: no);
-    losses and errors are lower-is-better, anything else higher."""
-    for name in (metric, metric.split("_", 1)[-1]):
-        directions = {loss.primary_metric: loss.higher_is_better for loss in LOSSES.values()}
-        if name in directions:
-            return directions[name]
-    return not metric.endswith(("loss", "error", "rmse", "mae"))
 
 
 def runs_csv(records: list[RunRecord], columns: list[str]) -> str:

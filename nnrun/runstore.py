@@ -12,6 +12,7 @@ and attribute losses, rmse for regression).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,10 +83,16 @@ class RunRecord:
 
     def headline_metric(self) -> str | None:
         """The metric this run's loss selects on (`primary_metric`; rmse for a class loss with bins)."""
-        if self.config.get("loss.bins") is not None:
-            return "rmse"
-        loss = LOSSES.get(self.config.get("loss.name"))
-        return loss.primary_metric if loss is not None else None
+        return config_headline(self.config)
+
+
+def config_headline(config: dict[str, Any]) -> str | None:
+    """The metric a run of the flattened `config` selects on (`primary_metric` of its loss; rmse for a class loss
+    with bins), None without a known loss."""
+    if config.get("loss.bins") is not None:
+        return "rmse"
+    loss = LOSSES.get(config.get("loss.name"))
+    return loss.primary_metric if loss is not None else None
 
 
 def read_run(path: str | Path, name: str | None = None) -> RunRecord | None:
@@ -170,8 +177,42 @@ def distinct_values(records: list[RunRecord], key: str) -> int:
 
 def headline_metric(records: list[RunRecord]) -> str:
     """The headline metric most of `records` select on (`accuracy` when they name none)."""
-    names = [m for m in (r.headline_metric() for r in records) if m is not None]
+    return most_common_metric([r.headline_metric() for r in records])
+
+
+def most_common_metric(metrics: list[str | None]) -> str:
+    """The metric named most often in `metrics` (the first of equal counts; `accuracy` when none is named)."""
+    names = [m for m in metrics if m is not None]
     return max(dict.fromkeys(names), key=names.count) if names else "accuracy"
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger `metric` is better: as the losses whose headline it is say (accuracy: yes; rmse: no);
+    losses and errors are lower-is-better, anything else higher."""
+    for name in (metric, metric.split("_", 1)[-1]):
+        directions = {loss.primary_metric: loss.higher_is_better for loss in LOSSES.values()}
+        if name in directions:
+            return directions[name]
+    return not metric.endswith(("loss", "error", "rmse", "mae"))
+
+
+def best_first(status: str | None, summary: dict[str, Any] | None, name: str, *, metric: str,
+               higher_is_better: bool) -> tuple:
+    """The sort key of the one order of runs, best first, that `nnrun runs` (without `--sort`), `nnrun sweep`'s
+    table and `--json` share: completed runs first, then the best `val_METRIC` (`metric`: the headline, such as
+    accuracy or rmse), then the lowest `val_loss`, then the run folder's name (ties always broken the same way,
+    whichever command lists the runs). Missing values sort last."""
+    summary = summary or {}
+
+    def number(key: str) -> float:
+        value = summary.get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        return float(value) if ok else math.inf
+
+    value = number(f"val_{metric}")
+    if higher_is_better and value != math.inf:
+        value = -value
+    return (status != "completed", value, number("val_loss"), name)
 
 
 def known_columns(records: list[RunRecord]) -> list[str]:

@@ -3,6 +3,7 @@ no silent phase, a fast gradcheck with progress, what dropout's p means, a heade
 honest advice on resume, one order of runs, plots that say what they show."""
 
 import re
+from pathlib import Path
 
 import pytest
 from typer.main import get_command
@@ -488,3 +489,38 @@ def test_resume_with_more_epochs_names_a_stretched_schedule(tmp_path, schedule, 
     assert f"optim.schedule {schedule} depends on train.epochs" in message
     assert f"from {rates[3]:.3g} in epoch 4 to {rates[4]:.3g} in epoch 5" in message
     assert "will not equal" in message
+
+
+# ---- defect 10: one order of runs everywhere -----------------------------------------------------
+
+def test_sweep_json_and_runs_json_list_tied_runs_in_the_same_order(tmp_path):
+    """Points that train identically (beta1 has no effect under momentum) tie on every metric: the sweep's
+    --json and `nnrun runs --format json` must still list them in one order."""
+    import json
+
+    runs_dir = tmp_path / "grid"
+    result = invoke("sweep", "configs/quickstart.yaml", "--set", "train.epochs=1", "--set", "model.hidden=[8]",
+                    "--set", "optim.name=momentum", "--grid", "optim.beta1=0.5,0.6,0.7,0.8,0.9",
+                    "--runs-dir", runs_dir, "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    swept = [Path(r["run_dir"]).name for r in json.loads(result.stdout)["runs"]]
+    listed = json.loads(invoke("runs", runs_dir, "--format", "json").stdout)["runs"]
+    assert len({r["val_accuracy"] for r in listed}) == 1                 # a tie
+    assert [Path(r["path"]).name for r in listed] == swept
+    assert swept == sorted(swept)                                        # ties broken by the run's folder name
+
+
+def test_one_order_breaks_an_accuracy_tie_by_val_loss_then_name():
+    from nnrun.runstore import best_first
+
+    runs = [("completed", {"val_accuracy": 0.9, "val_loss": 0.3}, "a"),
+            ("completed", {"val_accuracy": 0.9, "val_loss": 0.2}, "b"),
+            ("completed", {"val_accuracy": 0.95, "val_loss": 0.5}, "c"),
+            ("failed", {"val_accuracy": 0.99}, "d"),
+            ("completed", {"val_accuracy": 0.9, "val_loss": 0.2}, "e"),
+            ("completed", {}, "f")]
+    order = sorted(runs, key=lambda r: best_first(*r, metric="accuracy", higher_is_better=True))
+    assert [r[2] for r in order] == ["c", "b", "e", "a", "f", "d"]
+    order = sorted(runs, key=lambda r: best_first(r[0], {"val_rmse": r[1].get("val_loss")}, r[2], metric="rmse",
+                                                  higher_is_better=False))
+    assert [r[2] for r in order][:3] == ["b", "e", "a"]

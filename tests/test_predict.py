@@ -238,3 +238,23 @@ def test_hostile_npz_inputs_are_refused_before_allocation_as_dataset_files_are(c
     path, expected = hostile_cases.NPZ_CASES[name](tmp_path)
     message = predict_error(run, path)
     assert str(path) in message and expected in message
+
+
+def test_target_column_is_kept_when_only_some_inputs_hold_targets(cifar_run, tmp_path):
+    """Issue 27, defect 10: `predict photo.png test_batch` keeps `target`, empty for the image's row."""
+    run, folder = cifar_run
+    X, y = read_cifar10_batch(folder / "test_batch")
+    png = write_png(X[0], tmp_path / "photo.png")
+    out = tmp_path / "preds.csv"
+    result = invoke("predict", run, png, folder / "test_batch", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert "target" in rows[0] and len(rows) == 1 + len(y)
+    assert rows[0]["target"] == ""                                         # the image: unknown
+    assert [r["target"] for r in rows[1:]] == [CIFAR10_CLASSES[t] for t in y]
+    as_json = predict_json(run, png, folder / "test_batch")["predictions"]
+    assert as_json[0]["target"] is None and as_json[1]["target"] == CIFAR10_CLASSES[y[0]]
+    invoke("predict", run, png, folder / "test_batch", "--out", tmp_path / "preds.npz")
+    with np.load(tmp_path / "preds.npz") as z:
+        assert z["target_known"].tolist() == [False] + [True] * len(y)
+        assert z["target"][0] == -1 and z["target"][1:].tolist() == list(y)

@@ -21,7 +21,6 @@ its share while it runs one.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -32,9 +31,10 @@ from typing import Any, Protocol
 import numpy as np
 from yaml import YAMLError
 
-from nnrun.config import ExperimentConfig, validate_config
+from nnrun.config import ExperimentConfig, flatten, validate_config
 from nnrun.errors import RunFailed, UserInputError
 from nnrun.rundir import RunDir
+from nnrun.runstore import best_first, config_headline, higher_is_better, most_common_metric
 from nnrun.safeyaml import safe_load
 from nnrun.signals import Interrupted
 from nnrun.sweep.gpu import GpuBudget, gpu_budget, limit_pool, on_gpu, release_pool, threads_by_device
@@ -311,13 +311,13 @@ def _result_of(point: SweepPoint, fut: Future) -> RunResult:
 
 
 def sort_results(results: list[RunResult]) -> list[RunResult]:
-    """Completed runs first, best validation accuracy first (lowest val_loss without accuracy); then the rest."""
-    def key(r: RunResult) -> tuple:
-        acc, loss = r.metric("val_accuracy"), r.metric("val_loss")
-        done = r.status == "completed"
-        return (not done, -acc if isinstance(acc, (int, float)) else math.inf,
-                loss if isinstance(loss, (int, float)) else math.inf, r.point.index)
-    return sorted(results, key=key)
+    """Best first, in the one order `nnrun runs` lists the run directories in too (`runstore.best_first`):
+    completed runs first, the best headline validation metric (highest accuracy, lowest rmse), the lowest
+    val_loss, then the run folder's name."""
+    metric = most_common_metric([config_headline(flatten(r.point.config)) for r in results])
+    higher = higher_is_better(metric)
+    return sorted(results, key=lambda r: best_first(r.status, r.summary, r.point.run_dir.name, metric=metric,
+                                                    higher_is_better=higher))
 
 
 def outcome_report(outcome: SweepOutcome) -> dict[str, Any]:
