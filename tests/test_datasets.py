@@ -194,13 +194,16 @@ class ArchiveServer:
 
     `truncate`: every answer stops halfway; `fail_first`: the first answer stops halfway with a TCP
     reset ("reset") or stalls ("stall"); `ranges`: honour `Range` requests with 206; `status`: answer
-    every request with this error status. `requests` records each request's Range header.
+    every request with this error status; `trickle`: send one byte every this many seconds, without end
+    (`length`: the Content-Length announced, none when None). `requests` records each request's Range header.
     """
 
     def __init__(self, payload: bytes, truncate: bool = False, fail_first: str | None = None,
-                 ranges: bool = True, status: int | None = None) -> None:
+                 ranges: bool = True, status: int | None = None, trickle: float | None = None,
+                 length: int | None = None) -> None:
         server = self
         self.requests: list[str | None] = []
+        self.stopping = threading.Event()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
@@ -208,6 +211,19 @@ class ArchiveServer:
                 server.requests.append(self.headers.get("Range"))
                 if status is not None:
                     self.send_error(status)
+                    return
+                if trickle is not None:
+                    self.send_response(200)
+                    if length is not None:
+                        self.send_header("Content-Length", str(length))
+                    self.end_headers()
+                    try:
+                        while not server.stopping.is_set():
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                            server.stopping.wait(trickle)
+                    except OSError:
+                        pass
                     return
                 start = 0
                 if ranges and self.headers.get("Range"):
@@ -242,6 +258,7 @@ class ArchiveServer:
         return self
 
     def __exit__(self, *exc):
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -347,3 +364,26 @@ def test_real_cifar10(cifar10_folder):
     assert 0 <= data.X_test.min() and data.X_test.max() <= 255
     np.testing.assert_array_equal(np.bincount(data.y_test, minlength=10), [1000] * 10)
     assert np.bincount(np.concatenate([data.y_train, data.y_val]), minlength=10).tolist() == [5000] * 10
+
+
+@pytest.mark.parametrize("case", ["slow", "deadline", "announced_too_big", "grows_too_big"])
+def test_a_trickling_or_oversized_download_is_given_up(case, tmp_path, monkeypatch):
+    """A server that sends a byte every 50 ms never trips the read timeout: the minimum rate (or the overall
+    deadline) gives it up; a body announced or growing past the download's byte cap is refused at once."""
+    monkeypatch.setattr(download, "RATE_WINDOW", 0.3)
+    monkeypatch.setattr(download, "MIN_RATE", 0 if case != "slow" else 1000)
+    monkeypatch.setattr(download, "DEADLINE", 1.0 if case == "deadline" else 60.0)
+    cap = {"announced_too_big": 10_000, "grows_too_big": 10}.get(case, 10**9)
+    monkeypatch.setattr(cifar10, "CIFAR10_MAX_BYTES", cap)
+    root = tmp_path / "root"
+    expected = {"slow": "slower than 1000 bytes/s", "deadline": "not complete after 1 s",
+                "announced_too_big": "announces 170498071 bytes, more than the 10000", "grows_too_big":
+                "more than the 10 bytes"}[case]
+    length = 170_498_071 if case == "announced_too_big" else None  # the official archive's size
+    started = time.monotonic()
+    with ArchiveServer(b"", trickle=0.001 if case == "grows_too_big" else 0.05, length=length) as server:
+        with pytest.raises(UserInputError, match=expected) as e:
+            load(cifar_cfg(root, download=True, url=server.url), seed=0)
+    assert server.url in str(e.value) and "Traceback" not in str(e.value)
+    assert time.monotonic() - started < 5
+    assert list(root.iterdir()) == []

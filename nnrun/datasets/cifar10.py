@@ -29,6 +29,8 @@ from nnrun.rng import stream
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_MAX_BYTES = 200_000_000
+"""Most bytes a CIFAR-10 download may have (the official archive: 170,498,071)."""
 URL_ENV = "NNRUN_CIFAR10_URL"
 """Environment variable naming a mirror of the archive (for air-gapped machines: a local file server)."""
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
@@ -116,7 +118,7 @@ def find_cifar10(root: Path, download: bool, url: str | None = None) -> Path:
                 f"CIFAR-10 not found under data root {root}: expected the folder {root / CIFAR10_FOLDER} "
                 f"or the archive {archive}. Set data.root to the folder that holds them, "
                 f"or set data.download=true to fetch the official archive.")
-        download_file(url or os.environ.get(URL_ENV) or CIFAR10_URL, archive, CIFAR10_MD5)
+        download_file(url or os.environ.get(URL_ENV) or CIFAR10_URL, archive, CIFAR10_MD5, max_bytes=CIFAR10_MAX_BYTES)
     else:
         actual = md5sum(archive)
         if actual != CIFAR10_MD5:

@@ -22,8 +22,15 @@ BACKOFF_SECONDS = 1.0
 """Wait before the second try; doubled before each next one."""
 READ_TIMEOUT = 60.0
 """Seconds without a byte after which a connection counts as stalled."""
-DEADLINE = 3600.0
-"""Seconds after which a download that keeps failing is given up."""
+DEADLINE = 3 * 3600.0
+"""Seconds after which a download is given up, however it goes (170 MB at 16 kB/s)."""
+MIN_RATE = 1000
+"""Bytes per second below which a connection counts as stalled, measured over `RATE_WINDOW` seconds (a server
+trickling a byte every few seconds never trips the read timeout)."""
+RATE_WINDOW = 60.0
+"""Seconds over which `MIN_RATE` is measured."""
+MAX_DOWNLOAD_BYTES = 1 << 30
+"""Most bytes a download may have unless its caller says fewer."""
 CHUNK = 1 << 16
 """Bytes read (and saved) at a time: what a reset loses at most."""
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -43,12 +50,14 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def download_file(url: str, dest: Path, md5: str, progress: bool = True) -> Path:
+def download_file(url: str, dest: Path, md5: str, progress: bool = True, max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
     """Download `url` to `dest`, verifying `md5` before `dest` appears.
 
     The bytes go to a hidden `.NAME.part` file beside `dest`. A connection that is reset, refused
-    or stalls (no byte for `READ_TIMEOUT` seconds) is tried again, up to `ATTEMPTS` times with
-    exponential backoff from `BACKOFF_SECONDS` and within `DEADLINE` seconds overall; when the
+    or stalls (no byte for `READ_TIMEOUT` seconds, or fewer than `MIN_RATE` bytes a second over `RATE_WINDOW`
+    seconds) is tried again, up to `ATTEMPTS` times with exponential backoff from `BACKOFF_SECONDS`; the
+    whole download is given up after `DEADLINE` seconds, and a file announced or growing past `max_bytes`
+    bytes is refused at once; when the
     server answers `Range` requests the retry continues where the last one stopped. Only a complete
     file with the right checksum is renamed into place; whatever fails (network, a full or
     read-only disk, the checksum, an interrupt) removes the partial file and is one
@@ -66,7 +75,7 @@ def download_file(url: str, dest: Path, md5: str, progress: bool = True) -> Path
     try:
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                if _fetch(url, part, progress):
+                if _fetch(url, part, progress, started + DEADLINE, max_bytes):
                     break
                 problem = "the server closed the connection early"
             except urllib.error.HTTPError as e:
@@ -92,9 +101,11 @@ def download_file(url: str, dest: Path, md5: str, progress: bool = True) -> Path
     return dest
 
 
-def _fetch(url: str, part: Path, progress: bool) -> bool:
+def _fetch(url: str, part: Path, progress: bool, deadline: float, max_bytes: int) -> bool:
     """One request for the rest of `url` after the bytes `part` holds (a `Range` request when it holds some);
-    True when the body arrived complete. Network errors propagate; a server that ignores `Range` starts over."""
+    True when the body arrived complete. Network errors propagate, and so does a rate below `MIN_RATE` (as a
+    `TimeoutError`); a server that ignores `Range` starts over. Past the monotonic `deadline`, or past
+    `max_bytes` (announced or received), a `UserInputError`."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     have = part.stat().st_size
@@ -105,15 +116,31 @@ def _fetch(url: str, part: Path, progress: bool) -> bool:
             have = 0
         length = int(response.headers.get("Content-Length") or 0) or None
         total = None if length is None else have + length
+        if total is not None and total > max_bytes:
+            raise UserInputError(f"could not download {url}: the server announces {total} bytes, more than the "
+                                 f"{max_bytes} expected")
+        window_start, window_bytes = time.monotonic(), 0
         with open(part, "ab" if resumed else "wb") as out, \
                 Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                          TransferSpeedColumn(), disable=not progress, transient=True) as bar:
             task = bar.add_task(f"downloading {part.name.strip('.').removesuffix('.part')}", total=total,
                                 completed=have)
-            while block := response.read(CHUNK):
-                out.write(block)
+            while block := response.read1(CHUNK):  # what has arrived: a trickle still reaches the checks
                 have += len(block)
+                if have > max_bytes:
+                    raise UserInputError(f"could not download {url}: more than the {max_bytes} bytes expected")
+                out.write(block)
                 bar.update(task, completed=have)
+                now = time.monotonic()
+                if now > deadline:
+                    raise UserInputError(f"could not download {url}: not complete after {DEADLINE:.0f} s "
+                                         f"({have} bytes received); download it yourself, or use a mirror "
+                                         "(data.url)")
+                window_bytes += len(block)
+                if now - window_start >= RATE_WINDOW:
+                    if window_bytes < MIN_RATE * (now - window_start):
+                        raise TimeoutError(f"slower than {MIN_RATE} bytes/s for {now - window_start:.0f} s")
+                    window_start, window_bytes = now, 0
     return total is None or have == total
 
 
