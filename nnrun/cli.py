@@ -314,8 +314,9 @@ def runs(
 
 @command()
 def plot(
-    paths: Annotated[list[Path], typer.Argument(
-        metavar="RUN_OR_DIR...", help="Run directories, or folders of runs such as a sweep's --runs-dir.")],
+    paths: Annotated[list[Path] | None, typer.Argument(
+        metavar="[RUN_OR_DIR]...", help="Run directories, or folders of runs such as a sweep's --runs-dir "
+                                        "(default: the --runs-dir folder).")] = None,
     metric: Annotated[list[str] | None, typer.Option(
         "--metric", "-m", metavar="A,B,...",
         help="Metrics to plot, one panel each (default: the headline validation metric, and train_loss per "
@@ -329,19 +330,21 @@ def plot(
     stat: Annotated[Literal["final", "best"], typer.Option(
         help="With --x KEY: each run's final value (its summary's) or its best over the epochs.")] = "final",
     out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Figure file, .png or .svg (default: RUNS_DIR/plot-X-TIME.png).")] = None,
-    runs_dir: Annotated[Path, runs_dir_option("Parent folder of the default figure.")] = Path("runs"),
+        "--out", "-o", help="Figure file, .png or .svg (default: plot-X-TIME.png in the folder plotted, or the "
+                            "folder holding all of them).")] = None,
+    runs_dir: Annotated[Path, runs_dir_option("Folder of runs plotted when no RUN_OR_DIR is given.")] = Path("runs"),
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", help="Also read the runs in sub-folders, at any depth.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
     json_: JsonOption = False,
 ) -> None:
     """Plot several runs in one figure: per-epoch curves, or a metric against a swept config key."""
-    from nnrun.plot import plot_runs
+    from nnrun.plot import default_folder, plot_runs
     from nnrun.runs import split_names
 
+    paths = paths or [runs_dir]
     name = "plot-" + ("epochs" if x == "epoch" else x.replace(".", "-"))
-    figure = out or Path(f"{free_timestamped_path(runs_dir, name)}.png")
+    figure = out or Path(f"{free_timestamped_path(default_folder(paths), name)}.png")
     result = plot_runs(paths, out=figure, metrics=split_names(metric) or None, x=x, hue=hue, stat=stat,
                        recursive=recursive, overwrite=overwrite)
     if json_:

@@ -24,6 +24,7 @@ of `nnrun plot`).
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -172,8 +173,32 @@ def _curves(records: list[RunRecord], metrics: list[str], hue: str | None) -> di
     if not hue and len(set(labels)) < len(labels):  # same config in different folders: name the folders
         for s in series:
             s["label"] = f"{s['label']} ({s['run']})" if s["label"] else s["run"]
+    _mark_identical(series, metrics)
     legend = hue if hue else (", ".join(varying) if varying else "run")
     return {"series": series, "legend": legend, "hue": hue, "title": _common_title(records)}
+
+
+def _mark_identical(series: list[dict[str, Any]], metrics: list[str]) -> None:
+    """Say in the legend when a run's curve is drawn exactly on top of an earlier one's (identical epochs and
+    values), which would hide it: `(same curves as LABEL)`, or `(same METRIC as LABEL)` when only some panels
+    coincide (not between runs that share a legend entry anyway, as with `--hue`). Each series gets `same_as`
+    ({metric: the label of the first run with that curve})."""
+    for s in series:
+        s["base"] = s["label"]
+    for i, s in enumerate(series):
+        s["same_as"] = {}
+        for m in metrics:
+            first = next((t for t in series[:i] if t["x"] == s["x"] and t["y"][m] == s["y"][m]
+                          and any(v is not None for v in s["y"][m]) and t["base"] != s["label"]), None)
+            if first is not None:
+                s["same_as"][m] = first["base"]
+        if s["same_as"]:
+            same = set(s["same_as"].values())
+            what = "curves" if len(s["same_as"]) == len(metrics) else ", ".join(s["same_as"])
+            s["label"] += f" (same {what} as {' / '.join(sorted(same))}: hidden under it)" if len(same) == 1 \
+                else f" (same {what} as earlier runs: hidden under them)"
+    for s in series:
+        del s["base"]
 
 
 def _seed_last(keys: list[str]) -> list[str]:
@@ -213,6 +238,32 @@ def axis_scale(values: list[Any]) -> tuple[str, list[tuple[float, str]] | None]:
     return "linear", None
 
 
+def default_folder(paths: Sequence[str | Path]) -> Path:
+    """Where `nnrun plot` writes its figure without `--out`: beside what it drew, in the folder given (a run
+    directory or a folder of runs), or the deepest folder holding all the folders given."""
+    folders = [Path(p) for p in paths]
+    if len(folders) == 1:
+        return folders[0]
+    return Path(os.path.commonpath([str(p.resolve()) for p in folders]))
+
+
+def _pooled_words(groups: dict[str, list[RunRecord]], x: str, pooled: list[str]) -> str:
+    """`; mean ± std over KEYS` for the keys that differ between runs drawn as one point (the same group and x
+    value: seeds, usually); where every point is one run, the other keys that differ are named as such."""
+    cells: dict[tuple[str, str], list[RunRecord]] = {}
+    for label, members in groups.items():
+        for r in members:
+            cells.setdefault((label, value_format(r.get(x))), []).append(r)
+    within = [k for k in pooled if any(len({value_format(r.get(k)) for r in c}) > 1 for c in cells.values())]
+    if within:
+        return f"; mean ± std over {', '.join(within)}"
+    if any(len(c) > 1 for c in cells.values()):
+        return "; mean ± std over runs of the same settings"
+    if pooled:
+        return f"; one run per point ({', '.join(pooled)} also differ{'s' if len(pooled) == 1 else ''})"
+    return ""
+
+
 def _against_key(records: list[RunRecord], metrics: list[str], x: str, hue: str | None,
                  stat: str) -> dict[str, Any]:
     varying = _seed_last(varying_keys(records))
@@ -241,7 +292,7 @@ def _against_key(records: list[RunRecord], metrics: list[str], x: str, hue: str 
             entry["n"][m] = [len(at[v]) for v in xs]
             entry["points"][m] = [[position[v] if ticks else v, y] for v in xs for y in at[v]]
         series.append(entry)
-    over = f"; mean ± std over {', '.join(pooled)}" if pooled else ""
+    over = _pooled_words(groups, x, pooled)
     title = f"{_common_title(records)}\neach run's {stat} value against {x}{over}"
     legend = ", ".join(groups_by) if groups_by else None
     return {"series": series, "legend": legend, "hue": groups_by, "scale": scale, "ticks": ticks, "title": title}

@@ -524,3 +524,94 @@ def test_one_order_breaks_an_accuracy_tie_by_val_loss_then_name():
     order = sorted(runs, key=lambda r: best_first(r[0], {"val_rmse": r[1].get("val_loss")}, r[2], metric="rmse",
                                                   higher_is_better=False))
     assert [r[2] for r in order][:3] == ["b", "e", "a"]
+
+
+# ---- defect 11: plots ----------------------------------------------------------------------------
+
+def test_plot_writes_its_figure_beside_what_it_plots(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from nnrun.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    sweep_runs(tmp_path / "runs" / "grid")
+    result = invoke("plot", tmp_path / "runs" / "grid", "--json")
+    assert result.exit_code == 0, result.output
+    assert Path(json.loads(result.stdout)["out"]).parent == tmp_path / "runs" / "grid"
+    runs = sorted(p for p in (tmp_path / "runs" / "grid").iterdir() if p.is_dir())
+    two = invoke("plot", runs[0], runs[1], "--json")
+    assert Path(json.loads(two.stdout)["out"]).parent == (tmp_path / "runs" / "grid").resolve()
+    # Without arguments: the runs folder NNRUN_RUNS_DIR names, and the figure beside them.
+    sweep_runs(tmp_path / "elsewhere")
+    bare = CliRunner().invoke(app, ["plot", "--json"], env={"NNRUN_RUNS_DIR": str(tmp_path / "elsewhere")})
+    assert bare.exit_code == 0, bare.output
+    drawn = json.loads(bare.stdout)
+    assert drawn["runs"] == 12 and Path(drawn["out"]).parent == tmp_path / "elsewhere"
+
+
+def test_identical_curves_are_named_in_the_legend(tmp_path):
+    from nnrun.plot import plot_figure
+    from tests.helpers import epoch_rows, write_run
+
+    rows = epoch_rows([0.8, 0.9], [1.0, 0.5])
+    write_run(tmp_path, "a", {"optim": {"name": "momentum", "beta1": 0.5}}, rows, {"status": "completed"})
+    write_run(tmp_path, "b", {"optim": {"name": "momentum", "beta1": 0.6}}, rows, {"status": "completed"})
+    write_run(tmp_path, "c", {"optim": {"name": "momentum", "beta1": 0.7}}, epoch_rows([0.7, 0.9], [1.0, 0.5]),
+              {"status": "completed"})
+    fig, result = plot_figure([tmp_path])
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[0] == "beta1=0.5"
+    assert legend[1] == "beta1=0.6 (same curves as beta1=0.5: hidden under it)"
+    assert legend[2] == "beta1=0.7 (same train_loss as beta1=0.5: hidden under it)"
+    assert result["series"][1]["same_as"] == {"val_accuracy": "beta1=0.5", "train_loss": "beta1=0.5"}
+
+
+def test_plot_title_says_mean_and_std_only_over_what_is_averaged(tmp_path):
+    from nnrun.plot import plot_figure
+    from tests.helpers import epoch_rows, write_run
+
+    for lr, l2, seed in ((0.001, 0.0, 0), (0.01, 0.0001, 0), (0.001, 0.001, 1), (0.01, 0.01, 1)):
+        write_run(tmp_path, f"r-{lr}-{l2}", {"seed": seed, "optim": {"lr": lr}, "regularization": {"l2": l2}},
+                  epoch_rows([0.8, 0.9], [1.0, 0.5]), {"status": "completed", "val_accuracy": 0.9 + lr})
+    fig, _ = plot_figure([tmp_path], x="optim.lr", hue="seed")
+    title = fig.get_suptitle()
+    assert "mean ± std" not in title and "one run per point (regularization.l2 also differs)" in title
+    sweep_runs(tmp_path / "grid")                               # two seeds at each (lr, l2): averaged
+    fig, _ = plot_figure([tmp_path / "grid"], x="optim.lr")
+    assert "mean ± std over seed" in fig.get_suptitle()
+
+
+def study_result(statement, means):
+    """A claim's results as `nnrun.study.results` gives them, for an accuracy metric per arm."""
+    arms = {}
+    for name, mean in means.items():
+        values = [mean - 0.002, mean + 0.002]
+        arms[name] = {"metrics": {"test_accuracy": {"values": values, "mean": mean, "std": 0.0028,
+                                                    "diverged_left_out": 0}},
+                      "runs": [{"outcome": "completed"}] * 2, "curve": None}
+    relation = {"relation": "greater", "label": "a long relation label that names both arms: "
+                + " > ".join(means), "verdict": "supported", "verdict_label": "supported",
+                "interval": {"estimate": 0.02, "low": 0.01, "high": 0.03}, "margin": None,
+                "a": list(means)[0], "b": list(means)[1], "value": None, "metric": "test_accuracy"}
+    return {"id": "claim", "statement": statement, "metric": "test_accuracy", "arms": arms,
+            "relations": [relation]}
+
+
+def test_study_figures_span_the_values_and_keep_whole_titles(tmp_path, monkeypatch):
+    import nnrun.study.figures as figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.append(fig) or path)
+    statement = ("Batch normalization makes a deep network far less sensitive to its initialization scale, so that "
+                 "the small, calibrated and he schemes all reach about the same validation accuracy after ten epochs")
+    figures.claim_figure(study_result(statement, {"he": 0.97, "small": 0.95}), tmp_path / "claim.png")
+    fig = drawn[0]
+    assert " ".join(fig.get_suptitle().split()) == f"claim: {statement}"      # folded, not cut
+    arms = fig.axes[0]
+    low, high = arms.get_ylim()
+    assert 0.9 < low < 0.95 and 0.97 < high < 1.0                             # not from 0: 0.95 and 0.97 apart
+    assert not arms.patches                                                   # no bars standing on 0
+    relation_title = fig.axes[1].get_title()
+    assert " ".join(relation_title.split()).endswith("he > small: supported")

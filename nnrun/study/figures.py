@@ -1,15 +1,18 @@
 """A study's figures: one PNG per claim, drawn from its results (`nnrun.study.results.claim_results`).
 
-Each figure has three parts: left, the claim's metric per arm (bar: mean over seeds, error bar: one
-standard deviation, dots: the seeds, crosses: diverged runs counted as the claim's `diverged_value`);
+Each figure has three parts: left, the claim's metric per arm (a mark: mean over seeds, error bar: one
+standard deviation, dots: the seeds, crosses: diverged runs counted as the claim's `diverged_value`; the
+axis spans the values rather than starting at 0, so that close arms look apart);
 middle, one row per relation with the difference a - b and its 95 % interval (the margin shaded,
 coloured by verdict; for `diverges`, the diverged runs of each arm); right, the validation metric
 per epoch (mean and one std band over seeds), or the metric at every hidden layer for a layer metric.
-Built with `nnrun.plots`' Agg figures (no pyplot) and written atomically.
+Titles (the claim's statement, each relation's label) are folded onto more lines, never cut. Built with
+`nnrun.plots`' Agg figures (no pyplot) and written atomically.
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,12 @@ ARM_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", 
 """Colours of the arms, in order."""
 LOG_SPAN = 100.0
 """Positive values spanning more than this factor are drawn on a log scale."""
+TITLE_WIDTH = 110
+"""Characters per line of a figure's title (the claim's statement, folded, never cut)."""
+PANEL_TITLE_WIDTH = 48
+"""Characters per line of a relation's title (its label and verdict) above its narrow panel."""
+MARGIN = 0.08
+"""Share of the values' range left free below and above them on the arms panel's linear axis."""
 
 
 def claim_figure(result: dict[str, Any], path: str | Path) -> Path:
@@ -42,13 +51,13 @@ def claim_figure(result: dict[str, Any], path: str | Path) -> Path:
         _layers_panel(side, result)
     else:
         _curves_panel(side, result)
-    fig.suptitle(f"{result['id']}: {_short(result['statement'], 110)}", fontsize=10)
+    fig.suptitle(_wrapped(f"{result['id']}: {result['statement']}", TITLE_WIDTH), fontsize=10)
     return save_figure(fig, path)
 
 
-def _short(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _wrapped(text: str, width: int) -> str:
+    """`text` whole, folded into lines of at most `width` characters at spaces (a title is never cut)."""
+    return textwrap.fill(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
 
 
 def _wide_positive(values: list[float]) -> bool:
@@ -66,12 +75,11 @@ def _arms_panel(ax: Any, result: dict[str, Any]) -> None:
         entry = result["arms"][name]["metrics"][metric]
         color = ARM_COLORS[i % len(ARM_COLORS)]
         if entry["mean"] is not None:
-            if log:
-                ax.plot(i, entry["mean"], "_", color="black", ms=16, mew=1.5)
-            else:
-                ax.bar(i, entry["mean"], color=color, alpha=0.35, width=0.7)
-                if entry["std"] is not None:
-                    ax.errorbar(i, entry["mean"], yerr=entry["std"], color="black", capsize=4, lw=1)
+            # A mark, not a bar from 0: the axis spans the values, so that 0.95 and 0.97 look apart.
+            ax.plot(i, entry["mean"], "_", color="black", ms=16, mew=1.5)
+            if not log and entry["std"] is not None:
+                ax.errorbar(i, entry["mean"], yerr=entry["std"], color="black", capsize=4, lw=1)
+                every += [entry["mean"] - entry["std"], entry["mean"] + entry["std"]]
         runs = result["arms"][name]["runs"]
         for value, run in zip(entry["values"], runs, strict=True):
             if value is None:
@@ -88,6 +96,10 @@ def _arms_panel(ax: Any, result: dict[str, Any]) -> None:
     ax.tick_params(axis="y", labelsize=7)
     if log:
         ax.set_yscale("log")
+    elif every:
+        low, high = min(every), max(every)
+        pad = MARGIN * (high - low) if high > low else max(abs(high) * MARGIN, 1e-3)
+        ax.set_ylim(low - pad, high + pad)
     ax.set_title(f"{metric} per arm ({'mean' if log else 'mean, std'}, seeds)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
 
@@ -96,7 +108,7 @@ def _relation_row(ax: Any, relation: dict[str, Any], result: dict[str, Any]) -> 
     color = VERDICT_COLORS.get(relation["verdict"], "#7f8c8d")
     ax.set_yticks([])
     ax.tick_params(axis="x", labelsize=7)
-    title = f"{relation['label']}: {relation['verdict_label']}"
+    title = _wrapped(f"{relation['label']}: {relation['verdict_label']}", PANEL_TITLE_WIDTH)
     if relation["relation"] == "diverges":
         counts = relation.get("diverged") or {}
         text = "; ".join(f"{relation[role]}: {k} of {n} diverged" for role, (k, n) in counts.items())
