@@ -41,7 +41,6 @@ object either way. `transform` computes on the device of the array it is given.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from nnrun.backend import is_device_array, to_device, to_host, xp_of
+from nnrun.datasets.safe import read_npz_arrays
 from nnrun.errors import UserInputError
 from nnrun.io import write_npz
 
@@ -66,6 +66,9 @@ SCALE_MODES = ("none", "std", "minmax")
 """Scaling modes (step 2)."""
 WHITEN_MODES = (False, True, "zca")
 """Whitening: off, PCA whitening (step 4, output in the eigenvector basis) or ZCA (step 5, pixel axes)."""
+STATISTICS_KEYS = ("center", "scale", "pca", "whiten", "eps", "n_features", "image_shape", "mean", "std", "min",
+                   "max", "eigenvalues", "components", "total_variance")
+"""Every array `Preprocessor.statistics()` may write to a `preprocess.npz` (a file holding more is refused)."""
 
 
 @dataclass(frozen=True)
@@ -529,14 +532,11 @@ class Preprocessor:
 
     @classmethod
     def load(cls, path: str | Path) -> Preprocessor:
-        """A fitted preprocessor from a `preprocess.npz`; a missing or malformed file is a `UserInputError`.
-        (`load_run` reads a run directory's through the data files' checks and calls `from_statistics`.)"""
+        """A fitted preprocessor from a `preprocess.npz`, read through the data files' checks (members counted,
+        headers before arrays, no header or zip bombs, no objects); a missing, malformed or oversized file is a
+        `UserInputError` naming it. (`load_run` reads a run directory's the same way and calls `from_statistics`.)"""
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                stats = {name: z[name] for name in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise UserInputError(f"cannot read preprocessing statistics {path}: {e}") from None
+        stats = read_npz_arrays(path, what="preprocessing statistics", max_members=len(STATISTICS_KEYS))
         return cls.from_statistics(stats, path)
 
     @classmethod

@@ -322,6 +322,24 @@ def test_load_rejects_other_files(tmp_path):
         load_preprocessor(tmp_path / "junk.npz")
 
 
+@pytest.mark.parametrize("name", ["header_bomb", "zip_bomb", "many_members", "truncated"])
+def test_load_reads_a_scripts_own_file_through_the_data_files_checks(name, tmp_path, monkeypatch):
+    """Preprocessor.load (a script's own preprocess.npz, not a run directory's) refuses header bombs, zip bombs
+    and extra members before allocating what they claim, naming the file (a 36 TiB header was a MemoryError)."""
+    from nnrun.datasets import safe
+    from tests import hostile_cases
+
+    monkeypatch.setattr(safe, "MAX_BOMB_FREE_BYTES", 1 << 20)  # a 4 MiB bomb stands for a 6 GB one
+    X, shape = image_data()
+    path = fit_preprocessor(PreprocessSettings(pca=8, whiten=True), X, shape).save(tmp_path / "preprocess.npz")
+    build, expected = hostile_cases.RUN_NPZ_CASES[name]
+    build(path)
+    for load in (load_preprocessor, Preprocessor.load):
+        with pytest.raises(UserInputError) as caught:
+            load(path)
+        assert str(path) in str(caught.value) and expected in str(caught.value), caught.value
+
+
 # ---- bad input -----------------------------------------------------------------------------------
 
 def test_bad_preprocessing_input_names_the_key():
