@@ -39,7 +39,7 @@ from nnrun.io import check_output_folder
 from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
 from nnrun.provenance import end_record, start_record
-from nnrun.rundir import RunDir
+from nnrun.rundir import BROKEN, BROKEN_REASON, LOCK_FILE, RUNNING, RunDir
 from nnrun.signals import Interrupted, settle, shielded
 from nnrun.trainer import STREAMS, Checkpoint, Diverged, History, Reporter, SilentReporter, evaluate, fit
 from nnrun.workers import ThreadPolicy, requested_threads
@@ -84,6 +84,11 @@ def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
     path = Path(path)
     requested = requested_threads(threads)
     if not (path / "config.yaml").is_file():
+        status = RunDir(path).status() if (path / LOCK_FILE).is_file() else None
+        if status == BROKEN:  # what `nnrun runs` lists it as
+            raise UserInputError(f"--resume {path}: {BROKEN_REASON}")
+        if status == RUNNING:
+            raise UserInputError(f"--resume {path}: another nnrun process is starting a run in it now")
         raise UserInputError(f"--resume {path}: not a run directory (no config.yaml in it)")
     saved = load_config(path / "config.yaml")
     cfg = load_config(path / "config.yaml", overrides)

@@ -135,6 +135,21 @@ def test_resume_refuses_what_it_cannot_use(tmp_path):
     assert result.exit_code == 2 and "newer than this nnrun reads" in result.output
 
 
+def test_resume_of_a_folder_killed_before_its_config_says_what_nnrun_runs_says(tmp_path):
+    """A run killed before it wrote config.yaml leaves only its .lock: `nnrun runs` lists it as broken with a
+    reason, and --resume says the same (not just "not a run directory"), exit 2, leaving the folder as it was."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / ".lock").touch()
+    result = CliRunner().invoke(app, ["train", "--resume", str(broken)])
+    assert result.exit_code == 2, result.output
+    assert "killed before config.yaml was written: nothing to resume; remove the folder" in result.output
+    assert str(broken) in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in broken.iterdir()) == [".lock"]
+    listing = CliRunner().invoke(app, ["runs", str(tmp_path), "--format", "json"])
+    assert listing.exit_code == 0 and "nothing to resume; remove the folder" in listing.output, listing.output
+
+
 def test_a_run_in_use_is_not_entered_twice(tmp_path):
     cfg = load_config(None, [*BASE, "train.epochs=1"])
     with RunDir.create(tmp_path / "run"):
