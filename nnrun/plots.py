@@ -446,10 +446,19 @@ def _metric_label(metric: str) -> str:
     return metric
 
 
+def _text(text: str) -> str:
+    """A label or title built from a run's files (names, config values) as plain text: control characters shown
+    as escapes, line by line (the line breaks a title is built with stay); drawn with `parse_math=False`."""
+    return "\n".join(printable(line) for line in str(text).split("\n"))
+
+
 def _figure_legend(fig: Figure, handles: list[Any], labels: list[str], title: str | None) -> None:
     if handles:
-        fig.legend(handles, labels, loc="outside right center", title=title, fontsize=8, title_fontsize=8,
-                   frameon=False)
+        legend = fig.legend(handles, [_text(label) for label in labels], loc="outside right center",
+                            title=None if title is None else _text(title), fontsize=8, title_fontsize=8,
+                            frameon=False)
+        for text in [*legend.get_texts(), legend.get_title()]:  # never mathtext: `$\x{$` would not parse
+            text.set_parse_math(False)
 
 
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -483,10 +492,10 @@ def curves_figure(series: list[dict[str, Any]], metrics: list[str], *, title: st
         if positive and len(positive) == len(values) and max(positive) > 30 * min(positive):
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_title(_metric_label(metric), fontsize=9)
+        ax.set_title(_text(_metric_label(metric)), fontsize=9, parse_math=False)
         ax.grid(True, which="both", alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(_text(title), fontsize=10, parse_math=False)
     _figure_legend(fig, list(handles.values()), list(handles), legend_title)
     return fig
 
@@ -524,12 +533,13 @@ def sweep_figure(series: list[dict[str, Any]], metrics: list[str], *, x_label: s
             positive = [v for s in series for v in s["x"] if v > 0]
             ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
         elif scale == "category" and ticks:
-            ax.set_xticks([t for t, _ in ticks], [label for _, label in ticks], rotation=30 if len(ticks) > 4 else 0,
-                          ha="right" if len(ticks) > 4 else "center", fontsize=8)
-        ax.set_xlabel(x_label + (" (log scale)" if scale in ("log", "symlog") else ""))
-        ax.set_title(metric, fontsize=9)
+            ax.set_xticks([t for t, _ in ticks], [_text(label) for _, label in ticks],
+                          rotation=30 if len(ticks) > 4 else 0, ha="right" if len(ticks) > 4 else "center",
+                          fontsize=8, parse_math=False)
+        ax.set_xlabel(_text(x_label + (" (log scale)" if scale in ("log", "symlog") else "")), parse_math=False)
+        ax.set_title(_text(metric), fontsize=9, parse_math=False)
         ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(_text(title), fontsize=10, parse_math=False)
     if len(series) > 1 or legend_title:
         _figure_legend(fig, handles, labels, legend_title)
     return fig

@@ -11,7 +11,7 @@ from nnrun.cli import app
 from nnrun.errors import UserInputError
 from nnrun.plot import axis_scale, plot_figure, run_value
 from nnrun.runstore import list_runs
-from tests.helpers import sweep_runs
+from tests.helpers import epoch_rows, sweep_runs, write_run
 
 runner = CliRunner()
 
@@ -136,3 +136,27 @@ def test_cli_writes_png_and_svg_and_refuses_to_overwrite(sweep, tmp_path):
     default = invoke("plot", root, env={"NNRUN_RUNS_DIR": str(tmp_path / "figures")})
     assert default.exit_code == 0, default.output
     assert len(list(root.glob("plot-epochs-*.png"))) == 1       # beside the runs it draws (issue 27, defect 11)
+
+
+def test_names_from_run_files_are_plain_text_in_legends_titles_and_ticks(tmp_path):
+    """Run folder names and config values from a run's files (a tampered config.yaml's name) are drawn as text:
+    control characters as escapes, never mathtext (`$\\x{$` was a ParseFatalException when the figure was saved)."""
+    root = tmp_path / "runs"
+    for i, folder in enumerate(["a$\\x{$\x1b[31m", "b\tc$x$"]):
+        run = write_run(root, folder, {"optim": {"lr": 0.01}}, epoch_rows([0.5, 0.6 + i / 10], [1.0, 0.9 - i / 10]),
+                        {"status": "completed", "epochs": 2, "best_epoch": 2, "val_accuracy": 0.6 + i / 10,
+                         "val_loss": 0.5})
+        config = run / "config.yaml"
+        config.write_text(config.read_text().replace("name: experiment\n", f'name: "n{i}$\\\\x{{$\\e[31m"\n'))
+        # the same config in two folders: the legend names the folders
+        write_run(tmp_path / "same", folder, {"optim": {"lr": 0.01}}, epoch_rows([0.5, 0.6 + i / 10], [1.0, 0.9]))
+    for runs, options in ((root, {}), (root, {"x": "name"}), (tmp_path / "same", {})):
+        fig, _ = plot_figure([runs], **options)
+        texts = [fig._suptitle, *(t for legend in fig.legends for t in [*legend.get_texts(), legend.get_title()]),
+                 *(t for ax in fig.axes for t in [ax.title, ax.xaxis.label, *ax.get_xticklabels()])]
+        shown = " | ".join(t.get_text() for t in texts)
+        assert "$\\x{$" in shown and "\\x1b[31m" in shown and "\x1b" not in shown, shown
+        assert not [t.get_text() for t in texts if "$" in t.get_text() and t.get_parse_math()], shown
+        fig.savefig(tmp_path / "figure.png")
+    result = invoke("plot", root, "--out", tmp_path / "curves.png")
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
