@@ -27,7 +27,7 @@ from nnrun.errors import RunFailed, RunStopped, UserInputError
 from nnrun.io import os_error_exit
 from nnrun.nn.init import INIT_SCHEMES
 from nnrun.nn.layers import ACTIVATIONS
-from nnrun.progress import RichReporter
+from nnrun.progress import PhaseLines, RichReporter
 from nnrun.rundir import free_timestamped_path
 from nnrun.signals import Interrupted, stop_on_signals
 from nnrun.tables import print_table, stderr_console, stdout_console
@@ -167,6 +167,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
 ) -> None:
     """Train the MLP a config describes; write the run directory; print tables (stderr) or --json (stdout)."""
+    from nnrun.experiment import no_phase
     from nnrun.train import resume_run, train_new
     from nnrun.trainer import SilentReporter
 
@@ -175,14 +176,16 @@ def train(
     if resume is not None and (out is not None or overwrite):
         raise UserInputError("--resume continues the run in RUN_DIR itself; --out and --overwrite do not apply")
     reporter = SilentReporter() if quiet else RichReporter()
+    phase = no_phase if quiet else PhaseLines()
     try:
         if resume is not None:
             summary = resume_run(resume, with_device(set_, device), reporter=reporter, threads=threads,
                                  notify=lambda note: stderr_console.print(f"note: {note}", markup=False,
-                                                                          highlight=False, soft_wrap=True))
+                                                                          highlight=False, soft_wrap=True),
+                                 phase=phase)
         else:
             summary = train_new(load_config(config, with_device(set_, device)), out=out, runs_dir=runs_dir,
-                                overwrite=overwrite, reporter=reporter, threads=threads)
+                                overwrite=overwrite, reporter=reporter, threads=threads, phase=phase)
     finally:
         if isinstance(reporter, RichReporter):
             reporter.close()
@@ -263,7 +266,7 @@ def sweep(
         elif not quiet:
             print_table(plan_table(plan))
         return
-    progress = None if quiet or json_ else SweepProgress()
+    progress = None if quiet else SweepProgress()  # on stderr: --json changes stdout alone
     outcome = run_sweep(plan, jobs=jobs, threads=threads, executor=executor, scheduler=scheduler, progress=progress)
     if json_:
         print_json(outcome_report(outcome))
@@ -515,7 +518,7 @@ def preprocess(
     if eps is not None:
         overrides.append(f"preprocess.eps={eps!r}")
     cfg = load_config(config, overrides)
-    progress = None if json_ else FitProgress()
+    progress = FitProgress()  # on stderr: --json changes stdout alone
     try:
         with ThreadPolicy(requested_threads(threads)):
             result = preprocess_report(cfg, out=out or free_timestamped_path(runs_dir, f"{cfg.name}-preprocess"),
@@ -574,7 +577,7 @@ def compare_inits_command(
     result = compare_inits(cfg, out=out or free_timestamped_path(runs_dir, "compare-inits"), schemes=chosen,
                            depth=depth, width=width, activation=activation, batchnorm=batchnorm, epochs=epochs,
                            examples=examples, jobs=jobs, train=train, overwrite=overwrite, threads=threads,
-                           on_run_end=None if json_ else progress)
+                           on_run_end=progress)  # on stderr: --json changes stdout alone
     if json_:
         print_json(result)
         return
@@ -635,7 +638,7 @@ def study(
     if file is None:
         raise UserInputError("give a study file (nnrun study FILE), or --schema for the schema of study files")
     claims = [c.strip() for c in only.split(",") if c.strip()] if only is not None else None
-    show = not (quiet or json_)
+    show = not (quiet or json_)  # tables; progress (stderr) shows unless --quiet, --json changes stdout alone
 
     def on_plan(report: dict[str, Any]) -> None:
         if show:
@@ -643,7 +646,7 @@ def study(
 
     result = run_study(file, budget=budget, overrides=with_device(set_, device), out=out, runs_dir=runs_dir, jobs=jobs,
                        threads=threads, executor=executor, scheduler=scheduler, only=claims, max_minutes=max_minutes,
-                       dry_run=dry_run, overwrite=overwrite, progress=SweepProgress() if show else None,
+                       dry_run=dry_run, overwrite=overwrite, progress=None if quiet else SweepProgress(),
                        on_plan=on_plan)
     if dry_run:
         if json_:

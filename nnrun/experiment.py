@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -145,21 +146,34 @@ def preprocessing_rows(cfg: PreprocessConfig, data: Dataset) -> np.ndarray:
     return data.X_train
 
 
-def prepare_data(cfg: ExperimentConfig, xp: ModuleType = np) -> PreparedData:
+Phase = Callable[[str], AbstractContextManager[None]]
+"""Marks a slow phase of setting up a run, by name, around its work (the CLI shows each as it runs)."""
+
+
+def no_phase(label: str) -> AbstractContextManager[None]:
+    """A `Phase` that shows nothing."""
+    return nullcontext()
+
+
+def prepare_data(cfg: ExperimentConfig, xp: ModuleType = np, phase: Phase = no_phase) -> PreparedData:
     """Load and split the data, switch to the loss's targets (failing early when they do not fit),
     fit the preprocessing on the training split alone (`preprocessing_rows`) and apply it to every
     split (in place: the raw float32 arrays are reused), then build the loss. With `xp` CuPy the
-    preprocessing is fitted and applied on the GPU, each split coming back to the host."""
-    data = select_targets(load_data(cfg), cfg.loss)
-    preprocessor = fit_preprocessor(preprocess_settings(cfg.preprocess), preprocessing_rows(cfg.preprocess, data),
-                                    data.image_shape, xp=xp)
+    preprocessing is fitted and applied on the GPU, each split coming back to the host. `phase` marks
+    the loading, the fit and the transform (each can take tens of seconds on CIFAR-10)."""
+    with phase(f"loading {cfg.data.dataset}"):
+        data = select_targets(load_data(cfg), cfg.loss)
+    rows = preprocessing_rows(cfg.preprocess, data)
+    with phase(f"fitting the preprocessing on {len(rows):,} rows of {rows.shape[1]:,} features"):
+        preprocessor = fit_preprocessor(preprocess_settings(cfg.preprocess), rows, data.image_shape, xp=xp)
 
     def transform(X: np.ndarray) -> np.ndarray:
         if xp is np:
             return preprocessor.transform(X, copy=False)
         return to_host(preprocessor.transform(to_device(X, xp), copy=False))
 
-    data = data.with_features(*(transform(X) for X in (data.X_train, data.X_val, data.X_test)))
+    with phase("preprocessing every split"):
+        data = data.with_features(*(transform(X) for X in (data.X_train, data.X_val, data.X_test)))
     return PreparedData(data, preprocessor, build_loss(cfg.loss, data))
 
 
@@ -356,11 +370,12 @@ class Experiment:
         return step_flops(sizes, self.cfg.train.batch_size)
 
 
-def assemble(cfg: ExperimentConfig) -> Experiment:
+def assemble(cfg: ExperimentConfig, phase: Phase = no_phase) -> Experiment:
     """Prepare the data, build the model and the training setup of `cfg`, on its `train.device` (refused
-    first, with a `UserInputError`, when that is a GPU this machine cannot use)."""
+    first, with a `UserInputError`, when that is a GPU this machine cannot use); `phase` marks the slow
+    parts of preparing the data."""
     xp = device_module(cfg.train.device)
-    prepared = prepare_data(cfg, xp)
+    prepared = prepare_data(cfg, xp, phase)
     return Experiment(cfg, prepared, model_for(cfg, prepared, xp), train_setup(cfg, prepared))
 
 

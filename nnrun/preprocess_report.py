@@ -135,8 +135,10 @@ def preprocess_report(cfg: ExperimentConfig, *, out: str | Path, overwrite: bool
 
 
 def _stage_name(stage: str, d: int) -> str:
-    """What the line of a `Preprocessor.fit` stage says."""
-    return {"covariance": f"covariance ({d} x {d}), rows", "eigendecomposition": f"eigendecomposition ({d} x {d})"
+    """What the line of a `Preprocessor.fit` stage says. The eigendecomposition is one LAPACK call that holds
+    the interpreter (the clock beside it cannot move until it returns): its line says so, and how big it is."""
+    return {"covariance": f"covariance ({d:,} x {d:,}), rows",
+            "eigendecomposition": f"eigendecomposition ({d:,} x {d:,}): one LAPACK call, the clock waits for it"
             }.get(stage, stage)
 
 

@@ -1,5 +1,6 @@
-"""What `nnrun train` shows in the terminal: the run header (the run, then the setup choices under
-study), a live per-epoch table with a batch progress bar, and the final line and metrics table.
+"""What `nnrun train` shows in the terminal: the phases of preparing the data as they run (`PhaseLines`),
+the run header (the run, then the setup choices under study), a live per-epoch table with a batch
+progress bar, and the final line and metrics table.
 
 The epoch table marks the best epoch (the one model selection keeps: the best validation score
 so far while training, the summary's `best_epoch` at the end), and its headers say what the
@@ -13,11 +14,21 @@ to the stderr console of `nnrun.tables`, so stdout stays free for `--json`.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from nnrun.tables import DataTable, fmt, stderr_console
@@ -31,6 +42,33 @@ EPOCH_HEADERS = {
 """Headers of the epoch table's columns that need saying what they measure (others: the metric's key)."""
 BEST_MARK = "◀ best"
 """What marks the best epoch's row."""
+
+
+PHASE_LINE_SECONDS = 1.0
+"""A phase that took at least this long leaves a line with its time."""
+
+
+class PhaseLines:
+    """A `nnrun.experiment.Phase` for the terminal: while a phase runs, a spinner with its name and the time so
+    far (on a terminal), then, when it took a second or more, one line with its time (anywhere)."""
+
+    def __init__(self, console: Console = stderr_console) -> None:
+        self.console = console
+
+    @contextmanager
+    def __call__(self, label: str) -> Iterator[None]:
+        start = time.perf_counter()
+        if self.console.is_terminal:
+            progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                console=self.console, transient=True)
+            progress.add_task(label, total=None)
+            with progress:
+                yield
+        else:
+            yield
+        seconds = time.perf_counter() - start
+        if seconds >= PHASE_LINE_SECONDS:
+            self.console.print(f"{label}: {seconds:.1f} s", markup=False, highlight=False, soft_wrap=True)
 
 
 def run_header(info: dict[str, Any]) -> DataTable:

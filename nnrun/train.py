@@ -34,7 +34,7 @@ from nnrun.config import ExperimentConfig, differing_keys, load_config
 from nnrun.datasets import Dataset, SplitRecord
 from nnrun.datasets.safe import read_npz_arrays
 from nnrun.errors import RunFailed, RunStopped, UserInputError
-from nnrun.experiment import Experiment, assemble, build_schedule, describe_choices
+from nnrun.experiment import Experiment, Phase, assemble, build_schedule, describe_choices, no_phase
 from nnrun.io import check_output_folder
 from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
@@ -52,18 +52,20 @@ checkpoint holds host arrays either way; the GPU's step recorded or not: the sam
 
 
 def train_new(cfg: ExperimentConfig, *, out: Path | None = None, runs_dir: Path = Path("runs"),
-              overwrite: bool = False, reporter: Reporter | None = None, threads: int | None = None) -> dict[str, Any]:
+              overwrite: bool = False, reporter: Reporter | None = None, threads: int | None = None,
+              phase: Phase = no_phase) -> dict[str, Any]:
     """`nnrun train`: check `out`, load and prepare the data, then create the run directory and run.
 
     The folder appears only once the config and the data are known to be good. Default folder:
     `runs_dir/NAME-YYYYmmdd-HHMMSS`. `threads`: the `--threads` option (None: `nnrun.workers.choose_threads`
-    decides, and counts the free cores again between epochs).
+    decides, and counts the free cores again between epochs). `phase` marks the slow parts of preparing the
+    data (loading, the preprocessing fit), before the run's header.
     """
     requested = requested_threads(threads)
     if out is not None:
         check_output_folder(out, None, overwrite, what="run directory",
                             hint="choose another --out, pass --overwrite, or continue it with --resume")
-    experiment = assemble(cfg)
+    experiment = assemble(cfg, phase)
     run = RunDir.create(out, overwrite) if out is not None else RunDir.create_unique(runs_dir, cfg.name)
     with run, ThreadPolicy(requested, experiment.step_flops) as policy:
         return run_experiment(cfg, run, reporter, experiment=experiment, threads=policy)
@@ -71,7 +73,7 @@ def train_new(cfg: ExperimentConfig, *, out: Path | None = None, runs_dir: Path 
 
 def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
                reporter: Reporter | None = None, threads: int | None = None,
-               notify: Callable[[str], None] | None = None) -> dict[str, Any]:
+               notify: Callable[[str], None] | None = None, phase: Phase = no_phase) -> dict[str, Any]:
     """`nnrun train --resume PATH`: continue the run in `path` from its checkpoint.
 
     `overrides` may raise `train.epochs` (to train a finished run further); any other change of the
@@ -113,7 +115,7 @@ def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
         note = schedule_stretch_note(cfg, saved.train.epochs, done)
         if note and notify is not None:
             notify(note)
-        experiment = assemble(cfg)
+        experiment = assemble(cfg, phase)
         check_resumable(run, experiment, checkpoint)
         run.write_config(cfg.to_yaml())
         (run.path / "summary.json").unlink(missing_ok=True)

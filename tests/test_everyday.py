@@ -615,3 +615,60 @@ def test_study_figures_span_the_values_and_keep_whole_titles(tmp_path, monkeypat
     assert not arms.patches                                                   # no bars standing on 0
     relation_title = fig.axes[1].get_title()
     assert " ".join(relation_title.split()).endswith("he > small: supported")
+
+
+# ---- defect 4: no silent phase; progress on stderr whatever --json says; time left --------------------------------
+
+def test_preparing_the_data_marks_each_slow_phase_before_the_header(tmp_path):
+    from nnrun.config import load_config
+    from nnrun.train import train_new
+
+    seen = []
+
+    class Recorder:
+        def __call__(self, label):
+            import contextlib
+
+            seen.append(label)
+            return contextlib.nullcontext()
+
+    train_new(load_config(None, ["model.hidden=[8]", "train.epochs=1"]), out=tmp_path / "run", phase=Recorder())
+    assert seen[0] == "loading digits" and seen[1].startswith("fitting the preprocessing on ") and len(seen) == 3
+
+
+def test_a_phase_that_takes_a_second_leaves_a_line_with_its_time(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from nnrun import progress
+
+    out = io.StringIO()
+    lines = progress.PhaseLines(Console(file=out, width=100))
+    with lines("quick"):
+        pass
+    monkeypatch.setattr(progress, "PHASE_LINE_SECONDS", 0.0)
+    with lines("fitting the preprocessing on 49,000 rows"):
+        pass
+    assert "quick" not in out.getvalue()
+    assert re.search(r"fitting the preprocessing on 49,000 rows: \d+\.\d s", out.getvalue())
+
+
+def test_json_changes_stdout_alone_a_sweep_still_shows_its_progress_and_time_left(tmp_path):
+    import json
+
+    result = CliRunner().invoke(app, ["sweep", "configs/sweep_digits.yaml", "--grid", "optim.lr=1e-3,1e-2,3e-2",
+                                      "--set", "train.epochs=1", "--runs-dir", str(tmp_path / "grid"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["completed"] == 3  # stdout: the JSON object alone
+    assert "[1/3] completed" in result.stderr and "left" in result.stderr
+
+
+def test_time_left_scales_the_time_per_finished_run():
+    from nnrun.sweep.display import time_left
+
+    assert time_left(10.0, 0, 5) == ""  # nothing finished yet: no guess
+    assert time_left(10.0, 2, 0) == ""
+    assert time_left(10.0, 2, 4) == "about 20 s left"
+    assert time_left(600.0, 1, 2) == "about 20 min left"
+    assert time_left(3600.0, 1, 3) == "about 3.0 h left"

@@ -66,12 +66,26 @@ def plan_table(plan: SweepPlan) -> DataTable:
     return table
 
 
+def time_left(elapsed: float, finished: int, remaining: int) -> str:
+    """`about 3 min left`: the wall time so far per run finished this session, times the runs left (parallel
+    runs included, since the wall time already holds them); empty before the first run finishes."""
+    if finished < 1 or remaining < 1:
+        return ""
+    seconds = elapsed / finished * remaining
+    if seconds < 90:
+        return f"about {seconds:.0f} s left"
+    if seconds < 5400:
+        return f"about {seconds / 60:.0f} min left"
+    return f"about {seconds / 3600:.1f} h left"
+
+
 class SweepProgress:
     """Shows a sweep while it runs.
 
     On a terminal: a live table of the runs in progress (epoch read from each run's
-    `metrics.jsonl`) and the latest finished ones, under a count of what is done. Elsewhere
-    (logs, CI): one line per finished run. The final table is printed by the caller.
+    `metrics.jsonl`) and the latest finished ones, under a count of what is done and the time
+    left (`time_left`). Elsewhere (logs, CI): one line per finished run, with the time left. The
+    final table is printed by the caller.
     """
 
     def __init__(self, console: Console = stderr_console) -> None:
@@ -80,6 +94,7 @@ class SweepProgress:
         self.plan: SweepPlan | None = None
         self.started = 0.0
         self.reported: set[int] = set()
+        self.skipped = 0
 
     def start(self, plan: SweepPlan, results: dict[int, RunResult], started: float) -> None:
         self.plan, self.started = plan, started
@@ -88,6 +103,7 @@ class SweepProgress:
                            + (f", {skipped} already completed (skipped)" if skipped else "")
                            + (f", {plan.duplicates} duplicate points merged" if plan.duplicates else ""))
         self.reported = set(results)
+        self.skipped = skipped
         if self.console.is_terminal:
             self.live = Live(self._render(results, []), console=self.console, refresh_per_second=2,
                              transient=True)
@@ -102,8 +118,11 @@ class SweepProgress:
                 self.reported.add(index)
                 acc = result.metric("val_accuracy")
                 extra = f" val_accuracy={fmt(acc)}" if acc is not None else f" ({result.reason})"
+                left = time_left(time.time() - self.started, len(self.reported) - self.skipped,
+                                 len(self.plan.points) - len(self.reported))
                 self.console.print(f"[{len(self.reported)}/{len(self.plan.points)}] {result.status} "
-                                   f"{result.point.label}{extra}", markup=False, highlight=False, soft_wrap=True)
+                                   f"{result.point.label}{extra}{f'; {left}' if left else ''}", markup=False,
+                                   highlight=False, soft_wrap=True)
 
     def finish(self, outcome: SweepOutcome) -> None:
         if self.live is None:
@@ -120,8 +139,10 @@ class SweepProgress:
         plan = self.plan
         running = [p for p in pending if _started_since(p.run_dir, self.started)]
         n_failed = sum(r.status != "completed" for r in results.values())
+        elapsed = time.time() - self.started
+        left = time_left(elapsed, len(results) - self.skipped, len(plan.points) - len(results))
         head = Text(f"{len(results)}/{len(plan.points)} done, {n_failed} failed, {len(running)} running, "
-                    f"{len(pending) - len(running)} queued  ({time.time() - self.started:.0f} s)")
+                    f"{len(pending) - len(running)} queued  ({elapsed:.0f} s{f', {left}' if left else ''})")
         table = DataTable()
         table.add_column("#", key=True)
         for key in plan.keys:
