@@ -347,9 +347,29 @@ def check_executor(kind: str) -> None:
         import_distributed()
 
 
+def start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (the process that unlinks the pools' semaphores) now, with SIGHUP
+    blocked, so that it keeps its parent's group's SIGHUP blocked for life: it ignores SIGINT and SIGTERM by
+    itself but died on a SIGHUP to the group (a closed terminal), and the one relaunched for the pool's shutdown
+    printed a `KeyError` traceback for each semaphore the dead one had registered, leaving those semaphores to
+    leak into /dev/shm (named `sem.loky-*`: joblib, which scikit-learn imports, renames them). The signal stays
+    pending in this thread while blocked, so nnrun still receives it. A no-op once the tracker runs."""
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is None or not hasattr(signal, "pthread_sigmask"):
+        return
+    from multiprocessing import resource_tracker
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {hup})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextmanager
 def open_executor(kind: str, jobs: int, scheduler: str | None) -> Iterator[Executor]:
     """A `concurrent.futures` executor: local spawn processes, or a Dask cluster's (existing or local)."""
+    start_resource_tracker()
     if kind == "local":
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=init_local_worker, initargs=(os.getpid(),))

@@ -125,3 +125,29 @@ def test_a_stopped_sweep_exits_1_and_its_runs_save_their_state(tmp_path, logged_
     for folder in runs.iterdir():
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["status"] == "interrupted" and summary["checkpoint_epoch"] >= 1, summary
+
+
+def test_a_sighup_to_the_group_leaves_the_resource_tracker_alive():
+    """SIGHUP to a study's process group (a closed terminal) killed multiprocessing's resource tracker, which
+    ignores only SIGINT and SIGTERM: the one relaunched when the pool shut down printed a KeyError traceback for
+    each semaphore of the dead one, and those were left in /dev/shm as sem.loky-* (joblib, imported with
+    scikit-learn, renames them). The tracker nnrun's executors start keeps SIGHUP blocked."""
+    code = textwrap.dedent("""
+        import os, signal, time
+        import sklearn.datasets  # joblib renames the pools' semaphores, as in a study on digits
+        from multiprocessing import resource_tracker
+        from nnrun.workers import open_executor
+        with open_executor("local", 2, None) as pool:
+            assert pool.submit(abs, -1).result() == 1
+            tracker = resource_tracker._resource_tracker._pid
+            os.kill(tracker, signal.SIGHUP)
+            time.sleep(0.5)
+            alive = os.waitpid(tracker, os.WNOHANG) == (0, 0)
+        print("alive" if alive else "dead", flush=True)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "alive" and "Traceback" not in out.stderr and "KeyError" not in out.stderr, \
+        out.stderr

@@ -36,7 +36,7 @@ from nnrun.study.metrics import INIT_METRICS, Produced, check_metric, parse_metr
 from nnrun.study.spec import StudyFile, seeds_of
 from nnrun.sweep.plan import SweepPlan, SweepPoint, config_hash, describe_point, plan_configs
 from nnrun.tables import fmt
-from nnrun.workers import use_threads
+from nnrun.workers import start_resource_tracker, use_threads
 
 MAX_ERRORS_SHOWN = 5
 """Problems listed in one error message."""
@@ -331,6 +331,7 @@ def parallel_factor(jobs: int, threads: int) -> float:
     with use_threads(threads):
         solo = _calibration_epochs(threads, None)
     start = time.time() + PARALLEL_START_SECONDS
+    start_resource_tracker()  # one a SIGHUP to the group cannot kill
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         together = list(pool.map(_calibration_epochs, [threads] * jobs, [start] * jobs))
     return max(1.0, float(np.median(together)) / solo)
