@@ -6,6 +6,7 @@ than 0/1/2, or an example slower than its deadline fails. `make test` runs a few
 """
 
 import io
+import json
 import os
 import pickle
 import string
@@ -32,6 +33,10 @@ settings.register_profile("fuzz", max_examples=2500, deadline=10_000, derandomiz
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("NNRUN_FUZZ_PROFILE", "suite"))
 FUZZ_CORRUPTIONS = int(os.environ.get("NNRUN_FUZZ_CORRUPTIONS", "0") or 0)
+FUZZ = os.environ.get("NNRUN_FUZZ_PROFILE") == "fuzz"
+FUZZ_RUN_DIRS = 400 if FUZZ else 0
+"""Examples of the slow generators under `make fuzz` (four commands each): tampered run directories; PNG files
+and study plans get 1,000 each. With the 2,500 of each fast generator, `make fuzz` runs about 18,650."""
 
 KEYS = sorted(flatten(ExperimentConfig().model_dump(mode="json")))
 """Every dotted key of the config, so generated configs hit real keys as well as wrong ones."""
@@ -271,3 +276,329 @@ def test_checkpoints_with_wrong_keys_shapes_and_dtypes(picks):
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     resume_refuses_or_completes(buf.getvalue())
+
+
+# ---- run directories: every file of a completed run tampered with ------------------------------------------
+
+def _completed_run() -> tuple[Path, Path]:
+    """A completed one-epoch digits run (quickstart, one hidden layer of 8) and an .npz of three rows to predict
+    on, in a folder that lives as long as the session."""
+    from tests.helpers import train_run
+
+    base = Path(tempfile.mkdtemp(prefix="nnrun-fuzz-"))
+    np.savez(base / "rows.npz", X=np.zeros((3, 64), np.float32))
+    run = train_run(base / "run", "train.epochs=1", "model.hidden=[8]", config="configs/quickstart.yaml")
+    return run, base / "rows.npz"
+
+
+_COMPLETED: list = []
+
+
+def completed_run() -> tuple[Path, Path]:
+    if not _COMPLETED:
+        _COMPLETED.extend(_completed_run())
+    return _COMPLETED[0], _COMPLETED[1]
+
+
+RUN_FILES = ("config.yaml", "summary.json", "metrics.jsonl", "model.npz", "split.npz", "preprocess.npz",
+             "targets.npz", "provenance.json", ".lock", "checkpoint.npz")
+TAMPERINGS = ("truncate", "bits", "remove", "value", "field", "deep", "huge", "arrays", "empty", "folder")
+"""What a tampering does to one file: cut it, flip/delete/insert bytes, remove it, replace it by a random
+JSON/YAML value, set one of its fields (or one dotted config key, or one metrics row's key) to a random value,
+nest it thousands deep, give a field a number of thousands of digits (or 1e999), restructure an .npz's arrays
+(dropped, renamed, other dtypes, shapes, NaN), empty it, or make a folder of that name."""
+huge_numbers = st.sampled_from(["9" * 5000, "-" + "9" * 400, "1e999", "-1e999", "NaN", "Infinity", "0x" + "f" * 5000,
+                                "1" * 4300, "1e-400", str(2**64), str(-2**63 - 1), "0.0"])
+tamperings = st.lists(st.tuples(st.sampled_from(RUN_FILES), st.sampled_from(TAMPERINGS), st.integers(0, 10**9),
+                                values, huge_numbers, cuts), min_size=1, max_size=3)
+
+
+def _set_field(text: str, name: str, where: int, value, literal: str | None) -> str:
+    """`text` (the file `name`) with one field set to `value` (or the raw `literal`), or the text itself when it
+    has no field to set."""
+    marker = "@@LITERAL@@"
+    new = marker if literal is not None else value
+    if name == "config.yaml":
+        data = yaml.safe_load(text) or {}
+        flat = flatten(data) if isinstance(data, dict) else {}
+        key = sorted(flat)[where % len(flat)] if flat else "seed"
+        out = yaml.safe_dump(nested({**flat, key: new}), sort_keys=False)
+        return out.replace(repr(marker), literal).replace(marker, literal) if literal is not None else out
+    if name == "metrics.jsonl":
+        lines = text.splitlines() or ["{}"]
+        i = where % len(lines)
+        lines[i] = _set_field(lines[i], "row.json", where // 7, value, literal)
+        return "\n".join(lines) + "\n"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(data, dict) or not data:
+        return text
+    key = sorted(data)[where % len(data)]
+    data[key] = new
+    out = json.dumps(data, allow_nan=True, default=str)
+    return out.replace(json.dumps(marker), literal) if literal is not None else out
+
+
+def tamper(run: Path, changes) -> None:
+    """Apply `changes` (from `tamperings`) to the files of the run directory `run`."""
+    import shutil
+
+    for name, how, where, value, literal, byte_cuts in changes:
+        path = run / name
+        if how == "remove" or how == "folder":
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            if how == "folder":
+                (path / "inside").mkdir(parents=True)
+            continue
+        if path.is_dir():
+            continue
+        data = path.read_bytes() if path.exists() else b""
+        if how == "truncate":
+            data = data[: where % (len(data) + 1)]
+        elif how == "bits":
+            data = mutate(data, byte_cuts)
+        elif how == "empty":
+            data = b""
+        elif how == "deep":
+            n = 1000 + where % 100_000
+            data = (("[" * n + "]" * n) if name.endswith(("json", "jsonl")) else ("a: " + "[" * n + "]" * n)).encode()
+        elif how == "arrays" and name.endswith(".npz"):
+            try:
+                arrays = restructure(_entries(data), [(where, ["drop", "float64", "int", "reshape", "nan", "text",
+                                                                "scalar", "rename"][where % 8])])
+            except Exception:  # already corrupted by an earlier change: leave it as it is
+                arrays = None
+            if arrays is not None:
+                buf = io.BytesIO()
+                np.savez(buf, **arrays)
+                data = buf.getvalue()
+        elif name.endswith(".npz"):
+            data = mutate(data, byte_cuts)
+        elif how == "value":
+            data = (yaml.safe_dump(value) if name.endswith(".yaml") else json.dumps(value, allow_nan=True)).encode()
+        else:  # field, huge: one field set to a random value or a number of thousands of digits
+            text = data.decode("utf-8", "replace")
+            data = _set_field(text, name, where, value, literal if how == "huge" else None).encode()
+        path.write_bytes(data)
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def harmless(args: list[str], codes=(0, 1, 2), seconds: float = 5.0):
+    """Run `nnrun ARGS` in-process: an exit code among `codes`, no traceback, an exception only SystemExit, done
+    within `seconds`."""
+    import time
+
+    started = time.perf_counter()
+    result = runner.invoke(app, [str(a) for a in args])
+    elapsed = time.perf_counter() - started
+    assert result.exit_code in codes, (args, result.exit_code, result.output[-3000:])
+    assert result.exception is None or isinstance(result.exception, SystemExit), (args, repr(result.exception))
+    assert "Traceback" not in result.output, (args, result.output[-3000:])
+    assert elapsed < seconds, (args, elapsed)
+    return result
+
+
+@settings(max_examples=max(settings().max_examples // 6, 10) if not FUZZ_RUN_DIRS else FUZZ_RUN_DIRS)
+@given(tamperings, st.sampled_from([[], ["--json"]]), st.booleans())
+def test_tampered_run_directories(changes, json_flag, first):
+    import shutil
+
+    original, rows = completed_run()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "runs" / "run"
+        shutil.copytree(original, run)
+        tamper(run, changes)
+        before = snapshot(run.parent)
+        pair = [run, original] if first else [original, run]
+        for args in (["runs", run.parent, *json_flag], ["evaluate", run, *json_flag], ["diff", *pair],
+                     ["predict", run, rows, *json_flag]):
+            harmless(args)
+            assert snapshot(run.parent) == before, args
+
+
+# ---- PNG images to predict on -----------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header_only(width: int, height: int, depth: int, color: int, idat: bytes) -> bytes:
+    """A PNG whose header claims `width` x `height` (any size) of bit `depth` and `color` type, followed by the
+    few bytes of `idat` (compressed or not): nothing may allocate what the header claims."""
+    import struct
+    import zlib
+
+    return (PNG_SIGNATURE + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0))
+            + png_chunk(b"IDAT", zlib.compress(idat) if len(idat) % 2 else idat) + png_chunk(b"IEND", b""))
+
+
+def valid_png(mode: str, width: int, height: int, seed: int) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    bands = {"1": 1, "L": 1, "P": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 1}[mode]
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 2**16, (height, width)).astype(np.uint16))
+    else:
+        pixels = rng.integers(0, 256, (height, width, bands), dtype=np.uint8)
+        image = Image.fromarray(pixels[..., 0] if bands == 1 else pixels, "L" if bands == 1 else mode)
+        if mode in ("1", "P"):
+            image = image.convert(mode)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+DIMENSIONS = st.one_of(st.integers(0, 64), st.sampled_from([2**16, 2**24, 2**31 - 1, 2**31, 2**32 - 1, 80_000_000,
+                                                            6325, 12_000]))
+png_files = st.one_of(
+    st.builds(valid_png, st.sampled_from(["1", "L", "P", "LA", "RGB", "RGBA", "I;16"]), st.integers(1, 96),
+              st.integers(1, 96), st.integers(0, 2**32 - 1)),
+    st.builds(lambda data: PNG_SIGNATURE + data, st.binary(max_size=300)),
+    st.builds(png_header_only, DIMENSIONS, DIMENSIONS, st.sampled_from([1, 2, 4, 8, 16, 3, 0, 255]),
+              st.sampled_from([0, 2, 3, 4, 6, 1, 7]), st.binary(max_size=64)),
+    st.builds(lambda w, h: ("zeros", w, h), st.integers(1, 3000), st.integers(1, 300)),
+)
+"""Valid small images of every PNG mode and random size; random bytes after a PNG signature; headers claiming
+sizes up to 2**32 - 1 with a few bytes of data; black images up to 900,000 pixels (`png_of_zeros`)."""
+
+
+@settings(max_examples=1000 if FUZZ else max(settings().max_examples // 3, 10))
+@given(png_files, st.one_of(st.just([]), st.lists(cuts, max_size=1)))
+def test_png_files_to_predict_on(png, damage):
+    from tests.hostile_cases import png_of_zeros
+
+    original, _ = completed_run()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "img.png"
+        if isinstance(png, tuple):
+            png_of_zeros(path, png[1], png[2])
+        else:
+            path.write_bytes(png)
+        for changes in damage:
+            path.write_bytes(mutate(path.read_bytes(), changes))
+        harmless(["predict", original, path], codes=(0, 2))
+
+
+# ---- study plans ------------------------------------------------------------------------------------------
+
+names = st.one_of(st.sampled_from(["a", "b", "relu", "adam", "quick", "full", "x.y", "-bad", ""]),
+                  st.text(string.ascii_letters + string.digits + "_.+-", min_size=1, max_size=12))
+study_keys = st.one_of(st.sampled_from(["optim.lr", "seed", "model.hidden", "train.epochs", "optim.name",
+                                        "model.activation", "regularization.l2", "data.train_size", "select",
+                                        "model.dropout", "preprocess.whiten", "loss.name", "no.such.key"]),
+                       keys)
+override_values = st.one_of(st.sampled_from([0.01, 1e-3, 1, 2, [8], [4, 4], "adam", "momentum", "leaky_relu", True,
+                                             100, 0.5, "softmax", "svm"]), scalars)
+grids = st.builds(lambda n, values: [values[i % len(values)] for i in range(n)],
+                  st.sampled_from([0, 1, 2, 3, 10, 1000, 1001, 5000]),
+                  st.lists(override_values, min_size=1, max_size=4))
+"""Selection lists of up to 5,000 values (a claim whose keys multiply them plans billions of runs)."""
+selects = st.dictionaries(study_keys, grids, max_size=4)
+overrides = st.dictionaries(study_keys, override_values, max_size=3)
+arms = st.dictionaries(names, st.builds(lambda o, s: {**o, "select": s} if s is not None else o, overrides,
+                                        st.one_of(st.none(), selects)), min_size=0, max_size=4)
+metrics_names = st.one_of(st.sampled_from(["test_accuracy", "val_loss", "last.val_accuracy", "max.train_loss",
+                                           "diverged", "near_zero_weights", "distinct_units@1", "distinct_units@9",
+                                           "init_activation_std@1", "init_preactivation_std", "test_rmse", "epochs",
+                                           "min.nothing", "seconds"]), st.text(max_size=20))
+seeds = st.one_of(st.integers(-3, 12), st.sampled_from([1000, 1001, 10**6, 10**40]), scalars)
+expectations = st.fixed_dictionaries(
+    {"a": names, "relation": st.sampled_from(["greater", "less", "about_equal", "at_least", "at_most", "diverges",
+                                              "equal"])},
+    optional={"b": names, "value": st.one_of(st.floats(), scalars), "margin": st.one_of(st.floats(), scalars),
+              "metric": metrics_names})
+claims = st.fixed_dictionaries(
+    {"id": names, "statement": st.sampled_from(["It holds.", "", "x" * 3000]), "metric": metrics_names,
+     "arms": arms, "expect": st.lists(expectations, max_size=3)},
+    optional={"set": overrides, "select": selects, "select_by": metrics_names, "seeds": seeds,
+              "budgets": st.dictionaries(names, st.fixed_dictionaries({}, optional={"seeds": seeds,
+                                                                                    "set": overrides}), max_size=2),
+              "diverged_value": st.one_of(st.floats(), scalars), "note": st.text(max_size=20)})
+budgets = st.dictionaries(names, st.fixed_dictionaries({"seeds": seeds}, optional={
+    "set": overrides, "max_minutes": st.one_of(st.floats(), st.integers(-1, 10**9), scalars),
+    "description": st.text(max_size=20)}), max_size=3)
+BASE = {"data": {"dataset": "digits"}, "model": {"hidden": [8]}, "train": {"epochs": 1}}
+studies = st.fixed_dictionaries(
+    {"name": names, "budgets": budgets, "claims": st.lists(claims, max_size=3)},
+    optional={"base": st.one_of(st.just(BASE), st.dictionaries(keys, values, max_size=3).map(nested)),
+              "config": st.sampled_from([str(Path("configs/quickstart.yaml").resolve()), "../no.yaml", "", "/",
+                                         "/dev/zero", "/proc/self/mem"]),
+              "default_budget": names, "title": st.text(max_size=20), "description": st.text(max_size=20)})
+"""Study files in the schema's shape, each part mostly plausible and sometimes wrong in kind, names or size."""
+
+
+def study_noise(study: dict, where: int, value) -> dict:
+    """`study` with the value at one random path replaced by a random value."""
+    import copy
+
+    out = copy.deepcopy(study)
+    node, path = out, []
+    for depth in range(where % 5):
+        if isinstance(node, dict) and node:
+            key = sorted(node, key=str)[(where >> depth) % len(node)]
+        elif isinstance(node, list) and node:
+            key = (where >> depth) % len(node)
+        else:
+            break
+        path.append((node, key))
+        node = node[key]
+    if path:
+        parent, key = path[-1]
+        parent[key] = value
+    return out
+
+
+_CALIBRATION: dict = {}
+
+
+def calibrated_once(threads: int, with_eigh: bool) -> dict[str, float]:
+    """The study planner's machine calibration, measured once per session (a plan's estimate stays the same)."""
+
+    key = (threads, with_eigh)
+    if key not in _CALIBRATION:
+        _CALIBRATION[key] = _REAL_CALIBRATE(threads, with_eigh)
+    return dict(_CALIBRATION[key])
+
+
+from nnrun.study import plan as _study_plan  # noqa: E402
+
+_REAL_CALIBRATE = _study_plan.calibrate
+
+
+@settings(max_examples=1000 if FUZZ else max(settings().max_examples // 4, 10))
+@given(studies, st.one_of(st.none(), st.tuples(st.integers(0, 10**6), values)),
+       st.one_of(st.none(), names, st.just("quick")), st.sampled_from([[], ["--json"]]),
+       st.sampled_from(["dump", "anchors"]))
+def test_study_plans_dry_run(study, noise, budget, json_flag, how):
+    import resource
+    from unittest import mock
+
+    if noise is not None:
+        study = study_noise(study, *noise)
+    text = yaml.safe_dump(study, sort_keys=False, allow_unicode=True)
+    if how == "anchors":  # one select list shared by every key: a few lines that plan a product of thousands
+        text = yaml.dump(study, sort_keys=False, allow_unicode=True,
+                         Dumper=type("Anchoring", (yaml.SafeDumper,), {"ignore_aliases": lambda *_: False}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(_study_plan, "calibrate", calibrated_once):
+        path = Path(tmp) / "study.yaml"
+        path.write_text(text)
+        args = ["study", path, "--dry-run", "--out", Path(tmp) / "out", *json_flag]
+        harmless(args + (["--budget", budget] if budget is not None else []), codes=(0, 2))
+        assert not (Path(tmp) / "out").exists() or not any((Path(tmp) / "out").rglob("*.npz"))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 300 * 1024, "a plan took over 300 MiB"
