@@ -203,3 +203,22 @@ def test_validate_marks_keys_without_effect_and_stays_valid_yaml():
     assert not any(line.startswith("  lr:") and "#" in line for line in lines)
     assert yaml.safe_load(result.stdout) == load_config("configs/quickstart.yaml",
                                                         ["data.dataset=cifar10"]).model_dump(mode="json")
+
+
+def test_a_yaml_file_of_too_many_values_stops_while_parsing(monkeypatch):
+    """A 1 MiB list of half a million values is refused when parsing reaches the node limit, not after the whole
+    document was built (which took 20 s and 400 MiB): composition raises at MAX_NODES + 1 nodes."""
+    from nnrun import safeyaml
+
+    composed = []
+    original = safeyaml.BoundedLoader.compose_node
+
+    def counting(self, parent, index):
+        composed.append(1)
+        return original(self, parent, index)
+
+    monkeypatch.setattr(safeyaml.BoundedLoader, "compose_node", counting)
+    text = "seed: 0\nname: [" + ",".join(["1"] * 500_000) + "]\n"
+    with pytest.raises(safeyaml.YamlLimitError, match=f"holds more than {safeyaml.MAX_NODES} values"):
+        safeyaml.safe_load(text)
+    assert len(composed) == safeyaml.MAX_NODES + 1

@@ -508,8 +508,8 @@ grids = st.builds(lambda n, values: [values[i % len(values)] for i in range(n)],
                   st.sampled_from([0, 1, 2, 3, 10, 1000, 1001]),
                   st.lists(override_values, min_size=1, max_size=4))
 """Selection lists of up to 1,001 values (a claim whose keys multiply them plans billions of runs). Not longer:
-a study file of 100,000 YAML scalars takes nnrun over 5 s to parse (a known limit of the YAML reader, reported
-apart), which would make this generator's time bound flaky instead of finding new failures."""
+the YAML reader stops at 50,000 values (nnrun.safeyaml.MAX_NODES, counted while parsing), but reaching that
+takes about 2 s of parsing, and several such lists in one file would make this generator's time bound flaky."""
 selects = st.dictionaries(study_keys, grids, max_size=4)
 overrides = st.dictionaries(study_keys, override_values, max_size=3)
 arms = st.dictionaries(names, st.builds(lambda o, s: {**o, "select": s} if s is not None else o, overrides,
