@@ -3,11 +3,12 @@
 `safe_load(text)` reads YAML with PyYAML's safe loader and these limits, each a
 `YamlLimitError` (a `yaml.YAMLError`) naming the line: at most `MAX_BYTES` of text, nesting at
 most `MAX_DEPTH` deep (checked while composing, before Python's recursion limit is near), at
-most `MAX_NODES` nodes composed (counted while parsing: a 1 MiB list of half a million values stops
-at the limit instead of taking seconds and hundreds of MiB to parse first) and at most `MAX_NODES` once
-aliases are expanded (a 364-byte "billion laughs" is refused before any of it is built), integers of at most `MAX_INT_DIGITS` digits (hex, binary, octal and sexagesimal
-literals included: their digits are counted before conversion, the value's after), and no key twice in a mapping
-(YAML would keep the last one silently).
+most `MAX_NODES` nodes composed (counted while parsing: a 1 MiB list of half a million values
+stops at the limit instead of taking seconds and hundreds of MiB to parse first) and at most
+`MAX_NODES` once aliases are expanded (a 364-byte "billion laughs" is refused before any of it is
+built), integers of at most `MAX_INT_DIGITS` digits (hex, binary, octal and sexagesimal literals
+included: their digits are counted before conversion, the value's after), and no key twice in a
+mapping (YAML would keep the last one silently).
 """
 
 from __future__ import annotations
