@@ -388,13 +388,16 @@ class OptimConfig(Section):
     pct_start: float = Field(
         0.3, gt=0, lt=1, description="one_cycle schedule: share of the epochs spent rising to lr.")
     div_factor: float = Field(
-        25.0, ge=1, description="one_cycle schedule: the first epoch's rate is lr / div_factor.")
+        25.0, ge=1, description="one_cycle schedule: the rate rises from lr / div_factor, the first epoch's rate when "
+                                "pct_start * (train.epochs - warmup_epochs) > 1; with fewer epochs the first one is "
+                                "already past the peak (as PyTorch's OneCycleLR stepped once per epoch).")
     final_div_factor: float = Field(
         1e4, ge=1, description="one_cycle schedule: the last epoch's rate is lr / (div_factor * final_div_factor).")
     warmup_epochs: int = Field(
         0, ge=0, le=BIG, description="Linear warmup in front of the schedule: epoch e < warmup_epochs uses "
-                                     "lr * (e + 1) / (warmup_epochs + 1), then the schedule runs over the "
-                                     "remaining epochs; 0: off.")
+                                     "first * (e + 1) / (warmup_epochs + 1), first being the schedule's own first "
+                                     "rate (lr; one_cycle: its rate at its epoch 0, lr / div_factor when it starts "
+                                     "below the peak), then the schedule runs over the remaining epochs; 0: off.")
     weight_decay: float = Field(
         0.0, ge=0, description="adamw, sgdw: decoupled weight decay, w -= lr * weight_decay * w on each weight "
                                "matrix every step, apart from the gradient (unlike regularization.l2).")
@@ -635,7 +638,11 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
 DROPOUT_MEANING = ("model.dropout is the keep probability p of each hidden unit: 1 keeps every unit (no dropout), "
                    "0.5 drops half; PyTorch's nn.Dropout(p=0.1) drops 10 %, which is model.dropout=0.9 here")
 """What `model.dropout` means, for its error messages and `nnrun validate`'s note."""
-KEY_HINTS = {"model.dropout": DROPOUT_MEANING}
+ONE_CYCLE_PEAK = ("one_cycle rises from lr / div_factor to lr at epoch pct_start * E - 1 (E: train.epochs - "
+                  "optim.warmup_epochs), as PyTorch's OneCycleLR stepped once per epoch; raise pct_start or the "
+                  "epochs to start below the peak")
+"""When `one_cycle`'s rise ends before its first epoch, for `nnrun validate`'s note."""
+KEY_HINTS = {"model.dropout": DROPOUT_MEANING, "optim.pct_start": ONE_CYCLE_PEAK}
 """Dotted key -> what its value means, added to every error about the key."""
 
 

@@ -673,11 +673,17 @@ def inactive_keys(cfg: ExperimentConfig) -> dict[str, str]:
 
 def config_cautions(cfg: ExperimentConfig) -> dict[str, str]:
     """Dotted keys whose value is valid but easily meant otherwise, each with what it does: a dropout keep
-    probability below 0.5 (a PyTorch user's drop rate `0.1` keeps only 10 % of the units). `nnrun validate`
+    probability below 0.5 (a PyTorch user's drop rate `0.1` keeps only 10 % of the units); a `one_cycle`
+    schedule too short to start below its peak. `nnrun validate`
     puts each note beside its key and, with what the key means (`config.KEY_HINTS`), on stderr."""
     notes: dict[str, str] = {}
     if cfg.model.dropout < 0.5:
         notes["model.dropout"] = f"drops {(1 - cfg.model.dropout) * 100:g} % of the hidden units while training"
+    o = cfg.optim
+    if o.schedule == "one_cycle" and o.pct_start * (cfg.train.epochs - o.warmup_epochs) <= 1:
+        first = build_schedule(o)(o.warmup_epochs, cfg.train.epochs)
+        notes["optim.pct_start"] = (f"the rise to lr ends before the schedule's first epoch, which runs at {first:.3g} "
+                                    f"(past the peak), not at lr / div_factor = {o.lr / o.div_factor:.3g}")
     return notes
 
 

@@ -418,6 +418,21 @@ def test_validate_notes_a_low_keep_probability():
     assert json.loads(as_json.stdout)["model"]["dropout"] == 0.1   # stdout stays one JSON object
 
 
+def test_validate_notes_a_one_cycle_too_short_to_start_below_its_peak():
+    """pct_start * E <= 1 puts the peak before epoch 0: the first epoch runs near lr, not lr / div_factor
+    (PyTorch's OneCycleLR with total_steps=3 starts at 0.0994 for max_lr 0.1 too)."""
+    short = ("--set", "optim.schedule=one_cycle", "--set", "optim.lr=0.1", "--set", "train.epochs=3")
+    result = invoke("validate", "configs/quickstart.yaml", *short)
+    assert result.exit_code == 0, result.output
+    note = one_line(result.stderr)
+    assert "optim.pct_start" in note and "0.0994" in note and "lr / div_factor = 0.004" in note
+    warmed = one_line(invoke("validate", "configs/quickstart.yaml", *short[:4], "--set", "train.epochs=2",
+                             "--set", "optim.warmup_epochs=1").stderr)
+    assert "runs at 4e-07" in warmed                        # the warmup's ramp then starts from 2e-7
+    long = invoke("validate", "configs/quickstart.yaml", *short[:4], "--set", "train.epochs=10")
+    assert long.exit_code == 0 and "pct_start" not in long.stderr
+
+
 # ---- defect 9: the header and footer say what ran ------------------------------------------------
 
 def test_header_names_augmentation_warmup_and_batch_size(tmp_path):
