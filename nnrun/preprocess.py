@@ -27,7 +27,12 @@ the whitened training covariance within 0.25 % of the identity on CIFAR-10 (one 
 product over all 50,000 rows: 1.3 %); the symmetric eigendecomposition (`scipy.linalg.eigh`
 of the D x D covariance, never an SVD of the data) runs in float64, for only the top k eigenvectors
 when k <= D / 4. Eigenvalues below `D * eps64 * max(S)` are rounding noise and are set to 0. Each
-eigenvector's sign is fixed so that its largest-magnitude entry is positive.
+eigenvector's sign is fixed so that its largest-magnitude entry is positive. With fewer training
+rows than features (N < D) the covariance has rank at most N - 1, and float32 products would leave
+noise eigenvalues in its null directions far above that cut-off (up to 7.8e-2 for 300 raw CIFAR-10
+images), which whitening would then divide by instead of `sqrt(eps)`; so there the blocks are
+multiplied in float64 (`dsyrk`: N is small, so this costs little), and the null directions get
+eigenvalue 0 as documented.
 
 Memory: fitting never copies X (only one block of rows at a time), and `transform(X, copy=False)`
 works in place (or, when PCA reduces the dimension, writes only the smaller output).
@@ -124,34 +129,39 @@ def column_sum_squares(X: np.ndarray, mean: np.ndarray, chunk_rows: int = CHUNK_
 
 
 def scatter_matrix(X: np.ndarray, mean: np.ndarray, chunk_rows: int = CHUNK_ROWS,
-                   on_block: Callable[[int, int], None] | None = None) -> np.ndarray:
+                   on_block: Callable[[int, int], None] | None = None, exact: bool = False) -> np.ndarray:
     """The scatter `Xc.T @ Xc` of `Xc = X - mean`: X (N, D) float32, mean (D,) float32 -> (D, D) float64.
 
     Only the upper triangle is filled (Fortran order): each block of `chunk_rows` centred rows goes
     through one float32 `ssyrk`, and the blocks are summed in float64. X is never copied whole.
-    `on_block(rows_done, N)` is called after each block (progress). On a GPU (X and mean there) each
-    block is one float32 product `block.T @ block` and the whole matrix is filled.
+    `exact=True` takes float64 products (`dsyrk`) instead: what a fit with fewer rows than features
+    needs, where the float32 rounding of the products would fill the D - N + 1 null directions with
+    noise eigenvalues far above the cut-off (module docstring). `on_block(rows_done, N)` is called
+    after each block (progress). On a GPU (X and mean there) each block is one product
+    `block.T @ block` (float32, or float64 when exact) and the whole matrix is filled.
     """
     n, d = X.shape
+    work = np.float64 if exact else np.float32
     if is_device_array(X):
         xp = xp_of(X)
         total = xp.zeros((d, d))
         for i in range(0, n, chunk_rows):
-            block = X[i:i + chunk_rows] - mean
+            block = (X[i:i + chunk_rows] - mean).astype(work, copy=False)
             total += xp.matmul(block.T, block)
             if on_block is not None:
                 on_block(min(i + chunk_rows, n), n)
         return total
-    from scipy.linalg.blas import ssyrk
+    from scipy.linalg.blas import dsyrk, ssyrk
 
+    syrk = dsyrk if exact else ssyrk
     total = np.zeros((d, d), order="F")
-    product = np.zeros((d, d), dtype=np.float32, order="F")
-    buf = np.empty((min(chunk_rows, n), d), dtype=np.float32)
+    product = np.zeros((d, d), dtype=work, order="F")
+    buf = np.empty((min(chunk_rows, n), d), dtype=work)
     for i in range(0, n, chunk_rows):
         block = buf[: len(X[i:i + chunk_rows])]
         np.subtract(X[i:i + chunk_rows], mean, out=block)
         # block.T is (D, rows) in Fortran order without a copy; trans=0 gives block.T @ block.
-        product = ssyrk(1.0, block.T, beta=0.0, c=product, trans=0, lower=0, overwrite_c=1)
+        product = syrk(1.0, block.T, beta=0.0, c=product, trans=0, lower=0, overwrite_c=1)
         for j in range(0, d, 512):  # add only the upper triangle, by blocks of columns
             stop = min(j + 512, d)
             total[:stop, j:stop] += product[:stop, j:stop]
@@ -290,7 +300,8 @@ class Preprocessor:
             self.mean = np.repeat(mu.reshape(channels, -1).mean(axis=1), d // channels).astype(np.float32)
         on_block = (lambda done, total: progress("covariance", done, total)) if progress is not None else None
         mean_fit = None if self.feature_mean is None else to_device(self.feature_mean, xp)
-        scatter = scatter_matrix(X_fit, mean_fit, on_block=on_block) if need_eig else None
+        # Fewer rows than features: float64 products, so that the null directions get eigenvalue 0 (module docstring).
+        scatter = scatter_matrix(X_fit, mean_fit, on_block=on_block, exact=n < d) if need_eig else None
         if s.scale == "std":
             sum_squares = (to_host(scatter.diagonal()).copy() if scatter is not None
                            else to_host(column_sum_squares(X_fit, mean_fit)))
