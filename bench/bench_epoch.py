@@ -116,13 +116,11 @@ class NnrunEpoch:
 
     def __call__(self) -> float:
         from nnrun.experiment import train_setup
-        from nnrun.parallel import elementwise_threads
         from nnrun.trainer import History, SilentReporter, fit
-        from nnrun.workers import elementwise_pool_size
 
         model, loss_fn = self.build()
         reporter = self.reporter_factory() if self.reporter_factory else SilentReporter()
-        with np.errstate(over="ignore", invalid="ignore"), elementwise_threads(elementwise_pool_size(threads())):
+        with np.errstate(over="ignore", invalid="ignore"):
             start = now()
             fit(model, loss_fn, self.data, train_setup(self.cfg), reporter, History())
             seconds = now() - start

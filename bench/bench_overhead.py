@@ -29,7 +29,6 @@ from common import (
     reference_data,
     rounds,
     summarize,
-    threads,
     timing_parser,
     write_result,
 )
@@ -37,18 +36,17 @@ from common import (
 
 class BareLoop(NnrunEpoch):
     """Forward, loss, backward and update over one epoch of shuffled batches, nothing else (the batch gather
-    and the element-wise threads as `fit` has them)."""
+    as `fit` has it)."""
 
     def __call__(self) -> float:
-        from nnrun.parallel import elementwise_threads, gather_rows
+        from nnrun.parallel import gather_rows
         from nnrun.rng import stream
-        from nnrun.workers import elementwise_pool_size
 
         cfg, data = self.cfg, self.data
         model, loss_fn, optimizer, lr = self.build_step_loop()
         X, y, batch = data.X_train, data.y_train, cfg.train.batch_size
         buffer = np.empty((batch, X.shape[1]), dtype=X.dtype)
-        with np.errstate(over="ignore", invalid="ignore"), elementwise_threads(elementwise_pool_size(threads())):
+        with np.errstate(over="ignore", invalid="ignore"):
             start = now()
             order = stream(cfg.seed, "shuffle").permutation(len(X))
             for i in range(0, len(X), batch):

@@ -3,9 +3,10 @@
 `fit(model, loss_fn, data, setup, reporter, history)` trains a built model on a prepared
 dataset. Each epoch visits the training split in minibatches drawn from a fresh permutation
 (sampling without replacement), then evaluates: `train_loss` is the mean data loss per training
-example over the epoch's batches (each batch's mean weighted by its size; what the optimizer saw), `train_accuracy` and the other train metrics come
-from an evaluation-mode pass over a fixed seeded subset of `eval_train_size` examples, and val
-metrics from the whole validation split. Random streams (all derived from `TrainSetup.seed`):
+example over the epoch's batches (each batch's mean weighted by its size; what the optimizer
+saw), `train_accuracy` and the other train metrics come from an evaluation-mode pass over a
+fixed seeded subset of `eval_train_size` examples, and val metrics from the whole validation
+split. Random streams (all derived from `TrainSetup.seed`):
 `shuffle` (batch order), `dropout` (masks), `eval_subset` (the train-metrics subset), and
 `augment` (flips and shifts) when `TrainSetup.augment` changes each training batch (never val,
 test or the train-metrics subset).

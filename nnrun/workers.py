@@ -6,14 +6,14 @@ exceeds them (runs on a GPU take one thread each and may outnumber the cores: th
 launches kernels and waits, and the GPU's memory bounds them instead). Sweeps and compare-inits
 share this module.
 
-Threads: `choose_threads` decides how many threads a computation uses (BLAS and the element-wise
-pool of `nnrun.parallel` alike, set together by `use_threads`): the `--threads` option or
+Threads: `choose_threads` decides how many BLAS threads a computation uses (set by `use_threads`;
+nnrun's element-wise blocks run on the calling thread, `nnrun.parallel`): the `--threads` option or
 `$NNRUN_THREADS` when given; else one for a model too small to gain from more, else the cores
 that other processes leave free, counted from the runnable tasks of the whole machine minus this
 process's own. `ThreadPolicy.adapt` counts again between epochs, so two trainings started at once
 settle on sharing the cores instead of oversubscribing them. Results do not depend on the thread
-count (OpenBLAS splits a product's rows and columns, not its sums; the element-wise blocks are
-exact).
+count where the BLAS splits a product's rows and columns, not its sums (docs/performance.md; the
+element-wise blocks are exact).
 
 Local workers stop the way the main process does: SIGINT, SIGTERM or SIGHUP interrupt the run in
 progress (`active_run`), which saves its state; an idle worker ignores them while its sweep lives
@@ -42,7 +42,6 @@ from threadpoolctl import threadpool_limits
 
 from nnrun import signals
 from nnrun.errors import UserInputError, did_you_mean
-from nnrun.parallel import elementwise_threads, elementwise_threads_reset, resize_elementwise
 
 EXECUTORS = ("local", "dask")
 """Where runs can execute: local worker processes, or a Dask distributed cluster."""
@@ -138,20 +137,6 @@ SMALL_STEP_FLOPS = 2e7
 """Below this many floating-point operations per training step, a second thread costs more than it gives."""
 LOAD_SAMPLES = 5
 """Samples of the machine's runnable tasks taken (10 ms apart) to count the cores others use."""
-MIN_POOL_THREADS = 4
-"""Below this many threads the element-wise blocks run inline and only BLAS uses the threads.
-
-Measured on a 2-core Intel Xeon (reference epoch, 50,000 rows, BLAS on 2 threads, six interleaved
-rounds): a pool of 2 element-wise threads made the epoch slower, best 5.53 s against 4.76 s inline
-(medians 6.74 s and 5.40 s), with OpenBLAS's thread timeout at its default or at its minimum. With
-two cores the element-wise share is small and the pool's hand-offs cost more than they save."""
-
-
-def elementwise_pool_size(threads: int) -> int:
-    """Threads of the element-wise pool for a computation given `threads` (see `MIN_POOL_THREADS`)."""
-    return threads if threads >= MIN_POOL_THREADS else 1
-
-
 def requested_threads(option: int | None) -> int | None:
     """The thread count asked for: `option` (`--threads`), else `$NNRUN_THREADS`, else None; more than the
     cores available, or less than 1, is a `UserInputError`."""
@@ -231,8 +216,8 @@ def choose_threads(requested: int | None, step_flops: float | None = None, own_t
 
 @contextmanager
 def use_threads(n: int) -> Iterator[None]:
-    """Run the block with `n` BLAS threads and the element-wise pool that goes with them."""
-    with threadpool_limits(limits=n), elementwise_threads(elementwise_pool_size(n)):
+    """Run the block with `n` BLAS threads."""
+    with threadpool_limits(limits=n):
         yield
 
 
@@ -240,7 +225,7 @@ class ThreadPolicy:
     """The threads of one computation, applied while it runs and counted again when asked (between epochs).
 
     `with ThreadPolicy(requested, step_flops) as policy:` uses `choose_threads`; `policy.adapt()` re-counts
-    the busy cores (unless the count was asked for or the model is small) and changes both pools.
+    the busy cores (unless the count was asked for or the model is small) and changes the BLAS threads.
     """
 
     def __init__(self, requested: int | None, step_flops: float | None = None) -> None:
@@ -255,14 +240,12 @@ class ThreadPolicy:
     def __exit__(self, *exc: object) -> None:
         if self._limits is not None:
             self._limits.restore_original_limits()
-        elementwise_threads_reset()
 
     def _apply(self, n: int) -> None:
         if self._limits is None:
             self._limits = threadpool_limits(limits=n)
         else:
             threadpool_limits(limits=n)
-        resize_elementwise(elementwise_pool_size(n))
 
     def adapt(self) -> None:
         """Count the busy cores again and use what is free (nothing when the count is fixed or the model small)."""

@@ -2,6 +2,7 @@
 depend on the thread count, and the thread policy never oversubscribes."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -14,13 +15,7 @@ from nnrun.errors import UserInputError
 from nnrun.experiment import build_optimizer
 from nnrun.nn.layers import Parameter
 from nnrun.optim import OPTIMIZERS
-from nnrun.parallel import elementwise_threads, gather_rows, run_blocks
-
-
-@pytest.fixture(params=[1, 2], ids=["inline", "pool"])
-def pool_threads(request):
-    with elementwise_threads(request.param):
-        yield request.param
+from nnrun.parallel import gather_rows, run_blocks
 
 
 def test_blocks_cover_every_row_once():
@@ -30,7 +25,7 @@ def test_blocks_cover_every_row_once():
     assert all(s.stop - s.start <= max(1, parallel.BLOCK_BYTES // (4 * 3072)) for s in blocks)
 
 
-def test_run_blocks_equals_the_whole_array_operation(pool_threads):
+def test_run_blocks_equals_the_whole_array_operation():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((700, 513), dtype=np.float32)
     b = rng.standard_normal((700, 513), dtype=np.float32)
@@ -47,7 +42,7 @@ def test_run_blocks_equals_the_whole_array_operation(pool_threads):
     assert got.tobytes() == expected.tobytes()
 
 
-def test_gather_rows_equals_fancy_indexing(pool_threads):
+def test_gather_rows_equals_fancy_indexing():
     rng = np.random.default_rng(1)
     X = rng.standard_normal((5000, 300), dtype=np.float32)
     idx = rng.permutation(5000)[:1200]
@@ -57,7 +52,7 @@ def test_gather_rows_equals_fancy_indexing(pool_threads):
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_blocked_optimizer_steps_equal_whole_array_arithmetic(name, pool_threads):
+def test_blocked_optimizer_steps_equal_whole_array_arithmetic(name):
     """The update of a large parameter, in blocks on the pool, against the same formulas on whole arrays."""
     rng = np.random.default_rng(2)
     w0 = rng.standard_normal((800, 400), dtype=np.float32)
@@ -143,29 +138,35 @@ def test_the_policy_leaves_busy_cores_to_others_and_small_models_one_thread(monk
     assert choice.threads == 8 and "free" in choice.reason
 
 
+def blas_threads() -> int:
+    """The thread count of the process's BLAS (the first library threadpoolctl reports)."""
+    from threadpoolctl import threadpool_info
+
+    return next(info["num_threads"] for info in threadpool_info() if info.get("num_threads"))
+
+
 def test_the_policy_counts_again_between_epochs(monkeypatch):
     monkeypatch.setattr(workers, "available_cores", lambda: 4)
     load = {"tasks": (1, 1)}
     monkeypatch.setattr(workers, "_runnable_tasks", lambda: load["tasks"])
+    before = blas_threads()
     with workers.ThreadPolicy(None, 1e9) as policy:
-        assert policy.choice.threads == 4 and parallel.threads() == 4
+        assert policy.choice.threads == 4 and blas_threads() == 4
         load["tasks"] = (6, 4)  # our 4 threads and 2 of another process
         policy.adapt()
-        assert policy.choice.threads == 2 and parallel.threads() == workers.elementwise_pool_size(2) == 1
+        assert policy.choice.threads == 2 and blas_threads() == 2
     with workers.ThreadPolicy(3, 1e9) as fixed:
         load["tasks"] = (9, 1)
         fixed.adapt()
-        assert fixed.choice.threads == 3  # asked for: never changed
-    assert parallel.threads() == 1
+        assert fixed.choice.threads == 3 and blas_threads() == 3  # asked for: never changed
+    assert blas_threads() == before
 
 
-def test_the_element_wise_pool_joins_blas_only_from_four_threads():
-    from nnrun.parallel import threads
-    from nnrun.workers import MIN_POOL_THREADS, elementwise_pool_size, use_threads
+def test_use_threads_sets_blas_alone_and_restores_it():
+    from nnrun.workers import use_threads
 
-    assert [elementwise_pool_size(n) for n in (1, 2, 3, 4, 16)] == [1, 1, 1, 4, 16]
-    with use_threads(2):
-        assert threads() == 1  # two cores: blocks inline, BLAS on both
-    with use_threads(MIN_POOL_THREADS):
-        assert threads() == MIN_POOL_THREADS
-    assert threads() == 1
+    before = blas_threads()
+    with use_threads(3):
+        assert blas_threads() == 3
+        assert not any(t.name.startswith("nnrun-elementwise") for t in threading.enumerate())
+    assert blas_threads() == before
