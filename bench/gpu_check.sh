@@ -11,7 +11,10 @@
 #                                   bench/gpu_real.py: cifar10_bn_dropout 20 epochs, cifar10_best, the sweep
 #                                   throughput (bench/gpu_sweep.py), cifar10_long 100 epochs, each with its own
 #                                   timeout, all in $NNRUN_REAL_BUDGET seconds (default 300): real.log, real.json
-#   bash bench/gpu_check.sh         all three in order (make gpu-check)
+#   bash bench/gpu_check.sh recipes configs/cifar10_long.yaml to the end with seeds 0, 1 and 2 (bench/gpu_real.py
+#                                   --items long,long-s1,long-s2), in $NNRUN_RECIPES_BUDGET seconds (default 600):
+#                                   the recipe's three-seed mean; recipes.log, recipes.json
+#   bash bench/gpu_check.sh         tests, bench and real in order (make gpu-check)
 #
 # Outputs go to $OUT (else bench/results). Each part ends with a short summary table. Run from the repository
 # root. Packages missing there (pydantic, on an image that has NumPy, SciPy, CuPy and PyTorch but not nnrun's
@@ -20,8 +23,8 @@
 set -uo pipefail
 part=${1:-all}
 case "$part" in
-    tests|bench|real|all) ;;
-    *) echo "usage: bash bench/gpu_check.sh [tests|bench|real|all]" >&2; exit 2 ;;
+    tests|bench|real|recipes|all) ;;
+    *) echo "usage: bash bench/gpu_check.sh [tests|bench|real|recipes|all]" >&2; exit 2 ;;
 esac
 out=${OUT:-bench/results}
 mkdir -p "$out"
@@ -117,36 +120,37 @@ run_bench() {
     return "$rc"
 }
 
+# run_real [NAME ITEMS BUDGET]: bench/gpu_real.py's ITEMS (default: its own list) into NAME.log and NAME.json.
 run_real() {
-    local budget=${NNRUN_REAL_BUDGET:-300} data=${NNRUN_TEST_CIFAR10:-}
-    echo "== gpu_check real: bench/gpu_real.py on ${data:-(NNRUN_TEST_CIFAR10 not set)}, budget $budget s"
+    local name=${1:-real} items=${2:-} budget=${3:-${NNRUN_REAL_BUDGET:-300}} data=${NNRUN_TEST_CIFAR10:-}
+    echo "== gpu_check $name: bench/gpu_real.py ${items:+--items $items }on ${data:-(NNRUN_TEST_CIFAR10 not set)}, budget $budget s"
     local rc
     if [ -z "$data" ]; then
-        echo "NNRUN_TEST_CIFAR10 is not set: nothing to run on the real data" | tee "$out/real.log"
+        echo "NNRUN_TEST_CIFAR10 is not set: nothing to run on the real data" | tee "$out/$name.log"
         rc=2
     else
         # shellcheck disable=SC2012  # a listing for the log, not parsed
-        ls -l "$data" 2>&1 | tee "$out/real.log"
+        ls -l "$data" 2>&1 | tee "$out/$name.log"
         # Its progress lines (stderr) to the console, its summary (stdout) to the log with the commands' output
         # (both append).
         # shellcheck disable=SC2094
         timeout $((budget + 90)) "$python" bench/gpu_real.py --data "$data" --budget "$budget" \
-            --log "$out/real.log" --json "$out/real.json" >> "$out/real.log"
+            ${items:+--items "$items"} --log "$out/$name.log" --json "$out/$name.json" >> "$out/$name.log"
         rc=$?
     fi
     {
-        echo "---- gpu_check real: summary"
-        if grep -q '^real-data summary' "$out/real.log"; then
-            sed -n '/^real-data summary/,$p' "$out/real.log" | tail -n 30
-        elif [ -f "$out/real.json" ]; then  # cut off before its table: the items it had written
+        echo "---- gpu_check $name: summary"
+        if grep -q '^real-data summary' "$out/$name.log"; then
+            sed -n '/^real-data summary/,$p' "$out/$name.log" | tail -n 30
+        elif [ -f "$out/$name.json" ]; then  # cut off before its table: the items it had written
             "$python" -c 'import json, sys
 for item in json.load(open(sys.argv[1]))["items"]:
     print(item.get("item"), item.get("status"), "wall", item.get("wall_s"), "test", item.get("test_accuracy"))' \
-                "$out/real.json" 2>&1
+                "$out/$name.json" 2>&1
         fi
         echo "gpu_real.py: exit $rc$([ "$rc" -eq 124 ] && echo ', timed out')"
-    } > "$summaries/real"
-    cat "$summaries/real"
+    } > "$summaries/$name"
+    cat "$summaries/$name"
     return "$rc"
 }
 
@@ -155,6 +159,7 @@ case "$part" in
     tests) run_tests || status=$? ;;
     bench) run_bench || status=$? ;;
     real) run_real || status=$? ;;
+    recipes) run_real recipes long,long-s1,long-s2 "${NNRUN_RECIPES_BUDGET:-600}" || status=$? ;;
     all)
         run_tests; tests=$?
         run_bench; bench=$?

@@ -88,6 +88,20 @@ def test_real_part_dry_run_validates_every_command(small_cifar, tmp_path):
     assert "configs/cifar10_long.yaml" in long["command"] and "--device gpu" in long["command"]
 
 
+def test_real_part_runs_the_long_recipe_over_three_seeds_and_reports_their_mean():
+    gpu_real = bench_module("gpu_real")
+    specs = gpu_real.item_specs("gpu")
+    assert [spec["set"][-1] for name, spec in specs.items() if name in gpu_real.LONG_SEEDS] == \
+        ["seed=0", "seed=1", "seed=2"]
+    assert all(specs[name]["config"] == "configs/cifar10_long.yaml" for name in gpu_real.LONG_SEEDS)
+    items = [{"item": name, "status": "ok", "test_accuracy": acc} for name, acc in
+             zip(gpu_real.LONG_SEEDS, (0.64, 0.66, 0.665), strict=True)]
+    lines = gpu_real.summary_lines({"device": "gpu", "data": "d", "budget_s": 600, "items": items})
+    assert "cifar10_long over 3 seeds: test 65.50% +- 1.32% (target mean >= 65 %: ok)" in lines
+    one = gpu_real.summary_lines({"device": "gpu", "data": "d", "budget_s": 600, "items": items[:1]})
+    assert not any("over" in line for line in one)           # no mean of a single seed
+
+
 def test_real_part_without_data_fails_with_its_summary(tmp_path):
     result = subprocess.run([sys.executable, str(BENCH / "gpu_real.py"), "--data", str(tmp_path)],
                             capture_output=True, text=True, timeout=120, cwd=BENCH.parent)
