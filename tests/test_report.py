@@ -238,11 +238,11 @@ def _busy(image, box):
     return ImageStat.Stat(crop).stddev[0] > 5
 
 
-def test_the_page_in_headless_chromium(page):
+def test_the_page_in_headless_chromium(request):
     executable = find_chromium()
     if executable is None:
         pytest.skip("no Chromium (apt-get install chromium) for the browser test")
-    root, out = page
+    root, out = request.getfixturevalue("page")                 # built only when the test runs
     records, _ = select_runs(root)
     with Chromium(executable, width=1280, height=1000) as chrome:
         chrome.open((out / PAGE).as_uri())
