@@ -25,8 +25,9 @@ Writing follows the output-folder rules of `nnrun.io`: `OUT` must be new, empty,
 `OUT/report.json` (the manifest) names what the command wrote. Figures get names that hash their
 content, are written before the page, and the page is renamed into place last, so a reader never sees
 a page pointing at a missing or newer figure; an earlier report's figures the new page does not show
-are removed after it. A command killed half way leaves the earlier page (or none) and files the next
-run recognises as its own.
+are removed after it. Two reports writing into one folder take turns (`OUT/.report.lock`, an OS lock:
+the second waits up to a minute, then checks the folder again and replaces the first one's page). A
+command killed half way leaves the earlier page (or none) and files the next run recognises as its own.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from filelock import FileLock, Timeout
 from matplotlib.figure import Figure
 from rich.text import Text
 
@@ -66,6 +68,10 @@ MANIFEST = "report.json"
 """What `nnrun report` wrote into the output folder (how a later run knows the folder is its own)."""
 FIGURES_DIR = "figures"
 """The page's figures, beside it."""
+REPORT_LOCK = ".report.lock"
+"""The lock two `nnrun report` commands writing into one folder take in turn (an OS lock through filelock)."""
+LOCK_WAIT_S = 60.0
+"""How long a report waits for another one writing into the same folder."""
 GENERATOR = "nnrun report"
 """The manifest's and the page's `generator`."""
 FIGURE_RE = re.compile(r"^[a-z0-9][a-z0-9-]*-[0-9a-f]{12}\.png$")
@@ -136,7 +142,7 @@ def check_report_folder(out: str | Path) -> tuple[Path, list[str]]:
         raise UserInputError(f"--html {out} exists and is not a folder; give a new or empty folder")
     if not out.is_dir():
         return out, []
-    entries = sorted(p.name for p in out.iterdir())
+    entries = sorted(p.name for p in out.iterdir() if p.name != REPORT_LOCK)
     if not entries:
         return out, []
     manifest = read_manifest(out)
@@ -480,7 +486,7 @@ def write_report(runs_dir: str | Path, *, out: str | Path, recursive: bool = Fal
     if not records and not studies:
         hint = "" if recursive else " (--recursive looks in sub-folders at any depth)"
         raise UserInputError(f"no run directories or study reports in {root}{hint}")
-    out, old_figures = check_report_folder(out)
+    out, _ = check_report_folder(out)  # refused before the figures are drawn
     hidden = shown_keys(records)[1] if records else []
     figures, notes = draw_figures(root, records, recursive=recursive) if records else ([], [])
     if not records and not recursive:
@@ -489,12 +495,29 @@ def write_report(runs_dir: str | Path, *, out: str | Path, recursive: bool = Fal
     command = shlex.join(["nnrun", "report", str(root), "--html", str(out), *(["--recursive"] if recursive else [])])
     page = render_page(root=root, records=records, columns=columns, hidden=hidden, figures=figures, notes=notes,
                        studies=studies, page_folder=out, command=command)
-    names = [f.name for f in figures]
     manifest = {"generator": GENERATOR, "nnrun_version": __version__, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "runs_dir": str(root), "recursive": recursive, "page": PAGE,
                 "runs": [{"run": r.name, "path": str(r.path)} for r in records],
                 "studies": [str(s.path) for s in studies], "notes": notes}
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(out / REPORT_LOCK, timeout=LOCK_WAIT_S):
+            # Checked again under the lock: another report may have written here since.
+            _, old_figures = check_report_folder(out)
+            names = _write_files(out, manifest, figures, page, old_figures)
+    except Timeout:
+        raise UserInputError(f"another nnrun report has been writing into {out} for {LOCK_WAIT_S:.0f} s; "
+                             f"try again when it has finished") from None
+    folder = out / FIGURES_DIR
+    return {"page": str(out / PAGE), "out": str(out), "runs": len(records),
+            "figures": [str(folder / n) for n in names], "studies": [str(s.path) for s in studies], "notes": notes}
+
+
+def _write_files(out: Path, manifest: dict[str, Any], figures: list[PageFigure], page: str,
+                 old_figures: list[str]) -> list[str]:
+    """Write the figures, the page and the manifest into `out` (locked), remove the earlier report's figures
+    the page no longer shows, and return the figures' file names."""
+    names = [f.name for f in figures]
     remove_stale_temporaries(out, (PAGE, MANIFEST))
     # First claim every file about to be written (a run killed in between leaves only files the manifest names),
     # then the figures, then the page, then the manifest of what the page uses, then the old figures go.
@@ -511,5 +534,4 @@ def write_report(runs_dir: str | Path, *, out: str | Path, recursive: bool = Fal
     for name in old_figures:
         if name not in names:
             (folder / name).unlink(missing_ok=True)
-    return {"page": str(out / PAGE), "out": str(out), "runs": len(records),
-            "figures": [str(folder / n) for n in names], "studies": [str(s.path) for s in studies], "notes": notes}
+    return names

@@ -203,6 +203,32 @@ def test_a_rerun_replaces_its_own_page_and_never_touches_other_files(tmp_path, q
     assert "not a folder" in invoke_error("report", root, "--html", root / "a" / "config.yaml")  # a run's file
 
 
+def test_two_reports_into_one_folder_take_turns(tmp_path, quick_figures, monkeypatch):
+    """A report holding the folder's lock makes another wait, and give up with exit 2 when it holds on."""
+    import threading
+
+    from filelock import FileLock
+
+    from nnrun import report
+
+    root = tmp_path / "runs"
+    fake_run(root, "a", 0.01, 0, 0.7)
+    out = tmp_path / "page"
+    write_report(root, out=out)
+    fake_run(root, "b", 0.02, 1, 0.8)
+    monkeypatch.setattr(report, "LOCK_WAIT_S", 0.2)
+    with FileLock(out / report.REPORT_LOCK):                   # another process writing: refused, nothing changed
+        before = (out / PAGE).read_text()
+        assert "another nnrun report" in invoke_error("report", root, "--html", out)
+        assert (out / PAGE).read_text() == before
+    monkeypatch.setattr(report, "LOCK_WAIT_S", 30.0)
+    lock = FileLock(out / report.REPORT_LOCK, thread_local=False)    # released by the timer's thread
+    lock.acquire()
+    threading.Timer(0.5, lock.release).start()                 # released while the second one waits
+    assert write_report(root, out=out)["runs"] == 2
+    assert "b" in (out / PAGE).read_text() and not lock.is_locked
+
+
 def test_bad_input_exits_2_and_nested_runs_need_recursive(tmp_path, quick_figures):
     assert "does not exist" in invoke_error("report", tmp_path / "missing", "--html", tmp_path / "out")
     nested = tmp_path / "nested" / "grid"
