@@ -9,6 +9,10 @@ stops at the limit instead of taking seconds and hundreds of MiB to parse first)
 built), integers of at most `MAX_INT_DIGITS` digits (hex, binary, octal and sexagesimal literals
 included: their digits are counted before conversion, the value's after), and no key twice in a
 mapping (YAML would keep the last one silently).
+
+`load_counted(text, max_nodes)` reads the same way under a smaller node budget and also returns the
+nodes the document expands to, so that the files a config is composed of (`nnrun.compose`) share one
+budget of `MAX_NODES`.
 """
 
 from __future__ import annotations
@@ -47,10 +51,13 @@ class YamlLimitError(yaml.YAMLError):
 class BoundedLoader(yaml.SafeLoader):
     """PyYAML's safe loader with the limits of this module."""
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, max_nodes: int = MAX_NODES) -> None:
         super().__init__(stream)
         self._depth = 0
         self._composed = 0
+        self.max_nodes = max_nodes
+        self.expanded = 0
+        """Nodes of the document read, aliases expanded (set once it is composed)."""
 
     def compose_node(self, parent: Node | None, index: object) -> Node:
         self._depth += 1
@@ -58,8 +65,8 @@ class BoundedLoader(yaml.SafeLoader):
         try:
             if self._depth > MAX_DEPTH:
                 raise YamlLimitError(f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
-            if self._composed > MAX_NODES:
-                raise YamlLimitError(f"holds more than {MAX_NODES} values", self.peek_event().start_mark)
+            if self._composed > self.max_nodes:
+                raise YamlLimitError(f"holds more than {self.max_nodes} values", self.peek_event().start_mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -67,7 +74,7 @@ class BoundedLoader(yaml.SafeLoader):
     def get_single_node(self) -> Node | None:
         node = super().get_single_node()
         if node is not None:
-            _expanded_size(node, {})
+            self.expanded = _expanded_size(node, {}, self.max_nodes)
         return node
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -106,18 +113,18 @@ class BoundedLoader(yaml.SafeLoader):
 BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)
 
 
-def _expanded_size(node: Node, memo: dict[int, int]) -> int:
-    """Nodes under `node` with every alias expanded, computed once per distinct node; over the limit raises."""
+def _expanded_size(node: Node, memo: dict[int, int], limit: int = MAX_NODES) -> int:
+    """Nodes under `node` with every alias expanded, computed once per distinct node; over `limit` raises."""
     known = memo.get(id(node))
     if known is not None:
         return known
     size = 1
     if isinstance(node, SequenceNode):
-        size += sum(_expanded_size(child, memo) for child in node.value)
+        size += sum(_expanded_size(child, memo, limit) for child in node.value)
     elif isinstance(node, MappingNode):
-        size += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
-    if size > MAX_NODES:
-        raise YamlLimitError(f"expands to more than {MAX_NODES} values (aliases repeat what they point to)",
+        size += sum(_expanded_size(k, memo, limit) + _expanded_size(v, memo, limit) for k, v in node.value)
+    if size > limit:
+        raise YamlLimitError(f"expands to more than {limit} values (aliases repeat what they point to)",
                              node.start_mark)
     memo[id(node)] = size
     return size
@@ -125,10 +132,16 @@ def _expanded_size(node: Node, memo: dict[int, int]) -> int:
 
 def safe_load(text: str) -> Any:
     """The YAML document in `text`, read within this module's limits (a `yaml.YAMLError` otherwise)."""
+    return load_counted(text)[0]
+
+
+def load_counted(text: str, max_nodes: int = MAX_NODES) -> tuple[Any, int]:
+    """The YAML document in `text` read within this module's limits, at most `max_nodes` nodes (counted while
+    parsing, and again with aliases expanded), and the nodes it expands to."""
     if len(text) > MAX_BYTES:
         raise YamlLimitError(f"{len(text)} characters of YAML (at most {MAX_BYTES})")
-    loader = BoundedLoader(text)
+    loader = BoundedLoader(text, max_nodes)
     try:
-        return loader.get_single_data()
+        return loader.get_single_data(), loader.expanded
     finally:
         loader.dispose()
