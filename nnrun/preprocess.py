@@ -9,9 +9,15 @@ Steps, in order (each optional, chosen by `PreprocessSettings`):
    `X.mean()`; `per_channel` one mean per colour channel (rows are channel-major, `image_shape`
    = (C, H, W): for CIFAR-10 1024 red, then 1024 green, then 1024 blue values).
 2. scale: `none`; `std` divides each centred feature by its standard deviation (ddof 0);
+   `global` divides every feature by one scalar, the standard deviation of all N x D training
+   values about their grand mean `m` (ddof 0): `s = sqrt(sum_ij (X_ij - m)**2 / (N D))`, what
+   scikit-learn's `StandardScaler` gives for `X.reshape(-1, 1)`. Like `std` it does not depend
+   on the centring mode (so arms that differ in centring alone divide by the same number), and
+   computed as `s**2 = mean_j(var_j) + var_j(mean_j)` from the per-feature statistics;
    `minmax` maps each feature's training range onto [-1, 1]: `2 (x - min) / (max - min) - 1`
    (the centring's offset does not survive it). A feature that is constant on the training
-   split (std 0, max = min) is left unscaled (divisor 1) instead of dividing by zero.
+   split (std 0, max = min), or for `global` data whose values are all equal (s = 0), is left
+   unscaled (divisor 1) instead of dividing by zero.
 3. PCA (`pca: k`): covariance `C = Xc.T @ Xc / N` (ddof 0) of the centred, scaled data; its
    eigenvectors `U` by descending eigenvalue `S`; `Xrot = Xc @ U[:, :k]`.
 4. whitening (`whiten: true`): `Xwhite = Xrot / sqrt(S[:k] + eps)`. With `pca: null`, whitening
@@ -67,7 +73,7 @@ OnProgress = Callable[[str, int, "int | None"], None]
 """`(stage, done, total)`: what `Preprocessor.fit` reports while it works (total None: not known)."""
 CENTER_MODES = ("none", "per_feature", "global", "per_channel")
 """Mean subtraction modes (step 1)."""
-SCALE_MODES = ("none", "std", "minmax")
+SCALE_MODES = ("none", "std", "global", "minmax")
 """Scaling modes (step 2)."""
 WHITEN_MODES = (False, True, "zca")
 """Whitening: off, PCA whitening (step 4, output in the eigenvector basis) or ZCA (step 5, pixel axes)."""
@@ -212,7 +218,8 @@ class Preprocessor:
 
     Fitted attributes (None when the configuration does not use them), float32 unless noted:
     - `mean` (D,): the vector centring subtracts (the global or channel means repeated per feature);
-    - `std` (D,): per-feature standard deviation (ddof 0) when `scale: std`;
+    - `std` (D,): per-feature standard deviation (ddof 0) when `scale: std`; with `scale: global` the one
+      global standard deviation repeated per feature;
     - `min`, `max` (D,): per-feature training range when `scale: minmax`;
     - `eigenvalues` (m,) float64, descending, and `components` (D, m), eigenvectors as columns, of
       the covariance of the centred, scaled data; m = k, or D after `fit(..., spectrum=True)`;
@@ -288,7 +295,8 @@ class Preprocessor:
         k = self.n_components
         need_eig = self.uses_pca or spectrum
         X_fit = to_device(X, xp)
-        mu = to_host(column_mean(X_fit)) if (s.center != "none" or s.scale == "std" or need_eig) else None
+        spread = s.scale in ("std", "global")
+        mu = to_host(column_mean(X_fit)) if (s.center != "none" or spread or need_eig) else None
         if mu is not None:
             self.feature_mean = mu.astype(np.float32)
         if s.center == "per_feature":
@@ -302,10 +310,13 @@ class Preprocessor:
         mean_fit = None if self.feature_mean is None else to_device(self.feature_mean, xp)
         # Fewer rows than features: float64 products, so that the null directions get eigenvalue 0 (module docstring).
         scatter = scatter_matrix(X_fit, mean_fit, on_block=on_block, exact=n < d) if need_eig else None
-        if s.scale == "std":
+        if spread:
             sum_squares = (to_host(scatter.diagonal()).copy() if scatter is not None
                            else to_host(column_sum_squares(X_fit, mean_fit)))
-            self.std = np.sqrt(np.maximum(sum_squares / n, 0.0)).astype(np.float32)
+            variance = np.maximum(sum_squares / n, 0.0)
+            if s.scale == "global":  # about the grand mean: the within-feature variance plus that of the means
+                variance = np.full(d, variance.mean() + np.mean((mu - mu.mean()) ** 2))
+            self.std = np.sqrt(variance).astype(np.float32)
         elif s.scale == "minmax":
             self.min, self.max = to_host(X_fit.min(axis=0)), to_host(X_fit.max(axis=0))
         del X_fit
@@ -346,7 +357,7 @@ class Preprocessor:
 
     def _scale_divisor(self) -> np.ndarray | None:
         """(D,) float64 divisor of the scaling step (1 for features constant on the training split)."""
-        if self.settings.scale == "std":
+        if self.settings.scale in ("std", "global"):
             spread = self.std.astype(np.float64)
         elif self.settings.scale == "minmax":
             spread = (self.max.astype(np.float64) - self.min.astype(np.float64)) / 2.0
@@ -568,7 +579,8 @@ class Preprocessor:
                 if name in stats:
                     setattr(pre, name, np.asarray(stats[name], dtype=np.float32).reshape(d))
             minmax = settings.scale == "minmax"
-            required = {"std": settings.scale == "std", "min": minmax, "max": minmax, "mean": settings.center != "none"}
+            required = {"std": settings.scale in ("std", "global"), "min": minmax, "max": minmax,
+                        "mean": settings.center != "none"}
             missing = [name for name, needed in required.items() if needed and name not in stats]
             if pre.uses_pca:
                 k = pre.n_components
@@ -582,6 +594,9 @@ class Preprocessor:
             raise UserInputError(f"{path} holds malformed preprocessing statistics: {e}") from None
         if missing:
             raise UserInputError(f"{path} is not a preprocess.npz file: key(s) {', '.join(missing)} missing")
+        if settings.scale == "global" and np.unique(pre.std).size > 1:
+            raise UserInputError(f"{path} holds malformed preprocessing statistics: scale is global, but std "
+                                 "holds more than one value")
         pre._derive()
         return pre
 

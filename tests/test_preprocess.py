@@ -379,7 +379,7 @@ def test_bad_preprocessing_input_names_the_key():
         load_config(None, ["preprocess.center=global", "preprocess.whiten=true"])
     with pytest.raises(UserInputError, match=r"preprocess\.pca"):
         load_config(None, ["preprocess.pca=0"])
-    with pytest.raises(UserInputError, match=r"preprocess\.scale.*'none', 'std' or 'minmax'"):
+    with pytest.raises(UserInputError, match=r"preprocess\.scale.*'none', 'std', 'global' or 'minmax'"):
         load_config(None, ["preprocess.scale=range"])
     X[:, 0] = 1.0  # rank 5: whitening 6 components with eps = 0 would divide by zero
     with pytest.raises(UserInputError, match=r"preprocess\.eps.*only 5 of the 6"):
