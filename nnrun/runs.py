@@ -6,12 +6,15 @@ name any of them. The default view is the run, its status, the config keys that 
 listed runs, the headline validation and test metric and the epochs. Filters are `KEY OP VALUE`;
 sorting puts runs without the key last. `--group-by` turns the runs into one row per value of
 the group keys, with the mean and standard deviation of every metric column over the group's
-runs (typically its seeds).
+runs (typically its seeds). A run's labels (`nnrun tag`, `nnrun note`) are columns too: `tag.KEY`, `tags` and
+`note`, shown by default when some run has them; `--columns` takes patterns (`tag.*`). Archived runs are
+listed only with `archived`.
 """
 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import json
 import math
@@ -26,8 +29,10 @@ from rich.text import Text
 
 from nnrun.config import parse_value
 from nnrun.errors import UserInputError, did_you_mean
+from nnrun.labels import one_line, tags_text
 from nnrun.runstore import (
     BUILTIN_COLUMNS,
+    TAG_PREFIX,
     RunRecord,
     best_first,
     collect_runs,
@@ -57,21 +62,30 @@ def shown_keys(records: list[RunRecord]) -> tuple[list[str], list[str]]:
 
 
 def default_columns(records: list[RunRecord]) -> list[str]:
-    """The table's columns: run, status, the headline val and test metric, epochs, the config keys that differ
-    between runs (`shown_keys`), and the failure reasons when some run has one. The metrics come before the
-    keys, so that a table split into blocks of columns shows them in its first."""
+    """The table's columns: run, status, the headline val and test metric, epochs, the tags when some run has
+    any, the config keys that differ between runs (`shown_keys`), the failure reasons when some run has one and
+    the notes when some run has one. The metrics come before the keys, so that a table split into blocks of
+    columns shows them in its first."""
     metric = headline_metric(records)
     metrics = [m for m in (f"val_{metric}", f"test_{metric}") if any(r.has(m) for r in records)]
     reason = ["reason"] if any(r.get("reason") for r in records) else []
-    return ["run", "status", *metrics, "epochs", *shown_keys(records)[0], *reason]
+    labels = label_columns(records)
+    tags, note = [c for c in labels if c == "tags"], [c for c in labels if c == "note"]
+    return ["run", "status", *metrics, "epochs", *tags, *shown_keys(records)[0], *reason, *note]
+
+
+def label_columns(records: list[RunRecord]) -> list[str]:
+    """`tags` and `note`, each when some run has it (`["tags", "note"]`, `["note"]`, ... in that order)."""
+    return [c for c in ("tags", "note") if any(r.get(c) for r in records)]
 
 
 def export_columns(records: list[RunRecord]) -> list[str]:
     """The columns of CSV and JSON (unchanged for scripts): run, status, the config keys that differ, the
-    usual metrics (`METRIC_COLUMNS`) the runs have, start time and failure reasons."""
+    usual metrics (`METRIC_COLUMNS`) the runs have, start time and failure reasons, and the tags and notes when
+    some run has them."""
     metrics = [m for m in METRIC_COLUMNS if any(r.has(m) for r in records)]
     reason = ["reason"] if any(r.get("reason") for r in records) else []
-    return ["run", "status", *varying_keys(records), *metrics, "started", *reason]
+    return ["run", "status", *varying_keys(records), *metrics, "started", *reason, *label_columns(records)]
 
 
 def check_columns(records: list[RunRecord], columns: list[str], option: str) -> None:
@@ -89,6 +103,7 @@ def check_columns(records: list[RunRecord], columns: list[str], option: str) -> 
 def available_columns(records: list[RunRecord]) -> str:
     """The columns `records` have, in a few words (not the hundred-odd config keys one by one)."""
     summary = list(dict.fromkeys(k for r in records for k in (r.summary or {})))
+    tags = list(dict.fromkeys(TAG_PREFIX + k for r in records for k in r.tags))
     varying = varying_keys(records)
     config = (f"any config key as `nnrun validate` prints it (those that differ here: {', '.join(varying)})"
               if varying else "any config key as `nnrun validate` prints it (optim.lr, model.hidden)")
@@ -97,21 +112,43 @@ def available_columns(records: list[RunRecord]) -> str:
         f"the summary's {', '.join(summary)}" if summary else "",
         config,
         "provenance.KEY (provenance.git_commit, provenance.hostname)" if any(r.provenance for r in records) else "",
+        f"tag.KEY ({', '.join(tags)})" if tags else "",
     ) if part)
+
+
+def expand_columns(records: list[RunRecord], names: list[str], option: str) -> list[str]:
+    """`names` with each pattern (`tag.*`, `optim.*`: shell-style, `*` and `?`) replaced by the columns it
+    matches, in `known_columns` order; a pattern that matches nothing is a `UserInputError`."""
+    if not any(c in name for name in names for c in "*?["):
+        return names
+    known = known_columns(records)
+    expanded: list[str] = []
+    for name in names:
+        if not any(c in name for c in "*?["):
+            expanded.append(name)
+            continue
+        matches = [k for k in known if fnmatch.fnmatchcase(k, name) and any(r.has(k) for r in records)]
+        if not matches and records:
+            raise UserInputError(f"{option}: no column matches {name!r}. Columns: {available_columns(records)}")
+        expanded.extend(matches)
+    return list(dict.fromkeys(expanded))
 
 
 @dataclass(frozen=True)
 class RunFilter:
-    """`key OP value`, OP one of = == != < <= > >=; `<`-style operators compare numbers."""
+    """`key OP value`, OP one of = == != < <= > >=; `<`-style operators compare numbers. A text value also
+    equals the `text` as written (`tag.keep=yes` matches the tag `yes`, which YAML would read as true)."""
 
     key: str
     op: str
     value: Any
+    text: str | None = None
 
     def matches(self, record: RunRecord) -> bool:
         actual = record.get(self.key)
         if self.op in ("=", "==", "!="):
-            equal = actual is not None and _equal(actual, self.value)
+            equal = actual is not None and (_equal(actual, self.value) or (isinstance(actual, str)
+                                                                           and actual == self.text))
             return equal if self.op != "!=" else not equal
         if not is_number(actual):
             return False
@@ -136,7 +173,7 @@ def parse_filter(text: str) -> RunFilter:
     value = parse_value(raw)
     if op in ("<", "<=", ">", ">=") and not is_number(value):
         raise UserInputError(f"--filter {text!r}: {op} compares numbers, got {raw!r}")
-    return RunFilter(key, op, value)
+    return RunFilter(key, op, value, raw)
 
 
 def sort_runs(records: list[RunRecord], key: str | None) -> list[RunRecord]:
@@ -170,20 +207,21 @@ def split_names(items: Sequence[str] | None) -> list[str]:
 
 def select_runs(root: str | Path, *, filters: Sequence[str] = (), sort: str | None = None,
                 columns: Sequence[str] | None = None, group_by: Sequence[str] | None = None,
-                recursive: bool = False, export: bool = False) -> tuple[list[RunRecord], list[str]]:
-    """The runs under `root` (in every sub-folder too with `recursive`) that pass every filter, sorted,
-    and the columns to show.
+                recursive: bool = False, export: bool = False, archived: bool = False
+                ) -> tuple[list[RunRecord], list[str]]:
+    """The runs under `root` (in every sub-folder too with `recursive`; the archived ones instead with
+    `archived`) that pass every filter, sorted, and the columns to show.
 
     `columns` None (or empty) means `default_columns` (`export_columns` for CSV and JSON, `export`) of
     all the runs under `root`, so that filters do not change the columns; items may hold several
-    names separated by commas. `group_by` keys are checked like columns.
+    names separated by commas, and patterns (`tag.*`). `group_by` keys are checked like columns.
     """
-    records = collect_runs([root], recursive=recursive)
+    records = collect_runs([root], recursive=recursive, archived=archived)
     parsed = [parse_filter(f) for f in filters]
     check_columns(records, [f.key for f in parsed], "--filter")
     if sort:
         check_columns(records, [sort.lstrip("-")], "--sort")
-    chosen = split_names(columns)
+    chosen = expand_columns(records, split_names(columns), "--columns")
     check_columns(records, chosen, "--columns")
     check_columns(records, split_names(group_by), "--group-by")
     kept = [r for r in records if all(f.matches(r) for f in parsed)]
@@ -196,7 +234,7 @@ def runs_csv(records: list[RunRecord], columns: list[str]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for r in records:
-        writer.writerow([csv_field(r.get(c)) for c in columns])
+        writer.writerow([csv_field(one_line(r.note) if c == "note" else r.get(c)) for c in columns])
     return out.getvalue()
 
 
@@ -209,7 +247,7 @@ def runs_json(root: str | Path, records: list[RunRecord], columns: list[str]) ->
 def column_kind(records: list[RunRecord], column: str) -> str:
     """How the table shows `column` (`nnrun.tables` kinds): config keys as given, summary numbers measured,
     names as labels, paths and reasons as text that may fold or move below the table."""
-    if column in ("run", "path", "reason", "started"):
+    if column in ("run", "path", "reason", "started", "tags", "note"):
         return "text"
     if column == "status":
         return "label"
@@ -228,9 +266,20 @@ def runs_table(title: str, records: list[RunRecord], columns: list[str]) -> Data
         kind = column_kind(records, c)
         table.add_column(c, kind, key=c == "run", movable=c not in ("run", "path"))
     for r in records:
-        table.add_row(*(Text(r.status, style=STATUS_STYLES.get(r.status, "")) if c == "status" else r.get(c)
-                        for c in columns))
+        table.add_row(*(cell(r, c) for c in columns))
     return table
+
+
+def cell(record: RunRecord, column: str) -> Any:
+    """What the table shows of `record` in `column`: the status in its colour, tags as `key=value, ...`, the note
+    on one line, any other value as it is."""
+    if column == "status":
+        return Text(record.status, style=STATUS_STYLES.get(record.status, ""))
+    if column == "tags":
+        return tags_text(record.tags)
+    if column == "note":
+        return one_line(record.note)
+    return record.get(column)
 
 
 # ---- groups --------------------------------------------------------------------------------------
@@ -355,12 +404,14 @@ def groups_json(root: str | Path, groups: list[RunGroup], keys: list[str], metri
 
 def runs_report(root: str | Path, *, filters: Sequence[str] = (), sort: str | None = None,
                 columns: Sequence[str] | None = None, group_by: Sequence[str] | None = None,
-                recursive: bool = False, output: str = "table") -> DataTable | str | dict[str, Any] | None:
-    """`nnrun runs`: the listing of the runs under `root` as a `DataTable` (None when there are no runs),
-    CSV text or a JSON-ready object (`output` table, csv or json)."""
+                recursive: bool = False, output: str = "table", archived: bool = False
+                ) -> DataTable | str | dict[str, Any] | None:
+    """`nnrun runs`: the listing of the runs under `root` (its archived runs with `archived`) as a `DataTable`
+    (None when there are no runs), CSV text or a JSON-ready object (`output` table, csv or json)."""
     keys = split_names(group_by)
     records, chosen = select_runs(root, filters=filters, sort=None if keys else sort, columns=columns,
-                                  group_by=keys, recursive=recursive, export=output != "table" and not keys)
+                                  group_by=keys, recursive=recursive, export=output != "table" and not keys,
+                                  archived=archived)
     if keys:
         groups = sort_groups(group_runs(records, keys), sort)
         metrics = group_metrics(records, chosen, keys)
@@ -380,8 +431,9 @@ def runs_report(root: str | Path, *, filters: Sequence[str] = (), sort: str | No
         return runs_json(root, records, chosen)
     if not records:
         return None
-    table = runs_table(f"{plural(len(records), 'run')} in {root}", records, chosen)
-    hidden = [] if columns else shown_keys(collect_runs([root], recursive=recursive))[1]
+    what = plural(len(records), "archived run" if archived else "run")
+    table = runs_table(f"{what} in {root}", records, chosen)
+    hidden = [] if columns else shown_keys(collect_runs([root], recursive=recursive, archived=archived))[1]
     if hidden:
         named = ", ".join(hidden[:6]) + (", ..." if len(hidden) > 6 else "")
         verb = "differs" if len(hidden) == 1 else "differ"

@@ -6,7 +6,9 @@ under `provenance.` (versions, git commit, command line, host, BLAS, times, peak
 for runs written before provenance.json) and, on demand, its per-epoch metrics. `list_runs`
 finds the runs under a folder (optionally in every sub-folder), `varying_keys` the config keys
 that tell them apart, `headline_metric` the metric their losses select on (accuracy for class
-and attribute losses, rmse for regression).
+and attribute losses, rmse for regression). A record also holds the run's labels (`nnrun.labels`: each tag
+as a `tag.KEY` column, all of them as `tags`, and the `note`). Archived runs (moved into an `ARCHIVE_DIR`
+folder by `nnrun runs archive`) are listed only when asked for (`archived`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,17 @@ from yaml import YAMLError
 
 from nnrun.config import flatten
 from nnrun.errors import UserInputError
+from nnrun.labels import read_labels
 from nnrun.nn.losses import LOSSES
 from nnrun.rundir import BROKEN, BROKEN_REASON, LOCK_FILE, RunDir
 from nnrun.safeyaml import safe_load
 
-BUILTIN_COLUMNS = ("run", "path", "status", "started", "reason")
+BUILTIN_COLUMNS = ("run", "path", "status", "started", "reason", "tags", "note")
 """Columns every run has besides its config keys and summary keys."""
+TAG_PREFIX = "tag."
+"""The prefix of a tag's column (`tag.group`)."""
+ARCHIVE_DIR = ".archive"
+"""The folder (in a folder of runs) that `nnrun runs archive` moves runs into; listings skip it."""
 
 
 @dataclass
@@ -46,13 +53,16 @@ class RunRecord:
     status: str
     name: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    note: str | None = None
     _metrics: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.path.name
 
     def get(self, column: str) -> Any:
-        """The value of `column`: a built-in (run, path, status, started, reason), a config key, or a summary key."""
+        """The value of `column`: a built-in (run, path, status, started, reason, tags, note), a tag (`tag.KEY`), a
+        config key, or a summary key."""
         if column == "run":
             return self.name
         if column == "path":
@@ -65,6 +75,12 @@ class RunRecord:
             return BROKEN_REASON
         if column == "epochs" and self.summary is None:
             return self.epochs_done
+        if column == "tags":
+            return dict(self.tags) or None
+        if column == "note":
+            return self.note
+        if column.startswith(TAG_PREFIX) and column[len(TAG_PREFIX):] in self.tags:
+            return self.tags[column[len(TAG_PREFIX):]]
         if column in self.config:
             return self.config[column]
         if column in self.provenance:
@@ -73,7 +89,8 @@ class RunRecord:
 
     def has(self, column: str) -> bool:
         return column in BUILTIN_COLUMNS or column in self.config or column in (self.summary or {}) \
-            or column in self.provenance or column == "epochs"
+            or column in self.provenance or column == "epochs" \
+            or (column.startswith(TAG_PREFIX) and column[len(TAG_PREFIX):] in self.tags)
 
     def metrics(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl (read once)."""
@@ -112,15 +129,18 @@ def read_run(path: str | Path, name: str | None = None) -> RunRecord | None:
         pass
     run = RunDir(path)
     provenance = flatten(run.read_provenance() or {}, "provenance.")
+    labels = read_labels(path)
     return RunRecord(path, config, run.read_summary(), run.epochs_done(), started, run.status(), name or path.name,
-                     provenance)
+                     provenance, labels.tags, labels.note)
 
 
-def list_runs(root: str | Path, *, recursive: bool = False) -> list[RunRecord]:
+def list_runs(root: str | Path, *, recursive: bool = False, archived: bool = False) -> list[RunRecord]:
     """Every run directory directly under `root` (or `root` itself when it is one), by folder name.
 
     `recursive` also looks into the sub-folders that are not runs themselves, at any depth; a run's
-    name is then its path relative to `root` (`grid/digits-sweep-3da65cfa603c`).
+    name is then its path relative to `root` (`grid/digits-sweep-3da65cfa603c`). The `ARCHIVE_DIR` folders
+    are skipped; with `archived`, only the runs in them are listed, each named as where it was archived from
+    (`grid/digits-sweep-3da65cfa603c` for `grid/.archive/digits-sweep-3da65cfa603c`).
     """
     root = Path(root)
     if not root.is_dir():
@@ -129,22 +149,27 @@ def list_runs(root: str | Path, *, recursive: bool = False) -> list[RunRecord]:
     if own is not None:
         return [own]
     records: list[RunRecord] = []
-    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+    if archived and (root / ARCHIVE_DIR).is_dir():
+        records.extend(list_runs(root / ARCHIVE_DIR))
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and p.name != ARCHIVE_DIR):
         record = read_run(child)
         if record is not None:
-            records.append(record)
+            if not archived:
+                records.append(record)
         elif recursive:
-            for inner in list_runs(child, recursive=True):
+            for inner in list_runs(child, recursive=True, archived=archived):
                 inner.name = f"{child.name}/{inner.name}"
                 records.append(inner)
-    return records
+    return sorted(records, key=lambda r: r.name) if archived else records
 
 
-def collect_runs(paths: list[str | Path] | tuple[str | Path, ...], *, recursive: bool = False) -> list[RunRecord]:
-    """The runs of several arguments, each a run directory or a folder of runs; a run named twice counts once."""
+def collect_runs(paths: list[str | Path] | tuple[str | Path, ...], *, recursive: bool = False,
+                 archived: bool = False) -> list[RunRecord]:
+    """The runs of several arguments, each a run directory or a folder of runs (its archived runs with
+    `archived`); a run named twice counts once."""
     records: dict[Path, RunRecord] = {}
     for path in paths:
-        for record in list_runs(path, recursive=recursive):
+        for record in list_runs(path, recursive=recursive, archived=archived):
             records.setdefault(record.path.resolve(), record)
     return list(records.values())
 
@@ -224,5 +249,7 @@ def known_columns(records: list[RunRecord]) -> list[str]:
         known.update(dict.fromkeys(r.summary or {}))
     for r in records:
         known.update(dict.fromkeys(r.provenance))
+    for r in records:
+        known.update(dict.fromkeys(TAG_PREFIX + k for k in r.tags))
     known["epochs"] = None
     return list(known)
