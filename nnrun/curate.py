@@ -263,7 +263,9 @@ def _carry_out(action: str, step: Step) -> None:
         except Timeout:
             raise UserInputError("its labels are being changed by another process") from None
         try:
-            if step.destination is None:
+            if step.destination is None and step.source.is_symlink():
+                step.source.unlink()  # a link to a run elsewhere: the link goes, never what it points at
+            elif step.destination is None:
                 shutil.rmtree(step.source)
             else:
                 step.destination.parent.mkdir(exist_ok=True)

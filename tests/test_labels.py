@@ -157,6 +157,19 @@ def test_rm_by_filter_removes_exactly_the_matching_runs(runs):
     assert "removed" in result.stderr and "/c" in result.stderr
 
 
+def test_rm_of_a_linked_run_removes_the_link_never_its_target(runs, tmp_path):
+    write_run(tmp_path / "elsewhere", "e", {"optim": {"lr": 0.5}}, epoch_rows([0.6, 0.7], [1.0, 0.8]), completed(0.7))
+    def unlocked():  # the run's files, without the lock files taking its locks leaves behind
+        return {path: data for path, data in snapshot(tmp_path / "elsewhere").items() if not path.endswith(".lock")}
+
+    target = unlocked()
+    (runs / "e").symlink_to(tmp_path / "elsewhere" / "e")
+    result = invoke("runs", "rm", runs / "e", "--yes")
+    assert result.exit_code == 0, result.output
+    assert names(runs) == ["a", "b", "c", "d"]
+    assert unlocked() == target
+
+
 @pytest.mark.parametrize("action", ["rm", "archive"])
 def test_a_run_in_use_is_never_removed_or_archived(runs, action):
     (runs / "b" / "summary.json").unlink()                                  # b trains now: no summary yet
