@@ -43,9 +43,11 @@ from threadpoolctl import threadpool_limits
 from nnrun import signals
 from nnrun.errors import UserInputError, did_you_mean
 
-EXECUTORS = ("local", "dask")
-"""Where runs can execute: local worker processes, or a Dask distributed cluster."""
+EXECUTORS = ("local", "dask", "slurm")
+"""Where runs can execute: local worker processes, a Dask distributed cluster, or SLURM jobs
+(`nnrun.sweep.slurm`, through submitit)."""
 DASK_INSTALL_HINT = "install the Dask extra: pip install 'nnrun[dask]' (or pip install 'dask[distributed]')"
+SLURM_INSTALL_HINT = "install the SLURM extra: pip install 'nnrun[slurm]' (or pip install submitit)"
 
 _IN_RUN = False
 """True while a worker process is inside a run; its stop signals interrupt only then."""
@@ -98,6 +100,11 @@ def init_local_worker(parent: int) -> None:
         if signal.getsignal(s) is not signal.SIG_IGN:
             signal.signal(s, _worker_signal)
     _die_with_parent(parent)
+
+
+def in_run() -> bool:
+    """Whether this process is inside a run (`active_run`): its stop signals then interrupt the run."""
+    return _IN_RUN
 
 
 @contextmanager
@@ -320,14 +327,26 @@ def import_distributed() -> Any:
     return distributed
 
 
+def import_submitit() -> Any:
+    """The `submitit` package (SLURM jobs), or a `UserInputError` telling how to install it."""
+    try:
+        import submitit
+    except ImportError:
+        raise UserInputError(f"--executor slurm needs submitit, which is not installed: {SLURM_INSTALL_HINT}") \
+            from None
+    return submitit
+
+
 def check_executor(kind: str) -> None:
-    """Refuse (`UserInputError`) an executor nnrun does not have, or Dask when it is not installed: before any
-    work, so that a typo costs nothing."""
+    """Refuse (`UserInputError`) an executor nnrun does not have, or Dask or submitit when it is not installed:
+    before any work, so that a typo costs nothing."""
     if kind not in EXECUTORS:
         raise UserInputError(f"--executor {kind}: unknown executor; allowed: {', '.join(EXECUTORS)}"
                              f"{did_you_mean(kind, EXECUTORS)}")
     if kind == "dask":
         import_distributed()
+    if kind == "slurm":
+        import_submitit()
 
 
 def start_resource_tracker() -> None:

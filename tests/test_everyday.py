@@ -85,8 +85,12 @@ def test_study_with_an_unknown_executor_is_refused_before_any_work(monkeypatch):
 
     monkeypatch.setattr(study_run, "plan_study", no_planning)
     monkeypatch.setattr(study_run, "load_study", no_planning)
+    message = one_line(invoke_error("study", "studies/digits_questions.yaml", "--executor", "slurmm", "--dry-run"))
+    assert "local, dask, slurm" in message and "did you mean 'slurm'" in message
+    # a known executor that cannot run here (no SLURM on PATH: tests/test_slurm.py) is refused just as early
+    monkeypatch.setenv("PATH", "")
     message = one_line(invoke_error("study", "studies/digits_questions.yaml", "--executor", "slurm", "--dry-run"))
-    assert "slurm" in message and "local, dask" in message
+    assert "sbatch and srun" in message or "pip install 'nnrun[slurm]'" in message
 
 
 def test_a_stop_the_user_asked_for_is_not_called_a_failure(tmp_path, monkeypatch):
