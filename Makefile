@@ -14,9 +14,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -e .
 	touch $@
 
-# Development install: runtime + test and lint tools + the optional Dask executor.
+# Development install: runtime + test and lint tools + the optional Dask and SLURM (submitit) executors.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(PIP) install -e ".[dev,dask]"
+	$(PIP) install -e ".[dev,dask,slurm]"
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed
