@@ -22,6 +22,10 @@ of the augmented raw image (up to float rounding; zero padding is a raw 0). With
 are moved as they are. Vectorized over the batch: a loop runs over the 2k + 1 shift values of
 each axis, never over examples. A batch on a GPU is augmented there (the draws stay on the host,
 from the same stream, so a GPU run moves the same images the same way).
+
+`Mirror(image_shape, pixel_affine)` is the deterministic flip of test-time flip averaging
+(`augment.test_flip`): every image of a batch mirrored left-right, through the same raw-pixel mapping,
+so the result is the preprocessing of the mirrored raw image (after ZCA: the whitened image mirrored).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnrun.backend import to_device, xp_of
+from nnrun.nn.losses import LOSSES
 
 PADDING_MODES = ("zero", "reflect")
 """How translations fill the pixels they move in: `zero` (0) or `reflect` (mirrored at the border)."""
@@ -52,9 +57,7 @@ class Augmentation:
             raise ValueError(f"padding must be one of {', '.join(PADDING_MODES)}, got {self.padding!r}")
         if not 0 <= self.translate < min(h, w):
             raise ValueError(f"translate must be in 0..{min(h, w) - 1} for {h}x{w} images, got {self.translate}")
-        if self.pixel_affine is not None:
-            scale, shift = (np.asarray(a, dtype=np.float32).reshape(c * h * w) for a in self.pixel_affine)
-            object.__setattr__(self, "pixel_affine", (scale, shift))
+        object.__setattr__(self, "pixel_affine", _float32_affine(self.pixel_affine, c * h * w))
 
     @property
     def active(self) -> bool:
@@ -72,11 +75,7 @@ class Augmentation:
             """The examples a host mask picks, as an index array on X's device."""
             return to_device(np.flatnonzero(mask), xp)
 
-        images = X.reshape(n, c, h, w)
-        if self.pixel_affine is not None:
-            scale, shift = (to_device(a, xp).reshape(1, c, h, w) for a in self.pixel_affine)
-            images = images * scale
-            images += shift
+        images = _to_raw(X.reshape(n, c, h, w), self.pixel_affine)
         out = xp.empty((n, c, h, w), dtype=xp.float32)
         if k:
             padded = self._pad(images, k)
@@ -88,15 +87,12 @@ class Augmentation:
                 at = shifts[1] == k - offset
                 kept, flipped = where(at & ~flips), where(at & flips)
                 out[kept] = rows[kept, :, :, offset:offset + w]
-                out[flipped] = rows[flipped, :, :, offset:offset + w][..., ::-1]
+                out[flipped] = _mirrored(rows[flipped, :, :, offset:offset + w])
         else:
             out[...] = images
             flipped = where(flips)
-            out[flipped] = images[flipped][..., ::-1]
-        if self.pixel_affine is not None:
-            out -= shift
-            out /= scale
-        return out.reshape(n, c * h * w)
+            out[flipped] = _mirrored(images[flipped])
+        return _from_raw(out, self.pixel_affine).reshape(n, c * h * w)
 
     def draws(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """The moves of a batch of n: flips (n,) bool and shifts (2, n) int64 (vertical, horizontal), drawn from
@@ -119,3 +115,77 @@ class Augmentation:
             padded[:, :, :, :k] = padded[:, :, :, 2 * k:k:-1]
             padded[:, :, :, k + w:] = padded[:, :, :, k + w - 2:w - 2:-1]
         return padded
+
+
+@dataclass(frozen=True, eq=False)
+class Mirror:
+    """Every image of a batch mirrored left-right, `out[c, i, j] = in[c, i, W - 1 - j]`: the second view of
+    test-time flip averaging. `pixel_affine` as `Augmentation`'s: the batch is mapped back to raw pixels,
+    mirrored and mapped forward, so the result is the preprocessing of the mirrored raw image; without it
+    (no preprocessing, or ZCA) the pixels are mirrored as they are. No draws: the same batch gives the
+    same mirror."""
+
+    image_shape: tuple[int, int, int]
+    pixel_affine: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        c, h, w = self.image_shape
+        object.__setattr__(self, "pixel_affine", _float32_affine(self.pixel_affine, c * h * w))
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """X: (B, C*H*W) float32, on the host or a GPU -> a new (B, C*H*W) array of the mirrored images there."""
+        c, h, w = self.image_shape
+        n = len(X)
+        out = xp_of(X).empty((n, c, h, w), dtype=X.dtype)
+        out[...] = _mirrored(_to_raw(X.reshape(n, c, h, w), self.pixel_affine))
+        return _from_raw(out, self.pixel_affine).reshape(n, c * h * w)
+
+
+def flip_average_problem(loss_name: str, has_proba: bool, pca: int | None, whiten: bool | str) -> str | None:
+    """Why test-time flip averaging cannot apply to a run with this loss (`has_proba`: whether it gives
+    probabilities) and preprocessing, as a phrase for a message; None when it can. Image data are checked
+    where the data are known."""
+    if not has_proba:
+        return (f"flip averaging averages the probabilities of each image and its mirror, and loss.name={loss_name} "
+                "gives none (its outputs are scores, margins or values); it needs a loss with probabilities: "
+                f"{', '.join(name for name, loss in LOSSES.items() if loss.has_proba)}")
+    if whiten is True or (pca is not None and whiten != "zca"):
+        return ("flip averaging mirrors images, and preprocess.pca / preprocess.whiten: true turn them into "
+                "principal components; use whiten: zca (whitened images stay images) or pca: null and whiten: false")
+    return None
+
+
+def _float32_affine(pixel_affine: tuple[np.ndarray, np.ndarray] | None,
+                    d: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """`(scale, shift)` as float32 (d,) host arrays (None stays None)."""
+    if pixel_affine is None:
+        return None
+    scale, shift = (np.asarray(a, dtype=np.float32).reshape(d) for a in pixel_affine)
+    return scale, shift
+
+
+def _to_raw(images: np.ndarray, pixel_affine: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Preprocessed images (n, C, H, W) -> raw pixels `x * scale + shift` (a new array); without `pixel_affine`
+    the images themselves."""
+    if pixel_affine is None:
+        return images
+    xp = xp_of(images)
+    scale, shift = (to_device(a, xp).reshape(1, *images.shape[1:]) for a in pixel_affine)
+    raw = images * scale
+    raw += shift
+    return raw
+
+
+def _from_raw(raw: np.ndarray, pixel_affine: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Raw pixels (n, C, H, W) -> preprocessed again, `(x - shift) / scale`, in place; returns `raw`."""
+    if pixel_affine is not None:
+        xp = xp_of(raw)
+        scale, shift = (to_device(a, xp).reshape(1, *raw.shape[1:]) for a in pixel_affine)
+        raw -= shift
+        raw /= scale
+    return raw
+
+
+def _mirrored(images: np.ndarray) -> np.ndarray:
+    """images (n, C, H, W) mirrored left-right: `out[..., j] = in[..., W - 1 - j]` (a view)."""
+    return images[..., ::-1]

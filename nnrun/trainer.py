@@ -354,16 +354,28 @@ def validation_score(row: dict[str, Any], loss_fn: Loss) -> tuple[float, ...]:
 
 
 def evaluate(model: MLP, loss_fn: Loss, X: np.ndarray, y: np.ndarray, batch_size: int,
-             detail: bool = False) -> dict[str, float]:
+             detail: bool = False, mirror: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, float]:
     """Evaluation-mode loss and metrics of `model` on X: (N, D), in batches of `batch_size`.
 
     The metrics are the loss's (accuracy; mean attribute accuracy; mae, rmse, rmse_baseline);
     `detail` adds per-attribute accuracies (the final summary has them, epoch rows do not).
     X may live on the model's device (then it is not copied); y and the computation of the
-    loss and metrics from the scores are on the host.
+    loss and metrics from the scores are on the host. With `mirror` the scores are flip-averaged
+    (`evaluation_scores`).
     """
-    scores = model.scores(X, batch_size)
+    scores = evaluation_scores(model, loss_fn, X, batch_size, mirror)
     return {"loss": loss_fn.loss(scores, y), **loss_fn.metrics(scores, y, detail=detail)}
+
+
+def evaluation_scores(model: MLP, loss_fn: Loss, X: np.ndarray, batch_size: int,
+                      mirror: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Evaluation-mode scores (N, K) of `model` on X (N, D), a host array. With `mirror` (`nnrun.augment.Mirror`,
+    test-time flip averaging) a second pass over the mirrored batches, each mirrored on the model's device,
+    and the scores whose probabilities are the mean of both passes' (`Loss.mean_proba_scores`)."""
+    scores = model.scores(X, batch_size)
+    if mirror is None:
+        return scores
+    return loss_fn.mean_proba_scores(scores, model.scores(X, batch_size, transform=mirror))
 
 
 def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: Reporter, history: History,

@@ -78,11 +78,14 @@ class MLP:
         """The array module the network computes with (that of its parameters)."""
         return xp_of(self.params[0].value)
 
-    def scores(self, X: np.ndarray, batch_size: int) -> np.ndarray:
+    def scores(self, X: np.ndarray, batch_size: int,
+               transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """Evaluation-mode outputs for X: (N, D), in batches of `batch_size` rows on the network's device -> (N, K),
-        a host array."""
+        a host array. `transform` (such as `nnrun.augment.Mirror`) changes each batch on the device first."""
         xp = self.xp
-        parts = [self.forward(to_device(X[i:i + batch_size], xp), train=False) for i in range(0, len(X), batch_size)]
+        transform = transform or (lambda batch: batch)
+        parts = [self.forward(transform(to_device(X[i:i + batch_size], xp)), train=False)
+                 for i in range(0, len(X), batch_size)]
         if not parts:
             return np.zeros((0, list(self.linear_layers())[-1].W.value.shape[1]), dtype=np.float32)
         return to_host(xp.concatenate(parts))
