@@ -17,7 +17,25 @@ Metric names:
   - `init_activation_std@L`, `init_preactivation_std@L`: the standard deviation, over all entries,
     of hidden layer L's activation output (after the non-linearity) or of its Linear layer's
     output, at initialization, on `INIT_EXAMPLES` training examples preprocessed as the run does
-    (the weights of the run's `init` stream; BatchNorm with batch statistics, no dropout).
+    (the weights of the run's `init` stream; BatchNorm with batch statistics, no dropout);
+  - `init_grad_norm@L`: the Frobenius norm of the gradient of the mean data loss on those examples
+    (no penalty) with respect to the weights W of hidden layer L's Linear layer, at initialization:
+    the "gradient signal" that reaches the layer;
+  - `init_dead_units@L`: the share of hidden layer L's units that are dead on every one of those
+    examples at initialization (`Activation.dead_mask`: ReLU output <= 0; tanh, sigmoid saturated);
+  - `fresh_accuracy`: the trained network's accuracy on up to `FRESH_EXAMPLES` rows of its dataset
+    that are in none of the run's splits (rows `data.train_size` left out of the training pool),
+    preprocessed with the run's fitted statistics: data that no fit of the run has seen, even
+    with `preprocess.fit_on: all`. `test_optimism`: `test_accuracy - fresh_accuracy`, by how much the
+    test split overstates the accuracy on fresh data (both recomputed from the saved weights).
+    They need class targets and `data.train_size` below the training pool;
+  - `mc_dropout_agreement`, `mc_dropout_gap`: for a network trained with dropout, the test split
+    scored by the deterministic (analytic) prediction the run reports (inverted: no mask; vanilla:
+    activations times p) and by the average of `MC_SAMPLES` sampled predictions (each a training-
+    mode dropout mask, BatchNorm with its running statistics; probabilities averaged where the loss
+    gives them, else scores). Agreement: the share of test examples whose predicted class is the
+    same; gap: the sampled average's accuracy minus the deterministic one's. Class targets only; a
+    network without dropout has neither.
   L counts hidden layers from 1 (the first); without `@L` the last hidden layer is meant.
 
 A run that diverged has no metric but `diverged` and the init statistics (a claim's
@@ -38,9 +56,9 @@ import numpy as np
 
 from nnrun.compare_inits import build_network, count_distinct_units
 from nnrun.config import ExperimentConfig, validate_config
-from nnrun.datasets import SPLITS
+from nnrun.datasets import SPLITS, Dataset
 from nnrun.errors import UserInputError
-from nnrun.experiment import PreparedData, build_loss, load_data, prepare_data, select_targets
+from nnrun.experiment import PreparedData, TrainedRun, build_loss, load_data, load_run, prepare_data, select_targets
 from nnrun.nn.layers import Activation, BatchNorm, Dropout, Linear
 from nnrun.rng import stream
 from nnrun.rundir import MODEL_MEMBERS_PER_LAYER, RunDir
@@ -51,16 +69,27 @@ ROW_KEYS = ("epoch", "lr", "train_loss", "reg_loss", "seconds")
 """Keys of every metrics.jsonl row, besides the train and val metrics."""
 CURVE_PREFIXES = ("last", "min", "max")
 """How a metrics.jsonl key is reduced over epochs."""
-LAYER_METRICS = ("distinct_units", "init_activation_std", "init_preactivation_std")
+INIT_METRICS = ("init_activation_std", "init_preactivation_std", "init_grad_norm", "init_dead_units")
+"""Derived metrics of the network at initialization, which need the data (computed in the study's process,
+cached)."""
+LAYER_METRICS = ("distinct_units", *INIT_METRICS)
 """Derived metrics of one hidden layer (`NAME@L`)."""
-DERIVED = ("diverged", "near_zero_weights", *LAYER_METRICS)
+FRESH_METRICS = ("fresh_accuracy", "test_optimism")
+"""Derived metrics of the trained network on rows outside every split of the run."""
+MC_METRICS = ("mc_dropout_agreement", "mc_dropout_gap")
+"""Derived metrics comparing the deterministic and the sampled (Monte Carlo) dropout predictions."""
+TRAINED_DATA_METRICS = (*FRESH_METRICS, *MC_METRICS)
+"""Derived metrics of the trained network that need the data (computed in the study's process, cached)."""
+DERIVED = ("diverged", "near_zero_weights", *LAYER_METRICS, *TRAINED_DATA_METRICS)
 """Every derived metric."""
-INIT_METRICS = ("init_activation_std", "init_preactivation_std")
-"""Derived metrics that need the data (computed in the study's process, cached)."""
 NEAR_ZERO_RTOL = 0.01
 """A weight is near zero when its magnitude is at most this share of the largest in its layer."""
 INIT_EXAMPLES = 500
 """Training examples passed through a network at initialization for the init statistics."""
+FRESH_EXAMPLES = 10_000
+"""Most rows outside the run's splits that `fresh_accuracy` scores (drawn with the `study_fresh` stream)."""
+MC_SAMPLES = 100
+"""Dropout masks whose predictions `mc_dropout_*` average."""
 METRIC_RE = re.compile(r"^(?:(last|min|max)\.)?([A-Za-z_][A-Za-z0-9_]*)(?:@(\d+))?$")
 
 
@@ -159,6 +188,8 @@ def check_metric(metric: str, produced: Produced, hidden: list[int]) -> str | No
     if name.kind == "curve" and name.key not in produced.rows:
         return (f"runs of this loss and data write no {name.key} to metrics.jsonl; they write "
                 f"{', '.join(sorted(produced.rows))}")
+    if name.kind == "derived" and name.key in TRAINED_DATA_METRICS and "test_accuracy" not in produced.summary:
+        return f"{name.key} needs class targets (an accuracy); runs of this loss and data have none"
     if name.kind == "derived" and name.key in LAYER_METRICS:
         if not hidden:
             return f"{name.key} needs a hidden layer, and this network has none (model.hidden: [])"
@@ -197,6 +228,7 @@ class Measurer:
             except (OSError, ValueError):
                 self.cache = {}
         self._prepared: OrderedDict[str, PreparedData] = OrderedDict()
+        self._whole: OrderedDict[str, Dataset] = OrderedDict()
         self.changed = False
 
     def value(self, metric: str, *, key: str, config: dict[str, Any], run_dir: Path,
@@ -233,7 +265,8 @@ class Measurer:
     def prefetch_init(self, runs: list[tuple[str, dict[str, Any]]]) -> None:
         """Compute the init statistics of `(run hash, config)` pairs not cached yet, grouped by data section,
         preprocessing and seed, so that each prepared dataset is made once."""
-        todo = [(key, config) for key, config in runs if "init_activation_std" not in self.cache.get(key, {})]
+        todo = [(key, config) for key, config in runs
+                if any(name not in self.cache.get(key, {}) for name in INIT_METRICS)]
         todo.sort(key=lambda item: json.dumps([item[1]["data"], item[1]["preprocess"], item[1]["loss"],
                                                item[1]["seed"]], sort_keys=True))
         for key, config in todo:
@@ -266,8 +299,26 @@ class Measurer:
                 weights = _weights(run_dir, config)
                 n = sum(1 for k in weights if k.endswith(".W")) - 1
                 entry[name] = [count_distinct_units(weights[f"fc{i}.W"], weights[f"fc{i}.b"]) for i in range(n)]
+            elif name in FRESH_METRICS:
+                trained = load_run(run_dir)
+                entry.update(fresh_statistics(trained, self._whole_data(trained.cfg)))
+            elif name in MC_METRICS:
+                trained = load_run(run_dir)
+                data = self._whole_data(trained.cfg)
+                entry.update(mc_dropout_statistics(trained, trained.transform(data.X_test), data.y_test))
             self.changed = True
         return entry.get(name)
+
+    def _whole_data(self, cfg: ExperimentConfig) -> Dataset:
+        """`cfg`'s dataset split as its runs split it, but with every training row (`data.train_size` off), its
+        targets the loss's; one kept at a time (the arms of a claim share it)."""
+        whole = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_size": None})})
+        key = json.dumps([whole.data.model_dump(), cfg.loss.model_dump(), cfg.seed], sort_keys=True)
+        data = self._whole.get(key)
+        if data is None:
+            self._whole.clear()
+            data = self._whole[key] = select_targets(load_data(whole), cfg.loss)
+        return data
 
     def _init_statistics(self, config: dict[str, Any]) -> dict[str, list[float]]:
         cfg = validate_config(config, source="study run config")
@@ -290,20 +341,98 @@ def init_statistics(cfg: ExperimentConfig, prepared: PreparedData,
     x = X[idx]
     pre: list[float | None] = []
     post: list[float | None] = []
-    linears = sum(isinstance(layer, Linear) for layer in model.layers)
+    dead: list[float | None] = []
+    linears = [layer for layer in model.layers if isinstance(layer, Linear)]
+    passed: list[Any] = []
     seen = 0
     with np.errstate(all="ignore"):
         for layer in model.layers:
             if isinstance(layer, Dropout):
                 continue
             x = layer.forward(x, train=isinstance(layer, BatchNorm))
+            passed.append(layer)
             if isinstance(layer, Linear):
                 seen += 1
-                if seen < linears:
+                if seen < len(linears):
                     pre.append(_std(x))
-            elif isinstance(layer, Activation) and seen < linears:
+            elif isinstance(layer, Activation) and seen < len(linears):
                 post.append(_std(x))
-    return {"init_preactivation_std": pre, "init_activation_std": post}
+                mask = layer.dead_mask(x)
+                dead.append(None if mask is None else float(np.asarray(mask).all(axis=0).mean()))
+        _, dout = prepared.loss.loss_and_grad(x, prepared.data.y_train[idx])
+        for layer in reversed(passed):
+            dout = layer.backward(dout)
+            if dout is None:
+                break
+        grads = [_finite(np.linalg.norm(layer.W.grad.astype(np.float64))) for layer in linears[:-1]]
+    return {"init_preactivation_std": pre, "init_activation_std": post, "init_grad_norm": grads,
+            "init_dead_units": dead}
+
+
+def fresh_rows(trained: TrainedRun, whole: Dataset) -> np.ndarray:
+    """The rows of `whole` (the run's dataset with every training row: `Measurer._whole_data`) that are in
+    none of the run's splits: indices into `whole.X_train`, sorted, at most `FRESH_EXAMPLES` (drawn with the
+    `study_fresh` stream of the run's seed). Empty when the run trained on the whole training pool."""
+    if trained.split is None or whole.split is None:
+        return np.zeros(0, dtype=np.int64)
+    pool = whole.split.indices["train"]
+    used = np.concatenate([trained.split.indices[s] for s in SPLITS
+                           if trained.split.pools[s] == whole.split.pools["train"]])
+    free = np.flatnonzero(~np.isin(pool, used))
+    pick = stream(trained.cfg.seed, "study_fresh").permutation(len(free))[:FRESH_EXAMPLES]
+    return np.sort(free[pick])
+
+
+def fresh_statistics(trained: TrainedRun, whole: Dataset) -> dict[str, float | None]:
+    """`fresh_accuracy` and `test_optimism` (module docstring) of a trained run; None where it has no fresh rows
+    or no accuracy."""
+    rows = fresh_rows(trained, whole)
+    if not len(rows) or trained.target_kind != "classes":
+        return dict.fromkeys(FRESH_METRICS)
+    fresh = _number(trained.score(whole.X_train[rows], whole.y_train[rows]).get("accuracy"))
+    test = _number(trained.score(whole.X_test, whole.y_test).get("accuracy"))
+    optimism = None if fresh is None or test is None else test - fresh
+    return {"fresh_accuracy": fresh, "test_optimism": optimism}
+
+
+def mc_dropout_average(model: Any, X: np.ndarray, samples: int, rng: np.random.Generator,
+                       proba: Any = None) -> np.ndarray:
+    """The mean over `samples` dropout masks (drawn from `rng`) of `proba(scores)` (default: the scores) for
+    X: (N, D) preprocessed rows -> (N, K). Each pass runs the Dropout layers in training mode (a fresh mask,
+    scaled as their mode says) and every other layer in evaluation mode (BatchNorm's running statistics); the
+    layers before the first Dropout run once."""
+    proba = proba or (lambda s: s)
+    first = next((i for i, layer in enumerate(model.layers) if isinstance(layer, Dropout)), None)
+    if first is None:
+        raise ValueError("the network has no dropout")
+    model.set_dropout_rng(rng)
+    h = X
+    with np.errstate(all="ignore"):
+        for layer in model.layers[:first]:
+            h = layer.forward(h, train=False)
+        total = None
+        for _ in range(samples):
+            x = h
+            for layer in model.layers[first:]:
+                x = layer.forward(x, train=isinstance(layer, Dropout))
+            p = np.asarray(proba(x), dtype=np.float64)
+            total = p if total is None else total + p
+    return total / samples
+
+
+def mc_dropout_statistics(trained: TrainedRun, X: np.ndarray, y: np.ndarray,
+                          samples: int = MC_SAMPLES) -> dict[str, float | None]:
+    """`mc_dropout_agreement` and `mc_dropout_gap` (module docstring) on preprocessed rows X (N, D) with class
+    labels y (N,); None for a network without dropout or targets that are not classes."""
+    model, loss = trained.model, trained.loss
+    if not model.dropout_layers() or trained.target_kind != "classes":
+        return dict.fromkeys(MC_METRICS)
+    proba = loss.predict_proba if loss.has_proba else None
+    deterministic = loss.predict(model.scores(X, trained.cfg.train.eval_batch_size))
+    sampled = mc_dropout_average(model, X, samples, stream(trained.cfg.seed, "study_mc_dropout"), proba).argmax(1)
+    y = np.asarray(y).reshape(-1)
+    return {"mc_dropout_agreement": float(np.mean(sampled == deterministic)),
+            "mc_dropout_gap": float(np.mean(sampled == y) - np.mean(deterministic == y))}
 
 
 def near_zero_fraction(weights: dict[str, np.ndarray], rtol: float = NEAR_ZERO_RTOL) -> float | None:
@@ -317,6 +446,11 @@ def near_zero_fraction(weights: dict[str, np.ndarray], rtol: float = NEAR_ZERO_R
         near += int(np.count_nonzero(magnitude <= rtol * top))
         total += magnitude.size
     return near / total if total else None
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _std(a: np.ndarray) -> float | None:
