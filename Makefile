@@ -14,9 +14,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -e .
 	touch $@
 
-# Development install: runtime + test and lint tools + the optional Dask and SLURM (submitit) executors.
+# Development install: runtime + test and lint tools + the optional Dask and SLURM (submitit) executors and
+# Optuna search (sweep --search, --prune).
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(PIP) install -e ".[dev,dask,slurm]"
+	$(PIP) install -e ".[dev,dask,slurm,search]"
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed
