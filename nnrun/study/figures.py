@@ -4,8 +4,9 @@ Each figure has three parts: left, the claim's metric per arm (a mark: mean over
 standard deviation, dots: the seeds, crosses: diverged runs counted as the claim's `diverged_value`; the
 axis spans the values rather than starting at 0, so that close arms look apart);
 middle, one row per relation with the difference a - b and its 95 % interval (the margin shaded,
-coloured by verdict; for `diverges`, the diverged runs of each arm); right, the validation metric
-per epoch (mean and one std band over seeds), or the metric at every hidden layer for a layer metric.
+coloured by verdict, the test named under it; for `diverges`, the diverged runs of each arm and the
+exact test's p; without an interval, why); right, the validation metric per epoch (mean and one std
+band over seeds), or the metric at every hidden layer for a layer metric.
 Titles (the claim's statement, each relation's label) are folded onto more lines, never cut. Built with
 `nnrun.plots`' Agg figures (no pyplot) and written atomically.
 """
@@ -92,6 +93,7 @@ def _arms_panel(ax: Any, result: dict[str, Any]) -> None:
                         xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7, color="#c0392b")
     ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 3 else 0, ha="right" if len(names) > 3
                   else "center", fontsize=8)
+    ax.set_xlim(-0.5, len(names) - 0.5)  # every arm's column whole, also one without values (all diverged)
     ax.set_ylabel(metric, fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
     if log:
@@ -112,6 +114,8 @@ def _relation_row(ax: Any, relation: dict[str, Any], result: dict[str, Any]) -> 
     if relation["relation"] == "diverges":
         counts = relation.get("diverged") or {}
         text = "; ".join(f"{relation[role]}: {k} of {n} diverged" for role, (k, n) in counts.items())
+        if relation.get("p_support") is not None:
+            text += f"\n{(relation.get('test') or {}).get('method', 'exact test')}: p = {fmt(relation['p_support'], 2)}"
         ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, color=color, transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_title(title, fontsize=8, color=color)
@@ -129,10 +133,13 @@ def _relation_row(ax: Any, relation: dict[str, Any], result: dict[str, Any]) -> 
         ax.set_xlim(-1.15 * span, 1.15 * span)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, symmetric=True))  # labels that do not overlap
     else:
-        ax.text(0.5, 0.5, "too few runs for an interval", ha="center", va="center", fontsize=8,
-                transform=ax.transAxes)
+        left_out = relation.get("diverged_left_out") or {}
+        text = ("no interval: " + ", ".join(f"{k} diverged in {arm}" for arm, k in left_out.items())
+                + "\n(no diverged_value)") if left_out else "too few runs for an interval"
+        ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, transform=ax.transAxes)
     other = relation["b"] if relation["b"] is not None else fmt(relation["value"])
-    ax.set_xlabel(f"{relation['metric']}: {relation['a']} - {other}", fontsize=7, labelpad=1)
+    test = {"paired": ", paired t", "welch": ", Welch t"}.get(relation.get("analysis") or "", "")
+    ax.set_xlabel(f"{relation['metric']}: {relation['a']} - {other}{test}", fontsize=7, labelpad=1)
     ax.set_title(title, fontsize=8, color=color)
 
 
@@ -147,7 +154,7 @@ def _curves_panel(ax: Any, result: dict[str, Any]) -> None:
         mean = np.array([np.nan if v is None else v for v in curve["mean"]])
         std = np.array([np.nan if v is None else v for v in curve["std"]])
         color = ARM_COLORS[i % len(ARM_COLORS)]
-        ax.plot(epochs, mean, color=color, lw=1.2, label=name)
+        ax.plot(epochs, mean, color=color, lw=1.2, label=name, marker="o" if len(epochs) == 1 else None, ms=4)
         ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15, lw=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch", fontsize=8)
