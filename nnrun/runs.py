@@ -44,7 +44,8 @@ from nnrun.runstore import (
 )
 from nnrun.tables import METRIC_COLUMNS, DataTable, column_format, csv_cell, csv_field, is_number, plural
 
-STATUS_STYLES = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "running": "cyan"}
+STATUS_STYLES = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "running": "cyan",
+                 "pruned": "magenta"}
 """How each run status is coloured in tables."""
 FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
 
