@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from nnrun.config import ExperimentConfig, compose_raw, flatten, set_dotted, validate_config
 from nnrun.errors import UserInputError, did_you_mean
@@ -289,10 +290,17 @@ def _check_values(raw: dict[str, Any], distributions: dict[str, Distribution], s
 # ---- Optuna's parts ---------------------------------------------------------------------------------
 
 
+def storage_lock(path: Path) -> FileLock:
+    """The lock around making the SQLite file's tables and a study in it (`.optuna.db.lock` beside it): two
+    sweeps starting at once would both create them, and the second fail."""
+    return FileLock(str(path.with_name(f".{path.name}.lock")))
+
+
 def open_storage(optuna: Any, path: Path) -> Any:
     """The study storage in the SQLite file `path` (made when missing), waiting for other processes' writes."""
-    return optuna.storages.RDBStorage(f"sqlite:///{path}",
-                                      engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}})
+    with storage_lock(path):
+        return optuna.storages.RDBStorage(f"sqlite:///{path}",
+                                          engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}})
 
 
 def make_sampler(optuna: Any, name: str, seed: int, jobs: int = 1) -> Any:
@@ -424,7 +432,7 @@ def run_search(plan: SearchPlan, *, jobs: int = 1, threads: int | None = None, e
     gpu = None if remote else gpu_budget([base_point], jobs)
     plan.sweep.runs_dir.mkdir(parents=True, exist_ok=True)
     storage = open_storage(optuna, plan.storage_path)
-    with shielded():
+    with shielded(), storage_lock(plan.storage_path):
         study = optuna.create_study(study_name=plan.study_name, storage=storage, load_if_exists=True,
                                     direction="maximize" if plan.maximize else "minimize",
                                     sampler=optuna.samplers.RandomSampler(),
