@@ -25,6 +25,8 @@ SPLIT_LAYOUT_VERSION = 1
 """Layout version of `SplitRecord.arrays` (split.npz); a newer one is refused by `SplitRecord.from_arrays`."""
 WHOLE_POOL = "all"
 """The pool name of a dataset carved from one pool: all its rows in their file order."""
+OUTLIER_SCALE = 10.0
+"""How far an outlier made by `Dataset.with_train_outliers` lies above its clean target, in standard deviations."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,27 @@ class Dataset:
         y_train, y_val, y_test = self.alternatives[kind]
         return dataclasses.replace(self, y_train=y_train, y_val=y_val, y_test=y_test, target_kind=kind,
                                    alternatives=alternatives)
+
+    def with_train_outliers(self, fraction: float, rng: np.random.Generator) -> Dataset:
+        """This dataset with `round(fraction * N)` training rows' regression targets made outliers: each drawn row
+        (without replacement, from `rng`) gets `OUTLIER_SCALE` standard deviations (ddof 0, of the clean training
+        targets, per output) added to its target, like a sensor that now and then reads far too high. Validation
+        and test targets stay clean, so their scores say how well the clean relation was learnt. The regression
+        targets change whether they are the current kind or an alternative; a dataset without them is a
+        `ValueError`. Returns a new dataset (the other arrays shared); `fraction` 0 returns this one."""
+        if not fraction:
+            return self
+        if "regression" not in self.target_kinds():
+            raise ValueError(f"dataset {self.name} has no regression targets to make outliers of")
+        current = self.target_kind == "regression"
+        y = self.y_train if current else self.alternatives["regression"][0]
+        rows = np.sort(rng.permutation(len(y))[:round(fraction * len(y))])
+        corrupted = np.array(y, dtype=np.float32, copy=True)
+        corrupted[rows] += (OUTLIER_SCALE * y.astype(np.float64).std(axis=0)).astype(np.float32)
+        if current:
+            return dataclasses.replace(self, y_train=corrupted)
+        _, y_val, y_test = self.alternatives["regression"]
+        return dataclasses.replace(self, alternatives={**self.alternatives, "regression": (corrupted, y_val, y_test)})
 
     def with_features(self, X_train: np.ndarray, X_val: np.ndarray, X_test: np.ndarray) -> Dataset:
         """This dataset with other feature matrices (preprocessed ones), the targets shared."""
