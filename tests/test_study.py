@@ -22,9 +22,10 @@ from nnrun.study.stats import (
     SUPPORTED,
     Interval,
     combine,
-    divergence_verdict,
+    divergence_test,
     one_sample_interval,
     verdict,
+    verdict_of_tests,
     welch_interval,
 )
 from nnrun.sweep.plan import plan_configs
@@ -99,11 +100,14 @@ def test_the_verdict_rule_at_its_edges(relation, low, high, margin, expected):
 
 
 def test_divergence_and_claim_verdicts():
-    assert divergence_verdict(3, 3, 0, 3) == SUPPORTED
-    assert divergence_verdict(3, 3) == SUPPORTED
-    assert divergence_verdict(0, 3, 0, 3) == CONTRADICTED
-    assert divergence_verdict(3, 3, 3, 3) == CONTRADICTED
-    assert divergence_verdict(2, 3, 0, 3) == NOT_RESOLVED
+    def divergence_verdict(*counts):  # exact tests: Fisher's with b, the binomial against 1/2 without
+        test = divergence_test(*counts)
+        return verdict_of_tests((test.p_support, test.p_contradict))
+
+    assert divergence_verdict(5, 5, 0, 5) == SUPPORTED and divergence_verdict(6, 6) == SUPPORTED
+    assert divergence_verdict(3, 3, 0, 3) == NOT_RESOLVED  # Fisher p = 0.1
+    assert divergence_verdict(0, 5, 5, 5) == CONTRADICTED and divergence_verdict(0, 6) == CONTRADICTED
+    assert divergence_verdict(0, 3, 0, 3) == NOT_RESOLVED and divergence_verdict(3, 3, 3, 3) == NOT_RESOLVED
     assert combine([SUPPORTED, SUPPORTED]) == SUPPORTED
     assert combine([SUPPORTED, NOT_RESOLVED]) == NOT_RESOLVED
     assert combine([SUPPORTED, CONTRADICTED, NOT_RESOLVED]) == CONTRADICTED
@@ -292,7 +296,8 @@ def test_a_tiny_study_runs_reports_and_a_rerun_runs_nothing(tmp_path, monkeypatc
     report = json.loads(result.stdout)
     assert report["runs"]["trained_now"] == 12 and report["runs"]["diverged"] == 2
     claims = {c["id"]: c for c in report["claims"]}
-    assert [c["verdict"] for c in report["claims"]] == ["supported"] * 3
+    # rates: huge diverges at 2 of 2 seeds, chosen at none: Fisher's p = 2 x 1/6, not resolved with 2 seeds
+    assert [c["verdict"] for c in report["claims"]] == ["supported", "not resolved", "supported"]
     zeros = claims["zeros"]
     assert zeros["arms"]["zeros"]["metrics"]["distinct_units"]["values"] == [1.0, 1.0]
     he_dirs = [r["run_dir"] for r in zeros["arms"]["he"]["runs"]]
@@ -307,13 +312,13 @@ def test_a_tiny_study_runs_reports_and_a_rerun_runs_nothing(tmp_path, monkeypatc
 
     files = {name: Path(p) for name, p in report["files"].items()}
     markdown = files["markdown"].read_text()
-    assert "Welch's t interval" in markdown and "| **zeros** | **supported** |" in markdown
+    assert "**paired t**" in markdown and "| **zeros** | **supported** |" in markdown
     assert f"- Command: `nnrun study {path} --out {out} --json`" in markdown and "Wall time" in markdown
     for claim in ("zeros", "rates", "deep"):
         assert f"![{claim}:" in markdown and (out / "figures" / f"{claim}.png").read_bytes()[:4] == b"\x89PNG"
     page = files["html"].read_text()
     assert page.count("data:image/png;base64,") == 3 and "<table>" in page and "figures/" not in page
-    assert json.loads(files["json"].read_text())["claims"][0]["relations"][0]["interval"]["method"] == "welch"
+    assert json.loads(files["json"].read_text())["claims"][0]["relations"][0]["interval"]["method"] == "paired t"
 
     again = invoke("study", path, "--out", out, "--json")
     assert again.exit_code == 0, again.output

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.text import Text
 
-from nnrun.study.report import diverged_text, interval_text, value_text
+from nnrun.study.report import analysis_text, difference_text, diverged_text, value_text
 from nnrun.tables import DataTable, fmt, plural
 
 VERDICT_STYLES = {"supported": "green", "contradicted": "bold red", "not resolved": "yellow"}
@@ -34,7 +34,7 @@ def plan_table(report: dict[str, Any]) -> DataTable:
 
 
 def summary_table(report: dict[str, Any]) -> DataTable:
-    """One row per relation: claim and its verdict, relation, metric, a, b, a - b [95 % CI], verdict. The
+    """One row per relation: claim and its verdict, relation, metric, test, a, b, a - b [95 % CI], verdict. The
     composite cells (`0.3911 ± 0.0052 (n=3)`) are text that wraps at spaces, never inside a number."""
     claims = report["claims"]
     table = DataTable(f"study {report['study']} (budget {report['budget']}): "
@@ -44,6 +44,7 @@ def summary_table(report: dict[str, Any]) -> DataTable:
     table.add_column("verdict", "text", movable=False)
     table.add_column("relation", "text", movable=False)
     table.add_column("metric", "text", movable=False)
+    table.add_column("test", "text", movable=False)
     for name in ("a: mean ± std (n)", "b", "a - b [95% CI]"):
         table.add_column(name, "text", movable=False)
     table.add_column("relation's verdict", "text", movable=False)
@@ -55,10 +56,10 @@ def summary_table(report: dict[str, Any]) -> DataTable:
             else:
                 a = value_text(r.get("a_stats"))
                 b = value_text(r.get("b_stats")) if r["b"] is not None else fmt(r["value"])
-                diff = interval_text(r.get("interval"))
+                diff = difference_text(r)
             table.add_row(claim["id"] if i == 0 else "",
                           Text(claim["verdict"], style=VERDICT_STYLES.get(claim["verdict"], "")) if i == 0 else "",
-                          r["label"], r["metric"] or "diverged", a, b, diff,
+                          r["label"], r["metric"] or "diverged", analysis_text(r), a, b, diff,
                           Text(r["verdict_label"], style=VERDICT_STYLES.get(r["verdict"], "")),
                           end_section=i == len(relations) - 1)
     return table

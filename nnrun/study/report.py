@@ -6,9 +6,11 @@ the two files always say the same. Text is a small Markdown subset: paragraphs, 
 `code`, **bold** and [links](url); the HTML renderer escapes everything else.
 
 Contents: a header (the exact command, the machine, the wall time, the runs), the study's
-description, how to read it (the interval and the verdict rule), a summary table (one row per
-relation), then one section per claim: its setup, its arms (metric per arm, mean ± std over seeds,
-what the selection chose), its relations (difference with 95 % interval, verdict) and its figure.
+description, how to read it (the analyses, tests and the verdict rule), a summary table (one row per
+relation), then one section per claim: its setup (with the selections at a grid edge), its arms
+(metric per arm, mean ± std over seeds, what the selection chose), its relations (test, difference
+with 95 % interval, p-values, effect size, verdict, and for those not resolved the reason and the
+seeds needed) and its figure. It reads older `study.json` files too (keys they lack show as `-`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnrun.study.stats import LEVEL
+from nnrun.study.stats import ALPHA, DIVERGE_RATE, LEVEL, MAX_SEEDS_NEEDED, POWER
 from nnrun.tables import fmt
 
 FIGURES_DIR = "figures"
@@ -76,14 +78,87 @@ def interval_text(interval: dict[str, Any] | None) -> str:
     return f"{_signed(interval['estimate'])} [{_signed(interval['low'])}, {_signed(interval['high'])}]"
 
 
+def difference_text(relation: dict[str, Any]) -> str:
+    """The interval of a - b, or why there is none: diverged runs without a diverged value, too few runs."""
+    if relation.get("interval") is None and relation.get("diverged_left_out"):
+        return "none: " + ", ".join(f"{arm} {k} diverged" for arm, k in relation["diverged_left_out"].items())
+    return interval_text(relation.get("interval"))
+
+
 def _signed(value: float) -> str:
     text = fmt(float(value), 3)
     return text if text.startswith("-") else "+" + text
 
 
 def diverged_text(relation: dict[str, Any]) -> str:
+    """`huge: 3/3 diverged; base: 0/3 diverged (p = 0.1)`: the diverged runs of each arm and the exact test's
+    p-value in the relation's direction."""
     counts = relation.get("diverged") or {}
-    return "; ".join(f"{relation[role]}: {k}/{n} diverged" for role, (k, n) in counts.items())
+    text = "; ".join(f"{relation[role]}: {k}/{n} diverged" for role, (k, n) in counts.items())
+    p = relation.get("p_support")
+    return text + (f" (p = {fmt(p, 2)})" if p is not None else "")
+
+
+TESTS = {"paired": "paired t", "welch": "Welch t", "one-sample": "one-sample t"}
+"""How the report names each analysis."""
+
+
+def analysis_text(relation: dict[str, Any]) -> str:
+    """The relation's test: `paired t`, `Welch t`, `one-sample t`, `Fisher exact`, `exact binomial`."""
+    if relation["relation"] == "diverges":
+        test = relation.get("test") or {}
+        return {"fisher exact": "Fisher exact", "exact binomial": "exact binomial"}.get(test.get("method"), "-")
+    analysis = relation.get("analysis")
+    if analysis is None:  # a study.json from before analyses were chosen: its interval says what it was
+        method = (relation.get("interval") or {}).get("method")
+        return {"welch": "Welch t", "one-sample t": "one-sample t"}.get(method, "-")
+    return TESTS.get(analysis, analysis)
+
+
+def p_text(relation: dict[str, Any]) -> str:
+    """`0.012 / 0.99 (0.99)`: the p-values of support and contradiction, the latter Holm-adjusted in brackets."""
+    if relation.get("p_support") is None:
+        return "-"
+    holm = relation.get("p_contradict_holm")
+    return (f"{fmt(relation['p_support'], 2)} / {fmt(relation['p_contradict'], 2)}"
+            + (f" ({fmt(holm, 2)})" if holm is not None and holm != relation["p_contradict"] else ""))
+
+
+def effect_text(relation: dict[str, Any]) -> str:
+    """`d_z = 1.7`, `rate difference +1`: the standardized effect (the difference itself is in its own column)."""
+    effect = relation.get("effect")
+    if not effect:
+        return "-"
+    if relation["relation"] == "diverges":
+        return f"{effect['kind']} {_signed(effect['difference'])}"
+    if effect.get("standardized") is None:
+        return "-"
+    return f"{effect['kind']} = {fmt(effect['standardized'], 2)}"
+
+
+def seeds_needed_text(relation: dict[str, Any]) -> str:
+    if relation.get("verdict") != "not resolved":
+        return ""
+    if relation.get("seeds_needed") is not None:
+        return str(relation["seeds_needed"])
+    return "-"
+
+
+def search_text(search: dict[str, Any]) -> str:
+    """`a tpe search of 20 trials over `optim.lr` loguniform(0.0001, 0.1)`: an arm's search selection."""
+    space = ", ".join(f"`{k}` {d}" for k, d in search["space"].items())
+    return f"a {search['sampler']} search of {search['trials']} trials over {space}"
+
+
+def grid_edge_lines(claim: dict[str, Any]) -> list[str]:
+    """One line per arm, key and edge where a selection chose the smallest or largest value of its grid."""
+    lines = []
+    for name, arm in claim["arms"].items():
+        for edge in arm.get("grid_edges") or []:
+            lines.append(f"- **Grid edge**: arm {name} chose the {edge['edge']} `{edge['key']}` ({fmt(edge['value'])} "
+                         f"of {fmt(edge['grid'])}) at seed{'s' if len(edge['seeds']) > 1 else ''} "
+                         f"{', '.join(map(str, edge['seeds']))}: the best value may lie beyond the grid")
+    return lines
 
 
 def summary_rows(claims: list[dict[str, Any]]) -> list[list[str]]:
@@ -98,9 +173,10 @@ def summary_rows(claims: list[dict[str, Any]]) -> list[list[str]]:
             else:
                 a = value_text(r.get("a_stats"))
                 b = value_text(r.get("b_stats")) if r["b"] is not None else fmt(r["value"])
-                diff = interval_text(r.get("interval"))
+                diff = difference_text(r)
             rows.append([f"**{claim['id']}**" if first else "", f"**{claim['verdict']}**" if first else "",
-                         f"`{r['label']}`", r["metric"] or "diverged", a, b, diff, r["verdict_label"]])
+                         f"`{r['label']}`", r["metric"] or "diverged", analysis_text(r), a, b, diff,
+                         r["verdict_label"]])
     return rows
 
 
@@ -116,8 +192,12 @@ def build_document(report: dict[str, Any]) -> list[Block]:
                Text(f"{len(claims)} claims: " + ", ".join(
                    f"{sum(c['verdict'] == v for c in claims)} {v}" for v in ("supported", "contradicted",
                                                                               "not resolved")) + "."),
-               Table(["claim", "verdict", "relation", "metric", "a: mean ± std (n)", "b", "a - b [95 % CI]",
-                      "relation's verdict"], summary_rows(claims), "llllrrrl")]
+               Table(["claim", "verdict", "relation", "metric", "test", "a: mean ± std (n)", "b", "a - b [95 % CI]",
+                      "relation's verdict"], summary_rows(claims), "lllllrrrl")]
+    edges = [c["id"] for c in claims if any(arm.get("grid_edges") for arm in c["arms"].values())]
+    if edges:
+        blocks.append(Text(f"Selections at a grid edge (the best value may lie beyond the grid; see each claim): "
+                           f"{', '.join(edges)}."))
     for number, claim in enumerate(claims, 1):
         blocks += _claim_blocks(number, claim)
     return blocks
@@ -184,14 +264,19 @@ def _yaml_value(value: Any) -> str:
 
 def _method_text(report: dict[str, Any]) -> str:
     level = int(round(100 * LEVEL))
+    default = (report.get("statistics") or {}).get("analysis")
     return (
-        f"Each arm runs once per seed (the seed drives the split, the initial weights, the batch order and the "
-        f"dropout masks; the arms of a claim share their seeds). For each relation the report gives the arms' "
-        f"metric as mean ± standard deviation over seeds, and the difference a - b with its {level} % "
-        f"confidence interval: **Welch's t interval** (unequal variances, Welch-Satterthwaite degrees of "
-        f"freedom); against a fixed value, the one-sample t interval. Each arm needs two values or more. "
-        f"The interval treats the arms as independent samples; when the seed-matched values move together, as "
-        f"they usually do, that makes it wider than a paired interval, not narrower.\n\n"
+        f"Each arm runs once per seed (the seed drives every random stream of a run: the split, the initial "
+        f"weights, the batch order, the dropout masks). For each relation the report gives the arms' metric as "
+        f"mean ± standard deviation over seeds, and the difference a - b with its {level} % confidence interval "
+        f"by the analysis the study file chose for it before anything ran"
+        + (f" (default here: {default})" if default else "") + ":\n\n"
+        f"- **paired t**: the arms run at the same seeds, so each seed gives a pair; the interval is the t "
+        f"interval of the per-seed differences (n - 1 degrees of freedom, n the seeds where both arms have a "
+        f"value);\n"
+        f"- **Welch t**: the arms as independent samples (unequal variances, Welch-Satterthwaite degrees of "
+        f"freedom);\n"
+        f"- **one-sample t** against a fixed value.\n\n"
         f"Verdict rule, with [lo, hi] the interval of a - b and m the relation's margin:\n\n"
         f"- greater: supported if lo > 0, contradicted if hi < 0;\n"
         f"- less: supported if hi < 0, contradicted if lo > 0;\n"
@@ -199,30 +284,47 @@ def _method_text(report: dict[str, Any]) -> str:
         f"hi < -m;\n"
         f"- at least (not worse by more than m): supported if lo > -m, contradicted if hi < -m;\n"
         f"- at most (not better by more than m): supported if hi < m, contradicted if lo > m;\n"
-        f"- diverges: supported if every run of a diverged (a loss that was not finite) and none of b, "
-        f"contradicted if no run of a diverged or every run of b did;\n"
+        f"- diverges (a loss that was not finite), by exact tests of the diverged runs: with b, Fisher's exact "
+        f"test, supported if a diverges more often than b, contradicted if less often; without b, the exact "
+        f"binomial test against {DIVERGE_RATE:g}, supported if a diverges in more than half its runs, "
+        f"contradicted if in fewer. 3 of 3 against 0 of 3 gives p = 0.1: not resolved;\n"
         f"- anything else is *not resolved at this budget*.\n\n"
-        f"A claim is supported when all its relations are, contradicted when any is, and not resolved "
-        f"otherwise. With a selection, each arm and seed keeps the candidate run with the best validation "
-        f"metric, and its test metrics are reported. A run that diverged counts as the claim's diverged value "
-        f"where it states one, and is left out (and counted) otherwise. No correction is made for the number "
-        f"of relations, and a verdict holds for this budget's data, epochs and networks only.")
+        f"Each rule is a pair of one-sided tests at {ALPHA / 2:g}; the p column gives each doubled (support / "
+        f"contradiction), to compare with {ALPHA:g}. A claim is supported when all its relations are (each "
+        f"must hold, so no correction is needed), and contradicted when a relation's contradiction survives "
+        f"**Holm's correction** over the claim's relations (its adjusted p, in brackets where it differs, below "
+        f"{ALPHA:g}); a relation contradicted alone but not after the correction is not resolved, and says so. "
+        f"With a selection, each arm and seed keeps the candidate run with the best validation metric, and its "
+        f"test metrics are reported; a selection at the smallest or largest value of its grid is flagged. A run "
+        f"that diverged counts as the claim's diverged value where it states one; without one, a relation with "
+        f"diverged runs is not resolved (the runs that survived would be a biased sample), never computed over "
+        f"the survivors. The effect column gives the difference in units of its spread (paired: d_z, the mean "
+        f"difference over the differences' standard deviation; Welch: d_av, over the root mean of the two "
+        f"variances). For a relation not resolved, *seeds needed* is the seeds per arm at which its test would "
+        f"have {POWER:.0%} power were the observed difference and spread the true ones (a planning figure, at "
+        f"most {MAX_SEEDS_NEEDED:,}). A verdict holds for this budget's data, epochs and networks only.")
 
 
 def _claim_blocks(number: int, claim: dict[str, Any]) -> list[Block]:
     blocks: list[Block] = [Heading(2, f"{number}. {claim['id']}: {claim['verdict']}"),
                            Text(f"**Statement.** {claim['statement']}" +
                                 (f" ({claim['source']})" if claim.get("source") else ""))]
-    setup = [f"- Seeds: {', '.join(map(str, claim['seeds']))}; metric `{claim['metric']}`",
+    own = {name: arm["seeds"] for name, arm in claim["arms"].items()
+           if arm.get("seeds", claim["seeds"]) != claim["seeds"]}  # arms that start their own seeds
+    setup = [f"- Seeds: {', '.join(map(str, claim['seeds']))}"
+             + "".join(f" ({name}: {', '.join(map(str, seeds))})" for name, seeds in own.items())
+             + f"; metric `{claim['metric']}`",
              f"- Every arm: {_overrides(claim['set'])}"]
-    selects = {name: arm["select"] for name, arm in claim["arms"].items() if arm["select"]}
+    selects = {name: arm["select"] for name, arm in claim["arms"].items() if arm["select"] or arm.get("search")}
     if selects:
         by = claim.get("select_by") or "the loss's validation metric"
         setup.append(f"- Selected per arm and seed on the validation split (by {by}): " + "; ".join(
-            f"{name}: " + ", ".join(f"`{k}` in {fmt(v)}" for k, v in select.items()) for name, select in
-            selects.items()))
+            f"{name}: " + (search_text(claim["arms"][name]["search"]) if claim["arms"][name].get("search") else
+                           ", ".join(f"`{k}` in {fmt(v)}" for k, v in select.items()))
+            for name, select in selects.items()))
     if claim.get("diverged_value") is not None:
         setup.append(f"- A diverged run counts as {fmt(claim['diverged_value'])}")
+    setup += grid_edge_lines(claim)
     blocks.append(Text("\n".join(setup)))
     if claim.get("note"):
         blocks.append(Text(f"**Note.** {claim['note']}"))
@@ -245,16 +347,28 @@ def _claim_blocks(number: int, claim: dict[str, Any]) -> list[Block]:
                f"{claim['metric']} per seed", "diverged"]
     blocks.append(Table(headers, rows, "ll" + ("l" if selects else "") + "r" * len(metrics) + "lr"))
     rel_rows = []
+    reasons = []
     for r in claim["relations"]:
         if r["relation"] == "diverges":
-            rel_rows.append([f"`{r['label']}`", "diverged", diverged_text(r), "", "", "-", r["verdict_label"]])
-            continue
-        interval = r.get("interval")
-        df = "-" if not interval or interval["df"] is None else fmt(interval["df"], 3)
-        rel_rows.append([f"`{r['label']}`", r["metric"], value_text(r.get("a_stats")),
-                         value_text(r.get("b_stats")) if r["b"] is not None else fmt(r["value"]),
-                         interval_text(interval), df, r["verdict_label"]])
-    blocks.append(Table(["relation", "metric", "a", "b", "a - b [95 % CI]", "df", "verdict"], rel_rows, "llrrrrl"))
+            rel_rows.append([f"`{r['label']}`", "diverged", analysis_text(r), diverged_text(r), "", "", "-", p_text(r),
+                             effect_text(r), r["verdict_label"], seeds_needed_text(r)])
+        else:
+            interval = r.get("interval")
+            df = "-" if not interval or interval["df"] is None else fmt(interval["df"], 3)
+            rel_rows.append([f"`{r['label']}`", r["metric"], analysis_text(r), value_text(r.get("a_stats")),
+                             value_text(r.get("b_stats")) if r["b"] is not None else fmt(r["value"]),
+                             difference_text(r), df, p_text(r), effect_text(r), r["verdict_label"],
+                             seeds_needed_text(r)])
+        why = [r["reason"]] if r.get("reason") else []
+        if r.get("verdict") == "not resolved" and r.get("seeds_needed") is None and r.get("seeds_needed_note"):
+            why.append(f"seeds needed: {r['seeds_needed_note']}")
+        if why:
+            reasons.append(f"- `{r['label']}`: " + "; ".join(why))
+    blocks.append(Table(["relation", "metric", "test", "a", "b", "a - b [95 % CI]", "df",
+                         "p: support / contradiction (Holm)", "effect", "verdict", "seeds needed"], rel_rows,
+                        "lllrrrrrllr"))
+    if reasons:
+        blocks.append(Text("\n".join(reasons)))
     if claim.get("figure"):
         blocks.append(Image(claim["figure"], f"{claim['id']}: metric per arm, differences with intervals, curves"))
     return blocks
