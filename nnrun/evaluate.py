@@ -5,7 +5,10 @@ rows of the split (checked against split.npz) or reads the file (`nnrun.inputs`)
 plain dict: the loss and the loss's metrics (beside the summary's for that split), a confusion
 matrix for class targets, per-attribute accuracies for attribute targets, and RMSE and MAE beside
 the predict-the-training-mean baseline for regression; with `plot`, a figure of them in the run
-directory. `evaluation_tables(result)` renders the dict as tables.
+directory. `flip_average` (None: the run's `augment.test_flip`) averages the probabilities of each
+image and its mirror, as a run with `augment.test_flip` did for its summary; the result says which
+(`flip_average`, and `summary_flip_average` for the summary's values). `evaluation_tables(result)`
+renders the dict as tables.
 """
 
 from __future__ import annotations
@@ -20,22 +23,26 @@ from nnrun.datasets import SPLITS, TARGET_WORDS
 from nnrun.errors import UserInputError
 from nnrun.experiment import load_run
 from nnrun.inputs import TARGET_KEYS, check_names, read_inputs
-from nnrun.nn.losses import metric_key
+from nnrun.nn.losses import BinnedRegression, metric_key
 from nnrun.plots import attribute_accuracy_figure, confusion_matrix_figure, predicted_vs_true_figure
 from nnrun.tables import DataTable, pct
 
 
 def evaluate_run(run_dir: str | Path, *, split: str | None = None, data: str | Path | None = None,
-                 data_root: str | Path | None = None, plot: bool = False) -> dict[str, Any]:
+                 data_root: str | Path | None = None, plot: bool = False,
+                 flip_average: bool | None = None) -> dict[str, Any]:
     """Metrics of the run in `run_dir` on its `split` (default test) or on the file `data` (.npz with X and
     targets, or a CIFAR-10 batch); `data_root` replaces the run's `data.root`; `plot` writes
-    `evaluate-LABEL.png` into the run directory (LABEL: the split or the file's name)."""
+    `evaluate-LABEL.png` into the run directory (LABEL: the split or the file's name); `flip_average` (None:
+    the run's `augment.test_flip`) averages over each image and its mirror."""
     if split is not None and data is not None:
         raise UserInputError("--split and --data exclude each other: evaluate on a split of the run's own data, "
                              "or on a data file")
     if split is not None and split not in SPLITS:
         raise UserInputError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     run = load_run(run_dir)
+    if flip_average is not None:
+        run = run.with_flip_average(flip_average, "--flip-average")
     kind = run.target_kind
     if data is None:
         split = split or "test"
@@ -59,9 +66,12 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, data: str | P
     metrics = run.score(X, y)
     result: dict[str, Any] = {"run_dir": str(run.path), "name": run.cfg.name, "dataset": run.cfg.data.dataset,
                               "loss_name": run.cfg.loss.name, "target_kind": kind, "status": run.summary.get("status"),
-                              **source, "n": len(X), "metrics": metrics}
+                              **source, "n": len(X), "flip_average": run.flip_average, "metrics": metrics}
+    if isinstance(run.loss, BinnedRegression):  # binned regression: how the values were decoded (docs/losses.md)
+        result["decode"] = run.loss.decode
     if data is None:
         result["summary_metrics"] = {k: run.summary.get(f"{split}_{k}") for k in metrics}
+        result["summary_flip_average"] = bool(run.summary.get("flip_average", False))
     predicted = run.predict(X)
     title = f"{run.cfg.name}: {label} ({len(X)} rows)"
     figure = None
@@ -90,12 +100,15 @@ def evaluation_tables(result: dict[str, Any]) -> list[DataTable]:
     """The metrics table (beside the summary's values for a split), then the confusion matrix or the
     per-attribute accuracies."""
     where = f"split {result['split']}" if "split" in result else result["data"]
-    table = DataTable(f"{result['name']} ({result['loss_name']}): {where}, {result['n']} rows")
+    flips = ", flip-averaged" if result.get("flip_average") else ""
+    table = DataTable(f"{result['name']} ({result['loss_name']}): {where}, {result['n']} rows{flips}")
     table.add_column("metric", "label", key=True)
     table.add_column("now", digits=6)
     summary = result.get("summary_metrics")
     if summary is not None:
-        table.add_column("summary.json", digits=6)
+        other = result.get("summary_flip_average", False) != result.get("flip_average", False)
+        way = " (flip-averaged)" if result.get("summary_flip_average") else " (without flips)"
+        table.add_column("summary.json" + (way if other else ""), digits=6)
     for key, value in result["metrics"].items():
         table.add_row(key, value, *([summary.get(key)] if summary is not None else []))
     tables = [table]

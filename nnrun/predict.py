@@ -11,12 +11,18 @@ dict with one row per input row. The columns (CSV, and the `--json` rows):
   `topK_proba` (`topJ_score` for losses without probabilities: SVM and squared hinge);
 - attribute targets: `prediction` (the predicted attributes joined by `|`), then `proba_NAME` (or
   `score_NAME`) per attribute;
-- regression: `prediction` (one output) or `prediction_NAME` per output, in the targets' own units.
+- regression: `prediction` (one output) or `prediction_NAME` per output, in the targets' own units;
+  binned regression (`loss.bins`) with bin probabilities also gives `lower_80`, `upper_80`, `lower_95`,
+  `upper_95`: the central 80 % and 95 % intervals of the predictive distribution (docs/losses.md).
 
 The .npz output holds arrays instead: `prediction` (class labels (N,), 0/1 (N, A) or values (N, T)),
 `names` (class, attribute or output names), `scores` (the network's outputs (N, K)), `decision`
-and `proba` where the loss defines them, `source`, `row` and `target` when known (when only some inputs
+and `proba` where the loss defines them, `interval_80`, `interval_95` ((N, 2): lower and upper end) for
+binned regression, `source`, `row` and `target` when known (when only some inputs
 hold targets, `target_known` (N,) marks their rows; the others hold -1, or NaN for regression).
+
+With flip averaging (`flip_average`, by default the run's `augment.test_flip`) the probabilities are the
+mean over each image and its left-right mirror, and `scores` are the scores of those probabilities.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from nnrun.errors import UserInputError
 from nnrun.experiment import TrainedRun, load_run
 from nnrun.inputs import check_names, read_inputs
 from nnrun.io import write_npz, write_text
+from nnrun.metrics import COVERAGE_LEVELS
 from nnrun.tables import csv_field
 
 OUTPUT_FORMATS = (".csv", ".npz")
@@ -39,11 +46,12 @@ OUTPUT_FORMATS = (".csv", ".npz")
 
 
 def predict_run(run_dir: str | Path, inputs: list[Path] | tuple[Path, ...], *, out: str | Path | None = None,
-                overwrite: bool = False, top_k: int = 3) -> dict[str, Any]:
+                overwrite: bool = False, top_k: int = 3, flip_average: bool | None = None) -> dict[str, Any]:
     """Predictions of the run in `run_dir` for the rows of `inputs`; written to `out` (.csv or .npz) when
-    given (an existing file only with `overwrite`). Returns `run_dir`, the run's `status`, `n`, `inputs`,
-    `target_kind`, `columns`, `rows` (one list per input row), `resized` (images resized to the model's
-    input), `out`."""
+    given (an existing file only with `overwrite`); `flip_average` (None: the run's `augment.test_flip`)
+    averages over each image and its mirror. Returns `run_dir`, the run's `status`, `n`, `inputs`,
+    `target_kind`, `flip_average`, `columns`, `rows` (one list per input row), `resized` (images resized to
+    the model's input), `out`."""
     if top_k < 1:
         raise UserInputError(f"--top-k must be at least 1, got {top_k}")
     if out is not None:
@@ -55,6 +63,8 @@ def predict_run(run_dir: str | Path, inputs: list[Path] | tuple[Path, ...], *, o
         if out.exists() and not overwrite:
             raise UserInputError(f"--out {out} already exists; choose another file or pass --overwrite")
     run = load_run(run_dir)
+    if flip_average is not None:
+        run = run.with_flip_average(flip_average, "--flip-average")
     data = read_inputs(list(inputs), run.model_input)
     kind = run.target_kind
     target, known = None, None
@@ -73,15 +83,20 @@ def predict_run(run_dir: str | Path, inputs: list[Path] | tuple[Path, ...], *, o
     prediction = loss.predict(scores)
     proba = loss.predict_proba(scores) if loss.has_proba else None
     decision = loss.decision_function(scores) if loss.has_decision_function else None
-    columns, rows = prediction_rows(run, data.source, data.row, prediction, proba, decision, target, top_k, known)
+    intervals = ({round(level * 100): loss.interval(scores, level) for level in COVERAGE_LEVELS}
+                 if getattr(loss, "has_intervals", False) else {})
+    columns, rows = prediction_rows(run, data.source, data.row, prediction, proba, decision, target, top_k, known,
+                                    intervals)
     result: dict[str, Any] = {"run_dir": str(run.path), "status": run.summary.get("status"), "n": len(rows),
-                              "inputs": [str(p) for p in inputs], "target_kind": kind, "columns": columns,
+                              "inputs": [str(p) for p in inputs], "target_kind": kind,
+                              "flip_average": run.flip_average, "columns": columns,
                               "rows": rows, "resized": data.resized, "out": None if out is None else str(out)}
     if out is not None and out.suffix.lower() == ".npz":
         arrays = {"prediction": prediction, "names": np.array(run.target_names, dtype=str), "scores": scores,
                   "source": np.array(data.source, dtype=str), "row": data.row}
         arrays.update({k: v for k, v in (("decision", decision), ("proba", proba), ("target", target),
                                          ("target_known", known)) if v is not None})
+        arrays.update({f"interval_{percent}": values for percent, values in intervals.items()})
         write_npz(out, arrays)
     elif out is not None:
         write_text(out, predictions_csv(columns, rows))
@@ -90,10 +105,12 @@ def predict_run(run_dir: str | Path, inputs: list[Path] | tuple[Path, ...], *, o
 
 def prediction_rows(run: TrainedRun, source: list[str], row: np.ndarray, prediction: np.ndarray,
                     proba: np.ndarray | None, decision: np.ndarray | None, target: np.ndarray | None,
-                    top_k: int, known: np.ndarray | None = None) -> tuple[list[str], list[list[Any]]]:
+                    top_k: int, known: np.ndarray | None = None,
+                    intervals: dict[int, np.ndarray] | None = None) -> tuple[list[str], list[list[Any]]]:
     """The columns and rows described in the module docstring (floats as the shortest text that reads back
     to the same float32); `known` (None: every row) marks the rows whose target is known, the others get
-    None (an empty CSV cell, null in JSON)."""
+    None (an empty CSV cell, null in JSON); `intervals`: the central interval (N, 2) of each level in percent
+    (binned regression)."""
     names, kind = run.target_names, run.target_kind
     n = len(prediction)
     columns = ["id", "source", "row"]
@@ -129,6 +146,8 @@ def prediction_rows(run: TrainedRun, source: list[str], row: np.ndarray, predict
         if target is not None:
             add_target(["target"] if target.shape[1] == 1 else [f"target_{t}" for t in names], short_floats(target))
         add(outputs, short_floats(prediction))
+        for percent, values in (intervals or {}).items():
+            add([f"lower_{percent}", f"upper_{percent}"], short_floats(values))
     return columns, cells
 
 
