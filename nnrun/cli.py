@@ -19,10 +19,10 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.text import Text
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from nnrun import __version__
-from nnrun.config import BARE_OVERRIDE_RE, KEY_HINTS, ExperimentConfig, load_config
+from nnrun.config import BARE_OVERRIDE_RE, KEY_HINTS, ExperimentConfig, compose_config, load_config
 from nnrun.errors import RunFailed, RunStopped, UserInputError
 from nnrun.io import os_error_exit
 from nnrun.nn.init import INIT_SCHEMES
@@ -57,6 +57,11 @@ ThreadsOption = Annotated[int | None, typer.Option(
     "--threads", metavar="N", help="Threads for the matrix products and element-wise work (default: "
                                    "$NNRUN_THREADS, else one for a small model, else the cores other work "
                                    "leaves free, counted again between epochs).")]
+SlurmOption = Annotated[list[str] | None, typer.Option(
+    "--slurm", metavar="KEY=VALUE", help="A job setting of --executor slurm: partition, time, mem, cpus_per_task, "
+                                         "gpus, account, qos, constraint, setup, ..., or sbatch.OPTION=VALUE for "
+                                         "any sbatch option (repeatable; docs/sweeps.md; needs pip install "
+                                         "'nnrun\\[slurm]').")]
 
 
 def runs_dir_option(help: str) -> Any:
@@ -113,9 +118,9 @@ def main_options(
     """nnrun: train NumPy MLPs from YAML configs and see what each setup choice does."""
 
 
-def command(name: str | None = None, **kwargs: Any) -> Callable:
-    """Register a command whose `UserInputError` exits 2, `RunFailed` and a stop signal exit 1, an `OSError` 2
-    or 1 (`nnrun.io.os_error_exit`), each with one message.
+def command(name: str | None = None, *, group: typer.Typer | None = None, **kwargs: Any) -> Callable:
+    """Register a command (of `group`, default the top level) whose `UserInputError` exits 2, `RunFailed` and a
+    stop signal exit 1, an `OSError` 2 or 1 (`nnrun.io.os_error_exit`), each with one message.
     SIGINT, SIGTERM and SIGHUP all stop a command the same way (`nnrun.signals`)."""
     def register(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -140,7 +145,7 @@ def command(name: str | None = None, **kwargs: Any) -> Callable:
                 label = "error: " if code == 2 else "failed: "
                 stderr_console.print(Text(label, style="bold red") + Text(message), soft_wrap=True)
                 raise typer.Exit(code) from None
-        return app.command(name, cls=HintingCommand, **kwargs)(run)
+        return (group or app).command(name, cls=HintingCommand, **kwargs)(run)
     return register
 
 
@@ -184,8 +189,9 @@ def train(
                                                                           highlight=False, soft_wrap=True),
                                  phase=phase)
         else:
-            summary = train_new(load_config(config, with_device(set_, device)), out=out, runs_dir=runs_dir,
-                                overwrite=overwrite, reporter=reporter, threads=threads, phase=phase)
+            loaded = compose_config(config, with_device(set_, device))
+            summary = train_new(loaded.config, out=out, runs_dir=runs_dir, overwrite=overwrite, reporter=reporter,
+                                threads=threads, phase=phase, config_files=loaded.files())
     finally:
         if isinstance(reporter, RichReporter):
             reporter.close()
@@ -201,15 +207,21 @@ def validate(
     set_: SetOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Check a config and print it resolved (defaults filled in, overrides applied, keys without effect marked)."""
+    """Check a config and print it resolved (defaults filled in, overrides applied, keys without effect marked;
+    a config composed of other files lists them first, as comments)."""
     from nnrun.experiment import config_cautions, inactive_keys
 
-    cfg = load_config(config, set_ or ())
+    loaded = compose_config(config, set_ or ())
+    cfg = loaded.config
     cautions = config_cautions(cfg)
     if json_:
         print_json(cfg.model_dump(mode="json"))
     else:
         notes = {k: f"no effect: {why}" for k, why in inactive_keys(cfg).items()}
+        if len(loaded.sources) > 1:
+            top, *bases = loaded.sources
+            sys.stdout.write(f"# {top.path} composed with its defaults:\n"
+                             + "".join(f"#   {base.describe()}\n" for base in bases))
         sys.stdout.write(cfg.to_yaml({**notes, **cautions}))
     for key, note in cautions.items():
         stderr_console.print(f"note: {key}: {note}; {KEY_HINTS[key]}", markup=False, highlight=False, soft_wrap=True)
@@ -232,7 +244,18 @@ def sweep(
                                       "uniformly from their lists.")] = None,
     space: Annotated[list[str] | None, typer.Option(
         "--space", metavar="KEY=DIST(...)",
-        help="A distribution for --random: uniform(a,b), loguniform(a,b), randint(a,b), choice(v1,v2,...).")] = None,
+        help="A distribution for --random or --search: uniform(a,b), loguniform(a,b), randint(a,b), "
+             "choice(v1,v2,...).")] = None,
+    search: Annotated[str | None, typer.Option(
+        "--search", metavar="tpe|cmaes|random", help="Let Optuna's sampler choose the points, --trials of them, "
+                                                     "from the --space distributions (needs pip install "
+                                                     "'nnrun\\[search]'; the study is kept in RUNS_DIR/optuna.db)."
+    )] = None,
+    trials: Annotated[int | None, typer.Option(
+        "--trials", metavar="N", help="Trials of a --search (a rerun continues the study up to N).")] = None,
+    prune: Annotated[str | None, typer.Option(
+        "--prune", metavar="median|asha|hyperband", help="Stop a --search's runs that fall behind, judged on the "
+                                                         "val metric after every epoch (status pruned).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the random draws (default: the config's seed).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at the same time.")] = 1,
     threads: Annotated[int | None, typer.Option(help=SWEEP_THREADS_HELP)] = None,
@@ -240,6 +263,7 @@ def sweep(
         help="Where runs execute (local: worker processes).")] = "local",
     scheduler: Annotated[str | None, typer.Option(
         metavar="ADDR", help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster).")] = None,
+    slurm: SlurmOption = None,
     runs_dir: Annotated[Path, runs_dir_option("Parent folder of the run directories.")] = Path("runs"),
     set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="KEY=VALUE", help="Override a base config value, e.g. --set train.epochs=5 "
@@ -250,14 +274,29 @@ def sweep(
     json_: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
 ) -> None:
-    """Run a grid or random sweep, one run directory per point; completed points are skipped on rerun.
+    """Run a grid, random or Optuna search sweep, one run directory per point; completed points are skipped on
+    rerun, and a search continues its study.
 
-    Exit code 0 when every run completed, 1 when some failed, 2 for bad input (nothing runs then).
+    Exit code 0 when every run completed (or was pruned), 1 when some failed, 2 for bad input (nothing runs then).
     """
     from nnrun.sweep.display import SweepProgress, plan_table, results_table
     from nnrun.sweep.execute import outcome_report, run_sweep
     from nnrun.sweep.plan import plan_report, plan_sweep
+    from nnrun.sweep.search import check_search_options
+    from nnrun.sweep.slurm import check_slurm, slurm_settings
 
+    slurm_setup = slurm_settings(executor, slurm, threads)
+    if slurm_setup is not None:  # refused (exit 2) before any work when these jobs cannot run
+        if search is not None:
+            raise UserInputError("--search runs its trials on local workers or Dask; --executor slurm takes grid "
+                                 "and --random sweeps")
+        slurm_setup = check_slurm(slurm_setup)
+    check_search_options(search=search, trials=trials, prune=prune, space=space or (), n_random=random)
+    if search is not None:
+        _search_sweep(config, overrides=with_device(set_, device), grid=grid or (), space=space or (), search=search,
+                      trials=trials, prune=prune, seed=seed, jobs=jobs, threads=threads, executor=executor,
+                      scheduler=scheduler, runs_dir=runs_dir, dry_run=dry_run, json_=json_, quiet=quiet)
+        return
     plan = plan_sweep(config, overrides=with_device(set_, device), grid=grid or (), space=space or (),
                       n_random=random, seed=seed, runs_dir=runs_dir)
     if dry_run:
@@ -267,7 +306,8 @@ def sweep(
             print_table(plan_table(plan))
         return
     progress = None if quiet else SweepProgress()  # on stderr: --json changes stdout alone
-    outcome = run_sweep(plan, jobs=jobs, threads=threads, executor=executor, scheduler=scheduler, progress=progress)
+    outcome = run_sweep(plan, jobs=jobs, threads=threads, executor=executor, scheduler=scheduler, progress=progress,
+                        slurm=slurm_setup)
     if json_:
         print_json(outcome_report(outcome))
     elif not quiet:
@@ -278,7 +318,69 @@ def sweep(
         raise typer.Exit(1)
 
 
-@command()
+def _search_sweep(config: Path, *, overrides: list[str], grid: list[str], space: list[str], search: str, trials: int,
+                  prune: str | None, seed: int | None, jobs: int, threads: int | None, executor: str,
+                  scheduler: str | None, runs_dir: Path, dry_run: bool, json_: bool, quiet: bool) -> None:
+    """`nnrun sweep --search`: plan the search, run its trials, print the results and the best trial."""
+    from nnrun.sweep.display import SweepProgress, results_table
+    from nnrun.sweep.search import plan_lines, plan_search, run_search, search_plan_report, search_report
+
+    plan = plan_search(config, overrides=overrides, grid=grid, space=space, sampler=search, trials=trials,
+                       prune=prune, seed=seed, runs_dir=runs_dir)
+    if dry_run:
+        report = search_plan_report(plan)
+        if json_:
+            print_json(report)
+        elif not quiet:
+            for line in plan_lines(report):
+                stderr_console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
+    progress = None if quiet else SweepProgress()  # on stderr: --json changes stdout alone
+    outcome = run_search(plan, jobs=jobs, threads=threads, executor=executor, scheduler=scheduler, progress=progress)
+    if json_:
+        print_json(search_report(outcome))
+    elif not quiet:
+        print_table(results_table(outcome))
+        best = outcome.best
+        if best is not None:
+            stderr_console.print(f"best: #{best['index']} (trial {best['trial']}), {outcome.metric} "
+                                 f"{best['value']:.4g} in {best['run_dir']}", markup=False, highlight=False,
+                                 soft_wrap=True)
+        if outcome.interrupted:
+            stderr_console.print("search interrupted: rerun the same command to continue its study")
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+class RunsGroup(TyperGroup):
+    """`nnrun runs`: `nnrun runs [RUNS_DIR] [OPTIONS]` lists (the `list` subcommand, as before subcommands
+    existed); `nnrun runs rm|archive|restore ...` are the subcommands. A folder named like a subcommand is listed
+    with `nnrun runs ./rm`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = ["list", *args]  # `--help` too: the listing's options, which name the subcommands
+        return super().parse_args(ctx, args)
+
+
+runs_app = typer.Typer(cls=RunsGroup, help="List run directories; remove, archive and restore them "
+                                           "(nnrun runs [RUNS_DIR], nnrun runs rm|archive|restore RUN...).")
+app.add_typer(runs_app, name="runs")
+
+RunTargets = Annotated[list[Path], typer.Argument(
+    metavar="RUN_OR_DIR", help="Run directories, or folders of runs (all their runs, as --filter keeps them).",
+    show_default=False)]
+SelectFilter = Annotated[list[str] | None, typer.Option(
+    "--filter", "-f", metavar="KEY=VALUE", help="Only the runs where KEY=VALUE (also !=, <, <=, >, >=), as "
+                                                "nnrun runs --filter takes it, e.g. status=failed (repeatable).")]
+SelectRecursive = Annotated[bool, typer.Option(
+    "--recursive", "-r", help="Also the runs in sub-folders of a folder given, at any depth.")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the runs it would take; change nothing.")]
+YesOption = Annotated[bool, typer.Option(
+    "--yes", "-y", help="Do not ask for confirmation (without it, a stdin that is not a terminal is refused).")]
+
+
+@command("list", group=runs_app)
 def runs(
     runs_dir: Annotated[Path, typer.Argument(
         envvar=RUNS_DIR_ENV, help="Folder of run directories (or one run directory).")] = Path("runs"),
@@ -291,28 +393,199 @@ def runs(
     format_: Annotated[Literal["table", "csv", "json"], typer.Option("--format", help="Output on stdout.")] = "table",
     columns: Annotated[list[str] | None, typer.Option(
         "--columns", "-c", metavar="A,B,...",
-        help="Columns to show: run, path, status, started, reason, config keys (optim.lr), summary keys.")] = None,
+        help="Columns to show: run, path, status, started, reason, tags, tag.KEY, note, config keys (optim.lr), "
+             "summary keys; patterns such as tag.* or optim.*.")] = None,
     group_by: Annotated[list[str] | None, typer.Option(
         "--group-by", "-g", metavar="KEY,...",
         help="One row per value of these keys, with mean ± std of each metric over the group's runs "
              "(e.g. over seeds).")] = None,
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", help="Also list the runs in sub-folders, at any depth.")] = False,
+    archived: Annotated[bool, typer.Option(
+        "--archived", help="List the archived runs instead (nnrun runs archive moved them to .archive/).")] = False,
 ) -> None:
-    """List run directories: status, the config keys that differ between runs, the headline metrics, epochs."""
+    """List run directories: status, the config keys that differ between runs, the headline metrics, epochs,
+    tags and notes.
+
+    nnrun runs rm|archive|restore RUN_OR_DIR... remove, archive and restore runs (see their --help).
+    """
     from nnrun.runs import runs_report
 
     report = runs_report(runs_dir, filters=filter_ or (), sort=sort, columns=columns, group_by=group_by,
-                         recursive=recursive, output=format_)
+                         recursive=recursive, output=format_, archived=archived)
     if format_ == "csv":
         sys.stdout.write(report)
     elif format_ == "json":
         print_json(report)
     elif report is None:
-        stderr_console.print(f"no runs in {runs_dir}" + ("" if recursive else " (--recursive looks in sub-folders)"),
+        stderr_console.print(f"no {'archived ' if archived else ''}runs in {runs_dir}"
+                             + ("" if recursive else " (--recursive looks in sub-folders)"),
                              markup=False, highlight=False)
     else:
         print_table(report, stdout_console)
+
+
+def _curate_runs(action: str, targets: list[Path], filters: list[str] | None, recursive: bool, archived: bool,
+                 dry_run: bool, yes: bool, json_: bool) -> None:
+    """`nnrun runs rm|archive|restore`: the checked plan, shown (--dry-run stops there), confirmed (a terminal
+    asks; --yes skips; any other stdin is refused), carried out; exit 1 when some run could not be."""
+    from nnrun.curate import carry_out, interactive, plan, plan_report, plan_table
+    from nnrun.tables import plural
+
+    todo = plan(action, targets, filters=filters or (), recursive=recursive, archived=archived)
+    count = plural(len(todo.steps), "run")
+    if not todo.steps:
+        stderr_console.print(f"no run matches the filters: nothing {todo.past}", markup=False, highlight=False)
+        if json_:
+            print_json(plan_report(todo, dry_run=dry_run))
+        return
+    if dry_run or not yes:
+        if not dry_run and not interactive():
+            raise UserInputError(f"nnrun runs {action} asks before it {todo.verb}s {count}, and stdin is not a "
+                                 "terminal: pass --yes to go ahead (or --dry-run to see them)")
+        if not json_ or not dry_run:
+            print_table(plan_table(todo, title=f"{'would ' if dry_run else ''}{todo.verb} {count}"))
+        if dry_run:
+            if json_:
+                print_json(plan_report(todo, dry_run=True))
+            return
+        if not typer.confirm(f"{todo.verb.capitalize()} {count}?", default=False, err=True):
+            stderr_console.print(f"nothing {todo.past}", markup=False, highlight=False)
+            raise typer.Exit(1)
+    carry_out(todo)
+    failed = [s for s in todo.steps if s.error]
+    if json_:
+        print_json(plan_report(todo, dry_run=False))
+    else:
+        for step in todo.steps:
+            where = f" to {step.destination}" if step.destination is not None else ""
+            line = (f"{todo.past} {step.record.name}{where}" if step.done
+                    else f"not {todo.past} {step.record.name}: {step.error}")
+            stderr_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@command("rm", group=runs_app)
+def runs_rm(
+    targets: RunTargets,
+    filter_: SelectFilter = None,
+    recursive: SelectRecursive = False,
+    archived: Annotated[bool, typer.Option(
+        "--archived", help="Select among the archived runs of the folders given.")] = False,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    json_: JsonOption = False,
+) -> None:
+    """Remove run directories, for good (nnrun runs archive keeps them out of sight instead).
+
+    Never one in use (training now, or held by a sweep): such a selection is refused before anything changes.
+
+    Asks first; --yes does not; --dry-run shows the runs and changes nothing.
+    """
+    _curate_runs("rm", targets, filter_, recursive, archived, dry_run, yes, json_)
+
+
+@command("archive", group=runs_app)
+def runs_archive(
+    targets: RunTargets,
+    filter_: SelectFilter = None,
+    recursive: SelectRecursive = False,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    json_: JsonOption = False,
+) -> None:
+    """Move runs into their folder's .archive/, out of sight of nnrun runs, plot and sweeps.
+
+    nnrun runs --archived lists them; nnrun runs restore brings them back.
+
+    Never a run in use, and never over an archived run of the same name.
+
+    Asks first; --yes does not; --dry-run shows the runs and changes nothing.
+    """
+    _curate_runs("archive", targets, filter_, recursive, False, dry_run, yes, json_)
+
+
+@command("restore", group=runs_app)
+def runs_restore(
+    targets: Annotated[list[Path], typer.Argument(
+        metavar="RUN_OR_DIR", help="Archived runs (FOLDER/.archive/RUN, or FOLDER/RUN as it was), or folders "
+                                      "whose archived runs to restore.", show_default=False)],
+    filter_: SelectFilter = None,
+    recursive: SelectRecursive = False,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    json_: JsonOption = False,
+) -> None:
+    """Move archived runs back out of .archive/ into their folder, never over a run of the same name.
+
+    Asks first; --yes does not; --dry-run shows the runs and changes nothing.
+    """
+    _curate_runs("restore", targets, filter_, recursive, True, dry_run, yes, json_)
+
+
+@command()
+def tag(
+    target: Annotated[Path, typer.Argument(
+        metavar="RUN_OR_DIR", help="A run directory, or a folder of runs (all its runs, as --filter keeps them).")],
+    tags: Annotated[list[str] | None, typer.Argument(
+        metavar="[KEY=VALUE]...", help="Tags to set (a key's earlier value is replaced).", show_default=False)
+    ] = None,
+    remove: Annotated[list[str] | None, typer.Option(
+        "--rm", metavar="KEY", help="Remove this tag (repeatable).")] = None,
+    filter_: SelectFilter = None,
+    recursive: SelectRecursive = False,
+    json_: JsonOption = False,
+) -> None:
+    """Tag runs with KEY=VALUE labels; without tags, show the runs' tags and notes.
+
+    nnrun runs shows the tags, and selects and sorts by them: --filter tag.KEY=VALUE, --columns tag.*.
+
+    Safe on a run that trains now, and from two processes at once.
+    """
+    from nnrun.curate import tag as tag_runs
+
+    report = tag_runs([target], tags or (), remove or (), filters=filter_ or (), recursive=recursive)
+    _show_labels(report, json_)
+
+
+@command()
+def note(
+    target: Annotated[Path, typer.Argument(
+        metavar="RUN_OR_DIR", help="A run directory, or a folder of runs (all its runs, as --filter keeps them).")],
+    text: Annotated[str | None, typer.Argument(
+        help="The note (replaces the run's note; - reads it from stdin). Without it: show the notes.",
+        show_default=False)] = None,
+    append: Annotated[bool, typer.Option("--append", "-a", help="Add TEXT as a new line of the note.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the note.")] = False,
+    filter_: SelectFilter = None,
+    recursive: SelectRecursive = False,
+    json_: JsonOption = False,
+) -> None:
+    """Write a note on runs (replacing theirs; --append adds a line); without TEXT, show their tags and notes.
+
+    nnrun runs and nnrun diff show the notes (--columns note; --format json holds them whole).
+
+    Safe on a run that trains now, and from two processes at once.
+    """
+    from nnrun.curate import note as note_runs
+
+    if text == "-":
+        text = sys.stdin.read().rstrip("\n")
+    report = note_runs([target], text, append=append, clear=clear, filters=filter_ or (), recursive=recursive)
+    _show_labels(report, json_)
+
+
+def _show_labels(report: dict[str, Any], json_: bool) -> None:
+    """The labels after `nnrun tag`/`nnrun note`: JSON on stdout, else a table (stdout when only shown)."""
+    from nnrun.curate import labels_table
+
+    if json_:
+        print_json(report)
+    elif report["count"] == 0:
+        stderr_console.print("no run matches the filters", markup=False, highlight=False)
+    else:
+        print_table(labels_table(report), stderr_console if report["changed"] else stdout_console)
 
 
 @command()
@@ -347,7 +620,7 @@ def plot(
 
     paths = paths or [runs_dir]
     name = "plot-" + ("epochs" if x == "epoch" else x.replace(".", "-"))
-    figure = out or Path(f"{free_timestamped_path(default_folder(paths), name)}.png")
+    figure = out or free_timestamped_path(default_folder(paths), name, ".png")
     result = plot_runs(paths, out=figure, metrics=split_names(metric) or None, x=x, hue=hue, stat=stat,
                        recursive=recursive, overwrite=overwrite)
     if json_:
@@ -359,19 +632,58 @@ def plot(
 
 
 @command()
+def report(
+    html: Annotated[Path, typer.Option(
+        "--html", metavar="DIR", help="Folder to write the page into (index.html, figures/): new, empty, or an "
+                                      "earlier report's, which is replaced; any other file there is refused.")],
+    runs_dir: Annotated[Path, typer.Argument(
+        envvar=RUNS_DIR_ENV, help="Folder of run directories (or one run directory, or a study's output "
+                                  "folder).")] = Path("runs"),
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", help="Also read the runs and study reports in sub-folders, at any depth.")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Write one static HTML page of the runs: the sortable runs table, curves, metric-vs-key plots, the study
+    reports and links to each run's files. Opens offline (file://), needs no server."""
+    from nnrun.report import write_report
+
+    result = write_report(runs_dir, out=html, recursive=recursive)
+    if json_:
+        print_json(result)
+        return
+    for note in result["notes"]:
+        stderr_console.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
+    stderr_console.print(f"{result['runs']} runs, {len(result['figures'])} figures, {len(result['studies'])} study "
+                         f"reports; wrote {result['page']}", soft_wrap=True, markup=False, highlight=False)
+    stderr_console.print(f"open {Path(result['page']).resolve().as_uri()}", soft_wrap=True, markup=False,
+                         highlight=False)
+
+
+@command()
 def diff(
     run_a: Annotated[Path, typer.Argument(metavar="RUN_A", help="A run directory.")],
     run_b: Annotated[Path, typer.Argument(metavar="RUN_B", help="Another run directory.")],
+    more: Annotated[list[Path] | None, typer.Argument(
+        metavar="[RUN]...", help="More run directories (up to 26 runs in all).", show_default=False)] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Compare two runs: the config keys that differ, and the headline metrics side by side."""
+    """Compare two or more runs side by side: the config keys and tags that differ, notes, headline metrics.
+
+    Two runs get the difference B - A; more runs get the best value of each split metric in bold.
+    """
     from nnrun.diff import diff_runs, diff_view
 
-    result = diff_runs(run_a, run_b)
+    result = diff_runs(run_a, run_b, *(more or ()))
     if json_:
         print_json(result)
     else:
         print_table(diff_view(result), stdout_console)
+
+
+FlipAverageOption = Annotated[bool | None, typer.Option(
+    "--flip-average/--no-flip-average",
+    help="Average the probabilities of each image and its left-right mirror (test-time flip averaging); "
+         "default: the run's augment.test_flip, as its summary was computed.", show_default=False)]
 
 
 @command()
@@ -388,6 +700,7 @@ def evaluate(
     plot: Annotated[bool, typer.Option(
         "--plot", help="Also draw the confusion matrix (per-attribute accuracy; predicted vs true) as "
                        "RUN_DIR/evaluate-SPLIT.png.")] = False,
+    flip_average: FlipAverageOption = None,
     threads: ThreadsOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -396,7 +709,8 @@ def evaluate(
     from nnrun.evaluate import evaluate_run, evaluation_tables
 
     with ThreadPolicy(requested_threads(threads)):
-        result = evaluate_run(run_dir, split=split, data=data, data_root=data_root, plot=plot)
+        result = evaluate_run(run_dir, split=split, data=data, data_root=data_root, plot=plot,
+                              flip_average=flip_average)
     if json_:
         print_json(result)
         return
@@ -424,6 +738,7 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
     top_k: Annotated[int, typer.Option(
         "--top-k", metavar="K", help="Classes listed per row, most likely first, with their probabilities.")] = 3,
+    flip_average: FlipAverageOption = None,
     threads: ThreadsOption = None,
     json_: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object on stdout (with every row unless --out is given).")] = False,
@@ -432,7 +747,7 @@ def predict(
     from nnrun.predict import predict_run, predictions_csv
 
     with ThreadPolicy(requested_threads(threads)):
-        result = predict_run(run_dir, inputs, out=out, overwrite=overwrite, top_k=top_k)
+        result = predict_run(run_dir, inputs, out=out, overwrite=overwrite, top_k=top_k, flip_average=flip_average)
     columns, rows = result.pop("columns"), result.pop("rows")
     if not json_:
         _note_unfinished(result)
@@ -601,6 +916,7 @@ def study(
         help=f"Where runs execute: {' or '.join(EXECUTORS)} (local: worker processes).")] = "local",
     scheduler: Annotated[str | None, typer.Option(
         metavar="ADDR", help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster).")] = None,
+    slurm: SlurmOption = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Folder of the report, study.json and figures (default: runs/study-NAME-BUDGET).")
     ] = None,
@@ -631,12 +947,14 @@ def study(
     from nnrun.study.run import run_study
     from nnrun.study.spec import StudyFile
     from nnrun.sweep.display import SweepProgress
+    from nnrun.sweep.slurm import slurm_settings
 
     if schema:
         print_json(StudyFile.model_json_schema())
         return
     if file is None:
         raise UserInputError("give a study file (nnrun study FILE), or --schema for the schema of study files")
+    slurm_setup = slurm_settings(executor, slurm, threads)  # checked by run_study before it plans or calibrates
     claims = [c.strip() for c in only.split(",") if c.strip()] if only is not None else None
     show = not (quiet or json_)  # tables; progress (stderr) shows unless --quiet, --json changes stdout alone
 
@@ -647,7 +965,7 @@ def study(
     result = run_study(file, budget=budget, overrides=with_device(set_, device), out=out, runs_dir=runs_dir, jobs=jobs,
                        threads=threads, executor=executor, scheduler=scheduler, only=claims, max_minutes=max_minutes,
                        dry_run=dry_run, overwrite=overwrite, progress=None if quiet else SweepProgress(),
-                       on_plan=on_plan)
+                       on_plan=on_plan, slurm=slurm_setup)
     if dry_run:
         if json_:
             print_json(result)

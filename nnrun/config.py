@@ -1,9 +1,12 @@
 """Typed, validated experiment configuration.
 
 An experiment is one YAML file with the sections below. `load_config(path, overrides)` reads
-it, applies dotted `--set` overrides (values parsed as YAML), and validates it: unknown keys
-and bad values raise `UserInputError` naming the dotted key, the value given and what is
-allowed. `ExperimentConfig.model_json_schema()` gives the JSON schema editors use.
+it (composed with the files its `defaults:` names, `nnrun.compose`), applies dotted `--set`
+overrides (values parsed as YAML), and validates it: unknown keys and bad values raise
+`UserInputError` naming the dotted key, the value given, what is allowed and, for a value that
+came from a base file, that file and the files that included it. `compose_config` also returns
+the files read (`ConfigSource`). `ExperimentConfig.model_json_schema()` gives the JSON schema
+editors use (with the `defaults` key).
 
 Names (datasets, init schemes, activations, losses, optimizers, schedules, penalties) are read
 from the library's registries when a config is validated, so an entry registered later (a
@@ -33,17 +36,19 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from nnrun.augment import PADDING_MODES
+from nnrun.augment import PADDING_MODES, flip_average_problem
 from nnrun.backend import DEVICES
+from nnrun.compose import BARE_OVERRIDE_RE as BARE_OVERRIDE_RE
+from nnrun.compose import DEFAULTS_KEY, Composed, ConfigSource, OriginTree, compose_file, origin_note
+from nnrun.compose import read_yaml_mapping as read_yaml_mapping
 from nnrun.datasets import DATASETS, TARGET_WORDS
 from nnrun.errors import UserInputError, close_matches, did_you_mean
 from nnrun.nn.init import INIT_SCHEMES
 from nnrun.nn.layers import ACTIVATIONS
-from nnrun.nn.losses import LOSSES, check_tree_spec, losses_for
+from nnrun.nn.losses import DECODE_MODES, LOSSES, check_tree_spec, losses_for
 from nnrun.nn.regularizers import PENALTIES
 from nnrun.optim import OPTIMIZERS, SCHEDULES
 from nnrun.preprocess import CENTER_MODES, SCALE_MODES
-from nnrun.safeyaml import MAX_BYTES as MAX_YAML_BYTES
 from nnrun.safeyaml import YamlLimitError, safe_load
 
 DATA_ROOT_ENV = "NNRUN_DATA_ROOT"
@@ -54,8 +59,6 @@ MAX_ECHO = 80
 """Characters of a value a message repeats (the rest is elided)."""
 BIG = 10**9
 """Upper bound of counts (examples, epochs, units): far above any real use, far below an overflow."""
-BARE_OVERRIDE_RE = re.compile(r"^[A-Za-z_]\w*(\.\w+)*=")
-"""A `key=value` typed where `--set key=value` was meant (Hydra's syntax)."""
 NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 """A number as typed on a command line (`1e-3` included, which YAML 1.1 reads as text)."""
 
@@ -152,6 +155,10 @@ class DataConfig(Section):
         description="Test examples for datasets without an official test split: a count or fraction.")
     train_size: int | None = Field(
         None, gt=0, le=BIG, description="Keep only this many training examples (a seeded subset); null keeps all.")
+    train_outliers: float = Field(
+        0.0, ge=0, lt=1, description="Regression targets: the share of training rows whose target is made an outlier "
+                                     "(10 standard deviations of the training targets added; val and test stay "
+                                     "clean), to measure a loss's robustness; 0: off.")
 
     @model_validator(mode="after")
     def _path_for_npz(self) -> DataConfig:
@@ -182,8 +189,10 @@ class PreprocessConfig(Section):
         "per_feature", description="Mean subtraction: none, per_feature (the mean image), global (one scalar) "
                                    "or per_channel (one mean per colour channel).")
     scale: one_of(SCALE_MODES) = Field(
-        "none", description="Scaling after centring: none, std (divide each feature by its standard deviation) "
-                            "or minmax (each feature's training range onto [-1, 1]).")
+        "none", description="Scaling after centring: none, std (divide each feature by its standard deviation), "
+                            "global (divide every feature by one scalar: the standard deviation of all training "
+                            "values about their grand mean, ddof 0) or minmax (each feature's training range onto "
+                            "[-1, 1]).")
     pca: int | None = Field(
         None, ge=1, le=BIG, strict=True, description="Keep this many principal components (eigenvectors by descending "
                                              "eigenvalue); null: no reduction.")
@@ -231,10 +240,15 @@ class AugmentConfig(Section):
     padding: one_of(PADDING_MODES) = Field(
         "zero", description="What translations move in from outside: zero (value 0 of the raw image) or reflect "
                             "(the image mirrored at its border).")
+    test_flip: bool = Field(
+        False, description="Test-time flip averaging: the final evaluation of every split (and nnrun evaluate and "
+                           "predict on the run, unless --no-flip-average) averages the probabilities of each image "
+                           "and its left-right mirror; needs images and a loss with probabilities. Per-epoch "
+                           "validation does not use it.")
 
     @property
     def active(self) -> bool:
-        """Whether any augmentation is on."""
+        """Whether any augmentation of training batches is on (`test_flip` is not: it changes no training batch)."""
         return self.flip or self.translate > 0
 
 
@@ -332,6 +346,10 @@ class LossConfig(Section):
     bins: int | None = Field(
         None, ge=2, le=BIG, description="Class losses on a 1-D regression target: cut it into this many quantile bins "
                                 "fitted on the training split and train a classifier; null: off.")
+    decode: one_of(DECODE_MODES) = Field(
+        "auto", description="With bins: the prediction is the expectation of the bin centres under the bin "
+                            "probabilities (expectation), or the likeliest bin's centre (argmax); auto: expectation "
+                            "where the loss gives probabilities (softmax, hierarchical_softmax), else argmax.")
     standardize_targets: bool = Field(
         True, description="l2, l1: train on (y - mean) / std of the training targets; metrics stay in y's units.")
     label_smoothing: float = Field(
@@ -348,6 +366,10 @@ class LossConfig(Section):
         if self.bins is not None and LOSSES[self.name].target_kind != "classes":
             raise ValueError(f"loss.bins works with class losses ({', '.join(losses_for(['classes']))}), "
                              f"not {self.name}; remove loss.bins or change loss.name")
+        if self.bins is not None and self.decode == "expectation" and not LOSSES[self.name].has_proba:
+            raise ValueError(f"loss.decode=expectation weights the bin centres by the bin probabilities, which "
+                             f"{self.name} does not give; use loss.decode: argmax (or auto), or a loss with "
+                             f"probabilities ({', '.join(n for n in losses_for(['classes']) if LOSSES[n].has_proba)})")
         return self
 
     @property
@@ -433,8 +455,18 @@ class TrainConfig(Section):
                           "A step that cannot be recorded runs unrecorded, and the summary's step_path says why.")
 
 
+def _schema_with_defaults_key(schema: dict[str, Any]) -> None:
+    """Add the `defaults` key of config files (`nnrun.compose`) to the JSON schema, so an editor accepts it."""
+    schema.setdefault("properties", {})[DEFAULTS_KEY] = {
+        "description": "Config files this one is composed of (paths relative to this file's folder), merged in "
+                       "order, this file's keys over them: mappings key by key, lists and other values replaced.",
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+
+
 class ExperimentConfig(Section):
     """One experiment: everything `nnrun train` needs."""
+
+    model_config = ConfigDict(**Section.model_config, json_schema_extra=_schema_with_defaults_key)
 
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$", max_length=100,
                       description="Experiment name (letters, digits, . _ -, not starting with ., at most 100 "
@@ -471,6 +503,23 @@ class ExperimentConfig(Section):
                 "pca: null and whiten: false, or switch the augmentation off")
         return self
 
+    @model_validator(mode="after")
+    def _outliers_need_regression(self) -> ExperimentConfig:
+        if self.data.train_outliers and self.loss.target_kind != "regression":
+            raise ValueError(f"data.train_outliers makes outliers of regression targets, but "
+                             f"loss.name={self.loss.name} trains on {self.loss.target_kind}; use a regression loss "
+                             "(or loss.bins), or data.train_outliers: 0")
+        return self
+
+    @model_validator(mode="after")
+    def _test_flip_fits(self) -> ExperimentConfig:
+        if self.augment.test_flip:
+            problem = flip_average_problem(self.loss.name, LOSSES[self.loss.name].has_proba, self.preprocess.pca,
+                                           self.preprocess.whiten)
+            if problem:
+                raise ValueError(f"augment.test_flip: {problem}; or set augment.test_flip: false")
+        return self
+
     def to_yaml(self, notes: Mapping[str, str] | None = None) -> str:
         """The resolved config as YAML, in field order; `notes` (dotted key -> text) become comments
         at the end of their keys' lines (`# no effect: ...`)."""
@@ -500,43 +549,53 @@ def annotate_yaml(text: str, notes: Mapping[str, str]) -> str:
     return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read `path` (YAML; None means all defaults), apply `a.b=value` overrides, validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        raw = read_yaml_mapping(Path(path))
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config and the files it was composed of (the top file first; empty without a file)."""
+
+    config: ExperimentConfig
+    sources: tuple[ConfigSource, ...] = ()
+
+    def files(self) -> list[dict[str, Any]]:
+        """The sources as `provenance.json` records them (`config_files`)."""
+        return [source.as_json() for source in self.sources]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+                compose: bool = True) -> ExperimentConfig:
+    """Read `path` (YAML; None means all defaults) composed with its `defaults` files, apply `a.b=value`
+    overrides, validate. `compose=False` reads the file alone: a `defaults` key is then an unknown key (a run
+    directory's config.yaml is resolved, and names no other file to read)."""
+    return compose_config(path, overrides, compose=compose).config
+
+
+def compose_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+                   compose: bool = True) -> LoadedConfig:
+    """`load_config`, with the files the config was composed of."""
+    composed = compose_raw(path, overrides, compose=compose)
+    cfg = validate_config(composed.raw, source=str(path) if path is not None else "defaults",
+                          origins=composed.origins)
+    return LoadedConfig(cfg, tuple(composed.sources))
+
+
+def compose_raw(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+                compose: bool = True) -> Composed:
+    """The raw mapping of `path` composed (`nnrun.compose.compose_file`; the file alone with `compose=False`)
+    with `overrides` applied, and each value's origin; not validated."""
+    if path is None:
+        composed = Composed()
+    elif compose:
+        composed = compose_file(Path(path))
+    else:
+        composed = Composed(read_yaml_mapping(Path(path)))
     for item in overrides:
-        apply_override(raw, item)
-    return validate_config(raw, source=str(path) if path is not None else "defaults")
-
-
-def read_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
-    """The YAML mapping in `path` (read within `nnrun.safeyaml`'s limits); a missing, oversized or malformed
-    file is a `UserInputError` naming it (`what`: how messages call it)."""
-    if not path.is_file():
-        hint = ""
-        if BARE_OVERRIDE_RE.match(str(path)):
-            hint = f"; to override a config value write --set {path}"
-        raise UserInputError(f"{what} not found: {path}{hint}")
-    try:
-        size = path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise UserInputError(f"{what} {path} is {size} bytes; a config is at most {MAX_YAML_BYTES} bytes")
-        raw = safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserInputError(f"cannot read {what} {path}: {e}") from None
-    except yaml.YAMLError as e:
-        where = ""
-        mark = getattr(e, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(e, "problem", None) or str(e)
-        raise UserInputError(f"{what} {path} is not valid YAML{where}: {problem}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise UserInputError(f"{what} {path} must hold a mapping of sections, got {type(raw).__name__}")
-    return raw
+        apply_override(composed.raw, item)
+        key = item.partition("=")[0].strip()
+        if key.split(".")[0] == DEFAULTS_KEY:
+            raise UserInputError(f"--set {shorten(key)}: {DEFAULTS_KEY} names the files a config file is composed "
+                                 "of, and is read only at the top of a config file; write it there")
+        composed.set_origin(key, (f"--set {shorten(item)}",))
+    return composed
 
 
 def parse_yaml_value(text: str, what: str) -> Any:
@@ -624,14 +683,19 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any, what: str | None = Non
     node[parts[-1]] = value
 
 
-def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
-    """Validate a raw mapping into an `ExperimentConfig`, or raise one readable `UserInputError`."""
+def validate_config(raw: dict[str, Any], source: str = "config",
+                    origins: OriginTree | None = None) -> ExperimentConfig:
+    """Validate a raw mapping into an `ExperimentConfig`, or raise one readable `UserInputError`; `origins`
+    (from `nnrun.compose`) adds to each error the file its value came from when that is not `source`."""
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as e:
         lines = [f"invalid config ({source}):"]
         for err in e.errors():
-            lines.append("  " + describe_error(err))
+            line = describe_error(err)
+            if origins:
+                line += origin_note(origins, tuple(err["loc"]), line)
+            lines.append("  " + line)
         raise UserInputError("\n".join(lines)) from None
 
 

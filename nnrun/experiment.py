@@ -26,6 +26,7 @@ scores raw data like a fitted scikit-learn estimator.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Mapping
@@ -37,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from nnrun.augment import Augmentation
+from nnrun.augment import Augmentation, Mirror, flip_average_problem
 from nnrun.backend import device_memory, device_module, to_device, to_host
 from nnrun.config import (
     AugmentConfig,
@@ -56,7 +57,7 @@ from nnrun.errors import UserInputError
 from nnrun.inputs import ModelInput
 from nnrun.nn.init import INIT_SCHEMES, InitOptionError, init_weights
 from nnrun.nn.layers import ACTIVATIONS
-from nnrun.nn.losses import LOSSES, BinnedRegression, Loss, Targets, losses_for
+from nnrun.nn.losses import LOSSES, BinnedRegression, Loss, Targets, losses_for, resolve_decode
 from nnrun.nn.model import MLP, build_mlp
 from nnrun.nn.regularizers import PENALTIES, Regularizer, Strengths
 from nnrun.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, with_warmup
@@ -64,7 +65,7 @@ from nnrun.preprocess import Preprocessor, PreprocessSettings, fit_preprocessor
 from nnrun.resources import available_memory, human_bytes
 from nnrun.rng import stream
 from nnrun.rundir import MODEL_MEMBERS_PER_LAYER, RUN_LAYOUT_VERSION, RUNNING, RunDir
-from nnrun.trainer import TrainSettings, TrainSetup, evaluate, step_flops, training_bytes
+from nnrun.trainer import TrainSettings, TrainSetup, evaluate, evaluation_scores, step_flops, training_bytes
 
 MEMORY_SHARE = 0.9
 """Share of the available memory a run may plan to use."""
@@ -104,8 +105,14 @@ def preprocess_settings(cfg: PreprocessConfig) -> PreprocessSettings:
 
 
 def load_data(cfg: ExperimentConfig) -> Dataset:
-    """The dataset `cfg` names, split with the `split` stream of `cfg.seed`; nothing fitted yet."""
-    return load_dataset(cfg.data.dataset, data_options(cfg.data), cfg.seed)
+    """The dataset `cfg` names, split with the `split` stream of `cfg.seed`; nothing fitted yet. With
+    `data.train_outliers`, that share of the training targets made outliers (`Dataset.with_train_outliers`, drawn
+    with the `outliers` stream)."""
+    data = load_dataset(cfg.data.dataset, data_options(cfg.data), cfg.seed)
+    try:
+        return data.with_train_outliers(cfg.data.train_outliers, stream(cfg.seed, "outliers"))
+    except ValueError as e:
+        raise UserInputError(f"data.train_outliers={cfg.data.train_outliers}: {e}") from None
 
 
 def select_targets(data: Dataset, loss: LossConfig) -> Dataset:
@@ -124,7 +131,7 @@ def build_loss(cfg: LossConfig, data: Dataset) -> Loss:
     """The loss `cfg` names for `data`'s current targets, fitted on its training targets.
 
     The loss class's `create` receives the loss keys it names (`margin`, `tree`, ...); with
-    `bins`, a class loss is trained on quantile bins of a regression target.
+    `bins`, a class loss is trained on quantile bins of a regression target, decoded as `decode` says.
     """
     targets = Targets(data.target_names_of_kind, data.y_train, data.name)
     loss_class = LOSSES[cfg.name]
@@ -134,7 +141,7 @@ def build_loss(cfg: LossConfig, data: Dataset) -> Loss:
         return loss_class.create(t, **options)
 
     if cfg.bins is not None:
-        return BinnedRegression.create(targets, bins=cfg.bins, inner=create)
+        return BinnedRegression.create(targets, bins=cfg.bins, inner=create, decode=cfg.decode)
     return create(targets)
 
 
@@ -155,14 +162,18 @@ def no_phase(label: str) -> AbstractContextManager[None]:
     return nullcontext()
 
 
-def prepare_data(cfg: ExperimentConfig, xp: ModuleType = np, phase: Phase = no_phase) -> PreparedData:
-    """Load and split the data, switch to the loss's targets (failing early when they do not fit),
+def prepare_data(cfg: ExperimentConfig, xp: ModuleType = np, phase: Phase = no_phase,
+                 data: Dataset | None = None) -> PreparedData:
+    """Load and split the data (or take `data`, a dataset already split, such as the study calibration's random
+    one), switch to the loss's targets (failing early when they do not fit),
     fit the preprocessing on the training split alone (`preprocessing_rows`) and apply it to every
     split (in place: the raw float32 arrays are reused), then build the loss. With `xp` CuPy the
     preprocessing is fitted and applied on the GPU, each split coming back to the host. `phase` marks
     the loading, the fit and the transform (each can take tens of seconds on CIFAR-10)."""
-    with phase(f"loading {cfg.data.dataset}"):
-        data = select_targets(load_data(cfg), cfg.loss)
+    if data is None:
+        with phase(f"loading {cfg.data.dataset}"):
+            data = load_data(cfg)
+    data = select_targets(data, cfg.loss)
     rows = preprocessing_rows(cfg.preprocess, data)
     with phase(f"fitting the preprocessing on {len(rows):,} rows of {rows.shape[1]:,} features"):
         preprocessor = fit_preprocessor(preprocess_settings(cfg.preprocess), rows, data.image_shape, xp=xp)
@@ -323,6 +334,24 @@ def build_augmentation(cfg: AugmentConfig, prepared: PreparedData) -> Augmentati
                         pixel_affine=prepared.preprocessor.pixel_affine())
 
 
+def flip_average_mirror(what: str, loss_name: str, loss: Loss, preprocessor: Preprocessor, dataset: str) -> Mirror:
+    """The mirror of test-time flip averaging (`augment.test_flip`, `--flip-average`) for a run's fitted
+    `preprocessor` and `loss`; a `UserInputError` starting with `what` (the key or option asked) when the loss
+    gives no probabilities, the data are not images, or the preprocessing left no pixels (PCA, whitening).
+
+    After preprocessing that works pixel by pixel the mirror is that of the raw image (mapped back, mirrored,
+    mapped forward); after ZCA the whitened image is mirrored as it is, as augmentation's flips do
+    (docs/augmentation.md).
+    """
+    settings = preprocessor.settings
+    problem = flip_average_problem(loss_name, loss.has_proba, settings.pca, settings.whiten)
+    if problem is None and preprocessor.image_shape is None:
+        problem = f"flip averaging mirrors images, and data.dataset={dataset} has no image shape"
+    if problem is not None:
+        raise UserInputError(f"{what}: {problem}")
+    return Mirror(preprocessor.image_shape, preprocessor.pixel_affine())
+
+
 def train_settings(cfg: TrainConfig) -> TrainSettings:
     """The training loop's settings of the train section."""
     return TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
@@ -353,6 +382,8 @@ class Experiment:
     prepared: PreparedData
     model: MLP
     setup: TrainSetup
+    mirror: Mirror | None = None
+    """With `augment.test_flip`: the mirror the final evaluation averages over (`nnrun.trainer.evaluate`)."""
 
     @property
     def data(self) -> Dataset:
@@ -370,13 +401,17 @@ class Experiment:
         return step_flops(sizes, self.cfg.train.batch_size)
 
 
-def assemble(cfg: ExperimentConfig, phase: Phase = no_phase) -> Experiment:
+def assemble(cfg: ExperimentConfig, phase: Phase = no_phase, *, data: Dataset | None = None) -> Experiment:
     """Prepare the data, build the model and the training setup of `cfg`, on its `train.device` (refused
     first, with a `UserInputError`, when that is a GPU this machine cannot use); `phase` marks the slow
-    parts of preparing the data."""
+    parts of preparing the data. `data`: a split dataset to use instead of the one `cfg.data` names."""
     xp = device_module(cfg.train.device)
-    prepared = prepare_data(cfg, xp, phase)
-    return Experiment(cfg, prepared, model_for(cfg, prepared, xp), train_setup(cfg, prepared))
+    prepared = prepare_data(cfg, xp, phase, data)
+    mirror = None
+    if cfg.augment.test_flip:
+        mirror = flip_average_mirror("augment.test_flip", cfg.loss.name, prepared.loss, prepared.preprocessor,
+                                     prepared.data.name)
+    return Experiment(cfg, prepared, model_for(cfg, prepared, xp), train_setup(cfg, prepared), mirror)
 
 
 # ---- a saved run -------------------------------------------------------------------------------
@@ -412,7 +447,9 @@ class TrainedRun:
 
     `target_kind` is `classes`, `attributes` or `regression`; `target_names` the class, attribute or
     output names; `summary` the run's summary.json; `split` the rows of each split (None for a run
-    written before split.npz existed).
+    written before split.npz existed). `flip_average` (the run's `augment.test_flip`; `with_flip_average`
+    changes it): scores, predictions, probabilities and metrics average the probabilities of each image
+    and its left-right mirror, as the run's final evaluation did.
     """
 
     path: Path
@@ -424,6 +461,7 @@ class TrainedRun:
     target_names: list[str]
     summary: dict[str, Any]
     split: SplitRecord | None
+    flip_average: bool = False
 
     @property
     def n_features_in_(self) -> int:
@@ -484,13 +522,22 @@ class TrainedRun:
         # transform in place only a copy made here, never the caller's array
         return self.preprocessor.transform(X32, copy=np.may_share_memory(X32, np.asarray(X)))
 
+    def with_flip_average(self, on: bool, what: str = "flip_average") -> TrainedRun:
+        """This run with test-time flip averaging on or off; turning it on where it cannot apply (a loss without
+        probabilities, data without images, PCA) is a `UserInputError` starting with `what` (the option)."""
+        if on:
+            self.mirror(what)
+        return dataclasses.replace(self, flip_average=on)
+
+    def mirror(self, what: str = "augment.test_flip") -> Mirror:
+        """The mirror flip averaging uses (`flip_average_mirror`; a `UserInputError` naming `what` where none)."""
+        return flip_average_mirror(what, self.cfg.loss.name, self.loss, self.preprocessor, self.cfg.data.dataset)
+
     def scores(self, X: Any) -> np.ndarray:
-        """The network's outputs (N, K) for raw X, in batches of `train.eval_batch_size`."""
-        Z = self.transform(X)
-        batch = self.cfg.train.eval_batch_size
-        outputs = [self.model.forward(Z[i:i + batch], train=False) for i in range(0, len(Z), batch)]
-        return np.concatenate(outputs) if outputs else np.zeros((0, self.loss.output_dim(len(self.target_names))),
-                                                                 dtype=np.float32)
+        """The network's outputs (N, K) for raw X, in batches of `train.eval_batch_size`; with `flip_average`,
+        the scores whose probabilities are the mean over each image and its mirror."""
+        return evaluation_scores(self.model, self.loss, self.transform(X), self.cfg.train.eval_batch_size,
+                                 self.mirror() if self.flip_average else None)
 
     def predict(self, X: Any) -> np.ndarray:
         """Class labels (N,) in 0..C-1, a 0/1 attribute matrix (N, A), or regression values (N, T) in the
@@ -518,7 +565,7 @@ class TrainedRun:
         `rmse_baseline` for regression. Unlike scikit-learn's `score`, every metric, in a dict."""
         Z = self.transform(X)
         return evaluate(self.model, self.loss, Z, self.check_y(y, len(Z)), self.cfg.train.eval_batch_size,
-                        detail=True)
+                        detail=True, mirror=self.mirror() if self.flip_average else None)
 
     def load_split(self, split: str, data_root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The raw rows (X (N, D) float32, y) of the run's own `split` (train, val or test), loaded as the run
@@ -567,7 +614,7 @@ def load_run(path: str | Path) -> TrainedRun:
         if not (path / name).is_file():
             raise UserInputError(f"{path} is missing {name} ({what}); a finished nnrun run directory has it")
     try:
-        cfg = load_config(path / "config.yaml")
+        cfg = load_config(path / "config.yaml", compose=False)  # resolved: it names no other file
     except UserInputError as e:
         raise UserInputError(f"{path / 'config.yaml'} cannot be used by this nnrun: {e}") from None
     preprocessor = Preprocessor.from_statistics(run.read_arrays("preprocess.npz"), path / "preprocess.npz")
@@ -601,7 +648,8 @@ def load_run(path: str | Path) -> TrainedRun:
             split = SplitRecord.from_arrays(run.read_arrays("split.npz"))
         except ValueError as e:
             raise UserInputError(f"{path / 'split.npz'}: {e}") from None
-    return TrainedRun(path, cfg, preprocessor, model, loss, kind, names, summary, split)
+    trained = TrainedRun(path, cfg, preprocessor, model, loss, kind, names, summary, split)
+    return trained.with_flip_average(cfg.augment.test_flip, f"{path / 'config.yaml'}: augment.test_flip")
 # ---- what a config's choices read --------------------------------------------------------------
 
 def _init_keys(scheme: str) -> set[str]:
@@ -662,6 +710,8 @@ def inactive_keys(cfg: ExperimentConfig) -> dict[str, str]:
         notes["regularization.regularize_bn"] = "model.batchnorm is false"
     some, used = _registry_keys(LOSSES, cfg.loss.name, cfg.loss.model_dump(), lambda e: e.create)
     notes.update({f"loss.{k}": f"loss.name is {cfg.loss.name}" for k in sorted(some - used)})
+    if cfg.loss.bins is None:
+        notes["loss.decode"] = "loss.bins is null"
     optim = cfg.optim.model_dump()
     some, used = _registry_keys(OPTIMIZERS, cfg.optim.name, optim)
     notes.update({f"optim.{k}": f"optim.name is {cfg.optim.name}" for k in sorted(some - used)})
@@ -694,7 +744,8 @@ def _options_text(options: Mapping[str, Any]) -> str:
 def describe_choices(cfg: ExperimentConfig) -> dict[str, str]:
     """The setup choices under study, one line each: preprocessing, network, init, BatchNorm, dropout,
     regularization, loss, optimizer and learning rate (with only the options each choice reads, and the
-    warmup), training-batch augmentation, and the epochs, batch size and early stopping."""
+    warmup), training-batch augmentation (and test-time flip averaging), and the epochs, batch size and early
+    stopping."""
     p, m, r, o = cfg.preprocess, cfg.model, cfg.regularization, cfg.optim
     steps = []
     if p.center != "none":
@@ -728,7 +779,8 @@ def describe_choices(cfg: ExperimentConfig) -> dict[str, str]:
     loss = cfg.loss.name + (f" ({_options_text({k: v for k, v in loss_options.items() if v is not None})})"
                             if any(v is not None for v in loss_options.values()) else "")
     if cfg.loss.bins is not None:
-        loss += f" on {cfg.loss.bins} quantile bins"
+        decode = resolve_decode(cfg.loss.decode, LOSSES[cfg.loss.name].has_proba)
+        loss += f" on {cfg.loss.bins} quantile bins, decoded by {decode}"
     optimizer = accepted_options(OPTIMIZERS[o.name], o.model_dump())
     schedule = {k: v for k, v in accepted_options(SCHEDULES[o.schedule], o.model_dump()).items() if k != "lr"}
     lr = f"{o.lr:g}, {o.schedule} schedule" + (f" ({_options_text(schedule)})" if schedule else "")
@@ -736,7 +788,8 @@ def describe_choices(cfg: ExperimentConfig) -> dict[str, str]:
         lr += f", after {o.warmup_epochs} linear warmup epoch{'s' if o.warmup_epochs > 1 else ''}"
     a, t = cfg.augment, cfg.train
     moves = (["random left-right flips"] if a.flip else []) + (
-        [f"random shifts up to {a.translate} px ({a.padding} padding)"] if a.translate else [])
+        [f"random shifts up to {a.translate} px ({a.padding} padding)"] if a.translate else []) + (
+        ["final evaluation flip-averaged"] if a.test_flip else [])
     training = f"{t.epochs} epochs, batches of {t.batch_size}"
     if t.patience is not None:
         training += f", early stopping after {t.patience} epochs without improvement"

@@ -28,6 +28,7 @@ config.yaml (`broken`: only the lock file is left; nothing to resume, remove the
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -285,9 +286,10 @@ def timestamped_path(root: str | Path, name: str, n: int = 1) -> Path:
     return Path(root) / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
 
 
-def free_timestamped_path(root: str | Path, name: str) -> Path:
-    """The first `timestamped_path` under `root` that does not exist yet (not created)."""
+def free_timestamped_path(root: str | Path, name: str, suffix: str = "") -> Path:
+    """The first `timestamped_path` under `root` that, with `suffix` appended (a file's `.png`), does not exist
+    yet (not created); returned with the suffix."""
     n = 1
-    while (path := timestamped_path(root, name, n)).exists():
+    while os.path.lexists(path := Path(f"{timestamped_path(root, name, n)}{suffix}")):
         n += 1
     return path

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from nnrun.augment import Mirror
 from nnrun.backend import host_dict
 from nnrun.config import ExperimentConfig, differing_keys, load_config
 from nnrun.datasets import Dataset, SplitRecord
@@ -36,12 +37,22 @@ from nnrun.datasets.safe import read_npz_arrays
 from nnrun.errors import RunFailed, RunStopped, UserInputError
 from nnrun.experiment import Experiment, Phase, assemble, build_schedule, describe_choices, no_phase
 from nnrun.io import check_output_folder
-from nnrun.nn.losses import Loss
+from nnrun.nn.losses import BinnedRegression, Loss
 from nnrun.nn.model import MLP
 from nnrun.provenance import end_record, start_record
 from nnrun.rundir import BROKEN, BROKEN_REASON, LOCK_FILE, RUNNING, RunDir
 from nnrun.signals import Interrupted, settle, shielded
-from nnrun.trainer import STREAMS, Checkpoint, Diverged, History, Reporter, SilentReporter, evaluate, fit
+from nnrun.trainer import (
+    STREAMS,
+    Checkpoint,
+    Diverged,
+    History,
+    Reporter,
+    SilentReporter,
+    evaluate,
+    evaluation_scores,
+    fit,
+)
 from nnrun.workers import ThreadPolicy, requested_threads
 
 CHECKPOINT_MEMBERS_PER_LAYER = 20
@@ -51,15 +62,22 @@ RESUMABLE_KEYS = ("train.epochs", "train.device", "train.cuda_graph")
 checkpoint holds host arrays either way; the GPU's step recorded or not: the same launches)."""
 
 
+class RunPruned(Exception):
+    """Raised by `run_experiment`'s `on_epoch` hook (a search's pruner, `nnrun.sweep.search`) to stop the run
+    after an epoch: its state is saved like an interrupted run's, with status `pruned` and the message as its
+    reason. An outcome of the search, not a failure."""
+
+
 def train_new(cfg: ExperimentConfig, *, out: Path | None = None, runs_dir: Path = Path("runs"),
               overwrite: bool = False, reporter: Reporter | None = None, threads: int | None = None,
-              phase: Phase = no_phase) -> dict[str, Any]:
+              phase: Phase = no_phase, config_files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """`nnrun train`: check `out`, load and prepare the data, then create the run directory and run.
 
     The folder appears only once the config and the data are known to be good. Default folder:
     `runs_dir/NAME-YYYYmmdd-HHMMSS`. `threads`: the `--threads` option (None: `nnrun.workers.choose_threads`
     decides, and counts the free cores again between epochs). `phase` marks the slow parts of preparing the
-    data (loading, the preprocessing fit), before the run's header.
+    data (loading, the preprocessing fit), before the run's header. `config_files`: the files the config was
+    composed of (`nnrun.config.LoadedConfig.files`), recorded in provenance.json.
     """
     requested = requested_threads(threads)
     if out is not None:
@@ -68,7 +86,7 @@ def train_new(cfg: ExperimentConfig, *, out: Path | None = None, runs_dir: Path 
     experiment = assemble(cfg, phase)
     run = RunDir.create(out, overwrite) if out is not None else RunDir.create_unique(runs_dir, cfg.name)
     with run, ThreadPolicy(requested, experiment.step_flops) as policy:
-        return run_experiment(cfg, run, reporter, experiment=experiment, threads=policy)
+        return run_experiment(cfg, run, reporter, experiment=experiment, threads=policy, config_files=config_files)
 
 
 def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
@@ -92,8 +110,8 @@ def resume_run(path: Path, overrides: list[str] | tuple[str, ...] = (), *,
         if status == RUNNING:
             raise UserInputError(f"--resume {path}: another nnrun process is starting a run in it now")
         raise UserInputError(f"--resume {path}: not a run directory (no config.yaml in it)")
-    saved = load_config(path / "config.yaml")
-    cfg = load_config(path / "config.yaml", overrides)
+    saved = load_config(path / "config.yaml", compose=False)  # resolved: it names no other file
+    cfg = load_config(path / "config.yaml", overrides, compose=False)
     changed = [k for k in differing_keys(saved.model_dump(mode="json"), cfg.model_dump(mode="json"))
                if k not in RESUMABLE_KEYS]
     if changed:
@@ -194,13 +212,18 @@ def check_resumable(run: RunDir, experiment: Experiment, checkpoint: Checkpoint 
 
 def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None = None, *,
                    experiment: Experiment | None = None, resume: Checkpoint | None = None,
-                   threads: ThreadPolicy | None = None) -> dict[str, Any]:
+                   threads: ThreadPolicy | None = None,
+                   on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                   config_files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run the experiment `cfg` into `run` (already claimed) and return the summary (also in summary.json).
 
     `experiment`: `cfg` already assembled (assembled here when None); `resume`: continue from this
     checkpoint; `threads`: the thread policy in force, adapted to the machine's load between epochs (None:
-    the threads stay as they are, as in a sweep's worker). Raises `UserInputError` for bad data or config,
-    `RunFailed` (after saving state) when training diverges, is interrupted or cannot write its files.
+    the threads stay as they are, as in a sweep's worker). `on_epoch(row)`: called with each epoch's metric
+    row once its metrics and checkpoint are saved (a search reports it to its pruner); it stops the run by
+    raising `RunPruned`. Raises `UserInputError` for bad data or config, `RunFailed` (after saving state) when
+    training diverges, is interrupted, is pruned (`RunStopped`, status `pruned`) or cannot write its files.
+    `config_files`: the files `cfg` was composed of, for provenance.json (a resume keeps the first session's).
     """
     reporter = reporter or SilentReporter()
     settle(False)  # stop signals interrupt this run, whatever became of an earlier one in this process
@@ -220,9 +243,13 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
         if data.split is not None:
             run.write_split(data.split.arrays())
         provenance = start_record()
+        if config_files:
+            provenance["config_files"] = config_files
         earlier = run.read_provenance() if resume is not None else None
         if earlier is not None:
             earlier.pop("layout_version", None)
+            if earlier.get("config_files"):  # the files the run's config.yaml was composed of
+                provenance["config_files"] = earlier["config_files"]
             provenance["earlier_sessions"] = [*earlier.pop("earlier_sessions", []), earlier]
         run.write_provenance(provenance)
     except OSError as e:
@@ -255,6 +282,8 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
             if checkpoint.epoch % cfg.train.checkpoint_every == 0 or checkpoint.stopped_early:
                 run.write_checkpoint(checkpoint.to_arrays())
                 saved["epoch"] = checkpoint.epoch
+        if on_epoch is not None:
+            on_epoch(h.rows[-1])
 
     status, reason, final, diverged = "completed", None, None, False
     stage = "training"
@@ -264,15 +293,17 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
             fit(model, loss_fn, data, experiment.setup, reporter, history, save_epoch, resume=resume)
         stage = "the final evaluation"
         batch = cfg.train.eval_batch_size
-        final = {split: evaluate(model, loss_fn, X, y, batch, detail=True)
+        final = {split: evaluate(model, loss_fn, X, y, batch, detail=True, mirror=experiment.mirror)
                  for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
                                      ("test", data.X_test, data.y_test))}
         if cfg.train.save_predictions:
             stage = "saving the test predictions"
             with shielded():
-                run.write_predictions(predictions_on_test_split(model, loss_fn, data, batch))
+                run.write_predictions(predictions_on_test_split(model, loss_fn, data, batch, experiment.mirror))
     except Diverged as e:
         status, reason, diverged = "failed", str(e), True
+    except RunPruned as e:
+        status, reason = "pruned", str(e)
     except Interrupted as e:
         status, reason = "interrupted", f"interrupted by {e.signal_name} during {stage}"
     except KeyboardInterrupt:
@@ -286,11 +317,12 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
     return summary
 
 
-def predictions_on_test_split(model: MLP, loss_fn: Loss, data: Dataset, batch_size: int) -> dict[str, np.ndarray]:
+def predictions_on_test_split(model: MLP, loss_fn: Loss, data: Dataset, batch_size: int,
+                              mirror: Mirror | None = None) -> dict[str, np.ndarray]:
     """The `predictions.npz` arrays of the test split: `indices` (its rows in the split's pool, see split.npz),
-    `target`, `prediction` (in the targets' units), `scores` (the network's outputs (N, K)) and, where the loss
-    defines them, `proba`."""
-    scores = model.scores(data.X_test, batch_size)
+    `target`, `prediction` (in the targets' units), `scores` (the network's outputs (N, K); with `mirror`, the
+    flip-averaged scores the final evaluation used) and, where the loss defines them, `proba`."""
+    scores = evaluation_scores(model, loss_fn, data.X_test, batch_size, mirror)
     arrays = {"target": data.y_test, "prediction": loss_fn.predict(scores), "scores": scores}
     if data.split is not None:
         arrays["indices"] = np.asarray(data.split.indices["test"], dtype=np.int64)
@@ -341,11 +373,13 @@ def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history:
     if status != "completed":
         summary.update({"reason": reason, "diverged": diverged, "checkpoint_epoch": saved_epoch,
                         "seconds": time.perf_counter() - started})
+        if status == "pruned" and history.best_epoch is not None:  # the best epoch's val metrics, as a search ranks
+            summary.update({k: v for k, v in history.rows[history.best_epoch - 1].items() if k.startswith("val_")})
         attempt(run.write_provenance, end_record(provenance, status, summary["seconds"]))
         attempt(run.write_summary, summary)
         written = f" Some files could not be written ({failures[-1]}): free space and resume." if failures else ""
         where = f"last checkpoint after epoch {saved_epoch}" if saved_epoch else "no epoch finished yet"
-        error = RunStopped if status == "interrupted" else RunFailed
+        error = RunStopped if status in ("interrupted", "pruned") else RunFailed
         if diverged:
             raise error(f"{reason}; status {status}. State saved in {run.path} ({where}). "
                         f"{lower_lr_advice(cfg, run.path)}{written}")
@@ -353,6 +387,9 @@ def _finish(cfg: ExperimentConfig, run: RunDir, experiment: Experiment, history:
                     f"nnrun train --resume {run.path}.{written}")
     for split, values in final.items():
         summary.update({f"{split}_{k}": v for k, v in values.items()})
+    summary["flip_average"] = experiment.mirror is not None  # how the metrics above were computed
+    if isinstance(experiment.loss, BinnedRegression):  # how the regression metrics above decoded the bins
+        summary["decode"] = experiment.loss.decode
     train_seconds = sum(r["seconds"] for r in history.rows)
     summary.update({"seconds": time.perf_counter() - started,
                     "seconds_per_epoch": train_seconds / max(len(history.rows), 1), "run_dir": str(run.path)})

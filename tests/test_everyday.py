@@ -547,6 +547,22 @@ def test_one_order_breaks_an_accuracy_tie_by_val_loss_then_name():
 
 # ---- defect 11: plots ----------------------------------------------------------------------------
 
+def test_two_plots_within_one_second_get_two_files(tmp_path, monkeypatch):
+    """The default figure name has a timestamp to the second; a second plot of the same folder within that second
+    was refused ("already holds plot-epochs-....png") because the free-name check looked for the name without
+    its .png."""
+    import json
+    import time
+
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20261204-120000")
+    sweep_runs(tmp_path / "grid")
+    first = invoke("plot", tmp_path / "grid", "--json")
+    second = invoke("plot", tmp_path / "grid", "--json")
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    names = [Path(json.loads(r.stdout)["out"]).name for r in (first, second)]
+    assert names == ["plot-epochs-20261204-120000.png", "plot-epochs-20261204-120000-2.png"]
+
+
 def test_plot_writes_its_figure_beside_what_it_plots(tmp_path, monkeypatch):
     import json
 
@@ -561,6 +577,7 @@ def test_plot_writes_its_figure_beside_what_it_plots(tmp_path, monkeypatch):
     assert Path(json.loads(result.stdout)["out"]).parent == tmp_path / "runs" / "grid"
     runs = sorted(p for p in (tmp_path / "runs" / "grid").iterdir() if p.is_dir())
     two = invoke("plot", runs[0], runs[1], "--json")
+    assert two.exit_code == 0, two.output
     assert Path(json.loads(two.stdout)["out"]).parent == (tmp_path / "runs" / "grid").resolve()
     # Without arguments: the runs folder NNRUN_RUNS_DIR names, and the figure beside them.
     sweep_runs(tmp_path / "elsewhere")

@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
+from nnrun.config import load_config
 from nnrun.datasets import Dataset
 from nnrun.datasets.dataset import OUTLIER_SCALE
+from nnrun.errors import UserInputError
+from nnrun.experiment import load_data
 
 
 def dataset(kind: str) -> Dataset:
@@ -39,3 +42,15 @@ def test_a_dataset_without_regression_targets_has_no_outliers_to_make():
     data.alternatives.pop("regression")
     with pytest.raises(ValueError, match="no regression targets"):
         data.with_train_outliers(0.1, np.random.default_rng(0))
+
+
+def test_the_config_takes_outliers_with_regression_losses_only_and_load_data_applies_them():
+    with pytest.raises(UserInputError, match="data.train_outliers makes outliers of regression targets"):
+        load_config(None, ["data.dataset=digits", "data.train_outliers=0.1"])
+    load_config(None, ["data.dataset=diabetes", "data.train_outliers=0.1", "loss.bins=5"])
+    clean = load_data(load_config(None, ["data.dataset=diabetes", "loss.name=l2"])).with_targets("regression")
+    cfg = load_config(None, ["data.dataset=diabetes", "loss.name=l2", "data.train_outliers=0.1"])
+    first, second = (load_data(cfg).with_targets("regression") for _ in range(2))
+    assert np.array_equal(first.y_train, second.y_train)  # seeded: the `outliers` stream of the config's seed
+    moved = np.flatnonzero(first.y_train[:, 0] != clean.y_train[:, 0])
+    assert len(moved) == round(0.1 * len(clean.y_train)) and np.array_equal(first.y_test, clean.y_test)

@@ -172,7 +172,7 @@ def test_figures_sit_beside_the_page_named_by_their_content(page):
         assert data.startswith(b"\x89PNG") and hashlib.sha256(data).hexdigest()[:12] in name
     sources = [attrs["src"] for tag, attrs in parsed(out).tags if tag == "img"]
     assert sources == [f"figures/{name}" for name in figures]
-    assert sorted(p.name for p in out.iterdir()) == ["figures", "index.html", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".report.lock", "figures", "index.html", "report.json"]
 
 
 def test_a_rerun_replaces_its_own_page_and_never_touches_other_files(tmp_path, quick_figures):

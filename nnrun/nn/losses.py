@@ -21,7 +21,8 @@ For a trained model, class and attribute losses give a `decision_function` (a co
 class or attribute, larger is more likely) and the losses that define probabilities give
 `predict_proba` (`has_proba`): softmax (the softmax of the scores), hierarchical softmax (the
 leaf path probabilities) and attribute logistic (an independent sigmoid per attribute). Training
-never calls them.
+never calls them. The same losses average probabilities (`mean_proba_scores(a, b)`: the scores whose
+probabilities are the mean of those of a and b), which test-time flip averaging uses.
 Softmax and sigmoid are computed stably (row max subtracted; `logaddexp`; `tanh` form).
 
 `loss_and_grad` computes with the array module of the scores (`nnrun.backend.xp_of`): NumPy, or
@@ -41,7 +42,18 @@ import numpy as np
 
 from nnrun.backend import is_device_array, loss_scalar, xp_of
 from nnrun.errors import UserInputError
-from nnrun.metrics import accuracy, attribute_accuracies, regression_errors, rmse
+from nnrun.metrics import (
+    COVERAGE_LEVELS,
+    accuracy,
+    attribute_accuracies,
+    binned_nll,
+    central_interval,
+    coverage_key,
+    expected_value,
+    interval_coverage,
+    regression_errors,
+    rmse,
+)
 from nnrun.nn import kernels
 
 
@@ -51,6 +63,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     out *= 0.5
     out += 0.5
     return out
+
+
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """scores: (N, C) -> log softmax (N, C), the row max subtracted first (host arrays)."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
@@ -133,6 +151,13 @@ class Loss:
         `has_proba`."""
         raise NotImplementedError(f"{type(self).__name__} defines no probabilities")
 
+    def mean_proba_scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a, b: (N, K) scores of two views of the same examples -> the scores (N, K) whose probabilities are the
+        mean of theirs, `predict_proba(result) = (predict_proba(a) + predict_proba(b)) / 2` (to rounding), so
+        that the loss, the metrics and the predictions of the result are those of the averaged probabilities;
+        only where `has_proba`. Host arrays."""
+        raise NotImplementedError(f"{type(self).__name__} defines no probabilities to average")
+
     def metrics(self, scores: np.ndarray, y: np.ndarray, detail: bool = False) -> dict[str, float]:
         """Metrics that fit the targets; `detail` adds the final-summary ones (per attribute, baseline)."""
         raise NotImplementedError
@@ -197,6 +222,11 @@ class SoftmaxCrossEntropy(ClassLoss):
         exp = np.exp(scores - scores.max(axis=1, keepdims=True))
         exp /= exp.sum(axis=1, keepdims=True)
         return exp
+
+    def mean_proba_scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a, b: (N, C) -> log of the mean softmax, `logaddexp(log_softmax(a), log_softmax(b)) - log 2` (finite,
+        rows of its softmax summing to 1): softmax of it is the mean of the two softmaxes."""
+        return (np.logaddexp(log_softmax(a), log_softmax(b)) - np.log(2)).astype(a.dtype, copy=False)
 
     aliases = ("cross_entropy", "crossentropy", "nll")
 
@@ -399,6 +429,17 @@ class HierarchicalSoftmax(ClassLoss):
         """scores: (N, C-1) -> P(class c) (N, C), the products of the branch probabilities on each path."""
         return np.exp(self.leaf_log_probs(scores))
 
+    def mean_proba_scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a, b: (N, C-1) -> the node scores of the mean leaf probabilities p: going left at node n has the
+        probability (mass of p left of n) / (mass below n), so `s_n = log(mass left) - log(mass right)` (in
+        float64, each mass at least the smallest normal float64, so the scores stay finite)."""
+        log_p = np.logaddexp(self.leaf_log_probs(a.astype(np.float64)), self.leaf_log_probs(b.astype(np.float64)))
+        p = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+        tiny = np.finfo(np.float64).tiny
+        left = np.maximum(p @ self.left.astype(np.float64), tiny)
+        right = np.maximum(p @ self.right.astype(np.float64), tiny)
+        return (np.log(left) - np.log(right)).astype(a.dtype)
+
 
 class AttributeLoss(Loss):
     """A loss on a binary attribute matrix Y: (N, A) of 0/1; attribute j is predicted present when s_j > 0.
@@ -468,6 +509,13 @@ class AttributeLogistic(AttributeLoss):
     def predict_proba(self, scores: np.ndarray) -> np.ndarray:
         """scores: (N, A) -> sigma(s) (N, A)."""
         return sigmoid(scores)
+
+    def mean_proba_scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a, b: (N, A) -> the logit of each attribute's mean probability, `log p - log(1 - p)` with
+        `log p = logaddexp(log sigma(a), log sigma(b)) - log 2` (and `log(1 - p)` from `-a`, `-b`): finite."""
+        log_p = np.logaddexp(-softplus(-a), -softplus(-b))
+        log_q = np.logaddexp(-softplus(a), -softplus(b))
+        return (log_p - log_q).astype(a.dtype, copy=False)
 
     def loss_and_grad(self, scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """scores: (N, A), y: (N, A) 0/1 -> (loss, dscores (N, A))."""
@@ -602,24 +650,57 @@ class L1Loss(RegressionLoss):
         return loss, dscores
 
 
+DECODE_MODES = ("auto", "expectation", "argmax")
+"""How binned regression turns bin scores into a value: `expectation` (the bin centres weighted by the bin
+probabilities), `argmax` (the likeliest bin's centre), `auto` (expectation where the class loss gives
+probabilities, argmax otherwise)."""
+
+
+def resolve_decode(decode: str, has_proba: bool) -> str:
+    """`expectation` or `argmax` for the config's `decode` and whether the class loss gives probabilities."""
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
+    if decode == "auto":
+        return "expectation" if has_proba else "argmax"
+    return decode
+
+
 class BinnedRegression(Loss):
     """A class loss trained on a 1-D regression target cut into K bins.
 
     `edges` (K-1,) are increasing inner bin edges: bin k holds `edges[k-1] <= y < edges[k]`.
-    `centres` (K,) are the values predicted for each bin (the mean training target in it).
-    Metrics: `accuracy` of the bin, and `mae`, `rmse` of the predicted centres (with `detail`
-    also the training-mean `rmse_baseline`), all in the targets' original units. Targets: float (N, 1).
+    `centres` (K,) are the mean training target in each bin. `decode` says what a prediction is:
+    `expectation` (the default where the class loss gives probabilities: softmax, hierarchical
+    softmax) `sum_k p_k centres[k]`, the mean of the predictive distribution; `argmax` the centre of
+    the likeliest bin (`inner.predict`; the only decoding for SVM scores, and what runs saved before
+    the option existed used). `bounds` (K+1,): the training minimum, the edges and the training
+    maximum, the support of the piecewise-uniform predictive distribution (`nnrun.metrics`; None for
+    runs saved before they were recorded: no NLL or intervals then).
+    Metrics: `accuracy` of the bin (arg-max), and `mae`, `rmse` of the decoded values; with `detail`
+    also the training-mean `rmse_baseline` and, with probabilities and bounds, `nll` (mean `-log(p_k /
+    width_k)` at the target's bin) and `coverage_80`, `coverage_95` (the fraction of targets inside the
+    central 80 % and 95 % intervals of the predictive CDF), all in the targets' original units.
+    Targets: float (N, 1).
     """
 
     target_kind = "regression"
     primary_metric = "rmse"
     higher_is_better = False
 
-    def __init__(self, inner: ClassLoss, edges: np.ndarray, centres: np.ndarray, train_mean: float | None) -> None:
+    def __init__(self, inner: ClassLoss, edges: np.ndarray, centres: np.ndarray, train_mean: float | None, *,
+                 decode: str = "argmax", bounds: np.ndarray | None = None) -> None:
         self.inner = inner
         self.edges = np.asarray(edges, dtype=np.float64)
         self.centres = np.asarray(centres, dtype=np.float64)
         self.train_mean = None if train_mean is None else float(train_mean)
+        self.decode = resolve_decode(decode, inner.has_proba)
+        if self.decode == "expectation" and not inner.has_proba:
+            raise ValueError(f"decode expectation needs bin probabilities, which {type(inner).__name__} does not "
+                             "define; decode by argmax")
+        self.bounds = None if bounds is None else np.asarray(bounds, dtype=np.float64).reshape(-1)
+        if self.bounds is not None and (len(self.bounds) != len(self.centres) + 1
+                                        or not np.all(np.diff(self.bounds) > 0)):
+            raise ValueError(f"bin bounds must be {len(self.centres) + 1} increasing values, got {self.bounds}")
 
     @property
     def has_proba(self) -> bool:
@@ -631,8 +712,10 @@ class BinnedRegression(Loss):
         return self.inner.has_decision_function
 
     @classmethod
-    def create(cls, targets: Targets, *, bins: int, inner: Callable[[Targets], ClassLoss]) -> BinnedRegression:
-        """Quantile bins of the single training target (`fit_bins`) and the class loss `inner(Targets)` over them."""
+    def create(cls, targets: Targets, *, bins: int, inner: Callable[[Targets], ClassLoss],
+               decode: str = "auto") -> BinnedRegression:
+        """Quantile bins of the single training target (`fit_bins`, `fit_bounds`) and the class loss
+        `inner(Targets)` over them, decoding as `decode` says (one of `DECODE_MODES`)."""
         y = targets.y_train
         if y.reshape(len(y), -1).shape[1] != 1:
             raise UserInputError(
@@ -644,18 +727,25 @@ class BinnedRegression(Loss):
                 f"loss.bins={bins}: the training targets of data.dataset={targets.dataset} take a single value")
         inner_loss = inner(Targets(bin_names(len(centres)), np.searchsorted(edges, y.reshape(len(y)), side="right"),
                                    targets.dataset))
-        return cls(inner_loss, edges, centres, float(np.mean(y, dtype=np.float64)))
+        return cls(inner_loss, edges, centres, float(np.mean(y, dtype=np.float64)), decode=decode,
+                   bounds=fit_bounds(y, edges))
 
     @classmethod
     def restore(cls, targets: Targets, state: dict[str, np.ndarray], *,
                 inner: Callable[[Targets], ClassLoss]) -> BinnedRegression:
-        """The binned loss from `state()`: `bin_edges`, `bin_centres` and `target_train_mean` (the baseline)."""
+        """The binned loss from `state()`: `bin_edges`, `bin_centres`, `target_train_mean` (the baseline),
+        `bin_decode` and `bin_bounds`. A run saved before `bin_decode` existed decoded by argmax, and is
+        restored so (its summary's metrics stay reproducible); without `bin_bounds` it has no NLL or intervals."""
         if "bin_edges" not in state or "bin_centres" not in state:
             raise ValueError("bin_edges and bin_centres are missing (the run trained on loss.bins)")
         centres = np.asarray(state["bin_centres"], dtype=np.float64).reshape(-1)
         train_mean = float(state["target_train_mean"]) if "target_train_mean" in state else None
+        decode = str(state["bin_decode"]) if "bin_decode" in state else "argmax"
+        if decode not in ("expectation", "argmax"):
+            raise ValueError(f"bin_decode must be expectation or argmax, got {decode!r}")
         return cls(inner(Targets(bin_names(len(centres)), np.zeros(0, dtype=np.int64), targets.dataset)),
-                   np.asarray(state["bin_edges"], dtype=np.float64).reshape(-1), centres, train_mean)
+                   np.asarray(state["bin_edges"], dtype=np.float64).reshape(-1), centres, train_mean,
+                   decode=decode, bounds=state.get("bin_bounds"))
 
     def output_dim(self, n_targets: int) -> int:
         """The inner class loss's output size for K classes."""
@@ -677,9 +767,28 @@ class BinnedRegression(Loss):
         """The inner loss's kinks on the bin indices."""
         return self.inner.kinks(scores, self.to_bins(y))
 
+    def _proba64(self, scores: np.ndarray) -> np.ndarray:
+        """The bin probabilities (N, K) in float64 (so that small ones keep their logarithm)."""
+        return self.inner.predict_proba(np.asarray(scores, dtype=np.float64))
+
     def predict(self, scores: np.ndarray) -> np.ndarray:
-        """scores -> the predicted bin's centre (N, 1)."""
+        """scores -> the decoded value (N, 1) float64: the expectation of the bin centres under the bin
+        probabilities, or the likeliest bin's centre (`decode`)."""
+        if self.decode == "expectation":
+            return expected_value(self._proba64(scores), self.centres)[:, None]
         return self.centres[self.inner.predict(scores)][:, None]
+
+    @property
+    def has_intervals(self) -> bool:
+        """Whether `interval` (and the NLL and coverage metrics) are defined: bin probabilities and bounds."""
+        return self.inner.has_proba and self.bounds is not None
+
+    def interval(self, scores: np.ndarray, level: float) -> np.ndarray:
+        """scores -> the central interval of `level` of each row's predictive distribution: (N, 2) float64,
+        lower and upper end in the targets' units (`nnrun.metrics.central_interval`)."""
+        if not self.has_intervals:
+            raise NotImplementedError("intervals need bin probabilities and the bin bounds (bin_bounds)")
+        return central_interval(self._proba64(scores), self.bounds, level)
 
     def decision_function(self, scores: np.ndarray) -> np.ndarray:
         """scores -> the inner loss's confidence per bin (N, K)."""
@@ -689,22 +798,46 @@ class BinnedRegression(Loss):
         """scores -> the inner loss's probability per bin (N, K)."""
         return self.inner.predict_proba(scores)
 
+    def mean_proba_scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The inner loss's scores of the mean bin probabilities."""
+        return self.inner.mean_proba_scores(a, b)
+
     def metrics(self, scores: np.ndarray, y: np.ndarray, detail: bool = False) -> dict[str, float]:
-        """Bin accuracy, MAE and RMSE of the bin centres; `detail` adds the training-mean baseline RMSE."""
+        """Bin accuracy, MAE and RMSE of the decoded values; `detail` adds the training-mean baseline RMSE and,
+        where defined (`has_intervals`), `nll` and the coverage of the central intervals (`COVERAGE_LEVELS`)."""
         y = y.reshape(len(y), 1)
         bins = self.inner.predict(scores)
         values = {"accuracy": accuracy(bins, self.to_bins(y))}
-        values.update(regression_errors(self.centres[bins][:, None], y))
+        values.update(regression_errors(self.predict(scores), y))
         if detail and self.train_mean is not None:
             values["rmse_baseline"] = rmse(np.full_like(y, self.train_mean, dtype=np.float64), y)
+        if detail and self.has_intervals:
+            proba = self._proba64(scores)
+            values["nll"] = binned_nll(proba, self.bounds, y)
+            values.update({coverage_key(level): interval_coverage(proba, self.bounds, y, level)
+                           for level in COVERAGE_LEVELS})
         return values
 
     def state(self) -> dict[str, np.ndarray]:
-        """`bin_edges` (K-1,), `bin_centres` (K,) and `target_train_mean` (the baseline's prediction)."""
-        state = {"bin_edges": self.edges, "bin_centres": self.centres}
+        """`bin_edges` (K-1,), `bin_centres` (K,), `target_train_mean` (the baseline's prediction), `bin_decode`
+        (`expectation` or `argmax`) and `bin_bounds` (K+1,) when known."""
+        state = {"bin_edges": self.edges, "bin_centres": self.centres, "bin_decode": np.array(self.decode)}
+        if self.bounds is not None:
+            state["bin_bounds"] = self.bounds
         if self.train_mean is not None:
             state["target_train_mean"] = np.array(self.train_mean)
         return state
+
+
+def fit_bounds(y_train: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The support of the binned predictive distribution: (K+1,) float64, the training minimum, the K - 1
+    inner `edges` and the training maximum. When the top bin would have no width (at least a K-th of the
+    targets share the maximum, so the last edge is the maximum) it gets the mean width of the bins below."""
+    y = np.asarray(y_train, dtype=np.float64).reshape(-1)
+    low, high = float(y.min()), float(y.max())
+    if len(edges) and high <= edges[-1]:
+        high = float(edges[-1]) + (float(edges[-1]) - low) / len(edges)
+    return np.concatenate([[low], np.asarray(edges, dtype=np.float64), [high]])
 
 
 def bin_names(n_bins: int) -> list[str]:

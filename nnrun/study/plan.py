@@ -35,6 +35,7 @@ from nnrun.optim import OPTIMIZERS
 from nnrun.study.metrics import INIT_METRICS, Produced, check_metric, parse_metric, probe, probe_key, run_outcome
 from nnrun.study.spec import StudyFile, seeds_of
 from nnrun.sweep.plan import SweepPlan, SweepPoint, config_hash, describe_point, plan_configs
+from nnrun.sweep.search import SearchPlan, import_optuna, search_plan, trials_done
 from nnrun.tables import fmt
 from nnrun.workers import start_resource_tracker, use_threads
 
@@ -65,12 +66,17 @@ class Candidate:
 
 @dataclass
 class ArmSeed:
-    """The runs of one arm of one claim at one seed (one run, or one per selection candidate)."""
+    """The runs of one arm of one claim at one seed (one run, or one per selection candidate).
+
+    With a search selection (`search`, an Optuna search planned over the arm's config at this seed) the
+    candidates are the trials' runs once the search has run (`nnrun.study.run`); until then the one candidate
+    is the arm's config without the searched keys, which the plan's checks (data, metrics) look at."""
 
     claim: str
     arm: str
     seed: int
     candidates: list[Candidate]
+    search: SearchPlan | None = None
 
 
 @dataclass
@@ -106,6 +112,21 @@ class StudyPlan:
     def done_keys(self) -> set[str]:
         """The keys of the distinct runs already completed (or diverged: a finished outcome)."""
         return {p.key for p in self.sweep.points if finished(p)}
+
+    def searches(self) -> list[ArmSeed]:
+        """The arm-seeds whose selection is a search, in plan order (each search once: arms that are the same
+        search share it)."""
+        seen: dict[str, ArmSeed] = {}
+        for by_arm in self.arms.values():
+            for runs in by_arm.values():
+                for run in runs:
+                    if run.search is not None:
+                        seen.setdefault(run.search.study_name, run)
+        return list(seen.values())
+
+    def search_trials_left(self) -> dict[str, int]:
+        """Trials each search (by study name) has still to run: its trials less those its study has finished."""
+        return {run.search.study_name: max(run.search.trials - trials_done(run.search), 0) for run in self.searches()}
 
 
 def finished(point: SweepPoint) -> bool:
@@ -150,14 +171,19 @@ def plan_study(study: StudyFile, study_base: dict[str, Any], *, source: Path, bu
         arms[claim.id] = {}
         for arm_name in claim.arms:
             arm = claim.arm(arm_name)
-            clash = sorted(set(arm.overrides) & set(arm.select))
+            clash = sorted(set(arm.overrides) & set(arm.selected_keys))
             if clash:
                 errors.append(f"claim {claim.id}, arm {arm_name}: sets {', '.join(clash)}, which its selection "
                               "chooses; remove it from the arm or from select")
                 continue
             grid = [dict(zip(arm.select, combo, strict=True)) for combo in itertools.product(*arm.select.values())]
             runs: list[ArmSeed] = []
-            for seed in seeds_of(study, claim, budget, base_seed):
+            first = arm.overrides.get("seed", claim_raw.get("seed", base_seed))  # an arm may start its own seeds
+            if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+                errors.append(f"claim {claim.id}, arm {arm_name}: seed is the first seed of its runs, a whole "
+                              f"number >= 0; got {first!r}")
+                continue
+            for seed in seeds_of(study, claim, budget, first):
                 candidates = []
                 for values in grid:
                     raw = copy.deepcopy(claim_raw)
@@ -174,8 +200,13 @@ def plan_study(study: StudyFile, study_base: dict[str, Any], *, source: Path, bu
                     resolved = cfg.model_dump(mode="json")
                     candidates.append(Candidate(values, resolved, config_hash(resolved)))
                 runs.append(ArmSeed(claim.id, arm_name, seed, candidates))
+                if arm.search is not None and candidates:
+                    runs[-1].search = _search(arm.search, raw, where=f"claim {claim.id}, arm {arm_name}, seed {seed}",
+                                              labels={"claim": claim.id, "arm": arm_name, "seed": seed},
+                                              runs_dir=runs_dir, errors=errors)
             arms[claim.id][arm_name] = runs
     _raise(errors, "the study's runs are invalid; nothing was run")
+    _check_pairs(study, claims, arms)
     _check_arms_differ(arms)
     produced = _probe(arms)
     _check_metrics(study, claims, arms, produced)
@@ -183,7 +214,7 @@ def plan_study(study: StudyFile, study_base: dict[str, Any], *, source: Path, bu
     for claim_id, by_arm in arms.items():
         for arm_name, runs in by_arm.items():
             for run in runs:
-                for c in run.candidates:
+                for c in run.candidates if run.search is None else ():  # a search's trials are made as it runs
                     arm_label = arm_name + (f" [{describe_point(c.values)}]" if c.values else "")
                     labelled.append(({"claim": claim_id, "arm": arm_label, "seed": run.seed}, c.config))
     sweep = plan_configs(labelled, runs_dir=runs_dir, source=str(source), check=False)
@@ -192,10 +223,28 @@ def plan_study(study: StudyFile, study_base: dict[str, Any], *, source: Path, bu
     return plan
 
 
+def _search(select: Any, raw: dict[str, Any], *, where: str, labels: dict[str, Any], runs_dir: Path,
+            errors: list[str]) -> SearchPlan | None:
+    """The Optuna search of a `search` selection over the config mapping `raw` (its seed set): Optuna must be
+    installed and the space's values must fit the config; problems go to `errors`."""
+    import_optuna(f"{where}: select search: {select.sampler}")
+    try:
+        return search_plan(raw, select.distributions(), source=where, sampler=select.sampler, trials=select.trials,
+                           seed=raw["seed"], runs_dir=runs_dir, labels=labels, check=False)
+    except UserInputError as e:
+        errors.append(str(e))
+        return None
+
+
+def _candidates(arm: Any) -> int:
+    """Runs per seed of an arm: its grid's combinations, or its search's trials."""
+    return arm.search.trials if arm.search is not None else math.prod(len(v) for v in arm.select.values())
+
+
 def _check_size(study: StudyFile, claims: list, budget: str, base_seed: int) -> None:
     """Refuse a plan of more than `MAX_STUDY_RUNS` runs, counted from the study file alone (nothing expanded)."""
     sizes = {c.id: len(seeds_of(study, c, budget, base_seed))
-             * sum(math.prod(len(v) for v in c.arm(a).select.values()) for a in c.arms) for c in claims}
+             * sum(_candidates(c.arm(a)) for a in c.arms) for c in claims}
     total = sum(sizes.values())
     if total > MAX_STUDY_RUNS:
         largest = max(sizes, key=sizes.__getitem__)
@@ -211,6 +260,22 @@ def _raise(errors: list[str], what: str) -> None:
         raise UserInputError(f"{len(errors)} problems: {what}.\n" + "\n".join(shown + more))
 
 
+def _check_pairs(study: StudyFile, claims: list, arms: dict[str, dict[str, list[ArmSeed]]]) -> None:
+    """A paired relation matches its arms' runs seed by seed: both arms must run at the same seeds."""
+    errors = []
+    for claim in claims:
+        for e in claim.expect:
+            if study.analysis_of(e) != "paired":
+                continue
+            seeds = {arm: [r.seed for r in arms[claim.id].get(arm) or []] for arm in (e.a, e.b)}
+            if seeds[e.a] != seeds[e.b]:
+                shown = {arm: ", ".join(map(str, s[:5])) + (", ..." if len(s) > 5 else "") for arm, s in seeds.items()}
+                errors.append(f"claim {claim.id}, relation `{e.label()}`: the paired analysis matches runs by seed, "
+                              f"but arm {e.a} runs seeds {shown[e.a]} and arm {e.b} seeds {shown[e.b]}; give the "
+                              "arms the same seeds, or set analysis: welch on the relation (or the study)")
+    _raise(errors, "a paired relation needs the same seeds in both arms")
+
+
 def _check_arms_differ(arms: dict[str, dict[str, list[ArmSeed]]]) -> None:
     errors = []
     for claim_id, by_arm in arms.items():
@@ -219,6 +284,8 @@ def _check_arms_differ(arms: dict[str, dict[str, list[ArmSeed]]]) -> None:
             if not runs:
                 continue
             keys = [c.key for c in runs[0].candidates]
+            if runs[0].search is not None:  # the trials are not known yet: a search differs from any fixed run
+                keys = [f"search {runs[0].search.study_name}"]
             if len(set(keys)) < len(keys):
                 errors.append(f"claim {claim_id}, arm {arm_name}: some selected values give the same run (the "
                               "selection changes nothing there)")
@@ -348,25 +415,30 @@ def _calibration_epochs(threads: int, start: float | None) -> float:
         return float(np.median([_time_epoch([3072, 100, 10], 128, CALIBRATION_EXAMPLES, rng) for _ in range(3)]))
 
 
-def _time_epoch(sizes: list[int], batch: int, n: int, rng: np.random.Generator) -> float:
-    """Seconds of one epoch of `nnrun.trainer.fit` of an MLP of `sizes` on n random examples."""
-    from nnrun.datasets import Dataset
-    from nnrun.nn.layers import ReLU
-    from nnrun.nn.losses import SoftmaxCrossEntropy
-    from nnrun.nn.model import build_mlp
-    from nnrun.nn.regularizers import Regularizer, Strengths
-    from nnrun.trainer import History, SilentReporter, TrainSettings, TrainSetup, fit
+def calibration_config(sizes: list[int], batch: int) -> dict[str, Any]:
+    """The config of a calibration epoch for an MLP of `sizes` (inputs, hidden widths, classes) in batches of
+    `batch`: a run's defaults (softmax, ReLU, no BatchNorm or dropout, momentum) with small initial weights,
+    a constant lr of 0.001, no preprocessing and one epoch evaluated on `CALIBRATION_EVAL` examples."""
+    return {"model": {"hidden": list(sizes[1:-1]), "init": "small"}, "preprocess": {"center": "none"},
+            "optim": {"name": "momentum", "lr": 0.001, "schedule": "constant"},
+            "train": {"epochs": 1, "batch_size": batch, "eval_train_size": CALIBRATION_EVAL, "device": "cpu"}}
 
-    weights = [(rng.standard_normal((i, o), dtype=np.float32) * 0.01, np.zeros(o, np.float32))
-               for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
+
+def _time_epoch(sizes: list[int], batch: int, n: int, rng: np.random.Generator) -> float:
+    """Seconds of one epoch of `nnrun.trainer.fit` of an MLP of `sizes` on n random examples, the model, loss
+    and training setup assembled from `calibration_config` by `nnrun.experiment.assemble` as a run's are."""
+    from nnrun.datasets import Dataset
+    from nnrun.experiment import assemble
+    from nnrun.trainer import History, SilentReporter, fit
+
     X = rng.standard_normal((n, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], n)
     data = Dataset("calibration", X, y, X[:CALIBRATION_EVAL], y[:CALIBRATION_EVAL], X[:1], y[:1],
                    [str(c) for c in range(sizes[-1])], None)
-    setup = TrainSetup(OPTIMIZERS["momentum"](), Regularizer(Strengths()), lambda epoch, epochs: 0.001,
-                       TrainSettings(epochs=1, batch_size=batch, eval_train_size=CALIBRATION_EVAL), seed=0)
+    experiment = assemble(validate_config(calibration_config(sizes, batch), source="the study's calibration"),
+                          data=data)
     started = time.perf_counter()
-    fit(build_mlp(weights, activation=ReLU), SoftmaxCrossEntropy(), data, setup, SilentReporter(), History())
+    fit(experiment.model, experiment.loss, experiment.data, experiment.setup, SilentReporter(), History())
     return time.perf_counter() - started
 
 
@@ -413,17 +485,24 @@ def estimate(plan: StudyPlan, *, jobs: int, threads: int) -> Estimate:
     """The estimated wall time of the runs of `plan` not finished yet, run `jobs` at a time, plus the
     study's own measurements (init statistics load and preprocess their data)."""
     todo = [p for p in plan.sweep.points if not finished(p)]
-    with_eigh = any(p.config["preprocess"]["pca"] is not None or p.config["preprocess"]["whiten"] for p in todo)
-    cal = calibrate(threads, with_eigh) if todo else {}
+    left = plan.search_trials_left()  # a search's trials, each counted as a run of the arm's config
+    searched = [(run, n) for run in plan.searches() if (n := left[run.search.study_name])]
+    configs = [p.config for p in todo] + [run.candidates[0].config for run, _ in searched]
+    with_eigh = any(c["preprocess"]["pca"] is not None or c["preprocess"]["whiten"] for c in configs)
+    cal = calibrate(threads, with_eigh) if configs else {}
     if cal:
         cal["parallel_factor"] = parallel_factor(jobs, threads)
     slower = cal.get("parallel_factor", 1.0)
     per_run = {p.key: run_seconds(p.config, plan.produced_by(p.config), cal) * slower for p in todo}
+    for run, n in searched:
+        config = run.candidates[0].config
+        per_run.update({f"{run.search.study_name}#{i}": run_seconds(config, plan.produced_by(config), cal) * slower
+                        for i in range(n)})
     wall = 0.0
     if per_run:
         wall = max(sum(per_run.values()) / max(jobs, 1), max(per_run.values()))
     own = _own_seconds(plan, cal)
-    return Estimate(wall + own, len(todo), per_run, own, cal)
+    return Estimate(wall + own, len(per_run), per_run, own, cal)
 
 
 def _own_seconds(plan: StudyPlan, cal: dict[str, float]) -> float:

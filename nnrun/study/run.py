@@ -31,16 +31,18 @@ from filelock import FileLock, Timeout
 from nnrun.errors import UserInputError
 from nnrun.io import write_json, write_text
 from nnrun.rundir import RunDir
-from nnrun.study import figures
+from nnrun.study import figures, stats
 from nnrun.study.metrics import Measurer, run_outcome
-from nnrun.study.plan import StudyPlan, check_bound, estimate, finished, plan_study
+from nnrun.study.plan import ArmSeed, Candidate, StudyPlan, check_bound, estimate, finished, plan_study
 from nnrun.study.report import FIGURES_DIR, build_document, to_html, to_markdown
 from nnrun.study.results import claim_results
 from nnrun.study.spec import load_study
 from nnrun.sweep.execute import SweepProgress, run_sweep
 from nnrun.sweep.gpu import GpuBudget, gpu_budget, threads_by_device
 from nnrun.sweep.plan import SweepPlan
-from nnrun.workers import available_cores, check_executor
+from nnrun.sweep.search import SearchOutcome, check_search_executor, run_search
+from nnrun.sweep.slurm import SlurmSettings, check_slurm
+from nnrun.workers import available_cores, check_executor, open_executor
 
 REPORT_FILES = {"markdown": "report.md", "html": "report.html", "json": "study.json"}
 """What a study writes into its output folder, besides `figures/`, `measurements.json` and `sessions.json`."""
@@ -59,12 +61,18 @@ def run_study(path: str | Path, *, budget: str | None = None, overrides: list[st
               out: Path | None = None, runs_dir: Path | None = None, jobs: int = 1, threads: int | None = None,
               executor: str = "local", scheduler: str | None = None, only: list[str] | None = None,
               max_minutes: float | None = None, dry_run: bool = False, overwrite: bool = False,
-              progress: SweepProgress | None = None, on_plan: Any = None) -> dict[str, Any]:
+              progress: SweepProgress | None = None, on_plan: Any = None,
+              slurm: SlurmSettings | None = None) -> dict[str, Any]:
     """Run the study in `path` under `budget` (module docstring). Returns the plan (`dry_run`) or the report
     object written to `study.json`, with `files` (what was written), `interrupted` and `failed` (runs that
-    failed other than by diverging). `on_plan(plan_report)` is called once the plan is checked."""
+    failed other than by diverging). `on_plan(plan_report)` is called once the plan is checked. `slurm`: the
+    jobs of `executor="slurm"` (`nnrun.sweep.slurm`), checked before the study plans or calibrates anything."""
     started = time.time()
     check_executor(executor)
+    if executor == "slurm":
+        slurm = check_slurm(slurm or SlurmSettings(cpus_per_task=threads))
+    elif slurm is not None:
+        raise UserInputError(f"--slurm is for --executor slurm (given: --executor {executor})")
     path = Path(path)
     study, base = load_study(path)
     budget = study.budget_name(budget)
@@ -73,8 +81,9 @@ def run_study(path: str | Path, *, budget: str | None = None, overrides: list[st
     if not dry_run:
         _check_out(out, study.name, budget, overwrite)
     plan = plan_study(study, base, source=path, budget=budget, overrides=overrides, only=only, runs_dir=runs_dir)
-    remote = executor == "dask" and bool(scheduler)
-    per_run = (threads or 1) if remote else max(threads_by_device(plan.sweep.points, jobs, threads).values())
+    remote = executor == "dask" and bool(scheduler) or executor == "slurm"
+    per_run = ((threads or (slurm.threads(False) if slurm else 1)) if remote
+               else max(threads_by_device(plan.sweep.points, jobs, threads).values()))
     gpu = None if remote or dry_run else gpu_budget([p for p in plan.sweep.points if not finished(p)], jobs)
     plan.estimate = estimate(plan, jobs=jobs, threads=per_run)
     bound = max_minutes if max_minutes is not None else study.budgets[budget].max_minutes
@@ -94,7 +103,7 @@ def run_study(path: str | Path, *, budget: str | None = None, overrides: list[st
         raise UserInputError(f"cannot use the output folder {out}: {e.strerror or e}") from None
     try:
         return _run(plan, out=out, started=started, jobs=jobs, threads=threads, per_run=per_run, executor=executor,
-                    scheduler=scheduler, progress=progress, gpu=gpu)
+                    scheduler=scheduler, progress=progress, gpu=gpu, slurm=slurm)
     finally:
         lock.release()
 
@@ -124,36 +133,51 @@ def _check_out(out: Path, name: str, budget: str, overwrite: bool) -> None:
 def plan_report(plan: StudyPlan, bound: float | None) -> dict[str, Any]:
     """The plan as one JSON-ready object: runs per claim, distinct, done and left, and the estimate."""
     done = plan.done_keys()
+    left = plan.search_trials_left()  # a search's trials count as runs: its trials, done or left
     claims = []
     for claim_id in plan.claims:
         by_arm = plan.arms[claim_id]
-        keys = {c.key for runs in by_arm.values() for run in runs for c in run.candidates}
-        entries = sum(len(run.candidates) for runs in by_arm.values() for run in runs)
+        runs_of = [run for runs in by_arm.values() for run in runs]
+        keys = {c.key for run in runs_of if run.search is None for c in run.candidates}
+        searches = {run.search.study_name: run.search.trials for run in runs_of if run.search is not None}
+        entries = sum(run.search.trials if run.search else len(run.candidates) for run in runs_of)
         seeds = len(next(iter(by_arm.values())))
-        claims.append({"id": claim_id, "arms": len(by_arm), "seeds": seeds, "runs": entries, "distinct": len(keys),
-                       "done": len(keys & done)})
+        claims.append({"id": claim_id, "arms": len(by_arm), "seeds": seeds, "runs": entries,
+                       "distinct": len(keys) + sum(searches.values()),
+                       "done": len(keys & done) + sum(n - left[name] for name, n in searches.items())})
     entries = sum(c["runs"] for c in claims)
+    trials = {run.search.study_name: run.search.trials for run in plan.searches()}
+    distinct = len(plan.sweep.points) + sum(trials.values())
     est = plan.estimate
     return {"study": plan.study.name, "budget": plan.budget, "file": str(plan.source),
             "runs_dir": str(plan.sweep.runs_dir), "claims": claims, "entries": entries,
-            "distinct": len(plan.sweep.points), "shared": entries - len(plan.sweep.points), "done": len(done),
-            "to_run": len(plan.sweep.points) - len(done),
+            "distinct": distinct, "shared": entries - distinct,
+            "done": len(done) + sum(trials.values()) - sum(left.values()),
+            "to_run": len(plan.sweep.points) - len(done) + sum(left.values()),
+            "searches": {"count": len(trials), "trials": sum(trials.values()), "left": sum(left.values())},
             "estimate_seconds": est.seconds if est else None, "estimate_own_seconds": est.own_seconds if est else None,
             "max_minutes": bound, "calibration": est.calibration if est else None}
 
 
 def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, threads: int | None, per_run: int, executor: str,
-         scheduler: str | None, progress: SweepProgress | None, gpu: GpuBudget | None) -> dict[str, Any]:
+         scheduler: str | None, progress: SweepProgress | None, gpu: GpuBudget | None,
+         slurm: SlurmSettings | None = None) -> dict[str, Any]:
     todo = [p for p in plan.sweep.points if not finished(p)]
     sweep = SweepPlan(plan.sweep.base, plan.sweep.keys, todo, plan.sweep.runs_dir, plan.sweep.seed,
                       plan.sweep.duplicates)
+    if plan.searches():
+        check_search_executor(executor)
     trained = 0
     interrupted = False
     if todo:
         outcome = run_sweep(sweep, jobs=jobs, threads=threads if executor == "local" else None,
-                            executor=executor, scheduler=scheduler, progress=progress, gpu=gpu)
+                            executor=executor, scheduler=scheduler, progress=progress, gpu=gpu, slurm=slurm)
         interrupted = outcome.interrupted
         trained = sum(not r.skipped and r.status in ("completed", "failed") for r in outcome.results)
+    if not interrupted:
+        searched, interrupted = _run_searches(plan, jobs=jobs, threads=threads if executor == "local" else None,
+                                              executor=executor, scheduler=scheduler, progress=progress)
+        trained += searched
     estimate_seconds = plan.estimate.seconds if plan.estimate else None
     if interrupted:
         _record_session(out, started, trained, estimate_seconds, interrupted=True)
@@ -190,7 +214,7 @@ def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, threads: int 
                  "distinct": len(plan.sweep.points), "trained_now": trained,
                  "reused": len(plan.sweep.points) - trained, "diverged": outcomes.count("diverged"),
                  "failed": len(failed), "runs_dir": str(plan.sweep.runs_dir)},
-        "statistics": {"interval": "Welch's t (one-sample t against a value)", "level": 0.95},
+        "statistics": stats.settings(plan.study.analysis),
         "claims": claims,
     }
     report["wall_seconds"] = time.time() - started
@@ -202,6 +226,41 @@ def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, threads: int 
     files["html"] = str(write_text(out / REPORT_FILES["html"], to_html(blocks, out, report["title"] or
                                                                          report["study"])))
     return {**report, "interrupted": False, "failed": failed, "files": files, "out": str(out)}
+
+
+def _run_searches(plan: StudyPlan, *, jobs: int, threads: int | None, executor: str, scheduler: str | None,
+                  progress: SweepProgress | None) -> tuple[int, bool]:
+    """Run the search of every arm and seed that selects by one (`nnrun.sweep.search`, its study in the runs
+    folder's optuna.db, continued by a rerun), and make the trials' runs its candidates. Returns the runs trained
+    and whether a stop signal interrupted it."""
+    trained = 0
+    runs = [r for by_arm in plan.arms.values() for arm_runs in by_arm.values() for r in arm_runs if r.search]
+    if not runs:
+        return 0, False
+    with open_executor(executor, jobs, scheduler) as pool:  # one pool for all the searches
+        for run in runs:
+            outcome = run_search(run.search, jobs=jobs, threads=threads, executor=executor, scheduler=scheduler,
+                                 progress=progress, pool=pool)
+            trained += sum(not r.skipped and r.status in ("completed", "failed", "pruned") for r in outcome.results)
+            if outcome.interrupted:
+                return trained, True
+            _take_trials(plan, run, outcome)
+    return trained, False
+
+
+def _take_trials(plan: StudyPlan, run: ArmSeed, outcome: SearchOutcome) -> None:
+    """The runs of a finished search become the candidates of its arm and seed, and points of the plan."""
+    labels = set(run.search.labels)
+    run.candidates = []
+    for result in outcome.results:
+        point = result.point
+        if not point.config:  # a trial whose config did not validate: no run
+            continue
+        run.candidates.append(Candidate({k: v for k, v in point.params.items() if k not in labels}, point.config,
+                                        point.key))
+        if point.key not in plan.points:
+            plan.points[point.key] = point
+            plan.sweep.points.append(point)
 
 
 def _record_session(out: Path, started: float, trained: int, estimate: float | None,

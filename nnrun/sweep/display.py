@@ -20,7 +20,8 @@ from nnrun.tables import METRIC_COLUMNS, DataTable, fmt, plural, stderr_console
 
 
 def status_text(result: RunResult) -> Text:
-    styles = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "cancelled": "dim"}
+    styles = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "cancelled": "dim",
+              "pruned": "magenta"}
     label = "skipped (done)" if result.skipped else result.status
     return Text(label, style=styles.get(result.status, ""))
 
@@ -31,8 +32,10 @@ def results_table(outcome: SweepOutcome, title: str | None = None) -> DataTable:
     metrics = [m for m in METRIC_COLUMNS if any(r.metric(m) is not None for r in results)]
     with_reason = any(r.reason for r in results)
     n_failed = len(outcome.failed)
-    table = DataTable(title or f"sweep: {plural(len(results), 'run')}, {len(results) - n_failed} completed, "
-                               f"{n_failed} failed or not run")
+    n_pruned = sum(r.status == "pruned" for r in results)
+    pruned = f"{n_pruned} pruned, " if n_pruned else ""
+    table = DataTable(title or f"sweep: {plural(len(results), 'run')}, {len(results) - n_failed - n_pruned} "
+                               f"completed, {pruned}{n_failed} failed or not run")
     table.add_column("#", key=True)
     for key in outcome.plan.keys:
         table.add_column(key, "value")
@@ -99,7 +102,7 @@ class SweepProgress:
     def start(self, plan: SweepPlan, results: dict[int, RunResult], started: float) -> None:
         self.plan, self.started = plan, started
         skipped = len(results)
-        self.console.print(f"sweep: {plural(len(plan.points), 'run')} in {plan.runs_dir}"
+        self.console.print(f"sweep: {plural(plan.size, 'run')} in {plan.runs_dir}"
                            + (f", {skipped} already completed (skipped)" if skipped else "")
                            + (f", {plan.duplicates} duplicate points merged" if plan.duplicates else ""))
         self.reported = set(results)
@@ -119,8 +122,8 @@ class SweepProgress:
                 acc = result.metric("val_accuracy")
                 extra = f" val_accuracy={fmt(acc)}" if acc is not None else f" ({result.reason})"
                 left = time_left(time.time() - self.started, len(self.reported) - self.skipped,
-                                 len(self.plan.points) - len(self.reported))
-                self.console.print(f"[{len(self.reported)}/{len(self.plan.points)}] {result.status} "
+                                 self.plan.size - len(self.reported))
+                self.console.print(f"[{len(self.reported)}/{self.plan.size}] {result.status} "
                                    f"{result.point.label}{extra}{f'; {left}' if left else ''}", markup=False,
                                    highlight=False, soft_wrap=True)
 
@@ -138,10 +141,10 @@ class SweepProgress:
     def _render(self, results: dict[int, RunResult], pending: list[SweepPoint]) -> Group:
         plan = self.plan
         running = [p for p in pending if _started_since(p.run_dir, self.started)]
-        n_failed = sum(r.status != "completed" for r in results.values())
+        n_failed = sum(r.status not in ("completed", "pruned") for r in results.values())  # a pruned run finished
         elapsed = time.time() - self.started
-        left = time_left(elapsed, len(results) - self.skipped, len(plan.points) - len(results))
-        head = Text(f"{len(results)}/{len(plan.points)} done, {n_failed} failed, {len(running)} running, "
+        left = time_left(elapsed, len(results) - self.skipped, plan.size - len(results))
+        head = Text(f"{len(results)}/{plan.size} done, {n_failed} failed, {len(running)} running, "
                     f"{len(pending) - len(running)} queued  ({elapsed:.0f} s{f', {left}' if left else ''})")
         table = DataTable()
         table.add_column("#", key=True)

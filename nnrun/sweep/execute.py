@@ -39,6 +39,7 @@ from nnrun.safeyaml import safe_load
 from nnrun.signals import Interrupted
 from nnrun.sweep.gpu import GpuBudget, gpu_budget, limit_pool, on_gpu, release_pool, threads_by_device
 from nnrun.sweep.plan import SweepPlan, SweepPoint, completed_summary
+from nnrun.sweep.slurm import SlurmSettings, check_slurm, open_slurm_executor
 from nnrun.trainer import Checkpoint
 from nnrun.workers import (
     EXECUTORS,
@@ -52,6 +53,8 @@ from nnrun.workers import (
     use_threads,
 )
 
+FINISHED = ("completed", "pruned")
+"""Run statuses that are an outcome (a sweep with only these exits 0)."""
 WAIT_SECONDS = 0.5
 """How often the sweep looks at finished runs and at points other processes hold."""
 
@@ -71,9 +74,10 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
     `payload`: `config` (resolved config, a plain dict, validated again here), `run_dir` (absolute
     path; the sweep holds its lock), `blas_threads` (cap on BLAS threads, None: this worker's cores /
     its task threads), `gpu_pool_bytes` (a GPU run's cap on CuPy's memory pool, its share of the GPU;
-    None: no cap). A run directory with a checkpoint of this config is resumed; anything else in it
-    is cleared first. Returns `{"status", "reason", "summary", "blas_threads", "gpu_pool_bytes"}`;
-    status is `completed`, `failed` or `interrupted`, and every outcome also leaves a `summary.json`.
+    None: no cap), `epoch_hook` (optional, picklable: called with each epoch's metric row, it may stop the run
+    as `pruned`, `nnrun.sweep.search.PruneHook`). A run directory with a checkpoint of this config is resumed;
+    anything else in it is cleared first. Returns `{"status", "reason", "summary", "blas_threads", "gpu_pool_bytes"}`;
+    status is `completed`, `failed`, `interrupted` or `pruned`, and every outcome also leaves a `summary.json`.
     """
     from nnrun.train import run_experiment
 
@@ -96,7 +100,7 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
                 else:
                     run.remove_temporaries()
                     (run.path / "summary.json").unlink(missing_ok=True)
-                result["summary"] = run_experiment(cfg, run, resume=checkpoint)
+                result["summary"] = run_experiment(cfg, run, resume=checkpoint, on_epoch=payload.get("epoch_hook"))
                 result["status"] = "completed"
         except RunFailed as e:
             summary = run.read_summary() or {}
@@ -141,7 +145,8 @@ def _write_failure(run: RunDir, config: dict[str, Any], status: str, reason: str
 
 @dataclass
 class RunResult:
-    """What became of one point: status `completed`, `failed`, `interrupted` or `cancelled` (never started).
+    """What became of one point: status `completed`, `failed`, `interrupted`, `pruned` (stopped by a search's
+    pruner: an outcome, not a failure) or `cancelled` (never started).
 
     `skipped`: completed by an earlier sweep, not run now; `blas_threads`: the BLAS thread cap the run saw;
     `gpu_pool_bytes`: the cap on its CuPy memory pool (GPU runs of a local sweep).
@@ -172,12 +177,13 @@ class SweepOutcome:
 
     @property
     def failed(self) -> list[RunResult]:
-        return [r for r in self.results if r.status != "completed"]
+        """The runs that did not finish: neither completed nor pruned."""
+        return [r for r in self.results if r.status not in FINISHED]
 
 
 def run_sweep(plan: SweepPlan, *, jobs: int = 1, threads: int | None = None, executor: str = "local",
               scheduler: str | None = None, progress: SweepProgress | None = None,
-              gpu: GpuBudget | None = None) -> SweepOutcome:
+              gpu: GpuBudget | None = None, slurm: SlurmSettings | None = None) -> SweepOutcome:
     """Run every point of `plan` that has no completed run directory yet; returns all results.
 
     `jobs`: runs at a time (local worker processes, or LocalCluster workers); `threads`: BLAS
@@ -185,16 +191,23 @@ def run_sweep(plan: SweepPlan, *, jobs: int = 1, threads: int | None = None, exe
     each worker's cores divided by its task threads, one for a GPU run). GPU points to run must fit
     the GPU's memory `jobs` at a time (`gpu_budget`, a `UserInputError` before anything runs; `gpu`:
     a budget computed already). `progress` shows the sweep while it runs. Ctrl-C stops the sweep:
-    runs in progress save their state as `interrupted`, the others are `cancelled`.
+    runs in progress save their state as `interrupted`, the others are `cancelled`. `executor="slurm"`: each
+    run is a SLURM job with `slurm`'s settings (`nnrun.sweep.slurm`, checked before anything runs), `jobs` of
+    them queued or running at once, each with `threads` (or `slurm.cpus_per_task`, else one) cpus.
     """
-    remote = executor == "dask" and bool(scheduler)
+    remote = executor == "dask" and bool(scheduler) or executor == "slurm"
+    if slurm is not None and executor != "slurm":
+        raise UserInputError(f"--slurm is for --executor slurm (given: --executor {executor})")
     if executor not in EXECUTORS:
         raise UserInputError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
     if executor == "dask":
         import_distributed()
     elif scheduler:
         raise UserInputError("--scheduler is for --executor dask")
-    if remote:
+    if executor == "slurm":
+        slurm = check_slurm(slurm or SlurmSettings(cpus_per_task=threads))
+        per_run = {"cpu": threads or slurm.threads(False), "gpu": threads or slurm.threads(True)}
+    elif remote:
         per_run = {"cpu": threads, "gpu": threads or GPU_RUN_THREADS}
     else:
         per_run = threads_by_device(plan.points, jobs, threads)
@@ -214,7 +227,7 @@ def run_sweep(plan: SweepPlan, *, jobs: int = 1, threads: int | None = None, exe
         progress.start(plan, results, started)
     try:
         _execute(todo, results, outcome, progress, jobs=jobs, per_run=per_run, executor=executor,
-                 scheduler=scheduler)
+                 scheduler=scheduler, slurm=slurm)
     except BaseException:
         if progress:
             progress.close()
@@ -227,22 +240,25 @@ def run_sweep(plan: SweepPlan, *, jobs: int = 1, threads: int | None = None, exe
 
 def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: SweepOutcome,
              progress: SweepProgress | None, *, jobs: int, per_run: dict[str, int | None], executor: str,
-             scheduler: str | None) -> None:
+             scheduler: str | None, slurm: SlurmSettings | None = None) -> None:
     """Claim and submit `todo` to the executor and fill `results` as runs finish. `per_run`: BLAS threads per
     run by device (`cpu`, `gpu`); GPU runs get `outcome.gpu`'s pool share.
 
     Local pools get one run per free worker at a time, so that a stop leaves nothing queued behind
-    the runs in progress; a Dask cluster gets every claimable run at once and schedules them itself.
+    the runs in progress; a Dask cluster gets every claimable run at once and schedules them itself; SLURM
+    gets `jobs` jobs at a time (queued or running).
     Points whose lock another process holds wait until it is released: done by then (skipped) or
     not (run here, resuming what the other process saved).
     """
     if not todo:
         return
     workers = min(jobs, len(todo))
-    in_flight = workers if executor == "local" else len(todo)
+    in_flight = workers if executor in ("local", "slurm") else len(todo)
     queue = list(reversed(todo))
     claims: dict[int, RunDir] = {}
-    with open_executor(executor, workers, scheduler) as pool:
+    opened = (open_slurm_executor(slurm or SlurmSettings()) if executor == "slurm"
+              else open_executor(executor, workers, scheduler))
+    with opened as pool:
         futures: dict[Future, SweepPoint] = {}
         pending: set[Future] = set()
         try:
@@ -284,6 +300,8 @@ def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: Swe
             outcome.interrupted = True
             if executor == "local":
                 stop_workers(e.signal_name if isinstance(e, Interrupted) else "SIGINT")
+            elif executor == "slurm":
+                pool.stop_runs(e.signal_name if isinstance(e, Interrupted) else "SIGINT")
             for fut in pending:
                 fut.cancel()
             for fut in pending:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnrun.config import ExperimentConfig, apply_override, read_yaml_mapping, set_dotted, validate_config
+from nnrun.config import ExperimentConfig, compose_raw, set_dotted, validate_config
 from nnrun.errors import UserInputError
 from nnrun.experiment import load_data, select_targets
 from nnrun.rundir import RunDir
@@ -65,6 +65,14 @@ class SweepPlan:
     runs_dir: Path
     seed: int
     duplicates: int = 0
+    total: int | None = None
+    """The runs the sweep will have in all when its points are made as it goes (a search's trials); None: as many
+    as `points`."""
+
+    @property
+    def size(self) -> int:
+        """How many runs the sweep has in all (`total`, else its points)."""
+        return self.total if self.total is not None else len(self.points)
 
 
 def plan_sweep(config: str | Path | None, *, overrides: list[str] | tuple[str, ...] = (),
@@ -76,11 +84,10 @@ def plan_sweep(config: str | Path | None, *, overrides: list[str] | tuple[str, .
     keys (see `parse_grid`, `parse_space`); `seed` defaults to the base config's seed. Every
     point's config is validated: any bad point raises one `UserInputError` listing them.
     """
-    raw: dict[str, Any] = read_yaml_mapping(Path(config)) if config is not None else {}
-    for item in overrides:
-        apply_override(raw, item)
+    composed = compose_raw(config, overrides)  # the config's defaults files merged, --set applied
+    raw: dict[str, Any] = composed.raw
     source = str(config) if config is not None else "defaults"
-    base = validate_config(copy.deepcopy(raw), source=source)
+    base = validate_config(copy.deepcopy(raw), source=source, origins=composed.origins)
     grid_values, distributions = parse_grid(grid), parse_space(space)
     sweep_seed = base.seed if seed is None else seed
     params_list = expand_points(grid_values, distributions, n_random, sweep_seed)
