@@ -254,14 +254,22 @@ def trained_run(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("command", ["runs", "evaluate", "diff"])
+@pytest.mark.parametrize("command", ["runs", "evaluate", "diff", "diff3", "tag", "rm"])
 def test_commands_on_a_real_terminal(command, tmp_path, trained_run):
     """The real CLI on a pseudo-terminal at each width, against its rendering at 400 columns."""
     if command == "evaluate":
         args = ["evaluate", trained_run]
     else:
         runs = sorted(sweep_runs(tmp_path))
-        args = ["runs", tmp_path] if command == "runs" else ["diff", tmp_path / runs[0], tmp_path / runs[-1]]
+        args = {"runs": ["runs", tmp_path],
+                "diff": ["diff", tmp_path / runs[0], tmp_path / runs[-1]],
+                "diff3": ["diff", *(tmp_path / run for run in runs[:3])],
+                "tag": ["tag", tmp_path],                      # the tags and notes of every run
+                "rm": ["runs", "rm", tmp_path, "--dry-run"]}[command]   # the plan, nothing removed
+        if command == "tag":
+            for i, run in enumerate(runs):
+                assert invoke("tag", tmp_path / run, f"group=baseline-{i % 3}", f"stage={i}").exit_code == 0
+                assert invoke("note", tmp_path / run, f"seed {i}: lr looks fine, try 1e-{i + 2}").exit_code == 0
     wide = run_in_pty(args, 400)
     assert "Traceback" not in wide and "━" in wide, wide
     for width in WIDTHS:
