@@ -144,18 +144,22 @@ def welch_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL)
 
 def one_sample_interval(a: Sequence[float], value: float, level: float = LEVEL) -> Interval | None:
     """The t interval of mean(a) - value (df = n - 1); None below two values."""
+    return _t_interval(np.asarray(a, dtype=np.float64) - float(value), level, "one-sample t")
+
+
+def _t_interval(x: np.ndarray, level: float, test: str) -> Interval | None:
+    """The t interval of mean(x) (df = n - 1), named `test`; None below two values."""
     from scipy.stats import t
 
-    xa = np.asarray(a, dtype=np.float64)
-    if xa.size < 2:
+    if x.size < 2:
         return None
-    d = _mean(xa) - float(value)
-    se = math.sqrt(_variance(xa) / xa.size)
+    estimate = _mean(x)
+    se = math.sqrt(_variance(x) / x.size)
     if se == 0.0:
-        return Interval(d, d, d, 0.0, None, "one-sample t")
-    df = float(xa.size - 1)
+        return Interval(estimate, estimate, estimate, 0.0, None, test)
+    df = float(x.size - 1)
     half = float(t.ppf(0.5 + level / 2, df)) * se
-    return Interval(d, d - half, d + half, se, df, "one-sample t")
+    return Interval(estimate, estimate - half, estimate + half, se, df, test)
 
 
 def verdict(relation: str, interval: Interval | None, margin: float | None = None) -> str:
@@ -180,21 +184,10 @@ def verdict(relation: str, interval: Interval | None, margin: float | None = Non
 def paired_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval | None:
     """The paired t interval of mean(a_i - b_i) over seed-matched values `a` and `b` (same length, pair i
     at position i; module docstring); None below two pairs."""
-    from scipy.stats import t
-
     xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if xa.shape != xb.shape:
         raise ValueError(f"paired values need the same length, got {xa.size} and {xb.size}")
-    if xa.size < 2:
-        return None
-    d = xa - xb
-    estimate = _mean(d)
-    se = math.sqrt(_variance(d) / d.size)
-    if se == 0.0:
-        return Interval(estimate, estimate, estimate, 0.0, None, "paired t")
-    df = float(d.size - 1)
-    half = float(t.ppf(0.5 + level / 2, df)) * se
-    return Interval(estimate, estimate - half, estimate + half, se, df, "paired t")
+    return _t_interval(xa - xb, level, "paired t")
 
 
 def thresholds(relation: str, margin: float | None) -> tuple[float, ...]:
