@@ -13,9 +13,11 @@ is given (a terminal, a log file, a fixed-width test console) by one policy:
   `digits` significant digits, when the column spans more decades than that allows); a `value`
   column (settings as the user gave them: 0.001, 1e-05) prints each value in its shortest form;
   `label` columns (names, statuses) are never cut either;
-- long `text` columns (paths, reasons) fold; when the table still does not fit, a movable text
-  column moves below the table, one line per row that has text, named by the row's key columns;
-- headers wrap (at `_`, `.`, `-`, `/` and spaces) rather than truncate, and a header word is never folded in
+- long `text` columns (paths, reasons, tags) fold between words (after `_ . - / =` and spaces; a
+  text column is at least as wide as its longest word, up to `TEXT_WORD_WIDTH`); when the table
+  still does not fit, a movable text column moves below the table, one line per row that has
+  text, named by the row's key columns;
+- headers wrap (at `_`, `.`, `-`, `/`, `=` and spaces) rather than truncate, and a header word is never folded in
   the layout (a column is at least as wide as its header's longest word);
 - text (headers and `text` cells) never breaks inside a number (`0.0050`, `-0.007`, `1e-05`, `3/5`,
   `96.5 %`): a `text` column is at least as wide as the longest word holding one;
@@ -57,8 +59,10 @@ KINDS = ("number", "value", "label", "text")
 """Column kinds of a `DataTable` (module docstring)."""
 TEXT_MIN_WIDTH = 12
 """Narrowest a folding text column gets before it moves below the table."""
-HEADER_BREAK = re.compile(r".+?(?:[_./\-]+|\s+|$)")
-"""A header word and the separator after it: headers wrap after `_`, `.`, `-`, `/` and spaces."""
+TEXT_WORD_WIDTH = 24
+"""A text column is at least as wide as its longest word up to this many cells (longer words fold)."""
+HEADER_BREAK = re.compile(r".+?(?:[_./=\-]+|\s+|$)")
+"""A header word and the separator after it: headers and text wrap after `_`, `.`, `-`, `/`, `=` and spaces."""
 NUMBER_RE = re.compile(r"(?<![\w.])[-+±]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?:/\d+)?(?: ?%)?(?![\w.])")
 """A number in text (`0.0050`, `+0.0123`, `1e-05`, `3/5`, `96.5 %`), which wrapping never breaks."""
 
@@ -201,7 +205,7 @@ class _Row:
 
 
 def text_words(text: str) -> list[str]:
-    """`text` cut where it may wrap: after `_ . - /` and spaces, never inside a number (`NUMBER_RE`)."""
+    """`text` cut where it may wrap: after `_ . - / =` and spaces, never inside a number (`NUMBER_RE`)."""
     numbers = [m.span() for m in NUMBER_RE.finditer(text)]
     words: list[str] = []
     end = 0
@@ -215,7 +219,7 @@ def text_words(text: str) -> list[str]:
 
 
 def wrap_header(header: str, width: int) -> str:
-    """`header` (or a text cell) in lines of at most `width` cells, broken after `_ . - /` and spaces, never
+    """`header` (or a text cell) in lines of at most `width` cells, broken after `_ . - / =` and spaces, never
     inside a number; a word longer than `width` is folded (the layout gives no column less than its words)."""
     lines: list[str] = []
     line = ""
@@ -260,7 +264,9 @@ class _Layout:
             self.natural.append(max(content, header, 1))
             if column.kind == "text":
                 texts = (c.plain if isinstance(c, Text) else c for c in (row[j] for row in self.cells))
-                rigid = max(min(content, TEXT_MIN_WIDTH), max((_longest_number_word(t) for t in texts), default=0))
+                texts = list(texts)
+                rigid = max(min(content, TEXT_MIN_WIDTH), max((_longest_number_word(t) for t in texts), default=0),
+                            min(max((_longest_word(t) for t in texts), default=0), TEXT_WORD_WIDTH))
             else:
                 rigid = content
             self.smallest.append(max(rigid, _longest_word(column.header), 1))

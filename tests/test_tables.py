@@ -102,6 +102,24 @@ def test_narrow_tables_move_text_below_and_split_columns_repeating_the_key():
     assert len(header_lines) >= 2                                        # split into blocks, '#' in each
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_text_columns_fold_between_words_never_inside_one(width):
+    """A tags cell `group=baseline` in a 12-cell column was folded as `group=baseli` / `ne`: text folds after
+    `_ . - / =` and spaces, and a text column is at least as wide as its longest word (up to 24 cells)."""
+    table = DataTable(title="runs")
+    table.add_column("run", kind="label", key=True)
+    for header in ("val_accuracy", "test_accuracy", "epochs", "seed", "regularization.l2", "optim.lr"):
+        table.add_column(header)
+    table.add_column("tags", kind="text")
+    for i in range(3):
+        table.add_row(f"digits-sweep-{i}", 0.98, 0.97, 5, i, 1e-4, 0.01, f"group=baseline, stage={i}, owner=someone")
+    out = check_fits(table, width)
+    pieces = set(re.findall(r"[\w=,]+", out))
+    for word in ("group=", "baseline,", "owner=", "someone"):
+        assert any(word in piece for piece in pieces), (word, out)
+    assert not any(p in pieces for p in ("baselin", "baseli", "basel", "someon", "someo")), out
+
+
 def test_wide_terminal_keeps_one_table():
     out = render(wide_table(), 400)
     assert out.count("━━") >= 1 and len([line for line in out.splitlines() if "━" in line]) == 1
