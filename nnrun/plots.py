@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -432,9 +433,33 @@ def series_colors(n: int) -> list[Any]:
     return [cmap(i) if n <= 20 else cmap(i / max(n - 1, 1)) for i in range(n)]
 
 
-def _panels(n: int, legend_entries: int) -> tuple[Figure, list[Any]]:
-    """A figure of `n` side-by-side panels, wide enough for a legend of `legend_entries` on the right."""
-    fig = new_figure(4.6 * n + (2.6 if legend_entries > 1 else 0.4), 3.9 + 0.12 * max(legend_entries - 20, 0))
+LEGEND_WRAP = 56
+"""Characters per line of a legend entry: longer entries (many keys that differ) wrap between words."""
+LEGEND_CHAR_INCHES = 8 * 0.6 / 72
+"""About the width of one legend character at 8 points."""
+LEGEND_LINE_INCHES = 8 * 1.3 / 72
+"""About the height of one legend line at 8 points."""
+
+
+def legend_entries(labels: list[str], title: str | None = None) -> tuple[list[str], str | None]:
+    """The legend's entries and title, each wrapped between words into lines of at most `LEGEND_WRAP`
+    characters (a word longer than that stays whole)."""
+    def wrap(text: str) -> str:
+        return "\n".join(textwrap.fill(line, LEGEND_WRAP, break_long_words=False, break_on_hyphens=False)
+                         for line in str(text).split("\n"))
+
+    return [wrap(label) for label in labels], None if title is None else wrap(title)
+
+
+def _panels(n: int, labels: list[str], title: str | None = None) -> tuple[Figure, list[Any]]:
+    """A figure of `n` side-by-side panels with room on the right for the legend of `labels` (already wrapped,
+    `legend_entries`): as wide as its longest line and as tall as all its lines need, so that the constrained
+    layout never squeezes the panels to nothing."""
+    lines = [line for text in [*labels, *([title] if title else [])] for line in text.split("\n")]
+    widest = max((len(line) for line in lines), default=0)
+    legend_width = (max(2.6, widest * LEGEND_CHAR_INCHES + 0.7) if len(labels) > 1 or title else 0.4)
+    height = max(3.9, len(lines) * LEGEND_LINE_INCHES + 1.0)
+    fig = new_figure(4.6 * n + legend_width, height)
     return fig, list(fig.subplots(1, n, squeeze=False)[0])
 
 
@@ -477,7 +502,8 @@ def curves_figure(series: list[dict[str, Any]], metrics: list[str], *, title: st
     groups = list(dict.fromkeys(s.get("group", s["label"]) for s in series))
     colors = dict(zip(groups, series_colors(len(groups)), strict=True))
     labels = list(dict.fromkeys(s["label"] for s in series))
-    fig, axes = _panels(len(metrics), len(labels))
+    wrapped, legend_title = legend_entries(labels, legend_title)
+    fig, axes = _panels(len(metrics), wrapped, legend_title)
     handles: dict[str, Any] = {}
     for ax, metric in zip(axes, metrics, strict=True):
         values = []
@@ -496,7 +522,7 @@ def curves_figure(series: list[dict[str, Any]], metrics: list[str], *, title: st
         ax.grid(True, which="both", alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(_text(title), fontsize=10, parse_math=False)
-    _figure_legend(fig, list(handles.values()), list(handles), legend_title)
+    _figure_legend(fig, list(handles.values()), legend_entries(list(handles))[0], legend_title)
     return fig
 
 
@@ -511,7 +537,9 @@ def sweep_figure(series: list[dict[str, Any]], metrics: list[str], *, x_label: s
     decades) or category (`ticks`: positions and labels).
     """
     colors = series_colors(len(series))
-    fig, axes = _panels(len(metrics), len(series))
+    wrapped, legend_title = legend_entries([s["label"] for s in series], legend_title)
+    shown = len(series) > 1 or legend_title
+    fig, axes = _panels(len(metrics), wrapped if shown else [], legend_title)
     handles, labels = [], []
     for ax, metric in zip(axes, metrics, strict=True):
         for s, color in zip(series, colors, strict=True):
@@ -540,6 +568,6 @@ def sweep_figure(series: list[dict[str, Any]], metrics: list[str], *, x_label: s
         ax.set_title(_text(metric), fontsize=9, parse_math=False)
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(_text(title), fontsize=10, parse_math=False)
-    if len(series) > 1 or legend_title:
-        _figure_legend(fig, handles, labels, legend_title)
+    if shown:
+        _figure_legend(fig, handles, legend_entries(labels)[0], legend_title)
     return fig

@@ -605,7 +605,7 @@ def test_identical_curves_are_named_in_the_legend(tmp_path):
     write_run(tmp_path, "c", {"optim": {"name": "momentum", "beta1": 0.7}}, epoch_rows([0.7, 0.9], [1.0, 0.5]),
               {"status": "completed"})
     fig, result = plot_figure([tmp_path])
-    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    legend = [t.get_text().replace("\n", " ") for t in fig.legends[0].get_texts()]   # long entries wrap
     assert legend[0] == "beta1=0.5"
     assert legend[1] == "beta1=0.6 (same curves as beta1=0.5: hidden under it)"
     assert legend[2] == "beta1=0.7 (same train_loss as beta1=0.5: hidden under it)"

@@ -160,3 +160,36 @@ def test_names_from_run_files_are_plain_text_in_legends_titles_and_ticks(tmp_pat
         fig.savefig(tmp_path / "figure.png")
     result = invoke("plot", root, "--out", tmp_path / "curves.png")
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+
+
+def test_a_legend_of_long_entries_wraps_and_the_figure_makes_room_for_it():
+    """Runs differing in six keys, two of them drawn under earlier ones, gave legend entries of 150 characters
+    in a 2.6-inch strip: matplotlib warned 'constrained_layout not applied' and the legend covered the panels.
+    Entries now wrap between words and the figure is as wide and tall as the legend needs."""
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from nnrun.plots import LEGEND_WRAP, curves_figure
+
+    label = "name=digits-sweep, hidden=[32], l2=0.0001, lr=0.001, epochs=5, seed={} (grid/digits-sweep-{:012x})"
+    series = [{"label": label.format(i % 2, i) + (" (same curves as " + label.format(0, 0) + ": hidden under it)"
+                                                  if i % 3 == 2 else ""),
+               "group": str(i // 2), "line": i % 2, "x": [1, 2, 3], "y": {"val_accuracy": [0.5, 0.6 + i / 100, 0.7],
+                                                                      "train_loss": [1.0, 0.5, 0.25]}}
+              for i in range(12)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                          # 'constrained_layout not applied' fails the test
+        fig = curves_figure(series, ["val_accuracy", "train_loss"], title="12 runs",
+                            legend_title="name, model.hidden, regularization.l2, optim.lr, train.epochs, seed")
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+    renderer = canvas.get_renderer()
+    legend = fig.legends[0]
+    assert all(len(line) <= LEGEND_WRAP + 20 for t in legend.get_texts() for line in t.get_text().split("\n"))
+    box, figure_box = legend.get_window_extent(renderer), fig.bbox
+    assert box.x0 >= figure_box.x0 and box.x1 <= figure_box.x1 + 1 and box.y0 >= figure_box.y0 - 1 \
+        and box.y1 <= figure_box.y1 + 1, (box, figure_box)
+    for ax in fig.axes:                                          # the panels keep their room, left of the legend
+        panel = ax.get_window_extent(renderer)
+        assert panel.width > 150 and panel.height > 150 and panel.x1 <= box.x0 + 1, (panel, box)
