@@ -25,6 +25,14 @@ def isolated_cache(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
+@pytest.fixture(autouse=True)
+def natural_table_width(monkeypatch):
+    """Off a terminal nnrun prints tables at their natural width unless `COLUMNS` sets one; pytest-xdist's
+    workers inherit `COLUMNS=80` from execnet, so every test starts without it (tests of a width set it)."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_blas_thread_in_process():
     """In-process tests use one BLAS thread: their products are small, and on a busy machine (another job, a
