@@ -84,7 +84,7 @@ MAX_FILE_LINKS = 24
 """Files of a run directory the table links to at most (the folder link shows them all)."""
 MAX_STUDY_JSON_BYTES = 64 * 2**20
 """A `study.json` larger than this is linked but not read."""
-STATUS_CLASSES = ("completed", "failed", "interrupted", "running", "broken")
+STATUS_CLASSES = ("completed", "failed", "interrupted", "running", "broken", "pruned")
 """Statuses the page colours (any other status is shown as plain text)."""
 
 
@@ -338,7 +338,7 @@ th[aria-sort=ascending] button::after{content:" \\25B2"}th[aria-sort=descending]
 td.number,td.value{text-align:right;font-variant-numeric:tabular-nums}td.n{white-space:nowrap}
 td.text{min-width:12em}td.files{font-size:.9em;white-space:nowrap}summary{cursor:pointer;color:#555}
 .status-completed{color:#17803d}.status-failed,.status-broken{color:#b42318;font-weight:600}
-.status-interrupted{color:#9a6700}.status-running{color:#0969da}
+.status-interrupted{color:#9a6700}.status-running{color:#0969da}.status-pruned{color:#8250df}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 """
 """The page's styles (inline: the page loads nothing)."""
