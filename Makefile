@@ -28,8 +28,11 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check nnrun tests bench
 	$(BIN)/lint-imports
 
+# The suite on every core (pytest-xdist, one worker per CPU): 2 workers take it from about 390 s to 220 s on
+# 2 cores. In-process tests use one BLAS thread each (tests/conftest.py); runs in subprocesses share the cores
+# by nnrun's own thread policy, as on any busy machine.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 # Thousands of generated configs, command lines and corrupted data files (fixed seed; tests/test_fuzz.py).
 fuzz: $(VENV)/.installed-dev

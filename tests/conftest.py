@@ -5,6 +5,11 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports nnrun: rich fixes a console's width from COLUMNS when the console is made (nnrun's
+# consoles are made at import), and pytest-xdist's workers inherit COLUMNS=80 from execnet.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 CIFAR10_ENV = "NNRUN_TEST_CIFAR10"
 """Environment variable naming a `cifar-10-batches-py` folder for real-data tests."""
 
