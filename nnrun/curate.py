@@ -91,9 +91,6 @@ def _runs_of(path: Path, *, recursive: bool, archived: bool) -> list[RunRecord]:
         raise UserInputError(f"{path}: no such run directory or folder")
     if not path.is_dir():
         raise UserInputError(f"{path} is not a run directory or a folder of runs")
-    own = read_run(path)
-    if own is not None:
-        return [_named(own)]
     records = [_named(r) for r in list_runs(path, recursive=recursive, archived=archived)]
     if not records:
         what = "archived runs" if archived else "runs"

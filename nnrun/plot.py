@@ -64,8 +64,10 @@ def plot_runs(paths: Sequence[str | Path], *, out: str | Path, metrics: Sequence
 
 
 def plot_figure(paths: Sequence[str | Path], *, metrics: Sequence[str] | None = None, x: str = EPOCH,
-                hue: str | None = None, stat: str = "final", recursive: bool = False) -> tuple[Figure, dict[str, Any]]:
-    """The figure of the runs under `paths` and what it shows (see `plot_runs`).
+                hue: str | None = None, stat: str = "final", recursive: bool = False,
+                records: list[RunRecord] | None = None) -> tuple[Figure, dict[str, Any]]:
+    """The figure of the runs under `paths` and what it shows (see `plot_runs`); `records`: those runs already
+    read (`collect_runs`), so that several figures of one folder read it once.
 
     `metrics` default: the headline validation metric and `train_loss` per epoch; the headline
     validation metric against a config key. A metric or key no run has is a `UserInputError` that
@@ -73,7 +75,8 @@ def plot_figure(paths: Sequence[str | Path], *, metrics: Sequence[str] | None = 
     """
     if stat not in STATS:
         raise UserInputError(f"--stat must be {' or '.join(STATS)}, got {stat!r}")
-    records = collect_runs(list(paths), recursive=recursive)
+    if records is None:
+        records = collect_runs(list(paths), recursive=recursive)
     if not records:
         raise UserInputError(f"no run directories in {', '.join(map(str, paths))}")
     metric = headline_metric(records)

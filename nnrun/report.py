@@ -56,9 +56,8 @@ from nnrun import __version__, plots
 from nnrun.errors import UserInputError
 from nnrun.io import TEMP_SUFFIX, atomic_write, remove_stale_temporaries, write_json, write_text
 from nnrun.plot import plot_figure
-from nnrun.rundir import LOCK_FILE
 from nnrun.runs import runs_table, select_runs, shown_keys
-from nnrun.runstore import RunRecord, headline_metric
+from nnrun.runstore import RunRecord, collect_runs, headline_metric, is_run_dir
 from nnrun.study.run import REPORT_FILES as STUDY_FILES
 from nnrun.tables import csv_cell, is_number, plural, printable
 
@@ -190,8 +189,9 @@ def draw_figures(root: Path, records: list[RunRecord], *, recursive: bool) -> tu
     figures: list[PageFigure] = []
     notes: list[str] = []
     metric = f"val_{headline_metric(records)}"
+    runs = collect_runs([root], recursive=recursive)  # read once for every figure, in nnrun plot's order
     try:
-        fig, result = plot_figure([root], recursive=recursive)
+        fig, result = plot_figure([root], recursive=recursive, records=runs)
         caption = f"{' and '.join(result['metrics'])} per epoch, one line per run (as nnrun plot draws them)"
         figures.append(_figure("curves", fig, "curves", caption, "curves of every run"))
     except UserInputError as e:
@@ -199,18 +199,13 @@ def draw_figures(root: Path, records: list[RunRecord], *, recursive: bool) -> tu
     keys = [k for k in shown_keys(records)[0] if k not in SKIPPED_KEYS][:MAX_KEY_PLOTS]
     for key in keys:
         try:
-            fig, result = plot_figure([root], x=key, recursive=recursive)
+            fig, result = plot_figure([root], x=key, recursive=recursive, records=runs)
         except UserInputError as e:
             notes.append(f"no plot of {metric} against {key}: {e}")
             continue
         caption = f"each run's final {', '.join(result['metrics'])} against {key} (nnrun plot --x {key})"
         figures.append(_figure("against-keys", fig, f"{metric}-vs-{key}", caption, f"{metric} against {key}"))
     return figures, notes
-
-
-def _is_run(path: Path) -> bool:
-    """Whether `path` is a run directory (as `nnrun.runstore.read_run` decides, without reading its files)."""
-    return any((path / name).is_file() for name in ("config.yaml", "summary.json", LOCK_FILE))
 
 
 def find_studies(root: Path, *, recursive: bool) -> list[Path]:
@@ -229,7 +224,7 @@ def find_studies(root: Path, *, recursive: bool) -> list[Path]:
             children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
         except OSError:
             continue
-        frontier += [(p, depth + 1) for p in children if not _is_run(p)]
+        frontier += [(p, depth + 1) for p in children if not is_run_dir(p)]
     return found
 
 

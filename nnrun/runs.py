@@ -70,8 +70,8 @@ def default_columns(records: list[RunRecord]) -> list[str]:
     metric = headline_metric(records)
     metrics = [m for m in (f"val_{metric}", f"test_{metric}") if any(r.has(m) for r in records)]
     reason = ["reason"] if any(r.get("reason") for r in records) else []
-    labels = label_columns(records)
-    tags, note = [c for c in labels if c == "tags"], [c for c in labels if c == "note"]
+    tags = ["tags"] if any(r.tags for r in records) else []
+    note = ["note"] if any(r.note for r in records) else []
     return ["run", "status", *metrics, "epochs", *tags, *shown_keys(records)[0], *reason, *note]
 
 

@@ -112,12 +112,17 @@ def config_headline(config: dict[str, Any]) -> str | None:
     return loss.primary_metric if loss is not None else None
 
 
+def is_run_dir(path: str | Path) -> bool:
+    """Whether `path` is a run directory: it holds config.yaml, summary.json or a run's lock file (a run killed
+    before it wrote config.yaml leaves the lock alone: it is listed as `broken`); no file is read."""
+    return any((Path(path) / name).is_file() for name in ("config.yaml", "summary.json", LOCK_FILE))
+
+
 def read_run(path: str | Path, name: str | None = None) -> RunRecord | None:
-    """The run in `path`, or None when the folder holds neither config.yaml nor summary.json nor a run's lock
-    file (a run killed before it wrote config.yaml leaves the lock alone: it is listed as `broken`)."""
+    """The run in `path`, or None when it is not a run directory (`is_run_dir`)."""
     path = Path(path)
-    config_file, summary_file = path / "config.yaml", path / "summary.json"
-    if not config_file.is_file() and not summary_file.is_file() and not (path / LOCK_FILE).is_file():
+    config_file = path / "config.yaml"
+    if not is_run_dir(path):
         return None
     config: dict[str, Any] = {}
     started = None
@@ -152,10 +157,9 @@ def list_runs(root: str | Path, *, recursive: bool = False, archived: bool = Fal
     if archived and (root / ARCHIVE_DIR).is_dir():
         records.extend(list_runs(root / ARCHIVE_DIR))
     for child in sorted(p for p in root.iterdir() if p.is_dir() and p.name != ARCHIVE_DIR):
-        record = read_run(child)
-        if record is not None:
-            if not archived:
-                records.append(record)
+        if is_run_dir(child):
+            if not archived:  # a live run: read only when listed
+                records.append(read_run(child))
         elif recursive:
             for inner in list_runs(child, recursive=True, archived=archived):
                 inner.name = f"{child.name}/{inner.name}"

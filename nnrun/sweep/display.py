@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.text import Text
 
 from nnrun.rundir import RunDir
-from nnrun.sweep.execute import RunResult, SweepOutcome, sort_results
+from nnrun.sweep.execute import FINISHED, RunResult, SweepOutcome, sort_results
 from nnrun.sweep.plan import SweepPlan, SweepPoint, completed_summary
 from nnrun.tables import METRIC_COLUMNS, DataTable, fmt, plural, stderr_console
 
@@ -141,7 +141,7 @@ class SweepProgress:
     def _render(self, results: dict[int, RunResult], pending: list[SweepPoint]) -> Group:
         plan = self.plan
         running = [p for p in pending if _started_since(p.run_dir, self.started)]
-        n_failed = sum(r.status not in ("completed", "pruned") for r in results.values())  # a pruned run finished
+        n_failed = sum(r.status not in FINISHED for r in results.values())  # a pruned run finished
         elapsed = time.time() - self.started
         left = time_left(elapsed, len(results) - self.skipped, plan.size - len(results))
         head = Text(f"{len(results)}/{plan.size} done, {n_failed} failed, {len(running)} running, "

@@ -473,6 +473,7 @@ class _Driver:
         self.plan, self.optuna, self.study, self.storage, self.outcome = plan, optuna, study, storage, outcome
         self.per_run, self.jobs = per_run, jobs
         self.states = optuna.trial.TrialState
+        self.full = False  # the study holds all its trials (their count only grows): storage is not asked again
         self.space = optuna_space(optuna, plan.space)
         self.ids: dict[int, int] = {}
         """Trial number -> the storage's trial id."""
@@ -552,7 +553,8 @@ class _Driver:
     def _ask(self) -> int | None:
         """Ask the study for a new trial; None when it holds all its trials. Returns the trial's number: in
         `todo` when it is to run, else handled already (a twin, or an invalid config told as failed)."""
-        if len(self.study.get_trials(deepcopy=False)) >= self.plan.trials:
+        if self.full or len(self.study.get_trials(deepcopy=False)) >= self.plan.trials:
+            self.full = True
             return None
         with shielded(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -267,15 +267,8 @@ def slurm_settings(executor: str, items: Iterable[str] | None, threads: int | No
     return parse_slurm(items, threads=threads)
 
 
-def _submitit() -> Any:
-    import_submitit()
-    import submitit
-
-    return submitit
-
-
 def _executor(settings: SlurmSettings, folder: Path) -> Any:
-    submitit = _submitit()
+    submitit = import_submitit()
     if settings.cluster == "local":
         return submitit.LocalExecutor(folder=folder, python=settings.python)
     return submitit.SlurmExecutor(folder=folder, python=settings.python)
@@ -309,7 +302,7 @@ def check_slurm(settings: SlurmSettings) -> SlurmSettings:
     more threads than this machine's cores (`cluster=local`)."""
     if settings.checked:
         return settings
-    _submitit()
+    import_submitit()
     if settings.cluster == "local":
         cores = available_cores()
         if settings.threads(False) > cores:
@@ -480,7 +473,7 @@ class SlurmPool(Executor):
         job_id = submitted[-1].name[: -len("_submitted.pkl")]
         if (folder / f"{job_id}_0_result.pkl").exists():
             return None
-        job = _submitit().SlurmJob(folder=folder, job_id=job_id)
+        job = import_submitit().SlurmJob(folder=folder, job_id=job_id)
         state = (job.watcher.get_state(job_id, mode="force") or "UNKNOWN").split()
         return job if state and state[0].upper() in ACTIVE_STATES else None
 
