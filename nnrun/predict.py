@@ -84,7 +84,7 @@ def predict_run(run_dir: str | Path, inputs: list[Path] | tuple[Path, ...], *, o
     proba = loss.predict_proba(scores) if loss.has_proba else None
     decision = loss.decision_function(scores) if loss.has_decision_function else None
     intervals = ({round(level * 100): loss.interval(scores, level) for level in COVERAGE_LEVELS}
-                 if getattr(loss, "has_intervals", False) else {})
+                 if loss.has_intervals else {})
     columns, rows = prediction_rows(run, data.source, data.row, prediction, proba, decision, target, top_k, known,
                                     intervals)
     result: dict[str, Any] = {"run_dir": str(run.path), "status": run.summary.get("status"), "n": len(rows),

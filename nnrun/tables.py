@@ -263,8 +263,7 @@ class _Layout:
             header = max((cell_len(line) for line in column.header.split("\n")), default=0)
             self.natural.append(max(content, header, 1))
             if column.kind == "text":
-                texts = (c.plain if isinstance(c, Text) else c for c in (row[j] for row in self.cells))
-                texts = list(texts)
+                texts = [c.plain if isinstance(c, Text) else c for c in (row[j] for row in self.cells)]
                 rigid = max(min(content, TEXT_MIN_WIDTH), max((_longest_number_word(t) for t in texts), default=0),
                             min(max((_longest_word(t) for t in texts), default=0), TEXT_WORD_WIDTH))
             else:

@@ -97,6 +97,8 @@ class Loss:
     """Whether `predict_proba` gives probabilities."""
     has_decision_function = False
     """Whether `decision_function` gives a confidence per class or attribute."""
+    has_intervals = False
+    """Whether `interval` gives central predictive intervals (binned regression over probabilities)."""
     aliases: tuple[str, ...] = ()
 
     @classmethod
@@ -774,9 +776,13 @@ class BinnedRegression(Loss):
     def predict(self, scores: np.ndarray) -> np.ndarray:
         """scores -> the decoded value (N, 1) float64: the expectation of the bin centres under the bin
         probabilities, or the likeliest bin's centre (`decode`)."""
+        return self._decoded(scores, None, None)
+
+    def _decoded(self, scores: np.ndarray, bins: np.ndarray | None, proba: np.ndarray | None) -> np.ndarray:
+        """`predict`, from the likeliest bins or the float64 probabilities when they are at hand already."""
         if self.decode == "expectation":
-            return expected_value(self._proba64(scores), self.centres)[:, None]
-        return self.centres[self.inner.predict(scores)][:, None]
+            return expected_value(self._proba64(scores) if proba is None else proba, self.centres)[:, None]
+        return self.centres[self.inner.predict(scores) if bins is None else bins][:, None]
 
     @property
     def has_intervals(self) -> bool:
@@ -807,12 +813,13 @@ class BinnedRegression(Loss):
         where defined (`has_intervals`), `nll` and the coverage of the central intervals (`COVERAGE_LEVELS`)."""
         y = y.reshape(len(y), 1)
         bins = self.inner.predict(scores)
+        intervals = detail and self.has_intervals
+        proba = self._proba64(scores) if intervals or self.decode == "expectation" else None  # computed once
         values = {"accuracy": accuracy(bins, self.to_bins(y))}
-        values.update(regression_errors(self.predict(scores), y))
+        values.update(regression_errors(self._decoded(scores, bins, proba), y))
         if detail and self.train_mean is not None:
             values["rmse_baseline"] = rmse(np.full_like(y, self.train_mean, dtype=np.float64), y)
-        if detail and self.has_intervals:
-            proba = self._proba64(scores)
+        if intervals:
             values["nll"] = binned_nll(proba, self.bounds, y)
             values.update({coverage_key(level): interval_coverage(proba, self.bounds, y, level)
                            for level in COVERAGE_LEVELS})

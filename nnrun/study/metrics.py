@@ -342,7 +342,7 @@ def init_statistics(cfg: ExperimentConfig, prepared: PreparedData,
     pre: list[float | None] = []
     post: list[float | None] = []
     dead: list[float | None] = []
-    linears = [layer for layer in model.layers if isinstance(layer, Linear)]
+    linears = list(model.linear_layers())
     passed: list[Any] = []
     seen = 0
     with np.errstate(all="ignore"):

@@ -53,9 +53,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
 """A dotted config key."""
 SELECT_KEY = "select"
+"""The key of an arm's mapping that holds its selection grid instead of an override."""
 SEARCH_KEY, TRIALS_KEY = "search", "trials"
 """The keys of a selection that searches (`search: tpe`, `trials: N`) instead of running a grid."""
-"""The key of an arm's mapping that holds its selection grid instead of an override."""
 RELATIONS = ("greater", "less", "about_equal", "at_least", "at_most", "diverges")
 """What a claim can expect of arm a: greater or less than b (or a value); about equal within a margin; at
 least or at most b within a margin (non-inferior, non-superior); diverges (more often than b, or without b in
