@@ -81,6 +81,8 @@ def run_study(path: str | Path, *, budget: str | None = None, overrides: list[st
     if not dry_run:
         _check_out(out, study.name, budget, overwrite)
     plan = plan_study(study, base, source=path, budget=budget, overrides=overrides, only=only, runs_dir=runs_dir)
+    if plan.searches() and not dry_run:
+        check_search_executor(executor)  # before the calibration and the lock, as every executor check
     remote = executor == "dask" and bool(scheduler) or executor == "slurm"
     per_run = ((threads or (slurm.threads(False) if slurm else 1)) if remote
                else max(threads_by_device(plan.sweep.points, jobs, threads).values()))
@@ -165,8 +167,6 @@ def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, threads: int 
     todo = [p for p in plan.sweep.points if not finished(p)]
     sweep = SweepPlan(plan.sweep.base, plan.sweep.keys, todo, plan.sweep.runs_dir, plan.sweep.seed,
                       plan.sweep.duplicates)
-    if plan.searches():
-        check_search_executor(executor)
     trained = 0
     interrupted = False
     if todo:
