@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint fuzz bench gpu-check gpu-wheels kernel-check clean
+.PHONY: run test lint fuzz bench gpu-check gpu-wheels cores-wheels kernel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ gpu-wheels: | $(BIN)/python
 	$(PIP) download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		--platform any -d .whl $(GPU_WHEELS)
+
+# numba and llvmlite for the 16-core thread table on the lent GPU machine (bench/gpu_check.sh cores-install).
+cores-wheels: | $(BIN)/python
+	$(PIP) download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl-numba numba==0.68.1 llvmlite==0.50.0
 
 # Compile every GPU kernel with CuPy's own code generator and NVRTC for an H200 (sm_90), no GPU needed. In an
 # environment of its own: CuPy with its CUDA toolkit wheels is large, and nnrun's venv never needs it.

@@ -14,6 +14,12 @@
 #   bash bench/gpu_check.sh recipes configs/cifar10_long.yaml to the end with seeds 0, 1 and 2 (bench/gpu_real.py
 #                                   --items long,long-s1,long-s2), in $NNRUN_RECIPES_BUDGET seconds (default 600):
 #                                   the recipe's three-seed mean; recipes.log, recipes.json
+#   bash bench/gpu_check.sh cores   the thread table of issue-sized CPU work, no GPU needed: bench/bench_cores.py
+#                                   at 1, 2, 4, 8 and 16 cores (taskset-style pinning), plain then with BatchNorm
+#                                   and dropout (timeout $NNRUN_CORES_BUDGET seconds each, default 280): cores.log,
+#                                   cores.json, cores-bn-dropout.json. numba's wheels (62 MB, `make cores-wheels`)
+#                                   travel alone in .whl-numba/ in a call before it: that call's `bash
+#                                   bench/gpu_check.sh cores-install` puts them into /tmp/site
 #   bash bench/gpu_check.sh         tests, bench and real in order (make gpu-check)
 #
 # Outputs go to $OUT (else bench/results). Each part ends with a short summary table. Run from the repository
@@ -23,8 +29,8 @@
 set -uo pipefail
 part=${1:-all}
 case "$part" in
-    tests|bench|real|recipes|all) ;;
-    *) echo "usage: bash bench/gpu_check.sh [tests|bench|real|recipes|all]" >&2; exit 2 ;;
+    tests|bench|real|recipes|cores|cores-install|all) ;;
+    *) echo "usage: bash bench/gpu_check.sh [tests|bench|real|recipes|cores|cores-install|all]" >&2; exit 2 ;;
 esac
 out=${OUT:-bench/results}
 mkdir -p "$out"
@@ -33,12 +39,14 @@ python=${PYTHON:-python3}
 summaries=$(mktemp -d)
 trap 'rm -rf "$summaries"' EXIT
 
-if compgen -G ".whl/*.whl" > /dev/null; then
+wheels=.whl
+[ "$part" = cores-install ] && wheels=.whl-numba
+if compgen -G "$wheels/*.whl" > /dev/null; then
     if "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl; then
+        "$wheels"/*.whl; then
         export PYTHONPATH="$PYTHONPATH:/tmp/site"
     else
-        echo "gpu_check: installing the wheels of .whl/ failed; going on without them"
+        echo "gpu_check: installing the wheels of $wheels/ failed; going on without them"
     fi
 elif [ -d /tmp/site ]; then  # installed by an earlier part on this machine (the parts may run as separate calls)
     export PYTHONPATH="$PYTHONPATH:/tmp/site"
@@ -154,8 +162,26 @@ for item in json.load(open(sys.argv[1]))["items"]:
     return "$rc"
 }
 
+run_cores() {
+    echo "== gpu_check cores: bench/bench_cores.py at 1, 2, 4, 8, 16 cores, plain and BatchNorm + dropout"
+    "$python" -c 'from nnrun import cpu_kernels; print("numba kernels active:", cpu_kernels.active())' 2>&1 \
+        | tee "$out/cores.log"
+    local rc=0 variant
+    for variant in plain bn-dropout; do
+        local name=cores$([ "$variant" = plain ] || echo "-$variant")
+        timeout "${NNRUN_CORES_BUDGET:-280}" "$python" bench/bench_cores.py --cores 1,2,4,8,16 --repeats 2 \
+            --variant "$variant" --json "$out/$name.json" >> "$out/cores.log" 2>&1 || rc=$?
+    done
+    grep -v '^\[cores' "$out/cores.log" | tail -n 80 > "$summaries/cores"
+    cat "$summaries/cores"
+    echo "bench_cores.py: exit $rc$([ "$rc" -eq 124 ] && echo ', timed out')"
+    return "$rc"
+}
+
 status=0
 case "$part" in
+    cores-install) "$python" -c 'import numba; print("numba", numba.__version__)' || status=$? ;;
+    cores) run_cores || status=$? ;;
     tests) run_tests || status=$? ;;
     bench) run_bench || status=$? ;;
     real) run_real || status=$? ;;

@@ -47,6 +47,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from nnrun import cpu_kernels
 from nnrun.backend import host_copy, is_device_array, to_device, xp_of
 from nnrun.nn import kernels
 from nnrun.nn.layers import Parameter
@@ -174,7 +175,14 @@ class Optimizer:
                 kernels.update(self.fused, p.value, p.grad, tuple(self._state(p, *self.slots)), scalars)
             return
         update = functools.partial(self.update, lr=lr)
-        run_blocks([(update, (p.value, p.grad, *self._state(p, *self.slots))) for p in params])
+        blocks = []
+        for p in params:
+            arrays = (p.value, p.grad, *self._state(p, *self.slots))
+            if self.fused is not None and cpu_kernels.usable(*arrays):
+                cpu_kernels.update(self.fused, p.value, p.grad, arrays[2:], self.fused_scalars(lr))
+            else:
+                blocks.append((update, arrays))
+        run_blocks(blocks)
 
     def update(self, w: np.ndarray, g: np.ndarray, *slots: np.ndarray, lr: float) -> None:
         """The rule on one block: weights `w`, gradient `g` (scratch space: the next backward refills it) and the

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from nnrun import cpu_kernels
 from nnrun.backend import is_device_array, xp_of
 
 BLOCK_BYTES = 1 << 17
@@ -51,6 +52,11 @@ def gather_rows(X: np.ndarray, index: np.ndarray, out: np.ndarray | None = None)
         out = xp_of(X).empty((len(index), *X.shape[1:]), dtype=X.dtype)
     if is_device_array(X):
         return xp_of(X).take(X, index, axis=0, out=out)
+    if X.ndim == 2 and index.dtype == np.int64 and cpu_kernels.usable(out, X, index):
+        if len(index) and (index.min() < 0 or index.max() >= len(X)):
+            raise IndexError(f"row index out of range for {len(X)} rows")
+        cpu_kernels.gather_rows(X, index, out)
+        return out
 
     def take(dest: np.ndarray, rows: np.ndarray) -> None:
         np.take(X, rows, axis=0, out=dest)

@@ -40,7 +40,7 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from nnrun import signals
+from nnrun import cpu_kernels, signals
 from nnrun.errors import UserInputError, did_you_mean
 
 EXECUTORS = ("local", "dask", "slurm")
@@ -224,8 +224,13 @@ def choose_threads(requested: int | None, step_flops: float | None = None, own_t
 @contextmanager
 def use_threads(n: int) -> Iterator[None]:
     """Run the block with `n` BLAS threads."""
-    with threadpool_limits(limits=n):
-        yield
+    before = cpu_kernels.threads()
+    cpu_kernels.set_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        cpu_kernels.set_threads(before)
 
 
 class ThreadPolicy:
@@ -247,8 +252,10 @@ class ThreadPolicy:
     def __exit__(self, *exc: object) -> None:
         if self._limits is not None:
             self._limits.restore_original_limits()
+        cpu_kernels.set_threads(1)
 
     def _apply(self, n: int) -> None:
+        cpu_kernels.set_threads(n)
         if self._limits is None:
             self._limits = threadpool_limits(limits=n)
         else:

@@ -21,6 +21,7 @@ from types import ModuleType
 
 import numpy as np
 
+from nnrun import cpu_kernels
 from nnrun.backend import einsum, is_device_array, to_device, to_host, xp_of
 from nnrun.nn import kernels
 from nnrun.parallel import run_blocks
@@ -113,7 +114,10 @@ class Linear(Layer):
         xp = xp_of(x)
         out = x @ self.W.value
         b = self.b.value
-        run_blocks([(lambda o: xp.add(o, b, out=o), (out,))])
+        if cpu_kernels.usable(out, b):
+            cpu_kernels.add_bias(out, b)
+        else:
+            run_blocks([(lambda o: xp.add(o, b, out=o), (out,))])
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
@@ -157,8 +161,11 @@ class ReLU(Activation):
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """x: (N, D) -> (N, D). Overwrites x, which is the previous layer's fresh output."""
-        xp = xp_of(x)
-        run_blocks([(lambda a: xp.maximum(a, 0, out=a), (x,))])
+        if cpu_kernels.usable(x):
+            cpu_kernels.relu(x)
+        else:
+            xp = xp_of(x)
+            run_blocks([(lambda a: xp.maximum(a, 0, out=a), (x,))])
         self.out = x
         return x
 
@@ -166,6 +173,9 @@ class ReLU(Activation):
         """dout: (N, D) -> dx: (N, D). Overwrites dout (a multiply by the mask: far faster than masked assignment)."""
         if is_device_array(dout):
             return kernels.relu_backward(self.out, dout)
+        if cpu_kernels.usable(dout, self.out):
+            cpu_kernels.relu_backward(dout, self.out)
+            return dout
         xp = xp_of(dout)
         run_blocks([(lambda d, o: xp.multiply(d, o > 0, out=d), (dout, self.out))])
         return dout
@@ -315,10 +325,18 @@ class BatchNorm(Layer):
             self.xhat = x
             return out
         mean = x.mean(axis=0)
-        x -= mean
+        fused = cpu_kernels.usable(x)
+        if fused:
+            cpu_kernels.subtract_row(x, mean)
+        else:
+            x -= mean
         var = xp.einsum("ij,ij->j", x, x) / x.dtype.type(n)
         self.inv_std = 1.0 / xp.sqrt(var + x.dtype.type(self.eps))
-        x *= self.inv_std
+        if fused:
+            out = xp.empty_like(x)
+            cpu_kernels.batchnorm_normalize(x, self.inv_std, self.gamma.value, self.beta.value, out)
+        else:
+            x *= self.inv_std
         self.xhat = x
         m = self.running_mean.dtype.type(self.momentum)
         self.running_mean *= 1 - m
@@ -326,8 +344,9 @@ class BatchNorm(Layer):
         if n > 1:
             self.running_var *= 1 - m
             self.running_var += (m * n / (n - 1)) * var
-        out = x * self.gamma.value
-        out += self.beta.value
+        if not fused:
+            out = x * self.gamma.value
+            out += self.beta.value
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
@@ -348,6 +367,11 @@ class BatchNorm(Layer):
         if not self.train:
             return dout * (self.inv_std * self.gamma.value)
         n = dout.shape[0]
+        if cpu_kernels.usable(dout, xhat):
+            dx = xp.empty_like(dout)
+            cpu_kernels.batchnorm_input_grad(dout, xhat, self.beta.grad, self.gamma.grad,
+                                             self.gamma.value * self.inv_std / dout.dtype.type(n), dx)
+            return dx
         dx = dout * dout.dtype.type(n)
         dx -= self.beta.grad
         dx -= xhat * self.gamma.grad
@@ -416,9 +440,13 @@ class Dropout(Layer):
             self.mask, out = kernels.dropout(x, uniform, self.p, 1 / self.p if self.mode == "inverted" else 1.0)
             return out
         else:
-            keep = self.rng.random(x.shape, dtype=np.float64 if x.dtype == np.float64 else np.float32) < self.p
+            uniform = self.rng.random(x.shape, dtype=np.float64 if x.dtype == np.float64 else np.float32)
             scale = 1 / self.p if self.mode == "inverted" else 1.0
-            self.mask = keep.astype(x.dtype)
+            if cpu_kernels.usable(x, uniform):
+                self.mask, out = xp_of(x).empty_like(x), xp_of(x).empty_like(x)
+                cpu_kernels.dropout(x, uniform, self.p, scale, self.mask, out)
+                return out
+            self.mask = (uniform < self.p).astype(x.dtype)
             if scale != 1.0:
                 self.mask *= x.dtype.type(scale)
         return x * self.mask

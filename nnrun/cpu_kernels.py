@@ -1,0 +1,152 @@
+"""Fused element-wise CPU kernels, compiled by numba and spread over the run's threads.
+
+A training step's element-wise work (bias and activation passes, the ReLU mask, dropout, the
+BatchNorm normalization and input gradient, the optimizer update, the batch gather) is a few
+passes over arrays of a few hundred kilobytes each. NumPy runs each operation as its own pass on
+one core; each kernel here does the whole formula in one pass over the rows, split among the
+threads the run's thread policy gives the matrix products (`set_threads`).
+
+Results are bit-identical to the NumPy code they replace, and so independent of the thread count:
+
+- every element sees the same float operations in the same order, each rounded to the array's
+  dtype (no fast-math, so no reassociation and no fused multiply-add; scalars are passed in the
+  array's dtype, so nothing is computed in a wider type);
+- rows (or runs of elements) are split among threads, never a reduction: column sums, BatchNorm
+  statistics and the softmax stay in NumPy.
+
+The kernels serve float32 arrays of at least `MIN_ELEMENTS` elements on the main thread (float64
+gradient checks and small arrays keep the NumPy code, which gives the same bytes). numba is
+imported on first use; where it is missing or fails to load, or `NNRUN_NUMBA=0`, `active()` is
+False and every caller runs its NumPy code. Compiled kernels are cached on disk by numba (next to
+this module, or in its user cache folder where that is read-only), so only a first run compiles.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+ENV = "NNRUN_NUMBA"
+"""Set to 0 to keep every element-wise pass in NumPy (the same results, one core)."""
+
+MIN_ELEMENTS = 1 << 14
+"""Arrays smaller than this (64 KiB of float32) keep the NumPy code: a parallel launch costs more than it saves."""
+
+_state: dict[str, Any] = {"kernels": None, "tried": False, "threads": 1}
+_local = threading.local()
+
+
+def set_threads(n: int) -> None:
+    """Spread the kernels over `n` threads (the BLAS thread count of the run; at most numba's own limit)."""
+    _state["threads"] = max(1, int(n))
+
+
+def threads() -> int:
+    """The thread count the kernels use."""
+    return _state["threads"]
+
+
+def active() -> bool:
+    """Whether the compiled kernels are in use in this process (numba loaded, not switched off by `NNRUN_NUMBA`)."""
+    return _load() is not None
+
+
+def usable(*arrays: np.ndarray) -> bool:
+    """Whether a kernel serves these arrays: kernels active, on the main thread, the first array float32 with at
+    least `MIN_ELEMENTS` elements, every array a plain C-contiguous host array."""
+    first = arrays[0]
+    if first.dtype != np.float32 or first.size < MIN_ELEMENTS or _load() is None:
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    return all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays)
+
+
+def _load() -> Any:
+    """The compiled kernels' module (`nnrun._numba_kernels`), or None where numba is off or cannot load."""
+    if _state["tried"]:
+        return _state["kernels"]
+    _state["tried"] = True
+    if os.environ.get(ENV, "1").strip() in ("0", "false", "no", "off"):
+        return None
+    try:
+        kernels = importlib.import_module("nnrun._numba_kernels")
+    except Exception:  # noqa: BLE001 - any failure to import or initialise numba means the NumPy code
+        return None
+    _state["kernels"] = kernels
+    return kernels
+
+
+def _run(name: str, *args: Any) -> None:
+    """Call kernel `name` with numba's thread count set to the policy's on this thread."""
+    kernels = _state["kernels"]
+    n = min(_state["threads"], kernels.max_threads())
+    if getattr(_local, "threads", None) != n:
+        kernels.set_num_threads(n)
+        _local.threads = n
+    getattr(kernels, name)(*args)
+
+
+# ---- the kernels, each as the NumPy formula it matches -------------------------------------------------------
+
+def add_bias(out: np.ndarray, b: np.ndarray) -> None:
+    """out (N, D) += b (D,) in place."""
+    _run("add_bias", out, b)
+
+
+def subtract_row(x: np.ndarray, mean: np.ndarray) -> None:
+    """x (N, D) -= mean (D,) in place."""
+    _run("subtract_row", x, mean)
+
+
+def relu(x: np.ndarray) -> None:
+    """x (N, D) = np.maximum(x, 0) in place (NaN stays NaN, -0.0 becomes 0.0, as NumPy's maximum)."""
+    _run("relu", x.reshape(-1))
+
+
+def relu_backward(d: np.ndarray, o: np.ndarray) -> None:
+    """d (N, D) *= (o > 0) in place."""
+    _run("relu_backward", d.reshape(-1), o.reshape(-1))
+
+
+def gather_rows(X: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """out (B, D) = X[index] for X (N, D) and index (B,) int64 in range (as np.take, which checks the range)."""
+    _run("gather_rows", X, index, out)
+
+
+def dropout(x: np.ndarray, uniform: np.ndarray, keep: float, scale: float, mask: np.ndarray, out: np.ndarray) -> None:
+    """mask = (uniform < keep) * scale; out = x * mask; all (N, D), uniform float32 as x."""
+    t = x.dtype.type
+    _run("dropout", x.reshape(-1), uniform.reshape(-1), t(keep), t(scale), mask.reshape(-1), out.reshape(-1))
+
+
+def batchnorm_normalize(x: np.ndarray, inv_std: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                        out: np.ndarray) -> None:
+    """x (N, D), already centred, = x * inv_std in place (xhat); out (N, D) = xhat * gamma + beta; vectors (D,)."""
+    _run("batchnorm_normalize", x, inv_std, gamma, beta, out)
+
+
+def batchnorm_input_grad(dout: np.ndarray, xhat: np.ndarray, dbeta: np.ndarray, dgamma: np.ndarray,
+                         factor: np.ndarray, dx: np.ndarray) -> None:
+    """dx (N, D) = ((dout * N - dbeta) - xhat * dgamma) * factor, factor (D,) = gamma * inv_std / N."""
+    _run("batchnorm_input_grad", dout, xhat, dbeta, dgamma, dout.dtype.type(dout.shape[0]), factor, dx)
+
+
+def update(rule: str, w: np.ndarray, g: np.ndarray, slots: tuple[np.ndarray, ...], scalars: tuple[float, ...]) -> None:
+    """One optimizer rule's update of one parameter in place, as its NumPy `update` computes it: weights `w`,
+    gradient `g` (read only), the rule's state arrays `slots` (all C-contiguous, one shape), and the rule's
+    `fused_scalars(lr)` rounded to w's dtype (`nnrun.optim`):
+
+    - sgd (lr): `w += g * -lr`;
+    - momentum (lr, mu): `v = v * mu - g * lr; w += v`;
+    - nesterov (lr, mu): `step = g * lr; v = v * mu - step; w = (w - step) + mu * v`;
+    - adam (b1, 1 - b1, b2, 1 - b2, 1 / c2, lr / c1, eps):
+      `m = m b1 + (1 - b1) g; v = v b2 + (g g)(1 - b2); w -= (m / (sqrt(v / c2) + eps)) (lr / c1)`;
+    - rmsprop (lr, decay, 1 - decay, eps): `c = c decay + (1 - decay)(g g); w -= (g lr) / (sqrt(c) + eps)`.
+    """
+    t = w.dtype.type
+    _run(rule, w.reshape(-1), g.reshape(-1), *(s.reshape(-1) for s in slots), *(t(s) for s in scalars))
