@@ -5,13 +5,15 @@ the thread policy and PyTorch both see c cores), every competitor runs as its ow
 
 - `nnrun train` of the reference workload (3072-512-512-10, batch 256, momentum SGD, softmax) on an npz of
   CIFAR-shaped rows with `--threads T` for each T in 1..c (powers of two and c), and without `--threads`
-  (the default policy: the run header's choice is recorded);
+  (the default policy: the run header's choice is recorded), and under the default policy with the fused numba
+  kernels off (`NNRUN_NUMBA=0`: the element-wise work in NumPy on one core);
+- the epoch's matrix products alone with c BLAS threads (bench/common.py's GemmEpoch), the floor of any epoch;
 - PyTorch CPU eager with `torch.set_num_threads(c)` on the same rows (when PyTorch is installed).
 
 Each epoch's seconds are the training time nnrun writes to metrics.jsonl (PyTorch: the epoch loop alone);
 rounds are interleaved and the best of `--repeats` counts. Checks, per core count: the default policy at most
-1.05x the best fixed `--threads` (5 % for noise), and nnrun's default against PyTorch (reported, no limit here:
-the epoch targets live in the epoch part).
+1.05x the best fixed `--threads` (5 % for noise); at 2 and 16 cores, nnrun's default epoch against PyTorch's
+(at most 0.80x and 1.0x) and the products' share of it (at least 93 % and 60 %).
 
 Usage: python bench/bench_cores.py [--cores 1,2,4,8,16] [--rows 50000] [--variant plain|bn-dropout]
                                    [--repeats 3] [--json PATH]
@@ -31,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from common import REPO, check, log, part_result, write_result
 
+from nnrun import cpu_kernels
+
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 REFERENCE = ["--set", "model.hidden=[512, 512]", "--set", "model.init=he", "--set", "preprocess.center=none",
              "--set", "preprocess.scale=none",
@@ -38,6 +42,8 @@ REFERENCE = ["--set", "model.hidden=[512, 512]", "--set", "model.init=he", "--se
              "--set", "train.restore_best=false", "--set", "data.val_size=1000", "--set", "data.test_size=100",
              "--set", "train.epochs=1", "--set", "train.eval_train_size=1000"]
 BN_DROPOUT = ["--set", "model.batchnorm=true", "--set", "model.dropout=0.5"]
+EPOCH_TARGETS = {2: (0.80, 0.93), 16: (1.0, 0.60)}
+"""Core count -> (nnrun's epoch / PyTorch's at most, the matrix products' share of nnrun's epoch at least)."""
 POLICY_SLACK = 1.05
 """The default policy may be this much slower than the best fixed thread count (run-to-run noise)."""
 
@@ -73,10 +79,11 @@ def nnrun_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "nnrun"]
 
 
-def nnrun_epoch(cores: int, train_args: list[str], out: Path) -> tuple[float, str]:
-    """(training seconds of the epoch, the run header's thread choice) of one `nnrun train` on `cores` cores."""
+def nnrun_epoch(cores: int, train_args: list[str], out: Path, env: dict[str, str] | None = None) -> tuple[float, str]:
+    """(training seconds of the epoch, the run header's thread choice) of one `nnrun train` on `cores` cores, with
+    `env` added to the environment."""
     proc = subprocess.run([*nnrun_command(), "train", *train_args, "--out", str(out), "--overwrite"], cwd=REPO,
-                          capture_output=True, text=True, preexec_fn=pinned(cores))
+                          capture_output=True, text=True, preexec_fn=pinned(cores), env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise SystemExit(f"nnrun train failed on {cores} cores: {proc.stderr[-800:]}")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -87,6 +94,22 @@ def nnrun_epoch(cores: int, train_args: list[str], out: Path) -> tuple[float, st
             choice = match.group(1).strip()
             break
     return float(rows[0]["seconds"]), choice
+
+
+def products_epoch(cores: int, rows: int) -> float:
+    """Seconds of the reference epoch's matrix products alone (bench/common.py's GemmEpoch) with `cores` BLAS
+    threads on `cores` cores: the floor under any implementation's epoch."""
+    code = ("import sys\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "from threadpoolctl import threadpool_limits\n"
+            "from common import GemmEpoch\n"
+            "with threadpool_limits(int(sys.argv[2])):\n"
+            "    epoch = GemmEpoch(n=int(sys.argv[3])); epoch(); print(min(epoch() for _ in range(2)))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(cores), str(rows)],
+                          capture_output=True, text=True, preexec_fn=pinned(cores))
+    if proc.returncode != 0:
+        raise SystemExit(f"the products-alone epoch failed on {cores} cores: {proc.stderr[-800:]}")
+    return float(proc.stdout.split()[-1])
 
 
 def torch_epoch(cores: int, data: Path, variant: str) -> float | None:
@@ -138,14 +161,17 @@ def main() -> None:
     choices: dict[int, str] = {}
     for round_ in range(args.repeats):
         for cores in counts:
-            settings = [*(str(t) for t in thread_counts(cores)), "default"]
+            settings = [*(str(t) for t in thread_counts(cores)), "default", "numpy"]
             for setting in settings:
-                extra = [] if setting == "default" else ["--threads", setting]
+                extra = [] if setting in ("default", "numpy") else ["--threads", setting]
+                env = {cpu_kernels.ENV: "0"} if setting == "numpy" else None
                 log(f"[{part}] round {round_ + 1}: {cores} cores, threads {setting}")
-                seconds, choice = nnrun_epoch(cores, [*train_args, *extra], scratch / f"c{cores}-t{setting}")
+                seconds, choice = nnrun_epoch(cores, [*train_args, *extra], scratch / f"c{cores}-t{setting}", env)
                 best[(cores, setting)] = min(seconds, best.get((cores, setting), float("inf")))
                 if setting == "default":
                     choices[cores] = choice
+            seconds = products_epoch(cores, args.rows)
+            best[(cores, "products")] = min(seconds, best.get((cores, "products"), float("inf")))
             if not args.no_torch:
                 seconds = torch_epoch(cores, data, args.variant)
                 if seconds is not None:
@@ -161,10 +187,23 @@ def main() -> None:
                          "ratio": seconds / torch if torch else None})
         rows.append({"name": f"{cores} cores, default policy ({choices.get(cores, '?')})", "seconds": default,
                      "ratio": default / torch if torch else None})
+        numpy_only = best[(cores, "numpy")]
+        rows.append({"name": f"{cores} cores, default policy, NumPy element-wise ({cpu_kernels.ENV}=0)",
+                     "seconds": numpy_only, "ratio": numpy_only / torch if torch else None})
+        products = best[(cores, "products")]
+        rows.append({"name": f"{cores} cores, the epoch's matrix products alone ({products / default:.0%} of the "
+                             "default epoch)", "seconds": products, "ratio": products / torch if torch else None})
         if torch:
             rows.append({"name": f"{cores} cores, PyTorch CPU ({cores} threads)", "seconds": torch})
         checks.append(check(f"{cores} cores: default policy / best fixed --threads ({best_t})",
                             default / fixed[best_t], POLICY_SLACK, "<=", "x"))
+        if cores in EPOCH_TARGETS:
+            to_torch, share = EPOCH_TARGETS[cores]
+            if torch:
+                checks.append(check(f"{cores} cores: nnrun's default epoch / PyTorch's", default / torch, to_torch,
+                                    "<=", "x"))
+            checks.append(check(f"{cores} cores: the products' share of nnrun's default epoch",
+                                100 * products / default, 100 * share, ">=", "%"))
     notes = [f"machine: {available} cores available; each core count pins every process to the first CPUs of "
              "this process's affinity; epoch seconds from metrics.jsonl (nnrun) and the epoch loop (PyTorch)",
              "'ratio' = the row's time / PyTorch's on the same cores"]
