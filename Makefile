@@ -14,10 +14,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -e .
 	touch $@
 
-# Development install: runtime + test and lint tools + the optional Dask and SLURM (submitit) executors and
-# Optuna search (sweep --search, --prune).
+# Development install: runtime + test and lint tools + the optional Dask and SLURM (submitit) executors,
+# Optuna search (sweep --search, --prune) and numba (the CPU kernels of NNRUN_NUMBA=1, tested bit for bit).
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(PIP) install -e ".[dev,dask,slurm,search]"
+	$(PIP) install -e ".[dev,dask,slurm,search,numba]"
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed

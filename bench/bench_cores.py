@@ -6,7 +6,7 @@ the thread policy and PyTorch both see c cores), every competitor runs as its ow
 - `nnrun train` of the reference workload (3072-512-512-10, batch 256, momentum SGD, softmax) on an npz of
   CIFAR-shaped rows with `--threads T` for each T in 1..c (powers of two and c), and without `--threads`
   (the default policy: the run header's choice is recorded), and under the default policy with the fused numba
-  kernels off (`NNRUN_NUMBA=0`: the element-wise work in NumPy on one core);
+  kernels on (`NNRUN_NUMBA=1`: the element-wise work on the run's threads; off by default);
 - the epoch's matrix products alone with c BLAS threads (bench/common.py's GemmEpoch), the floor of any epoch;
 - PyTorch CPU eager with `torch.set_num_threads(c)` on the same rows (when PyTorch is installed).
 
@@ -161,10 +161,10 @@ def main() -> None:
     choices: dict[int, str] = {}
     for round_ in range(args.repeats):
         for cores in counts:
-            settings = [*(str(t) for t in thread_counts(cores)), "default", "numpy"]
+            settings = [*(str(t) for t in thread_counts(cores)), "default", "numba"]
             for setting in settings:
-                extra = [] if setting in ("default", "numpy") else ["--threads", setting]
-                env = {cpu_kernels.ENV: "0"} if setting == "numpy" else None
+                extra = [] if setting in ("default", "numba") else ["--threads", setting]
+                env = {cpu_kernels.ENV: "1" if setting == "numba" else "0"}
                 log(f"[{part}] round {round_ + 1}: {cores} cores, threads {setting}")
                 seconds, choice = nnrun_epoch(cores, [*train_args, *extra], scratch / f"c{cores}-t{setting}", env)
                 best[(cores, setting)] = min(seconds, best.get((cores, setting), float("inf")))
@@ -187,9 +187,9 @@ def main() -> None:
                          "ratio": seconds / torch if torch else None})
         rows.append({"name": f"{cores} cores, default policy ({choices.get(cores, '?')})", "seconds": default,
                      "ratio": default / torch if torch else None})
-        numpy_only = best[(cores, "numpy")]
-        rows.append({"name": f"{cores} cores, default policy, NumPy element-wise ({cpu_kernels.ENV}=0)",
-                     "seconds": numpy_only, "ratio": numpy_only / torch if torch else None})
+        numba = best[(cores, "numba")]
+        rows.append({"name": f"{cores} cores, default policy, numba element-wise kernels ({cpu_kernels.ENV}=1)",
+                     "seconds": numba, "ratio": numba / torch if torch else None})
         products = best[(cores, "products")]
         rows.append({"name": f"{cores} cores, the epoch's matrix products alone ({products / default:.0%} of the "
                              "default epoch)", "seconds": products, "ratio": products / torch if torch else None})

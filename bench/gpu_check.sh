@@ -164,7 +164,8 @@ for item in json.load(open(sys.argv[1]))["items"]:
 
 run_cores() {
     echo "== gpu_check cores: bench/bench_cores.py at 1, 2, 4, 8, 16 cores, plain and BatchNorm + dropout"
-    "$python" -c 'from nnrun import cpu_kernels; print("numba kernels active:", cpu_kernels.active())' 2>&1 \
+    NNRUN_NUMBA=1 "$python" -c 'from nnrun import cpu_kernels; print("numba kernels loadable:", cpu_kernels.active())' \
+        2>&1 \
         | tee "$out/cores.log"
     local rc=0 variant
     for variant in plain bn-dropout; do

@@ -15,10 +15,17 @@ Results are bit-identical to the NumPy code they replace, and so independent of 
   statistics and the softmax stay in NumPy.
 
 The kernels serve float32 arrays of at least `MIN_ELEMENTS` elements on the main thread (float64
-gradient checks and small arrays keep the NumPy code, which gives the same bytes). numba is
-imported on first use; where it is missing or fails to load, or `NNRUN_NUMBA=0`, `active()` is
-False and every caller runs its NumPy code. Compiled kernels are cached on disk by numba (next to
-this module, or in its user cache folder where that is read-only), so only a first run compiles.
+gradient checks and small arrays keep the NumPy code, which gives the same bytes).
+
+**Off unless `NNRUN_NUMBA=1`.** Measured on a 2-core AMD EPYC (docs/performance.md, "Element-wise
+work"), the kernels made the epoch slower, not faster: numba's OpenMP threads spinning against
+OpenBLAS's own made a BatchNorm + dropout epoch of configs/cifar10_best.yaml 1.75x slower, and
+with numba's workqueue threads (the layer used here) it was still 1.08x slower. Until a many-core
+machine measures them faster (`bench/run_all.py cores` runs the default policy with and without
+them), NumPy does the element-wise work. numba is the optional extra `nnrun[numba]`; where it is
+missing or fails to load, `active()` is False and every caller runs its NumPy code. Compiled
+kernels are cached on disk by numba (next to this module, or in its user cache folder where that
+is read-only), so only a first run compiles.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from typing import Any
 import numpy as np
 
 ENV = "NNRUN_NUMBA"
-"""Set to 0 to keep every element-wise pass in NumPy (the same results, one core)."""
+"""Set to 1 to run the element-wise passes in these kernels (default: NumPy, one core; the same results)."""
 
 MIN_ELEMENTS = 1 << 14
 """Arrays smaller than this (64 KiB of float32) keep the NumPy code: a parallel launch costs more than it saves."""
@@ -51,7 +58,7 @@ def threads() -> int:
 
 
 def active() -> bool:
-    """Whether the compiled kernels are in use in this process (numba loaded, not switched off by `NNRUN_NUMBA`)."""
+    """Whether the compiled kernels are in use in this process (`NNRUN_NUMBA=1` and numba loaded)."""
     return _load() is not None
 
 
@@ -67,11 +74,11 @@ def usable(*arrays: np.ndarray) -> bool:
 
 
 def _load() -> Any:
-    """The compiled kernels' module (`nnrun._numba_kernels`), or None where numba is off or cannot load."""
+    """The compiled kernels' module (`nnrun._numba_kernels`), or None unless `NNRUN_NUMBA=1` and numba loads."""
     if _state["tried"]:
         return _state["kernels"]
     _state["tried"] = True
-    if os.environ.get(ENV, "1").strip() in ("0", "false", "no", "off"):
+    if os.environ.get(ENV, "0").strip().lower() not in ("1", "true", "yes", "on"):
         return None
     try:
         kernels = importlib.import_module("nnrun._numba_kernels")

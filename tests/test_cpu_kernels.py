@@ -1,6 +1,7 @@
 """The numba kernels of nnrun.cpu_kernels: bit for bit what the NumPy code computes (NaN, infinities and signed
 zeros included) at any thread count, used where they serve, and a clean fallback where numba is off or missing."""
 
+import importlib.util
 import json
 import sys
 import threading
@@ -17,7 +18,7 @@ from nnrun.nn.layers import BatchNorm, Dropout, Linear, Parameter, ReLU
 from nnrun.optim import OPTIMIZERS
 from nnrun.parallel import gather_rows
 
-pytestmark = pytest.mark.skipif(not cpu_kernels.active(), reason="numba is not installed or not loadable here")
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba is not installed here")
 
 SPECIALS = np.array([-0.0, 0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 3e38], np.float32)
 
@@ -27,6 +28,14 @@ def array(rng: np.random.Generator, *shape: int) -> np.ndarray:
     a = rng.standard_normal(shape, dtype=np.float32)
     a.reshape(-1)[: SPECIALS.size] = SPECIALS
     return a
+
+
+@pytest.fixture(autouse=True)
+def kernels_on(monkeypatch):
+    """The kernels switched on (NNRUN_NUMBA=1) for each test, loaded afresh."""
+    monkeypatch.setenv(cpu_kernels.ENV, "1")
+    monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1})
+    assert cpu_kernels.active()
 
 
 @pytest.fixture
@@ -200,12 +209,16 @@ def test_a_run_gives_the_same_bytes_with_and_without_the_kernels(tmp_path, monke
     assert outs["fused"] == outs["numpy"]
 
 
-def test_numba_switched_off_or_missing_means_the_numpy_code(monkeypatch):
+def test_the_kernels_are_off_unless_asked_for_and_numpy_runs_where_numba_is_missing(monkeypatch):
+    for value in (None, "0", "off"):
+        monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1})
+        if value is None:
+            monkeypatch.delenv(cpu_kernels.ENV)
+        else:
+            monkeypatch.setenv(cpu_kernels.ENV, value)
+        assert not cpu_kernels.active() and not cpu_kernels.usable(np.zeros((256, 512), np.float32))
     monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1})
-    monkeypatch.setenv(cpu_kernels.ENV, "0")
-    assert not cpu_kernels.active() and not cpu_kernels.usable(np.zeros((256, 512), np.float32))
-    monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1})
-    monkeypatch.delenv(cpu_kernels.ENV)
+    monkeypatch.setenv(cpu_kernels.ENV, "1")
     monkeypatch.setitem(sys.modules, "nnrun._numba_kernels", None)  # the import fails as without numba
     assert not cpu_kernels.active()
     x = np.full((256, 512), -1.0, np.float32)
