@@ -133,13 +133,21 @@ def welch_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL)
     if xa.size < 2 or xb.size < 2:
         return None
     d = _mean(xa) - _mean(xb)
-    va, vb = _variance(xa) / xa.size, _variance(xb) / xb.size
-    se = math.sqrt(va + vb)
+    se, df = welch_se_df(_variance(xa), xa.size, _variance(xb), xb.size)
     if se == 0.0:
         return Interval(d, d, d, 0.0, None, "welch")
-    df = (va + vb) ** 2 / (va ** 2 / (xa.size - 1) + vb ** 2 / (xb.size - 1))
     half = float(t.ppf(0.5 + level / 2, df)) * se
     return Interval(d, d - half, d + half, se, float(df), "welch")
+
+
+def welch_se_df(var_a: float, n_a: int, var_b: float, n_b: int) -> tuple[float, float | None]:
+    """`(se, df)` of a difference of two independent means with sample variances `var_a`, `var_b` over `n_a`,
+    `n_b` values: se = sqrt(s_a^2 / n_a + s_b^2 / n_b) and the Welch-Satterthwaite df (None when se = 0)."""
+    va, vb = var_a / n_a, var_b / n_b
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return 0.0, None
+    return se, (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
 
 
 def one_sample_interval(a: Sequence[float], value: float, level: float = LEVEL) -> Interval | None:
@@ -265,8 +273,7 @@ def seeds_needed(relation: str, margin: float | None, estimate: float, analysis:
 
     def enough(n: int) -> bool:
         if analysis == "welch":
-            va, vb = spreads[0] ** 2 / n, spreads[1] ** 2 / n
-            se, df = math.sqrt(va + vb), (va + vb) ** 2 / ((va ** 2 + vb ** 2) / (n - 1))
+            se, df = welch_se_df(spreads[0] ** 2, n, spreads[1] ** 2, n)  # se > 0: some spread, checked above
         else:
             se, df = spreads[0] / math.sqrt(n), float(n - 1)
         return distance / se >= float(t.ppf(1 - ALPHA / 2, df)) + float(t.ppf(POWER, df))
