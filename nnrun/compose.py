@@ -38,7 +38,7 @@ from typing import Any, Union
 
 import yaml
 
-from nnrun.errors import UserInputError
+from nnrun.errors import UserInputError, echo
 from nnrun.safeyaml import MAX_BYTES, MAX_NODES, YamlLimitError, load_counted
 
 DEFAULTS_KEY = "defaults"
@@ -188,7 +188,7 @@ class _Composer:
         origins: OriginTree = {}
         inner = (*stack, (resolved, shown))
         for entry, base, base_shown in entries:
-            where = f"{self._name(shown, includers)}: defaults: {_echo(entry)}"
+            where = f"{self._name(shown, includers)}: defaults: {echo(entry)}"
             cycle = [name for p, name in inner if p == _resolved(base, where)]
             if cycle:
                 names = [name for _, name in inner]
@@ -203,7 +203,7 @@ class _Composer:
                 hint = ""
                 if not base.suffix and _is_file(base.with_suffix(".yaml"), where):
                     hint = f"; did you mean {entry + '.yaml'!r}?"
-                raise UserInputError(f"{where}: {_echo(base_shown)[1:-1]} not found (a path in defaults is relative "
+                raise UserInputError(f"{where}: {echo(base_shown)[1:-1]} not found (a path in defaults is relative "
                                      f"to the folder of the file that names it){hint}")
             base_raw, base_origins = self._compose(base, base_shown, inner)
             merge(merged, origins, base_raw, extend(base_origins, shown))
@@ -235,7 +235,7 @@ class _Composer:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(item, str) and item.strip() for item in items):
             raise UserInputError(f"{where}: expected the path of a config file or a list of paths (relative to "
-                                 f"this file's folder), got {_echo(value)}")
+                                 f"this file's folder), got {echo(value)}")
         entries = []
         seen: dict[Path, str] = {}
         for item in items:
@@ -244,7 +244,7 @@ class _Composer:
                                                                                              item))
             key = Path(os.path.normpath(base.absolute()))
             if key in seen:
-                raise UserInputError(f"{where}: {_echo(item)} is listed twice (as {_echo(seen[key])} too); list each "
+                raise UserInputError(f"{where}: {echo(item)} is listed twice (as {echo(seen[key])} too); list each "
                                      "file once")
             seen[key] = item
             entries.append((item, base, base_shown))
@@ -270,11 +270,6 @@ def _resolved(path: Path, name: str) -> Path:
         return path.resolve()
     except (OSError, RuntimeError, ValueError) as e:
         raise UserInputError(f"cannot read {name}: {e}") from None
-
-
-def _echo(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:80]}... ({len(text)} characters)"
 
 
 def origins_of(value: Any, chain: Chain) -> OriginTree | Chain:

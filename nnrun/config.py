@@ -42,7 +42,7 @@ from nnrun.compose import BARE_OVERRIDE_RE as BARE_OVERRIDE_RE
 from nnrun.compose import DEFAULTS_KEY, Composed, ConfigSource, OriginTree, compose_file, origin_note
 from nnrun.compose import read_yaml_mapping as read_yaml_mapping
 from nnrun.datasets import DATASETS, TARGET_WORDS
-from nnrun.errors import UserInputError, close_matches, did_you_mean
+from nnrun.errors import UserInputError, close_matches, did_you_mean, echo, shorten
 from nnrun.nn.init import INIT_SCHEMES
 from nnrun.nn.layers import ACTIVATIONS
 from nnrun.nn.losses import DECODE_MODES, LOSSES, check_tree_spec, losses_for
@@ -55,26 +55,12 @@ DATA_ROOT_ENV = "NNRUN_DATA_ROOT"
 """Environment variable that sets the default `data.root`."""
 MAX_VALUE_CHARS = 10_000
 """Longest `--set`, `--grid` or `--space` value."""
-MAX_ECHO = 80
-"""Characters of a value a message repeats (the rest is elided)."""
 BIG = 10**9
 """Upper bound of counts (examples, epochs, units): far above any real use, far below an overflow."""
 NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 """A number as typed on a command line (`1e-3` included, which YAML 1.1 reads as text)."""
 
 
-def shorten(text: str, limit: int = MAX_ECHO) -> str:
-    """`text` cut to `limit` characters with a marker, so messages never echo a huge input."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def echo(value: Any) -> str:
-    """`repr(value)` shortened for a message; a value Python will not write out (an integer of more than
-    `sys.get_int_max_str_digits()` digits somewhere in it) is described instead of raising."""
-    try:
-        return shorten(repr(value))
-    except ValueError:
-        return f"a {type(value).__name__} holding an integer too long to print"
 
 
 def _expected(names: list[str]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 
 class UserInputError(Exception):
@@ -52,3 +53,21 @@ def did_you_mean(word: str, candidates: Iterable[str], aliases: Mapping[str, str
     if not matches:
         return ""
     return f"; did you mean {' or '.join(repr(m) for m in matches)}?"
+
+
+MAX_ECHO = 80
+"""Characters of a value a message repeats (the rest is elided)."""
+
+
+def shorten(text: str, limit: int = MAX_ECHO) -> str:
+    """`text` cut to `limit` characters with a marker, so messages never echo a huge input."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def echo(value: Any) -> str:
+    """`repr(value)` shortened for a message; a value Python will not write out (an integer of more than
+    `sys.get_int_max_str_digits()` digits somewhere in it) is described instead of raising."""
+    try:
+        return shorten(repr(value))
+    except ValueError:
+        return f"a {type(value).__name__} holding an integer too long to print"

@@ -310,7 +310,7 @@ def test_loguniform_up_to_the_largest_float_draws_finite_values():
 
 
 def test_an_error_message_describes_an_integer_python_will_not_print():
-    from nnrun.config import echo
+    from nnrun.errors import echo
 
     assert "too long to print" in echo([10**5000]) and echo(3) == "3"
 

@@ -42,8 +42,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nnrun.compose import compose_file
-from nnrun.config import read_yaml_mapping, section_at, shorten
-from nnrun.errors import UserInputError
+from nnrun.config import read_yaml_mapping, section_at
+from nnrun.errors import UserInputError, shorten
 from nnrun.study.stats import ANALYSES, DEFAULT_ANALYSIS, ONE_SAMPLE
 from nnrun.sweep.search import SAMPLERS
 from nnrun.sweep.space import Distribution, parse_distribution

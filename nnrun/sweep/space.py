@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from nnrun.config import parse_value, shorten, split_top_level
-from nnrun.errors import UserInputError
+from nnrun.config import parse_value, split_top_level
+from nnrun.errors import UserInputError, shorten
 from nnrun.rng import stream
 
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
