@@ -4,7 +4,7 @@ Items, in this order (the longest last, so that the others' figures are in even 
 1. warm-up: `cifar10_bn_dropout.yaml` for one epoch on 2,560 images (fills nnrun's CIFAR-10 cache and
    CuPy's kernel cache, so the next command's wall time is that of a warm machine);
 2. `configs/cifar10_bn_dropout.yaml`, 20 epochs: training time (<= 2 s), whole command (<= 10 s), test accuracy;
-3. `configs/cifar10_best.yaml`: test accuracy (>= 60 %);
+3. `configs/cifar10_best.yaml`: test accuracy (>= 63 %, its 2-core three-seed mean is 65.4 %);
 4. the sweep of bench/gpu_sweep.py: runs per hour of a 16-point notes-study sweep at --jobs 1, 2, 4, 8;
 5. `configs/cifar10_long.yaml`, its 100 epochs: test accuracy (checkpoints every 10 epochs instead of every
    epoch: the same training, less disk traffic), training time (<= 180 s). Stopped by its timeout, it saves
@@ -56,8 +56,8 @@ def item_specs(device: str) -> dict[str, dict[str, Any]]:
                     "timeout": 90, "targets": {}},
         "bn_dropout": {"config": "configs/cifar10_bn_dropout.yaml", "set": ["train.epochs=20"], "timeout": 90,
                        "targets": {"training_s": ("<=", 2.0), "wall_s": ("<=", 10.0)}},
-        "best": {"config": "configs/cifar10_best.yaml", "set": [], "timeout": 150,
-                 "targets": {"test_accuracy": (">=", 0.60)}},
+        "best": {"config": "configs/cifar10_best.yaml", "set": ["train.checkpoint_every=10"], "timeout": 300,
+                 "targets": {"test_accuracy": (">=", 0.63)}},
         **{name: {"config": "configs/cifar10_long.yaml", "set": ["train.checkpoint_every=10", f"seed={seed}"],
                   "timeout": 420, "targets": {"training_s": ("<=", 180.0)}}
            for seed, name in enumerate(LONG_SEEDS)},
