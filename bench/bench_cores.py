@@ -203,7 +203,7 @@ def main() -> None:
                 checks.append(check(f"{cores} cores: nnrun's default epoch / PyTorch's", default / torch, to_torch,
                                     "<=", "x"))
             checks.append(check(f"{cores} cores: the products' share of nnrun's default epoch",
-                                100 * products / default, 100 * share, ">=", "%"))
+                                products / default, share, ">=", "%"))
     notes = [f"machine: {available} cores available; each core count pins every process to the first CPUs of "
              "this process's affinity; epoch seconds from metrics.jsonl (nnrun) and the epoch loop (PyTorch)",
              "'ratio' = the row's time / PyTorch's on the same cores"]
