@@ -384,6 +384,6 @@ def test_the_aids_study_plans_on_cifar10_and_shares_the_stacked_arm(cifar10_fold
                     "--out", tmp_path / "out", "--dry-run", "--json", "--max-minutes", "1000")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
-    assert [c["id"] for c in plan["claims"]] == ["stacked", "more_aids"]
-    # 10 arms x 3 seeds; more_aids' `stacked` arm is the same run as stacked's `smoothing` arm.
-    assert (plan["entries"], plan["distinct"], plan["shared"]) == (30, 27, 3)
+    assert [c["id"] for c in plan["claims"]] == ["stacked", "more_aids", "recipe_v2"]
+    # 14 arms x 3 seeds; more_aids' `stacked` arm is the same run as stacked's `smoothing` arm.
+    assert (plan["entries"], plan["distinct"], plan["shared"]) == (42, 39, 3)
