@@ -65,8 +65,10 @@ def active() -> bool:
 def usable(*arrays: np.ndarray) -> bool:
     """Whether a kernel serves these arrays: kernels active, on the main thread, the first array float32 with at
     least `MIN_ELEMENTS` elements, every array a plain C-contiguous host array."""
+    if _load() is None:  # the default: one cached lookup on the training step's path
+        return False
     first = arrays[0]
-    if first.dtype != np.float32 or first.size < MIN_ELEMENTS or _load() is None:
+    if first.dtype != np.float32 or first.size < MIN_ELEMENTS:
         return False
     if threading.current_thread() is not threading.main_thread():
         return False

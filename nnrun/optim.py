@@ -175,11 +175,12 @@ class Optimizer:
                 kernels.update(self.fused, p.value, p.grad, tuple(self._state(p, *self.slots)), scalars)
             return
         update = functools.partial(self.update, lr=lr)
-        blocks = []
+        blocks, scalars = [], None
         for p in params:
             arrays = (p.value, p.grad, *self._state(p, *self.slots))
             if self.fused is not None and cpu_kernels.usable(*arrays):
-                cpu_kernels.update(self.fused, p.value, p.grad, arrays[2:], self.fused_scalars(lr))
+                scalars = scalars or self.fused_scalars(lr)  # once per step, not per parameter
+                cpu_kernels.update(self.fused, p.value, p.grad, arrays[2:], scalars)
             else:
                 blocks.append((update, arrays))
         run_blocks(blocks)

@@ -246,13 +246,14 @@ class ThreadPolicy:
         self._limits: Any = None
 
     def __enter__(self) -> ThreadPolicy:
+        self._kernel_threads_before = cpu_kernels.threads()
         self._apply(self.choice.threads)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._limits is not None:
             self._limits.restore_original_limits()
-        cpu_kernels.set_threads(1)
+        cpu_kernels.set_threads(self._kernel_threads_before)
 
     def _apply(self, n: int) -> None:
         cpu_kernels.set_threads(n)
