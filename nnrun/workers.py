@@ -16,8 +16,8 @@ count where the BLAS splits a product's rows and columns, not its sums (docs/per
 element-wise blocks are exact).
 
 Local workers stop the way the main process does: SIGINT, SIGTERM or SIGHUP interrupt the run in
-progress (`active_run`), which saves its state; an idle worker ignores them while its sweep lives
-(the sweep shuts the pool down once its runs have saved). A worker whose parent dies
+progress (`active_run`), which saves its state; an idle worker stays while its sweep lives (the sweep
+shuts the pool down once its runs have saved) and starts no run it is handed after that. A worker whose parent dies
 (SIGKILL included) gets SIGTERM (Linux `PR_SET_PDEATHSIG`, and a watchdog thread elsewhere), so
 no worker outlives its sweep or keeps its caller's stdout open. `stop_workers` forwards a stop
 signal the parent received to its workers.
@@ -53,17 +53,26 @@ _IN_RUN = False
 """True while a worker process is inside a run; its stop signals interrupt only then."""
 _PARENT: int | None = None
 """The process that started this worker (set by `init_local_worker`)."""
+_STOPPED_IDLE: str | None = None
+"""The stop signal an idle worker got while its sweep lives: the sweep is stopping, so a run handed to this
+worker just before the stop does not start (`active_run` raises `RunCancelled`)."""
 PARENT_POLL_SECONDS = 1.0
 """How often a worker's watchdog checks that its parent is alive."""
 _PR_SET_PDEATHSIG = 1
 
 
+class RunCancelled(Exception):
+    """The sweep stopped before this worker started the run it was handed; the run directory is untouched."""
+
+
 def _worker_signal(signum: int, frame: Any) -> None:
+    global _STOPPED_IDLE
     if _IN_RUN:
         signals.handle(signum, frame)
     elif _PARENT is not None and os.getppid() != _PARENT:
         os._exit(128 + signum)  # an idle worker of a sweep that is gone
-    # an idle worker of a live sweep stays: the sweep shuts its pool down when its runs have saved
+    else:  # an idle worker of a live sweep stays (the sweep shuts its pool down when its runs have saved)
+        _STOPPED_IDLE = _STOPPED_IDLE or signal.Signals(signum).name
 
 
 def _die_with_parent(parent: int) -> None:
@@ -109,11 +118,15 @@ def in_run() -> bool:
 
 @contextmanager
 def active_run() -> Iterator[None]:
-    """Mark this worker as inside a run while the block executes (a stop signal then interrupts it)."""
+    """Mark this worker as inside a run while the block executes (a stop signal then interrupts it). Raises
+    `RunCancelled` on entry when the worker got a stop signal while idle: its sweep is stopping, and the run
+    was handed over just before (a signal from then on interrupts the run instead)."""
     global _IN_RUN
     signals.reset(quiet=True)
     _IN_RUN = True
     try:
+        if _STOPPED_IDLE is not None:
+            raise RunCancelled(f"the sweep was stopped by {_STOPPED_IDLE} before this run started")
         yield
     finally:
         _IN_RUN = False

@@ -11,9 +11,16 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+
+from nnrun import workers
+from nnrun.config import validate_config
+from nnrun.signals import Interrupted, stop_on_signals
+from nnrun.sweep.execute import _result_of, run_point
+from nnrun.sweep.plan import SweepPoint
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--set", "model.hidden=[16]", "--set", "train.epochs=2"]
@@ -151,3 +158,54 @@ def test_a_sighup_to_the_group_leaves_the_resource_tracker_alive():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "alive" and "Traceback" not in out.stderr and "KeyError" not in out.stderr, \
         out.stderr
+
+
+class _SignalledRead(Future):
+    """A finished run's future whose reading is hit by a SIGTERM to this process (the sweep's own stop)."""
+
+    def exception(self, timeout=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return super().exception(timeout)
+
+    def result(self, timeout=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return super().result(timeout)
+
+
+def test_a_stop_signal_while_a_result_is_read_stops_the_sweep_not_the_run(tmp_path):
+    """A signal to the sweep as it reads a completed run's result was taken for that run's interruption: the
+    sweep went on to the end and exited 0, with every later signal ignored as a repeat."""
+    point = SweepPoint(0, {}, {}, "k", tmp_path / "run")
+    read = _SignalledRead()
+    read.set_result({"status": "completed", "summary": {"val_accuracy": 0.5}})
+    with pytest.raises(Interrupted, match="SIGTERM"), stop_on_signals():
+        _result_of(point, read)
+
+
+@pytest.mark.parametrize(("error", "status"), [(Interrupted("SIGTERM"), "interrupted"),
+                                               (RuntimeError("worker died"), "failed")])
+def test_what_a_worker_raised_is_its_runs_outcome(tmp_path, error, status):
+    point = SweepPoint(0, {}, {"name": "x"}, "k", tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    fut = Future()
+    fut.set_exception(error)
+    with stop_on_signals():
+        result = _result_of(point, fut)
+    assert result.status == status
+    assert status == "interrupted" or "worker error: RuntimeError: worker died" in result.reason
+
+
+def test_a_worker_stopped_while_idle_starts_no_run_it_is_handed(tmp_path, monkeypatch):
+    """The sweep submits the next run and is stopped before the worker picks it up: the worker, idle when the
+    forwarded signal came, trained that whole run while the stopped sweep waited for it."""
+    monkeypatch.setattr(workers, "_PARENT", os.getppid())
+    monkeypatch.setattr(workers, "_STOPPED_IDLE", None)
+    workers._worker_signal(signal.SIGTERM, None)  # idle: recorded, nothing raised
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("kept")
+    config = validate_config({"name": "tiny", "data": {"dataset": "digits"}, "model": {"hidden": [8]},
+                              "train": {"epochs": 1}}).model_dump(mode="json")
+    out = run_point({"config": config, "run_dir": str(folder), "blas_threads": 1})
+    assert out["status"] == "cancelled" and "SIGTERM" in out["reason"], out
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"] and not workers.in_run()

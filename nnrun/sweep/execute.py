@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,7 +36,7 @@ from nnrun.errors import RunFailed, UserInputError
 from nnrun.rundir import RunDir
 from nnrun.runstore import best_first, config_headline, higher_is_better, most_common_metric
 from nnrun.safeyaml import safe_load
-from nnrun.signals import Interrupted
+from nnrun.signals import Interrupted, shielded
 from nnrun.sweep.gpu import GpuBudget, gpu_budget, limit_pool, on_gpu, release_pool, threads_by_device
 from nnrun.sweep.plan import SweepPlan, SweepPoint, completed_summary
 from nnrun.sweep.slurm import SlurmSettings, check_slurm, open_slurm_executor
@@ -44,6 +44,7 @@ from nnrun.trainer import Checkpoint
 from nnrun.workers import (
     EXECUTORS,
     GPU_RUN_THREADS,
+    RunCancelled,
     active_run,
     blas_threads_in_use,
     dask_worker_threads,
@@ -77,7 +78,8 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
     None: no cap), `epoch_hook` (optional, picklable: called with each epoch's metric row, it may stop the run
     as `pruned`, `nnrun.sweep.search.PruneHook`). A run directory with a checkpoint of this config is resumed;
     anything else in it is cleared first. Returns `{"status", "reason", "summary", "blas_threads", "gpu_pool_bytes"}`;
-    status is `completed`, `failed`, `interrupted` or `pruned`, and every outcome also leaves a `summary.json`.
+    status is `completed`, `failed`, `interrupted` or `pruned`, each of which leaves a `summary.json`, or
+    `cancelled` (the sweep stopped before the run started: its folder is left as it was).
     """
     from nnrun.train import run_experiment
 
@@ -109,6 +111,8 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
         except KeyboardInterrupt as e:
             name = e.signal_name if isinstance(e, Interrupted) else "SIGINT"
             result.update(status="interrupted", reason=f"interrupted by {name}")
+        except RunCancelled as e:  # never started: nothing to save, its folder stays as it was
+            result.update(status="cancelled", reason=str(e), summary={})
         except UserInputError as e:
             result["reason"] = str(e)
         except Exception as e:  # a run must not take the sweep down: record the error as its reason
@@ -286,14 +290,15 @@ def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: Swe
                     pending.add(fut)
                 queue.extend(reversed(held_elsewhere))
                 if pending:
-                    done, pending = wait(pending, timeout=WAIT_SECONDS, return_when=FIRST_COMPLETED)
+                    done, _ = wait(pending, timeout=WAIT_SECONDS, return_when=FIRST_COMPLETED)
                 else:
                     done = set()
                     time.sleep(WAIT_SECONDS)  # only points other processes hold are left
-                for fut in done:
-                    point = futures[fut]
-                    results[point.index] = _result_of(point, fut)
-                    claims.pop(point.index).release()
+                for fut in done:  # each stays pending until recorded: a stop in between still collects it
+                    result = _result_of(futures[fut], fut)
+                    with shielded():
+                        _record(result, results, claims)
+                        pending.discard(fut)
                 if progress:
                     progress.update(results, [futures[f] for f in pending] + queue[::-1])
         except KeyboardInterrupt as e:
@@ -306,7 +311,7 @@ def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: Swe
                 fut.cancel()
             for fut in pending:
                 if not fut.cancelled():
-                    results[futures[fut].index] = _result_of(futures[fut], fut)
+                    _record(_result_of(futures[fut], fut), results, claims)
             for point in todo:
                 if point.index not in results:
                     results[point.index] = RunResult(point, "cancelled", reason="the sweep was interrupted first")
@@ -315,15 +320,28 @@ def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: Swe
                 run.release()
 
 
+def _record(result: RunResult, results: dict[int, RunResult], claims: dict[int, RunDir]) -> None:
+    """Keep a finished point's result and give its run directory's lock back."""
+    results[result.point.index] = result
+    claim = claims.pop(result.point.index, None)
+    if claim is not None:
+        claim.release()
+
+
 def _result_of(point: SweepPoint, fut: Future) -> RunResult:
+    """What became of the run of a finished future. Only an interruption raised in the worker is the run's
+    `interrupted`; a stop signal to this process while it reads the result propagates and stops the sweep."""
     try:
-        out = fut.result()
-    except KeyboardInterrupt:
+        error = fut.exception()
+    except CancelledError as e:
+        error = e
+    if isinstance(error, KeyboardInterrupt):
         return RunResult(point, "interrupted", reason="interrupted")
-    except Exception as e:  # the worker process itself died (killed, out of memory) or the cluster lost it
-        reason = f"worker error: {type(e).__name__}: {e}"
+    if error is not None:  # the worker process itself died (killed, out of memory) or the cluster lost it
+        reason = f"worker error: {type(error).__name__}: {error}"
         return RunResult(point, "failed", reason=reason,
                          summary=_write_failure(RunDir(point.run_dir), point.config, "failed", reason))
+    out = fut.result()
     return RunResult(point, out["status"], reason=out.get("reason"), summary=out.get("summary") or {},
                      blas_threads=out.get("blas_threads"), gpu_pool_bytes=out.get("gpu_pool_bytes"))
 

@@ -677,8 +677,8 @@ class _Driver:
                         break
                     time.sleep(WAIT_SECONDS)  # only trials whose runs another process holds are left
                     continue
-                done, self.pending = wait(self.pending, timeout=WAIT_SECONDS, return_when=FIRST_COMPLETED)
-                for future in done:
+                done, _ = wait(self.pending, timeout=WAIT_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:  # each stays pending until collected: a stop in between still collects it
                     self._collect(future)
                 if progress:
                     progress.update(self.results, [self.points[self.futures[f]] for f in self.pending]
@@ -703,8 +703,12 @@ class _Driver:
     def _collect(self, future: Future) -> None:
         number = self.futures[future]
         result = _result_of(self.points[number], future)
-        self.claims.pop(number).release()
-        self._finished(number, result)
+        with shielded():
+            claim = self.claims.pop(number, None)
+            if claim is not None:
+                claim.release()
+            self._finished(number, result)
+            self.pending.discard(future)
 
     def summary(self) -> tuple[dict[str, int], dict[str, Any] | None]:
         """The study's trials by state, and its best complete trial."""
