@@ -927,6 +927,10 @@ def study(
                                                  "--set data.root=/data (repeatable; claims and arms still set "
                                                  "their own keys).")] = None,
     only: Annotated[str | None, typer.Option(metavar="ID,...", help="Measure only these claims.")] = None,
+    beside: Annotated[list[Path] | None, typer.Option(
+        metavar="DIR", help="The output folder of this study at another budget (repeatable): the report adds a "
+                            "'holds at which scale' table of each relation's verdict and interval at every "
+                            "budget.")] = None,
     max_minutes: Annotated[float | None, typer.Option(
         help="Refuse to start when the estimated time exceeds this (default: the budget's max_minutes).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Check the study and show its runs and estimated time; run "
@@ -965,7 +969,7 @@ def study(
     result = run_study(file, budget=budget, overrides=with_device(set_, device), out=out, runs_dir=runs_dir, jobs=jobs,
                        threads=threads, executor=executor, scheduler=scheduler, only=claims, max_minutes=max_minutes,
                        dry_run=dry_run, overwrite=overwrite, progress=None if quiet else SweepProgress(),
-                       on_plan=on_plan, slurm=slurm_setup)
+                       on_plan=on_plan, slurm=slurm_setup, beside=beside or ())
     if dry_run:
         if json_:
             print_json(result)

@@ -387,3 +387,54 @@ def test_the_aids_study_plans_on_cifar10_and_shares_the_stacked_arm(cifar10_fold
     assert [c["id"] for c in plan["claims"]] == ["stacked", "more_aids", "recipe_v2"]
     # 14 arms x 3 seeds; more_aids' `stacked` arm is the same run as stacked's `smoothing` arm.
     assert (plan["entries"], plan["distinct"], plan["shared"]) == (42, 39, 3)
+
+
+# ---- holds at which scale: --beside ---------------------------------------------------------------------
+
+def test_a_report_shows_each_relation_at_every_budget_measured(tmp_path):
+    raw = study_dict(budgets={"quick": {"seeds": 2, "max_minutes": 10},
+                              "wider": {"seeds": 3, "set": {"model.hidden": [16]}, "max_minutes": 10}})
+    path = write_study(tmp_path, raw)
+    quick = invoke("study", path, "--out", tmp_path / "quick", "--json")
+    assert quick.exit_code == 0, quick.output
+    # The wider budget, listed second in the file, comes second whatever order the folders are given in.
+    wider = invoke("study", path, "--budget", "wider", "--out", tmp_path / "wider", "--beside", tmp_path / "quick",
+                   "--json")
+    assert wider.exit_code == 0, wider.output
+    report = json.loads(wider.stdout)
+    (other,) = report["other_budgets"]
+    quick_relation = json.loads(quick.stdout)["claims"][0]["relations"][0]
+    assert other["budget"] == "quick" and other["seeds"] == 2
+    assert other["claims"][0]["relations"][0]["interval"] == quick_relation["interval"]
+    markdown = (tmp_path / "wider" / "report.md").read_text()
+    section = markdown.split("## Holds at which scale")[1].split("\n## ")[0]
+    header = next(line for line in section.splitlines() if line.startswith("| claim"))
+    assert header.split("|")[4:6] == [" quick (2 seeds) ", " wider (3 seeds) "]
+    row = next(line for line in section.splitlines() if line.startswith("| **c**"))
+    wider_relation = report["claims"][0]["relations"][0]
+    for relation in (quick_relation, wider_relation):
+        low = relation["interval"]["low"]
+        assert f"{relation['verdict']}: " in row and f"{'+' if low >= 0 else ''}{low:.3g}" in row
+    assert str(tmp_path / "quick" / "study.json") in section
+    # The same report, read back from the folder, makes the same table.
+    assert json.loads((tmp_path / "wider" / "study.json").read_text())["other_budgets"] == report["other_budgets"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: None, "no study.json there"),
+    (lambda d: (d / "study.json").write_text("{not json"), "cannot read"),
+    (lambda d: (d / "study.json").write_text(json.dumps({"study": "other", "budget": "big", "claims": []})),
+     "reports study 'other', expected 'tiny'"),
+    (lambda d: (d / "study.json").write_text(json.dumps({"study": "tiny", "budget": "quick", "claims": []})),
+     "is budget 'quick' too"),
+    (lambda d: (d / "study.json").write_text(json.dumps({"study": "tiny", "budget": "big", "claims": [{}]})),
+     "lacks what a study report holds"),
+])
+def test_a_bad_beside_folder_exits_2_before_anything_runs(tmp_path, make, message):
+    folder = tmp_path / "other"
+    folder.mkdir()
+    make(folder)
+    result = invoke("study", write_study(tmp_path, study_dict()), "--out", tmp_path / "out", "--beside", folder)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "--beside" in result.output
+    assert not (tmp_path / "out").exists()

@@ -7,10 +7,12 @@ the two files always say the same. Text is a small Markdown subset: paragraphs, 
 
 Contents: a header (the exact command, the machine, the wall time, the runs), the study's
 description, how to read it (the analyses, tests and the verdict rule), a summary table (one row per
-relation), then one section per claim: its setup (with the selections at a grid edge), its arms
-(metric per arm, mean ± std over seeds, what the selection chose), its relations (test, difference
-with 95 % interval, p-values, effect size, verdict, and for those not resolved the reason and the
-seeds needed) and its figure. It reads older `study.json` files too (keys they lack show as `-`).
+relation), with other budgets' reports given (`--beside`) a "holds at which scale" table (each
+relation's verdict and interval at every budget, `nnrun.study.scales`), then one section per claim:
+its setup (with the selections at a grid edge), its arms (metric per arm, mean ± std over seeds,
+what the selection chose), its relations (test, difference with 95 % interval, p-values, effect
+size, verdict, and for those not resolved the reason and the seeds needed) and its figure. It
+reads older `study.json` files too (keys they lack show as `-`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nnrun.study.scales import scale_rows
 from nnrun.study.stats import ALPHA, DIVERGE_RATE, LEVEL, MAX_SEEDS_NEEDED, POWER
 from nnrun.tables import fmt
 
@@ -194,6 +197,8 @@ def build_document(report: dict[str, Any]) -> list[Block]:
                                                                               "not resolved")) + "."),
                Table(["claim", "verdict", "relation", "metric", "test", "a: mean ± std (n)", "b", "a - b [95 % CI]",
                       "relation's verdict"], summary_rows(claims), "lllllrrrl")]
+    if report.get("other_budgets"):
+        blocks += scale_blocks(report)
     edges = [c["id"] for c in claims if any(arm.get("grid_edges") for arm in c["arms"].values())]
     if edges:
         blocks.append(Text(f"Selections at a grid edge (the best value may lie beyond the grid; see each claim): "
@@ -201,6 +206,32 @@ def build_document(report: dict[str, Any]) -> list[Block]:
     for number, claim in enumerate(claims, 1):
         blocks += _claim_blocks(number, claim)
     return blocks
+
+
+def scale_cell(relation: dict[str, Any]) -> str:
+    """`supported: +0.012 [+0.005, +0.020]`, `supported: 5/5 vs 0/5 diverged`: a relation's verdict and what it
+    rests on, at one budget."""
+    if relation["relation"] == "diverges":
+        counts = relation.get("diverged") or {}
+        detail = " vs ".join(f"{k}/{n}" for k, n in counts.values()) + " diverged"
+    else:
+        detail = difference_text(relation)
+    return f"{relation['verdict']}: {detail}"
+
+
+def scale_blocks(report: dict[str, Any]) -> list[Block]:
+    """"Holds at which scale": each relation's verdict and a - b [95 % CI] at every budget measured."""
+    budgets, rows = scale_rows(report, scale_cell)
+    header = ["claim", "relation", "metric", *(f"{b['budget']} ({b['seeds']} seeds)" if b.get("seeds")
+                                                else b["budget"] for b in budgets)]
+    sources = [f"`{b['budget']}`: {b['source']} (finished {b.get('finished') or '-'})" for b in budgets
+               if b.get("source")]
+    return [Heading(2, "Holds at which scale"),
+            Text("Each relation of this report at every budget of the study measured: its verdict and a - b with "
+                 "its 95 % interval (diverged runs for a divergence test). A budget's verdict holds for its data, "
+                 "epochs and seeds; a relation resolved only at the larger budget needed its precision. Other "
+                 "budgets read from " + "; ".join(sources) + "."),
+            Table(header, rows, "lll" + "r" * len(budgets))]
 
 
 def _header_lines(report: dict[str, Any]) -> list[str]:

@@ -36,6 +36,7 @@ from nnrun.study.metrics import Measurer, run_outcome
 from nnrun.study.plan import ArmSeed, Candidate, StudyPlan, check_bound, estimate, finished, plan_study
 from nnrun.study.report import FIGURES_DIR, build_document, to_html, to_markdown
 from nnrun.study.results import claim_results
+from nnrun.study.scales import load_beside
 from nnrun.study.spec import load_study
 from nnrun.sweep.execute import SweepProgress, run_sweep
 from nnrun.sweep.gpu import GpuBudget, gpu_budget, threads_by_device
@@ -62,11 +63,13 @@ def run_study(path: str | Path, *, budget: str | None = None, overrides: list[st
               executor: str = "local", scheduler: str | None = None, only: list[str] | None = None,
               max_minutes: float | None = None, dry_run: bool = False, overwrite: bool = False,
               progress: SweepProgress | None = None, on_plan: Any = None,
-              slurm: SlurmSettings | None = None) -> dict[str, Any]:
+              slurm: SlurmSettings | None = None, beside: list[Path] | tuple[Path, ...] = ()) -> dict[str, Any]:
     """Run the study in `path` under `budget` (module docstring). Returns the plan (`dry_run`) or the report
     object written to `study.json`, with `files` (what was written), `interrupted` and `failed` (runs that
     failed other than by diverging). `on_plan(plan_report)` is called once the plan is checked. `slurm`: the
-    jobs of `executor="slurm"` (`nnrun.sweep.slurm`), checked before the study plans or calibrates anything."""
+    jobs of `executor="slurm"` (`nnrun.sweep.slurm`), checked before the study plans or calibrates anything.
+    `beside`: output folders of this study at other budgets, read before anything runs; the report then shows
+    each relation at every budget (`nnrun.study.scales`)."""
     started = time.time()
     check_executor(executor)
     if executor == "slurm":
@@ -76,6 +79,12 @@ def run_study(path: str | Path, *, budget: str | None = None, overrides: list[st
     path = Path(path)
     study, base = load_study(path)
     budget = study.budget_name(budget)
+    others = {}
+    for folder in beside:
+        record = load_beside(folder, study.name, budget)
+        if record["budget"] in others:
+            raise UserInputError(f"--beside {folder}: budget {record['budget']!r} is given twice")
+        others[record["budget"]] = record
     out = Path(out) if out is not None else default_out(study.name, budget)
     runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
     if not dry_run:
@@ -105,7 +114,7 @@ def run_study(path: str | Path, *, budget: str | None = None, overrides: list[st
         raise UserInputError(f"cannot use the output folder {out}: {e.strerror or e}") from None
     try:
         return _run(plan, out=out, started=started, jobs=jobs, threads=threads, per_run=per_run, executor=executor,
-                    scheduler=scheduler, progress=progress, gpu=gpu, slurm=slurm)
+                    scheduler=scheduler, progress=progress, gpu=gpu, slurm=slurm, others=list(others.values()))
     finally:
         lock.release()
 
@@ -163,7 +172,7 @@ def plan_report(plan: StudyPlan, bound: float | None) -> dict[str, Any]:
 
 def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, threads: int | None, per_run: int, executor: str,
          scheduler: str | None, progress: SweepProgress | None, gpu: GpuBudget | None,
-         slurm: SlurmSettings | None = None) -> dict[str, Any]:
+         slurm: SlurmSettings | None = None, others: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     todo = [p for p in plan.sweep.points if not finished(p)]
     sweep = SweepPlan(plan.sweep.base, plan.sweep.keys, todo, plan.sweep.runs_dir, plan.sweep.seed,
                       plan.sweep.duplicates)
@@ -202,7 +211,7 @@ def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, threads: int 
     sessions = _record_session(out, started, trained, estimate_seconds)
     report = {
         "study": plan.study.name, "title": plan.study.title, "description": plan.study.description,
-        "file": str(plan.source), "budget": plan.budget,
+        "file": str(plan.source), "budget": plan.budget, "budgets": list(plan.study.budgets),
         "budget_settings": plan.study.budgets[plan.budget].model_dump(mode="json"),
         "overrides": plan.overrides, "command": shlex.join(["nnrun", *sys.argv[1:]]),
         "machine": machine_record(), "jobs": jobs, "threads_per_run": per_run, "executor": executor,
@@ -216,6 +225,7 @@ def _run(plan: StudyPlan, *, out: Path, started: float, jobs: int, threads: int 
                  "failed": len(failed), "runs_dir": str(plan.sweep.runs_dir)},
         "statistics": stats.settings(plan.study.analysis),
         "claims": claims,
+        "other_budgets": others or [],
     }
     report["wall_seconds"] = time.time() - started
     sessions[-1]["wall_seconds"] = report["wall_seconds"]
