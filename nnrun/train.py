@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from nnrun.augment import Mirror
 from nnrun.backend import host_dict
 from nnrun.config import ExperimentConfig, differing_keys, load_config
 from nnrun.datasets import Dataset, SplitRecord
@@ -38,7 +37,6 @@ from nnrun.errors import RunFailed, RunStopped, UserInputError
 from nnrun.experiment import Experiment, Phase, assemble, build_schedule, describe_choices, no_phase
 from nnrun.io import check_output_folder
 from nnrun.nn.losses import BinnedRegression, Loss
-from nnrun.nn.model import MLP
 from nnrun.provenance import end_record, start_record
 from nnrun.rundir import BROKEN, BROKEN_REASON, LOCK_FILE, RUNNING, RunDir
 from nnrun.signals import Interrupted, settle, shielded
@@ -52,6 +50,7 @@ from nnrun.trainer import (
     evaluate,
     evaluation_scores,
     fit,
+    score_metrics,
 )
 from nnrun.workers import ThreadPolicy, requested_threads
 
@@ -294,12 +293,13 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
         stage = "the final evaluation"
         batch = cfg.train.eval_batch_size
         final = {split: evaluate(model, loss_fn, X, y, batch, detail=True, mirror=experiment.mirror)
-                 for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val),
-                                     ("test", data.X_test, data.y_test))}
+                 for split, X, y in (("train", data.X_train, data.y_train), ("val", data.X_val, data.y_val))}
+        test_scores = evaluation_scores(model, loss_fn, data.X_test, batch, experiment.mirror)
+        final["test"] = score_metrics(loss_fn, test_scores, data.y_test, detail=True)
         if cfg.train.save_predictions:
             stage = "saving the test predictions"
             with shielded():
-                run.write_predictions(predictions_on_test_split(model, loss_fn, data, batch, experiment.mirror))
+                run.write_predictions(test_predictions(loss_fn, data, test_scores))
     except Diverged as e:
         status, reason, diverged = "failed", str(e), True
     except RunPruned as e:
@@ -317,12 +317,10 @@ def run_experiment(cfg: ExperimentConfig, run: RunDir, reporter: Reporter | None
     return summary
 
 
-def predictions_on_test_split(model: MLP, loss_fn: Loss, data: Dataset, batch_size: int,
-                              mirror: Mirror | None = None) -> dict[str, np.ndarray]:
-    """The `predictions.npz` arrays of the test split: `indices` (its rows in the split's pool, see split.npz),
-    `target`, `prediction` (in the targets' units), `scores` (the network's outputs (N, K); with `mirror`, the
-    flip-averaged scores the final evaluation used) and, where the loss defines them, `proba`."""
-    scores = evaluation_scores(model, loss_fn, data.X_test, batch_size, mirror)
+def test_predictions(loss_fn: Loss, data: Dataset, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """The `predictions.npz` arrays of the test split from its evaluation scores (N, K) (flip-averaged where the
+    final evaluation was): `indices` (its rows in the split's pool, see split.npz), `target`, `prediction` (in
+    the targets' units), `scores` and, where the loss defines them, `proba`."""
     arrays = {"target": data.y_test, "prediction": loss_fn.predict(scores), "scores": scores}
     if data.split is not None:
         arrays["indices"] = np.asarray(data.split.indices["test"], dtype=np.int64)

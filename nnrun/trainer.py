@@ -363,7 +363,11 @@ def evaluate(model: MLP, loss_fn: Loss, X: np.ndarray, y: np.ndarray, batch_size
     loss and metrics from the scores are on the host. With `mirror` the scores are flip-averaged
     (`evaluation_scores`).
     """
-    scores = evaluation_scores(model, loss_fn, X, batch_size, mirror)
+    return score_metrics(loss_fn, evaluation_scores(model, loss_fn, X, batch_size, mirror), y, detail)
+
+
+def score_metrics(loss_fn: Loss, scores: np.ndarray, y: np.ndarray, detail: bool = False) -> dict[str, float]:
+    """The loss and metrics (`evaluate`) of evaluation scores (N, K) against targets y."""
     return {"loss": loss_fn.loss(scores, y), **loss_fn.metrics(scores, y, detail=detail)}
 
 
