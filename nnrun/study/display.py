@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.text import Text
 
-from nnrun.study.report import analysis_text, difference_text, diverged_text, value_text
+from nnrun.study.report import analysis_text, relation_cells
 from nnrun.tables import DataTable, fmt, plural
 
 VERDICT_STYLES = {"supported": "green", "contradicted": "bold red", "not resolved": "yellow"}
@@ -51,12 +51,7 @@ def summary_table(report: dict[str, Any]) -> DataTable:
     for claim in claims:
         relations = claim["relations"]
         for i, r in enumerate(relations):
-            if r["relation"] == "diverges":
-                a, b, diff = "", "", diverged_text(r)
-            else:
-                a = value_text(r.get("a_stats"))
-                b = value_text(r.get("b_stats")) if r["b"] is not None else fmt(r["value"])
-                diff = difference_text(r)
+            a, b, diff = relation_cells(r)
             table.add_row(claim["id"] if i == 0 else "",
                           Text(claim["verdict"], style=VERDICT_STYLES.get(claim["verdict"], "")) if i == 0 else "",
                           r["label"], r["metric"] or "diverged", analysis_text(r), a, b, diff,

@@ -164,19 +164,22 @@ def grid_edge_lines(claim: dict[str, Any]) -> list[str]:
     return lines
 
 
+def relation_cells(relation: dict[str, Any]) -> tuple[str, str, str]:
+    """A relation's a (mean ± std (n)), b (the same, or its fixed value) and a - b [95 % CI] cells; for
+    `diverges`, two empty cells and the diverged counts with the exact test's p."""
+    if relation["relation"] == "diverges":
+        return "", "", diverged_text(relation)
+    b = value_text(relation.get("b_stats")) if relation["b"] is not None else fmt(relation["value"])
+    return value_text(relation.get("a_stats")), b, difference_text(relation)
+
+
 def summary_rows(claims: list[dict[str, Any]]) -> list[list[str]]:
     """One row per relation: claim (and its verdict on its first row), relation, metric, a, b, a - b, verdict."""
     rows = []
     for claim in claims:
         for i, r in enumerate(claim["relations"]):
             first = i == 0
-            if r["relation"] == "diverges":
-                a = b = ""
-                diff = diverged_text(r)
-            else:
-                a = value_text(r.get("a_stats"))
-                b = value_text(r.get("b_stats")) if r["b"] is not None else fmt(r["value"])
-                diff = difference_text(r)
+            a, b, diff = relation_cells(r)
             rows.append([f"**{claim['id']}**" if first else "", f"**{claim['verdict']}**" if first else "",
                          f"`{r['label']}`", r["metric"] or "diverged", analysis_text(r), a, b, diff,
                          r["verdict_label"]])
