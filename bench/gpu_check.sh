@@ -20,6 +20,14 @@
 #                                   cores.json, cores-bn-dropout.json. numba's wheels (62 MB, `make cores-wheels`)
 #                                   travel alone in .whl-numba/ in a call before it: that call's `bash
 #                                   bench/gpu_check.sh cores-install` puts them into /tmp/site
+#   bash bench/gpu_check.sh study   with NNRUN_TEST_CIFAR10 set: the notes' claims study at its standard budget on
+#                                   the GPU (nnrun study studies/notes.yaml --budget standard --device gpu, --jobs
+#                                   $NNRUN_STUDY_JOBS, default 4), for $NNRUN_STUDY_BUDGET seconds (default 540),
+#                                   then stopped by SIGTERM: its runs save their state in /tmp/notes-standard, and
+#                                   the same part, called again on the warm machine, goes on where it stopped;
+#                                   the call that finishes it writes the report. $NNRUN_STUDY_ONLY (ID,...) limits
+#                                   the claims, $NNRUN_STUDY_DEVICE (default gpu) the device. study.log, and the
+#                                   report, study.json, sessions.json and figures in notes-standard/
 #   bash bench/gpu_check.sh         tests, bench and real in order (make gpu-check)
 #
 # Outputs go to $OUT (else bench/results). Each part ends with a short summary table. Run from the repository
@@ -29,8 +37,8 @@
 set -uo pipefail
 part=${1:-all}
 case "$part" in
-    tests|bench|real|recipes|cores|cores-install|all) ;;
-    *) echo "usage: bash bench/gpu_check.sh [tests|bench|real|recipes|cores|cores-install|all]" >&2; exit 2 ;;
+    tests|bench|real|recipes|cores|cores-install|study|all) ;;
+    *) echo "usage: bash bench/gpu_check.sh [tests|bench|real|recipes|cores|cores-install|study|all]" >&2; exit 2 ;;
 esac
 out=${OUT:-bench/results}
 mkdir -p "$out"
@@ -179,10 +187,42 @@ run_cores() {
     return "$rc"
 }
 
+run_study() {
+    local data=${NNRUN_TEST_CIFAR10:-} dir=${NNRUN_STUDY_DIR:-/tmp/notes-standard} rc
+    echo "== gpu_check study: studies/notes.yaml, budget standard, on ${NNRUN_STUDY_DEVICE:-gpu}, resumable in $dir"
+    if [ -z "$data" ]; then
+        echo "NNRUN_TEST_CIFAR10 is not set: nothing to run on the real data" | tee "$out/study.log"
+        return 2
+    fi
+    # SIGTERM at the budget: the runs in progress save their checkpoints and the next call resumes them.
+    timeout --signal=TERM --kill-after=60 "${NNRUN_STUDY_BUDGET:-540}" "$python" -m nnrun study studies/notes.yaml \
+        --budget standard --device "${NNRUN_STUDY_DEVICE:-gpu}" --jobs "${NNRUN_STUDY_JOBS:-4}" --threads 1 \
+        --set data.root="$(dirname "$data")" --out "$dir" --quiet ${NNRUN_STUDY_ONLY:+--only "$NNRUN_STUDY_ONLY"} \
+        > "$out/study.log" 2>&1
+    rc=$?
+    mkdir -p "$out/notes-standard"
+    cp -r "$dir"/report.md "$dir"/study.json "$dir"/sessions.json "$dir"/figures "$out/notes-standard/" 2>/dev/null
+    {
+        echo "---- gpu_check study: summary"
+        tail -n 5 "$out/study.log"
+        echo "runs with a summary: $(find "$dir/runs" -name summary.json 2>/dev/null | wc -l)"
+        if [ -f "$out/notes-standard/study.json" ]; then
+            "$python" -c 'import json, sys
+report = json.load(open(sys.argv[1]))
+for claim in report["claims"]:
+    print(claim["id"].ljust(30), claim["verdict"])' "$out/notes-standard/study.json" 2>&1
+        fi
+        echo "nnrun study: exit $rc$([ "$rc" -eq 124 ] && echo ', stopped at the budget: call the part again to go on')"
+    } > "$summaries/study"
+    cat "$summaries/study"
+    return "$rc"
+}
+
 status=0
 case "$part" in
     cores-install) "$python" -c 'import numba; print("numba", numba.__version__)' || status=$? ;;
     cores) run_cores || status=$? ;;
+    study) run_study || status=$? ;;
     tests) run_tests || status=$? ;;
     bench) run_bench || status=$? ;;
     real) run_real || status=$? ;;
