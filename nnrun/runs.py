@@ -208,16 +208,17 @@ def split_names(items: Sequence[str] | None) -> list[str]:
 
 def select_runs(root: str | Path, *, filters: Sequence[str] = (), sort: str | None = None,
                 columns: Sequence[str] | None = None, group_by: Sequence[str] | None = None,
-                recursive: bool = False, export: bool = False, archived: bool = False
-                ) -> tuple[list[RunRecord], list[str]]:
+                recursive: bool = False, export: bool = False, archived: bool = False,
+                every: list[RunRecord] | None = None) -> tuple[list[RunRecord], list[str]]:
     """The runs under `root` (in every sub-folder too with `recursive`; the archived ones instead with
-    `archived`) that pass every filter, sorted, and the columns to show.
+    `archived`) that pass every filter, sorted, and the columns to show. `every`: those runs, read already
+    (`collect_runs`), so that they are not read again.
 
     `columns` None (or empty) means `default_columns` (`export_columns` for CSV and JSON, `export`) of
     all the runs under `root`, so that filters do not change the columns; items may hold several
     names separated by commas, and patterns (`tag.*`). `group_by` keys are checked like columns.
     """
-    records = collect_runs([root], recursive=recursive, archived=archived)
+    records = every if every is not None else collect_runs([root], recursive=recursive, archived=archived)
     parsed = [parse_filter(f) for f in filters]
     check_columns(records, [f.key for f in parsed], "--filter")
     if sort:
@@ -410,9 +411,10 @@ def runs_report(root: str | Path, *, filters: Sequence[str] = (), sort: str | No
     """`nnrun runs`: the listing of the runs under `root` (its archived runs with `archived`) as a `DataTable`
     (None when there are no runs), CSV text or a JSON-ready object (`output` table, csv or json)."""
     keys = split_names(group_by)
+    every = collect_runs([root], recursive=recursive, archived=archived)
     records, chosen = select_runs(root, filters=filters, sort=None if keys else sort, columns=columns,
                                   group_by=keys, recursive=recursive, export=output != "table" and not keys,
-                                  archived=archived)
+                                  archived=archived, every=every)
     if keys:
         groups = sort_groups(group_runs(records, keys), sort)
         metrics = group_metrics(records, chosen, keys)
@@ -434,7 +436,7 @@ def runs_report(root: str | Path, *, filters: Sequence[str] = (), sort: str | No
         return None
     what = plural(len(records), "archived run" if archived else "run")
     table = runs_table(f"{what} in {root}", records, chosen)
-    hidden = [] if columns else shown_keys(collect_runs([root], recursive=recursive, archived=archived))[1]
+    hidden = [] if columns else shown_keys(every)[1]
     if hidden:
         named = ", ".join(hidden[:6]) + (", ..." if len(hidden) > 6 else "")
         verb = "differs" if len(hidden) == 1 else "differ"
