@@ -358,9 +358,11 @@ def import_submitit() -> Any:
     return submitit
 
 
-def check_executor(kind: str) -> None:
-    """Refuse (`UserInputError`) an executor nnrun does not have, or Dask or submitit when it is not installed:
-    before any work, so that a typo costs nothing."""
+def check_executor(kind: str, scheduler: str | None = None) -> None:
+    """Refuse (`UserInputError`) an executor nnrun does not have, Dask or submitit when it is not installed, or a
+    `scheduler` address for an executor other than Dask: before any work, so that a typo costs nothing."""
+    if scheduler and kind != "dask":
+        raise UserInputError("--scheduler is for --executor dask")
     if kind not in EXECUTORS:
         raise UserInputError(f"--executor {kind}: unknown executor; allowed: {', '.join(EXECUTORS)}"
                              f"{did_you_mean(kind, EXECUTORS)}")

@@ -91,6 +91,10 @@ def test_study_with_an_unknown_executor_is_refused_before_any_work(monkeypatch):
     monkeypatch.setenv("PATH", "")
     message = one_line(invoke_error("study", "studies/digits_questions.yaml", "--executor", "slurm", "--dry-run"))
     assert "sbatch and srun" in message or "pip install 'nnrun[slurm]'" in message
+    # a scheduler address for an executor that has none, the same
+    message = one_line(invoke_error("study", "studies/digits_questions.yaml", "--scheduler", "tcp://127.0.0.1:1",
+                                    "--dry-run"))
+    assert "--scheduler is for --executor dask" in message
 
 
 def test_a_stop_the_user_asked_for_is_not_called_a_failure(tmp_path, monkeypatch):

@@ -71,7 +71,7 @@ def run_study(path: str | Path, *, budget: str | None = None, overrides: list[st
     `beside`: output folders of this study at other budgets, read before anything runs; the report then shows
     each relation at every budget (`nnrun.study.scales`)."""
     started = time.time()
-    check_executor(executor)
+    check_executor(executor, scheduler)
     if executor == "slurm":
         slurm = check_slurm(slurm or SlurmSettings(cpus_per_task=threads))
     elif slurm is not None:

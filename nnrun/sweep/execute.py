@@ -42,13 +42,12 @@ from nnrun.sweep.plan import SweepPlan, SweepPoint, completed_summary
 from nnrun.sweep.slurm import SlurmSettings, check_slurm, open_slurm_executor
 from nnrun.trainer import Checkpoint
 from nnrun.workers import (
-    EXECUTORS,
     GPU_RUN_THREADS,
     RunCancelled,
     active_run,
     blas_threads_in_use,
+    check_executor,
     dask_worker_threads,
-    import_distributed,
     open_executor,
     stop_workers,
     use_threads,
@@ -202,12 +201,7 @@ def run_sweep(plan: SweepPlan, *, jobs: int = 1, threads: int | None = None, exe
     remote = executor == "dask" and bool(scheduler) or executor == "slurm"
     if slurm is not None and executor != "slurm":
         raise UserInputError(f"--slurm is for --executor slurm (given: --executor {executor})")
-    if executor not in EXECUTORS:
-        raise UserInputError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
-    if executor == "dask":
-        import_distributed()
-    elif scheduler:
-        raise UserInputError("--scheduler is for --executor dask")
+    check_executor(executor, scheduler)
     if executor == "slurm":
         slurm = check_slurm(slurm or SlurmSettings(cpus_per_task=threads))
         per_run = {"cpu": threads or slurm.threads(False), "gpu": threads or slurm.threads(True)}

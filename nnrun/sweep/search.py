@@ -64,7 +64,7 @@ from nnrun.sweep.gpu import gpu_budget, on_gpu, threads_by_device
 from nnrun.sweep.plan import SweepPlan, SweepPoint, check_data, config_hash, describe_point
 from nnrun.sweep.space import Distribution, parse_grid, parse_space
 from nnrun.train import RunPruned
-from nnrun.workers import EXECUTORS, GPU_RUN_THREADS, import_distributed, open_executor, stop_workers
+from nnrun.workers import EXECUTORS, GPU_RUN_THREADS, check_executor, open_executor, stop_workers
 
 SAMPLERS = ("tpe", "cmaes", "random")
 """Optuna samplers `--search` names: TPESampler, CmaEsSampler, RandomSampler."""
@@ -419,10 +419,7 @@ def run_search(plan: SearchPlan, *, jobs: int = 1, threads: int | None = None, e
     optuna = import_optuna(f"--search {plan.sampler}")
     remote = executor == "dask" and bool(scheduler)
     check_search_executor(executor)
-    if executor == "dask":
-        import_distributed()
-    elif scheduler:
-        raise UserInputError("--scheduler is for --executor dask")
+    check_executor(executor, scheduler)
     if jobs < 1:
         raise UserInputError(f"--jobs needs a number >= 1, got {jobs}")
     base = plan.sweep.base.model_dump(mode="json")
