@@ -194,6 +194,27 @@ def test_claim_ids_are_unique_and_budgets_exist():
         validate_study(study_dict(claims=[{**CLAIM, "budgets": {"full": {"seeds": 3}}}]))
 
 
+def test_a_claims_budget_select_replaces_its_grid_in_that_budget_only(tmp_path):
+    from nnrun.study.plan import plan_study
+    from nnrun.study.spec import load_study
+
+    claim = {**CLAIM, "select": {"optim.lr": [0.1, 0.01]},
+             "arms": {"a": {"model.init": "zeros"}, "b": {}, "c": {"model.init": "he", "select": {"optim.lr": [0.5]}}},
+             "budgets": {"full": {"select": {"optim.lr": [0.003, 0.01, 0.1]}}}}
+    path = write_study(tmp_path, study_dict(budgets={"quick": {"seeds": 2}, "full": {"seeds": 2}}, claims=[claim]))
+    study, base = load_study(path)
+    grids = {}
+    for budget in ("quick", "full"):
+        plan = plan_study(study, base, source=path, budget=budget, runs_dir=tmp_path / "runs")
+        grids[budget] = {arm: sorted(c.config["optim"]["lr"] for c in runs[0].candidates)
+                         for arm, runs in plan.arms["c"].items()}
+    assert grids["quick"] == {"a": [0.01, 0.1], "b": [0.01, 0.1], "c": [0.5]}
+    assert grids["full"] == {"a": [0.003, 0.01, 0.1], "b": [0.003, 0.01, 0.1], "c": [0.5]}  # the arm's own wins
+    bad = {**claim, "budgets": {"full": {"select": {"optim.lr": []}}}}
+    with pytest.raises(UserInputError, match="non-empty list"):
+        validate_study(study_dict(budgets={"quick": {"seeds": 2}, "full": {"seeds": 2}}, claims=[bad]))
+
+
 def test_the_shipped_schema_is_the_current_one():
     shipped = json.loads(Path("studies/study.schema.json").read_text())
     assert shipped == StudyFile.model_json_schema()

@@ -170,7 +170,7 @@ def plan_study(study: StudyFile, study_base: dict[str, Any], *, source: Path, bu
             set_dotted(claim_raw, key, copy.deepcopy(value), what=f"claim {claim.id}: {key}")
         arms[claim.id] = {}
         for arm_name in claim.arms:
-            arm = claim.arm(arm_name)
+            arm = claim.arm(arm_name, budget)
             clash = sorted(set(arm.overrides) & set(arm.selected_keys))
             if clash:
                 errors.append(f"claim {claim.id}, arm {arm_name}: sets {', '.join(clash)}, which its selection "
@@ -244,7 +244,7 @@ def _candidates(arm: Any) -> int:
 def _check_size(study: StudyFile, claims: list, budget: str, base_seed: int) -> None:
     """Refuse a plan of more than `MAX_STUDY_RUNS` runs, counted from the study file alone (nothing expanded)."""
     sizes = {c.id: len(seeds_of(study, c, budget, base_seed))
-             * sum(_candidates(c.arm(a)) for a in c.arms) for c in claims}
+             * sum(_candidates(c.arm(a, budget)) for a in c.arms) for c in claims}
     total = sum(sizes.values())
     if total > MAX_STUDY_RUNS:
         largest = max(sizes, key=sizes.__getitem__)

@@ -99,7 +99,7 @@ def claim_results(plan: StudyPlan, claim: Claim, summaries: dict[str, dict[str, 
                                 if r["key"] is not None])
     arms: dict[str, Any] = {}
     for arm_name, chosen_runs in chosen_of.items():
-        arm = claim.arm(arm_name)
+        arm = claim.arm(arm_name, plan.budget)
         metrics = {metric: _arm_metric(metric, chosen_runs, summaries, measurer, claim.diverged_value)
                    for metric in claim.metrics()}
         arms[arm_name] = {"overrides": arm.overrides, "select": arm.select,

@@ -22,10 +22,11 @@ A run's config is, in this order: `config`, `base`, the budget's `set`, the comm
 values, and the seed: `S`, `S + 1`, ... with `S` the base config's `seed`, or the `seed` the claim or
 the arm sets (an arm with its own seeds can only be compared by a `welch` relation).
 
-`select` (on a claim, or on an arm, where it replaces the claim's) runs every combination of the
-listed values and keeps, per arm and seed, the run with the best validation metric (`select_by`,
-default the loss's validation metric: `val_accuracy`, `val_rmse`): the values are chosen on the
-validation split, as cross-validation would, and the test metrics of the chosen run are reported.
+`select` (on a claim; under one of its `budgets`, where it replaces the claim's for that budget; or on an
+arm, where it replaces both) runs every combination of the listed values and keeps, per arm and seed, the
+run with the best validation metric (`select_by`, default the loss's validation metric: `val_accuracy`,
+`val_rmse`): the values are chosen on the validation split, as cross-validation would, and the test metrics
+of the chosen run are reported.
 A selection may instead be a search (`{search: tpe, trials: 20, optim.lr: "loguniform(1e-4, 1e-1)"}`,
 `SearchSelect`): Optuna's sampler runs that many trials per arm and seed over the distributions (or lists)
 given, and they are the candidates.
@@ -145,6 +146,14 @@ class ClaimBudget(Section):
 
     seeds: int | None = Field(None, ge=2, le=MAX_SEEDS, description="Seeds per arm of this claim in this budget.")
     set: Overrides = Field(default_factory=dict, description="Overrides for this claim's runs in this budget.")
+    select: dict[str, Any] | None = Field(
+        None, description="The claim's selection in this budget, replacing its select (a grid drawn for "
+                          "another budget's data and epochs); an arm's own select still replaces it.")
+
+    @field_validator("select")
+    @classmethod
+    def _select(cls, select: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if select is None else _check_select(select, "select")
 
 
 @dataclass(frozen=True)
@@ -308,11 +317,14 @@ class Claim(Section):
                     raise ValueError(f"expect.{i}.{role}: no arm named {arm}; arms: {', '.join(self.arms)}")
         return self
 
-    def arm(self, name: str) -> Arm:
-        """Arm `name`'s overrides and its selection, a grid or a search (its own `select`, else the claim's)."""
+    def arm(self, name: str, budget: str | None = None) -> Arm:
+        """Arm `name`'s overrides and its selection under `budget`, a grid or a search: the arm's own `select`,
+        else the claim's `budgets.BUDGET.select`, else the claim's `select`."""
         overrides = dict(self.arms[name])
         own = overrides.pop(SELECT_KEY, None)
-        select = self.select if own is None else own
+        in_budget = self.budgets.get(budget) if budget is not None else None
+        claim_select = in_budget.select if in_budget is not None and in_budget.select is not None else self.select
+        select = claim_select if own is None else own
         search = search_of(select)
         return Arm(overrides, {} if search is not None else select, search)
 
