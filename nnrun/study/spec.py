@@ -317,13 +317,13 @@ class Claim(Section):
                     raise ValueError(f"expect.{i}.{role}: no arm named {arm}; arms: {', '.join(self.arms)}")
         return self
 
-    def arm(self, name: str, budget: str | None = None) -> Arm:
+    def arm(self, name: str, budget: str) -> Arm:
         """Arm `name`'s overrides and its selection under `budget`, a grid or a search: the arm's own `select`,
         else the claim's `budgets.BUDGET.select`, else the claim's `select`."""
         overrides = dict(self.arms[name])
         own = overrides.pop(SELECT_KEY, None)
-        in_budget = self.budgets.get(budget) if budget is not None else None
-        claim_select = in_budget.select if in_budget is not None and in_budget.select is not None else self.select
+        in_budget = self.budgets.get(budget)
+        claim_select = self.select if in_budget is None or in_budget.select is None else in_budget.select
         select = claim_select if own is None else own
         search = search_of(select)
         return Arm(overrides, {} if search is not None else select, search)
