@@ -348,7 +348,7 @@ def _search_sweep(config: Path, *, overrides: list[str], grid: list[str], space:
                                  soft_wrap=True)
         if outcome.interrupted:
             stderr_console.print("search interrupted: rerun the same command to continue its study")
-    if outcome.failed:
+    if outcome.failed or outcome.interrupted:  # stopped before it asked every trial, all it ran may have finished
         raise typer.Exit(1)
 
 

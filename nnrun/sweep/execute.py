@@ -279,19 +279,19 @@ def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: Swe
                     payload = {"config": point.config, "run_dir": str(point.run_dir),
                                "blas_threads": per_run["gpu" if gpu else "cpu"],
                                "gpu_pool_bytes": outcome.gpu.share if gpu and outcome.gpu else None}
-                    fut = pool.submit(run_point, payload)
-                    futures[fut] = point
-                    pending.add(fut)
+                    with shielded():  # see wait_first
+                        fut = pool.submit(run_point, payload)
+                        futures[fut] = point
+                        pending.add(fut)
                 queue.extend(reversed(held_elsewhere))
                 if pending:
-                    done, _ = wait(pending, timeout=WAIT_SECONDS, return_when=FIRST_COMPLETED)
+                    done = wait_first(pending)
                 else:
                     done = set()
                     time.sleep(WAIT_SECONDS)  # only points other processes hold are left
                 for fut in done:  # each stays pending until recorded: a stop in between still collects it
-                    result = _result_of(futures[fut], fut)
                     with shielded():
-                        _record(result, results, claims)
+                        _record(_result_of(futures[fut], fut), results, claims)
                         pending.discard(fut)
                 if progress:
                     progress.update(results, [futures[f] for f in pending] + queue[::-1])
@@ -312,6 +312,18 @@ def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: Swe
         finally:
             for run in claims.values():
                 run.release()
+
+
+def wait_first(pending: set[Future], timeout: float = WAIT_SECONDS) -> set[Future]:
+    """The futures of `pending` done within `timeout` seconds (at least one when any finishes in time).
+
+    Shielded from stop signals: an `Interrupted` raised inside `concurrent.futures.wait` can leave the lock of
+    its waiter held, and the pool's thread that finishes a future then blocks on that lock for good, so the
+    stopped sweep hangs reading the future (seen under load in stress loops). The signal is raised as `wait`
+    returns instead, at most `timeout` later; `pool.submit` is shielded for the same reason."""
+    with shielded():
+        done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+    return done
 
 
 def _record(result: RunResult, results: dict[int, RunResult], claims: dict[int, RunDir]) -> None:

@@ -37,7 +37,7 @@ import json
 import math
 import time
 import warnings
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ from nnrun.sweep.execute import (
     _result_of,
     outcome_report,
     run_point,
+    wait_first,
 )
 from nnrun.sweep.gpu import gpu_budget, on_gpu, threads_by_device
 from nnrun.sweep.plan import SweepPlan, SweepPoint, check_data, config_hash, describe_point
@@ -642,9 +643,10 @@ class _Driver:
                    "blas_threads": self.per_run.get("gpu" if gpu else "cpu"),
                    "gpu_pool_bytes": self.outcome.gpu.share if gpu and self.outcome.gpu else None,
                    "epoch_hook": hook}
-        future = pool.submit(run_point, payload)
-        self.futures[future] = number
-        self.pending.add(future)
+        with shielded():  # see wait_first
+            future = pool.submit(run_point, payload)
+            self.futures[future] = number
+            self.pending.add(future)
         return True
 
     def _fill(self, pool: Any) -> None:
@@ -674,7 +676,7 @@ class _Driver:
                         break
                     time.sleep(WAIT_SECONDS)  # only trials whose runs another process holds are left
                     continue
-                done, _ = wait(self.pending, timeout=WAIT_SECONDS, return_when=FIRST_COMPLETED)
+                done = wait_first(self.pending)
                 for future in done:  # each stays pending until collected: a stop in between still collects it
                     self._collect(future)
                 if progress:
@@ -699,8 +701,8 @@ class _Driver:
 
     def _collect(self, future: Future) -> None:
         number = self.futures[future]
-        result = _result_of(self.points[number], future)
         with shielded():
+            result = _result_of(self.points[number], future)
             claim = self.claims.pop(number, None)
             if claim is not None:
                 claim.release()
