@@ -21,9 +21,10 @@ its share while it runs one.
 from __future__ import annotations
 
 import contextlib
+import queue
 import time
 import warnings
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -259,6 +260,7 @@ def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: Swe
     with opened as pool:
         futures: dict[Future, SweepPoint] = {}
         pending: set[Future] = set()
+        finished = Completions()
         try:
             while queue or pending:
                 held_elsewhere: list[SweepPoint] = []
@@ -279,13 +281,14 @@ def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: Swe
                     payload = {"config": point.config, "run_dir": str(point.run_dir),
                                "blas_threads": per_run["gpu" if gpu else "cpu"],
                                "gpu_pool_bytes": outcome.gpu.share if gpu and outcome.gpu else None}
-                    with shielded():  # see wait_first
+                    with shielded():  # see Completions
                         fut = pool.submit(run_point, payload)
+                        finished.watch(fut)
                         futures[fut] = point
                         pending.add(fut)
                 queue.extend(reversed(held_elsewhere))
                 if pending:
-                    done = wait_first(pending)
+                    done = finished.wait_first(pending)
                 else:
                     done = set()
                     time.sleep(WAIT_SECONDS)  # only points other processes hold are left
@@ -314,16 +317,41 @@ def _execute(todo: list[SweepPoint], results: dict[int, RunResult], outcome: Swe
                 run.release()
 
 
-def wait_first(pending: set[Future], timeout: float = WAIT_SECONDS) -> set[Future]:
-    """The futures of `pending` done within `timeout` seconds (at least one when any finishes in time).
+class Completions:
+    """Wakes a sweep the moment one of its runs' futures finishes, and lets a stop signal through at once.
 
-    Shielded from stop signals: an `Interrupted` raised inside `concurrent.futures.wait` can leave the lock of
-    its waiter held, and the pool's thread that finishes a future then blocks on that lock for good, so the
-    stopped sweep hangs reading the future (seen under load in stress loops). The signal is raised as `wait`
-    returns instead, at most `timeout` later; `pool.submit` is shielded for the same reason."""
-    with shielded():
-        done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-    return done
+    `concurrent.futures.wait` is not safe to interrupt: an `Interrupted` raised inside it can leave the lock
+    of its waiter held, and the pool's thread that finishes a future then blocks on that lock for good (the
+    stopped sweep hangs reading the future; seen under load in stress loops). Here each future, once
+    `watch`ed, puts itself on a `queue.SimpleQueue` when it finishes, and `wait_first` blocks on that queue:
+    a C call that a signal interrupts without leaving anything held. Which futures are done is read from the
+    futures themselves, so a wake-up lost to a signal loses nothing.
+    """
+
+    def __init__(self) -> None:
+        self._woken: queue.SimpleQueue[Future] = queue.SimpleQueue()
+
+    def watch(self, fut: Future) -> None:
+        """Wake `wait_first` when `fut` finishes (call it shielded, as `submit`: it takes the future's lock)."""
+        fut.add_done_callback(self._woken.put)
+
+    def wait_first(self, pending: set[Future], timeout: float = WAIT_SECONDS) -> set[Future]:
+        """The futures of `pending` done within `timeout` seconds (at least one when any of them finishes in
+        time; all of them must be `watch`ed)."""
+        with shielded():
+            done = {f for f in pending if f.done()}
+        if done:
+            return done
+        try:
+            self._woken.get(timeout=timeout)
+        except queue.Empty:
+            return set()
+        with shielded():
+            with contextlib.suppress(queue.Empty):
+                while True:  # the wake-ups of other futures that finished meanwhile: read below
+                    self._woken.get_nowait()
+            done = {f for f in pending if f.done()}
+        return done
 
 
 def _record(result: RunResult, results: dict[int, RunResult], claims: dict[int, RunDir]) -> None:

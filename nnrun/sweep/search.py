@@ -53,13 +53,13 @@ from nnrun.signals import Interrupted, shielded
 from nnrun.sweep.execute import (
     FINISHED,
     WAIT_SECONDS,
+    Completions,
     RunResult,
     SweepOutcome,
     SweepProgress,
     _result_of,
     outcome_report,
     run_point,
-    wait_first,
 )
 from nnrun.sweep.gpu import gpu_budget, on_gpu, threads_by_device
 from nnrun.sweep.plan import SweepPlan, SweepPoint, check_data, config_hash, describe_point
@@ -484,6 +484,7 @@ class _Driver:
         self.claims: dict[int, RunDir] = {}
         self.futures: dict[Future, int] = {}
         self.pending: set[Future] = set()
+        self.finished = Completions()
 
     # -- trials and their points
 
@@ -643,8 +644,9 @@ class _Driver:
                    "blas_threads": self.per_run.get("gpu" if gpu else "cpu"),
                    "gpu_pool_bytes": self.outcome.gpu.share if gpu and self.outcome.gpu else None,
                    "epoch_hook": hook}
-        with shielded():  # see wait_first
+        with shielded():  # see Completions
             future = pool.submit(run_point, payload)
+            self.finished.watch(future)
             self.futures[future] = number
             self.pending.add(future)
         return True
@@ -676,7 +678,7 @@ class _Driver:
                         break
                     time.sleep(WAIT_SECONDS)  # only trials whose runs another process holds are left
                     continue
-                done = wait_first(self.pending)
+                done = self.finished.wait_first(self.pending)
                 for future in done:  # each stays pending until collected: a stop in between still collects it
                     self._collect(future)
                 if progress:
