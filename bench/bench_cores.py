@@ -5,8 +5,9 @@ the thread policy and PyTorch both see c cores), every competitor runs as its ow
 
 - `nnrun train` of the reference workload (3072-512-512-10, batch 256, momentum SGD, softmax) on an npz of
   CIFAR-shaped rows with `--threads T` for each T in 1..c (powers of two and c), and without `--threads`
-  (the default policy: the run header's choice is recorded), and under the default policy with the fused numba
-  kernels on (`NNRUN_NUMBA=1`: the element-wise work on the run's threads; off by default);
+  (the default policy: the run header's choice is recorded), all with the default element-wise work (the numba
+  kernels on one thread, `NNRUN_NUMBA=1`); and under the default policy with NumPy's element-wise code instead
+  (`NNRUN_NUMBA=0`) and with the kernels split over the run's threads (`NNRUN_NUMBA=parallel`);
 - the epoch's matrix products alone with c BLAS threads (bench/common.py's GemmEpoch), the floor of any epoch;
 - PyTorch CPU eager with `torch.set_num_threads(c)` on the same rows (when PyTorch is installed).
 
@@ -36,6 +37,8 @@ from common import REPO, check, log, part_result, write_result
 from nnrun import cpu_kernels
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
+ELEMENTWISE = {"NumPy": "0", "parallel numba": "parallel"}
+"""The other element-wise settings timed under the default policy, by `NNRUN_NUMBA` value."""
 REFERENCE = ["--set", "model.hidden=[512, 512]", "--set", "model.init=he", "--set", "preprocess.center=none",
              "--set", "preprocess.scale=none",
              "--set", "optim.name=momentum", "--set", "optim.lr=0.01", "--set", "train.batch_size=256",
@@ -161,12 +164,13 @@ def main() -> None:
     choices: dict[int, str] = {}
     for round_ in range(args.repeats):
         for cores in counts:
-            settings = [*(str(t) for t in thread_counts(cores)), "default", "numba"]
+            settings = [*(str(t) for t in thread_counts(cores)), "default", *ELEMENTWISE]
             for setting in settings:
-                extra = [] if setting in ("default", "numba") else ["--threads", setting]
-                env = {cpu_kernels.ENV: "1" if setting == "numba" else "0"}
+                extra = ["--threads", setting] if setting.isdigit() else []
+                env = {cpu_kernels.ENV: ELEMENTWISE.get(setting, "1")}
                 log(f"[{part}] round {round_ + 1}: {cores} cores, threads {setting}")
-                seconds, choice = nnrun_epoch(cores, [*train_args, *extra], scratch / f"c{cores}-t{setting}", env)
+                folder = scratch / f"c{cores}-t{setting.replace(' ', '-')}"
+                seconds, choice = nnrun_epoch(cores, [*train_args, *extra], folder, env)
                 best[(cores, setting)] = min(seconds, best.get((cores, setting), float("inf")))
                 if setting == "default":
                     choices[cores] = choice
@@ -187,9 +191,10 @@ def main() -> None:
                          "ratio": seconds / torch if torch else None})
         rows.append({"name": f"{cores} cores, default policy ({choices.get(cores, '?')})", "seconds": default,
                      "ratio": default / torch if torch else None})
-        numba = best[(cores, "numba")]
-        rows.append({"name": f"{cores} cores, default policy, numba element-wise kernels ({cpu_kernels.ENV}=1)",
-                     "seconds": numba, "ratio": numba / torch if torch else None})
+        for setting, value in ELEMENTWISE.items():
+            seconds = best[(cores, setting)]
+            rows.append({"name": f"{cores} cores, default policy, {setting} element-wise work ({cpu_kernels.ENV}="
+                                 f"{value})", "seconds": seconds, "ratio": seconds / torch if torch else None})
         products = best[(cores, "products")]
         rows.append({"name": f"{cores} cores, the epoch's matrix products alone ({products / default:.0%} of the "
                              "default epoch)", "seconds": products, "ratio": products / torch if torch else None})

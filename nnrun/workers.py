@@ -159,7 +159,9 @@ LOAD_SAMPLES = 5
 """Samples of the machine's runnable tasks taken (10 ms apart) to count the cores others use."""
 def requested_threads(option: int | None) -> int | None:
     """The thread count asked for: `option` (`--threads`), else `$NNRUN_THREADS`, else None; more than the
-    cores available, or less than 1, is a `UserInputError`."""
+    cores available, or less than 1, is a `UserInputError`, as is a `$NNRUN_NUMBA` `nnrun.cpu_kernels` does
+    not know."""
+    cpu_kernels.setting()  # a bad $NNRUN_NUMBA is refused before anything trains
     where = "--threads"
     if option is None:
         text = os.environ.get(THREADS_ENV, "").strip()

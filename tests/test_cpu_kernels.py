@@ -32,9 +32,9 @@ def array(rng: np.random.Generator, *shape: int) -> np.ndarray:
 
 @pytest.fixture(autouse=True)
 def kernels_on(monkeypatch):
-    """The kernels switched on (NNRUN_NUMBA=1) for each test, loaded afresh."""
+    """The kernels switched on (NNRUN_NUMBA=1, on one thread) for each test, loaded afresh."""
     monkeypatch.setenv(cpu_kernels.ENV, "1")
-    monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1})
+    monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1, "parallel": False})
     assert cpu_kernels.active()
 
 
@@ -50,9 +50,14 @@ def kernels_off(monkeypatch):
 
 
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
-def threads(request):
+def threads(request, monkeypatch):
+    """The kernels on 1 thread (each serial body), or on 2 as NNRUN_NUMBA=parallel runs them, with every size
+    split (each parallel driver)."""
     before = cpu_kernels.threads()
     cpu_kernels.set_threads(request.param)
+    if request.param > 1:
+        monkeypatch.setitem(cpu_kernels._state, "parallel", True)
+        monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN", 0)
     yield request.param
     cpu_kernels.set_threads(before)
 
@@ -179,9 +184,14 @@ def test_kernels_serve_only_large_float32_contiguous_host_arrays_on_the_main_thr
     assert seen == [False]
 
 
-def test_a_run_gives_the_same_bytes_with_and_without_the_kernels(tmp_path, monkeypatch, kernels_off):
-    """BatchNorm, inverted dropout and momentum on a 512-256 network, 2 threads: every kernel serves, and the
-    weights, buffers and metrics are byte-identical to the NumPy run."""
+@pytest.mark.parametrize("mode", ["serial", "parallel"])
+def test_a_run_gives_the_same_bytes_with_and_without_the_kernels(tmp_path, monkeypatch, kernels_off, mode):
+    """BatchNorm, inverted dropout and momentum on a 512-256 network, 2 threads: every kernel serves (on one
+    thread, or split over both as NNRUN_NUMBA=parallel does), and the weights, buffers and metrics are
+    byte-identical to the NumPy run."""
+    if mode == "parallel":
+        monkeypatch.setitem(cpu_kernels._state, "parallel", True)
+        monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN", 0)
     calls: dict[str, int] = {}
     run = cpu_kernels._run
 
@@ -209,18 +219,29 @@ def test_a_run_gives_the_same_bytes_with_and_without_the_kernels(tmp_path, monke
     assert outs["fused"] == outs["numpy"]
 
 
-def test_the_kernels_are_off_unless_asked_for_and_numpy_runs_where_numba_is_missing(monkeypatch):
-    for value in (None, "0", "off"):
-        monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1})
+def test_the_kernels_are_on_unless_switched_off_and_numpy_runs_where_numba_is_missing(monkeypatch):
+    big = np.zeros((256, 512), np.float32)
+    for value, on in ((None, True), ("1", True), ("parallel", True), ("0", False), ("off", False)):
+        monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1, "parallel": False})
         if value is None:
             monkeypatch.delenv(cpu_kernels.ENV)
         else:
             monkeypatch.setenv(cpu_kernels.ENV, value)
-        assert not cpu_kernels.active() and not cpu_kernels.usable(np.zeros((256, 512), np.float32))
-    monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1})
+        assert cpu_kernels.active() is on and cpu_kernels.usable(big) is on
+        assert cpu_kernels._state["parallel"] is (value == "parallel")
+    monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1, "parallel": False})
     monkeypatch.setenv(cpu_kernels.ENV, "1")
     monkeypatch.setitem(sys.modules, "nnrun._numba_kernels", None)  # the import fails as without numba
     assert not cpu_kernels.active()
     x = np.full((256, 512), -1.0, np.float32)
     ReLU().forward(x, True)
     assert not x.any()
+
+
+def test_an_unknown_nnrun_numba_value_is_refused_before_anything_trains(tmp_path, monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1, "parallel": False})
+    monkeypatch.setenv(cpu_kernels.ENV, "fast")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "configs/quickstart.yaml", "--out", str(out), "--quiet"])
+    assert result.exit_code == 2 and "NNRUN_NUMBA" in result.output and "'fast'" in result.output, result.output
+    assert not out.exists()
