@@ -9,13 +9,15 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Runtime install (re-done when pyproject.toml changes).
+# Runtime install (re-done when pyproject.toml changes), with numba for the compiled element-wise kernels
+# (nnrun/cpu_kernels.py). Where numba has no wheel for this Python or platform, nnrun installs without it and
+# runs the same steps in NumPy, to the same bytes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e .
+	$(PIP) install -e ".[numba]" || { echo "numba did not install: the element-wise work runs in NumPy"; $(PIP) install -e .; }
 	touch $@
 
 # Development install: runtime + test and lint tools + the optional Dask and SLURM (submitit) executors,
-# Optuna search (sweep --search, --prune) and numba (the CPU kernels of NNRUN_NUMBA=1, tested bit for bit).
+# Optuna search (sweep --search, --prune) and numba (the compiled CPU kernels, tested bit for bit against NumPy).
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(PIP) install -e ".[dev,dask,slurm,search,numba]"
 	touch $(VENV)/.installed $@

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from nnrun import cpu_kernels
 from nnrun.backend import to_device, to_host
 from nnrun.datasets import Dataset
 from nnrun.device_step import DeviceEpochs
@@ -422,6 +423,7 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
         history.step_path = device.path
     else:
         batch_buffer = np.empty((min(batch, n_train), *data.X_train.shape[1:]), dtype=data.X_train.dtype)
+        cpu_kernels.warm(batch_buffer, *(p.value for p in model.params))  # before the first epoch's clock
     try:
         return _epochs(model, loss_fn, data, setup, reporter, history, on_epoch_end, resume, rngs, device,
                        X_train, y_train, X_val, X_eval, y_eval, batch_sizes,

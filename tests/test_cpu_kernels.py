@@ -245,3 +245,15 @@ def test_an_unknown_nnrun_numba_value_is_refused_before_anything_trains(tmp_path
     result = CliRunner().invoke(app, ["train", "configs/quickstart.yaml", "--out", str(out), "--quiet"])
     assert result.exit_code == 2 and "NNRUN_NUMBA" in result.output and "'fast'" in result.output, result.output
     assert not out.exists()
+
+
+def test_warm_sets_numba_up_only_where_a_kernel_will_serve(monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1, "parallel": False})
+    cpu_kernels.warm(np.zeros((8, 8), np.float32), np.zeros((256, 512), np.float64))
+    assert not cpu_kernels._state["tried"]  # small or float64 arrays: numba is not even looked for
+    cpu_kernels.warm(np.zeros((8, 8), np.float32), np.zeros((256, 512), np.float32))
+    assert cpu_kernels._state["kernels"] is not None
+    monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1, "parallel": False})
+    monkeypatch.setenv(cpu_kernels.ENV, "0")
+    cpu_kernels.warm(np.zeros((256, 512), np.float32))  # switched off: nothing to set up, nothing raised
+    assert cpu_kernels._state["tried"] and cpu_kernels._state["kernels"] is None
