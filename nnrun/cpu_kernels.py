@@ -84,8 +84,8 @@ def usable(*arrays: np.ndarray) -> bool:
     """Whether a kernel serves these arrays: the first float32 with at least `MIN_ELEMENTS` elements, kernels
     active, on the main thread, every array a plain C-contiguous host array."""
     first = arrays[0]
-    if first.dtype != np.float32 or first.size < MIN_ELEMENTS:
-        return False
+    if type(first) is not np.ndarray or first.dtype != np.float32 or first.size < MIN_ELEMENTS:
+        return False  # GPU arrays, gradient checks and small arrays: numba is not even looked for
     if _load() is None:  # one cached lookup on the training step's path
         return False
     if threading.current_thread() is not threading.main_thread():
@@ -103,7 +103,8 @@ def warm(*arrays: np.ndarray) -> None:
 
 def setting() -> str:
     """`NNRUN_NUMBA` as one of "numpy", "serial" (the default) or "parallel"; another value is a `UserInputError`
-    (commands check it before they train, through `nnrun.workers.requested_threads`)."""
+    (commands check it before they train, through `nnrun.workers.requested_threads` and
+    `check_executor`)."""
     raw = os.environ.get(ENV, "")
     value = raw.strip().lower()
     if value in OFF:

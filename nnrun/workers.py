@@ -361,8 +361,10 @@ def import_submitit() -> Any:
 
 
 def check_executor(kind: str, scheduler: str | None = None) -> None:
-    """Refuse (`UserInputError`) an executor nnrun does not have, Dask or submitit when it is not installed, or a
-    `scheduler` address for an executor other than Dask: before any work, so that a typo costs nothing."""
+    """Refuse (`UserInputError`) an executor nnrun does not have, Dask or submitit when it is not installed, a
+    `scheduler` address for an executor other than Dask, or a `$NNRUN_NUMBA` the workers would refuse: before
+    any work, so that a typo costs nothing."""
+    cpu_kernels.setting()
     if scheduler and kind != "dask":
         raise UserInputError("--scheduler is for --executor dask")
     if kind not in EXECUTORS:

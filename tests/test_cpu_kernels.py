@@ -53,6 +53,8 @@ def kernels_off(monkeypatch):
 def threads(request, monkeypatch):
     """The kernels on 1 thread (each serial body), or on 2 as NNRUN_NUMBA=parallel runs them, with every size
     split (each parallel driver)."""
+    if request.param > cpu_kernels._state["kernels"].max_threads():
+        pytest.skip(f"numba may use fewer than {request.param} threads here (NUMBA_NUM_THREADS)")
     before = cpu_kernels.threads()
     cpu_kernels.set_threads(request.param)
     if request.param > 1:
@@ -76,8 +78,9 @@ def both_ways(kernels_off, compute):
 
 def test_layers_forward_and_backward_match_numpy(threads, kernels_off):
     rng = np.random.default_rng(0)
-    x, W, b = array(rng, 256, 300), array(rng, 300, 512) * 0.05, array(rng, 512)
-    dout = array(rng, 256, 512)
+    # 257 x 517: neither a whole number of row blocks nor of CHUNKs, so every driver's last block is partial
+    x, W, b = array(rng, 257, 300), array(rng, 300, 517) * 0.05, array(rng, 517)
+    dout = array(rng, 257, 517)
 
     def compute():
         fc, relu = Linear(W.copy(), b.copy(), 0), ReLU()
@@ -93,7 +96,7 @@ def test_layers_forward_and_backward_match_numpy(threads, kernels_off):
 @pytest.mark.parametrize("mode,keep", [("inverted", 0.5), ("inverted", 0.7), ("vanilla", 0.7)])
 def test_dropout_matches_numpy_and_draws_the_same_stream(threads, kernels_off, mode, keep):
     rng = np.random.default_rng(1)
-    x, dout = array(rng, 256, 512), array(rng, 256, 512)
+    x, dout = array(rng, 257, 517), array(rng, 257, 517)
 
     def compute():
         layer = Dropout(keep, np.random.default_rng(5), mode)
@@ -126,17 +129,17 @@ def test_a_uniform_draw_equal_to_the_keep_probability_drops_the_unit_as_numpy_do
 def test_batchnorm_training_forward_and_backward_match_numpy(threads, kernels_off):
     rng = np.random.default_rng(2)
     with np.errstate(over="ignore"):
-        x, dout = array(rng, 256, 512) * 3 + 1, array(rng, 256, 512)
+        x, dout = array(rng, 257, 517) * 3 + 1, array(rng, 257, 517)
     x[:, 7] = np.float32(2.5)  # a constant feature: xhat 0, inv_std 1 / sqrt(eps)
 
     def compute():
-        bn = BatchNorm(512, 0)
+        bn = BatchNorm(517, 0)
         bn.gamma.value[...] = rng_gamma
         out = bn.forward(x.copy(), True)
         dx = bn.backward(dout.copy())
         return out, bn.xhat.copy(), dx, bn.gamma.grad.copy(), bn.running_var.copy()
 
-    rng_gamma = np.random.default_rng(3).standard_normal(512, dtype=np.float32)
+    rng_gamma = np.random.default_rng(3).standard_normal(517, dtype=np.float32)
     fused, plain = both_ways(kernels_off, compute)
     for a, b in zip(fused, plain, strict=True):
         assert same_bits(a, b)
@@ -245,12 +248,20 @@ def test_an_unknown_nnrun_numba_value_is_refused_before_anything_trains(tmp_path
     result = CliRunner().invoke(app, ["train", "configs/quickstart.yaml", "--out", str(out), "--quiet"])
     assert result.exit_code == 2 and "NNRUN_NUMBA" in result.output and "'fast'" in result.output, result.output
     assert not out.exists()
+    runs = tmp_path / "runs"  # a sweep refuses it too, before any worker makes a run folder
+    result = CliRunner().invoke(app, ["sweep", "configs/quickstart.yaml", "--grid", "optim.lr=0.01,0.02",
+                                      "--runs-dir", str(runs), "--quiet"])
+    assert result.exit_code == 2 and "NNRUN_NUMBA" in result.output, result.output
+    assert not runs.exists() or not any(runs.iterdir())
 
 
 def test_warm_sets_numba_up_only_where_a_kernel_will_serve(monkeypatch):
     monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1, "parallel": False})
-    cpu_kernels.warm(np.zeros((8, 8), np.float32), np.zeros((256, 512), np.float64))
-    assert not cpu_kernels._state["tried"]  # small or float64 arrays: numba is not even looked for
+    class DeviceArray:  # a GPU array as usable() sees it: large float32, not a NumPy array
+        dtype, size = np.dtype(np.float32), 1 << 20
+
+    cpu_kernels.warm(np.zeros((8, 8), np.float32), np.zeros((256, 512), np.float64), DeviceArray())
+    assert not cpu_kernels._state["tried"]  # small, float64 or GPU arrays: numba is not even looked for
     cpu_kernels.warm(np.zeros((8, 8), np.float32), np.zeros((256, 512), np.float32))
     assert cpu_kernels._state["kernels"] is not None
     monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1, "parallel": False})

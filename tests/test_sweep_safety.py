@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from nnrun import workers
 from nnrun.config import validate_config
 from nnrun.signals import Interrupted, stop_on_signals
-from nnrun.sweep.execute import _result_of, run_point
+from nnrun.sweep.execute import Completions, _result_of, run_point
 from nnrun.sweep.plan import SweepPoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,6 +171,29 @@ class _SignalledRead(Future):
     def result(self, timeout=None):
         os.kill(os.getpid(), signal.SIGTERM)
         return super().result(timeout)
+
+
+def test_completions_return_the_finished_futures_and_let_a_stop_signal_through_at_once():
+    """The sweep's wait for its runs: it returns the futures that finished (a callback from another thread wakes
+    it), and a stop signal interrupts it without waiting out its timeout (a shielded wait deferred the stop, and a
+    run about to finish then completed instead of saving its state)."""
+    finished = Completions()
+    first, second, never = Future(), Future(), Future()
+    for fut in (first, second, never):
+        finished.watch(fut)
+    assert finished.wait_first({first, second, never}, timeout=0.01) == set()
+    threading.Timer(0.05, first.set_result, [1]).start()
+    assert finished.wait_first({first, second, never}, timeout=60) == {first}
+    second.set_result(2)
+    assert finished.wait_first({second, never}, timeout=60) == {second}
+
+    threading.Timer(0.05, os.kill, [os.getpid(), signal.SIGTERM]).start()
+    start = time.monotonic()
+    with pytest.raises(Interrupted, match="SIGTERM"), stop_on_signals():
+        finished.wait_first({never}, timeout=60)
+    assert time.monotonic() - start < 30  # interrupted, not the 60 s timeout run out
+    never.set_result(3)  # nothing is left locked: the future still finishes and is seen
+    assert finished.wait_first({never}, timeout=60) == {never}
 
 
 def test_a_stop_signal_while_a_result_is_read_stops_the_sweep_not_the_run(tmp_path):
