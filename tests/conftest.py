@@ -1,9 +1,13 @@
-"""Shared fixtures: the real CIFAR-10 copy (skips without it) and an isolated cache folder."""
+"""Shared fixtures: the real CIFAR-10 copy (skips without it), an isolated cache folder, and the stop signals' handlers
+restored after each test."""
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+from nnrun.signals import STOP_SIGNALS
 
 # Before anything imports nnrun: rich fixes a console's width from COLUMNS when the console is made (nnrun's
 # consoles are made at import), and pytest-xdist's workers inherit COLUMNS=80 from execnet.
@@ -47,3 +51,13 @@ def one_blas_thread_in_process():
 
     with threadpool_limits(limits=1):
         yield
+
+
+@pytest.fixture(autouse=True)
+def stop_signal_handlers_restored():
+    """A test that stops inside `stop_on_signals()` leaves the stop signals ignored, as a process on its way out
+    keeps them (nnrun.signals); the next test in the same worker gets the handlers it started with."""
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
