@@ -39,18 +39,16 @@ def set_num_threads(n: int) -> None:
     numba.set_num_threads(n)
 
 
-def _blocks(n: int, size: int) -> int:  # noqa: D103 - pure Python helper, inlined by numba
+@njit(cache=True)
+def blocks(n: int, size: int) -> int:
+    """Blocks of `size` that cover `n` items (the last one may be partial)."""
     return (n + size - 1) // size
 
 
-blocks = njit(cache=True)(_blocks)
-
-
-def _rows_per_block(cols: int) -> int:  # noqa: D103
+@njit(cache=True)
+def rows_per_block(cols: int) -> int:
+    """Rows of `cols` elements in one block of about `CHUNK` elements (at least one)."""
     return max(1, CHUNK // max(1, cols))
-
-
-rows_per_block = njit(cache=True)(_rows_per_block)
 
 
 # ---- serial bodies: one block each, plain loops LLVM vectorizes ------------------------------------------------
