@@ -361,6 +361,9 @@ def calibrate(threads: int, with_eigh: bool) -> dict[str, float]:
     rng = np.random.default_rng(0)
     out: dict[str, float] = {}
     with use_threads(threads):
+        # Warm up: the process's one-time costs (the compiled kernels' set-up, BLAS threads, first-touch pages)
+        # belong to no epoch; timed in the first epoch below, they made every run's estimate several times too long.
+        _time_epoch([3072, 100, 10], 128, CALIBRATION_EXAMPLES // 4, rng)
         timings = []
         for sizes, batch in (([3072, 100, 10], 128), ([16, 8, 2], 16)):
             macs = sum(i * o for i, o in zip(sizes[:-1], sizes[1:], strict=True))
