@@ -16,6 +16,7 @@ Parts (default: all but profile), each a script in bench/ run as its own process
   profile   where the time of nnrun's training step goes (not in the default set)
   cores     the thread table: nnrun's epoch at each --threads and its default policy, on 1, 2, 4, ... cores
             (CPU affinity), beside PyTorch on the same cores (not in the default set: minutes per core count)
+  estimate  `nnrun study`'s time estimate against the study's wall time (and two notes claims with --cifar10)
 
 OpenBLAS variables: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE pin OpenBLAS to an older kernel on some
 machines. `--openblas-env unset` (default) runs every part with both removed, so NumPy uses the
@@ -51,10 +52,11 @@ PARTS: dict[str, list[str]] = {
     "gpu": ["bench_gpu.py"],
     "profile": ["profile_step.py"],
     "cores": ["bench_cores.py"],
+    "estimate": ["bench_estimate.py"],
 }
-DEFAULT_PARTS = ("epoch", "bn", "overhead", "augment", "pca", "load", "memory", "contention", "gpu")
+DEFAULT_PARTS = ("epoch", "bn", "overhead", "augment", "pca", "load", "memory", "contention", "gpu", "estimate")
 TAKES_REPEATS = {"epoch", "bn", "overhead", "augment", "load", "profile", "pca", "contention", "gpu", "cores"}
-TAKES_CIFAR = {"pca", "load", "memory", "gpu"}
+TAKES_CIFAR = {"pca", "load", "memory", "gpu", "estimate"}
 TAKES_CPU_CLOCK = {"epoch", "bn", "overhead", "augment", "profile"}
 RESULTS = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"
