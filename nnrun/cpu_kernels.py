@@ -14,8 +14,10 @@ Results are bit-identical to the NumPy code they replace, and so independent of 
   statistics and the softmax stay in NumPy.
 
 The kernels serve float32 arrays of at least `MIN_ELEMENTS` elements on the main thread (float64
-gradient checks and small arrays keep the NumPy code, which gives the same bytes, and a run whose
-arrays are all small never imports numba).
+gradient checks and small arrays keep the NumPy code, which gives the same bytes), once a training loop
+has set them up (`warm`, called by `nnrun.trainer.fit`). Until then NumPy does the work: a run whose
+arrays are all small, and commands that only run forward passes (predict, evaluate), never import numba,
+whose set-up (about 0.7 s and 100 MB) a single pass would not repay.
 
 **`NNRUN_NUMBA`** (read once per process):
 
@@ -80,13 +82,17 @@ def active() -> bool:
     return _load() is not None
 
 
+def _large(a: Any) -> bool:
+    """Whether `a` is a host float32 array of at least `MIN_ELEMENTS` elements (what a kernel may serve)."""
+    return type(a) is np.ndarray and a.dtype == np.float32 and a.size >= MIN_ELEMENTS
+
+
 def usable(*arrays: np.ndarray) -> bool:
-    """Whether a kernel serves these arrays: the first float32 with at least `MIN_ELEMENTS` elements, kernels
-    active, on the main thread, every array a plain C-contiguous host array."""
-    first = arrays[0]
-    if type(first) is not np.ndarray or first.dtype != np.float32 or first.size < MIN_ELEMENTS:
+    """Whether a kernel serves these arrays: the first float32 with at least `MIN_ELEMENTS` elements, the
+    kernels loaded by `warm` (or `active`), on the main thread, every array a plain C-contiguous host array."""
+    if not _large(arrays[0]):
         return False  # GPU arrays, gradient checks and small arrays: numba is not even looked for
-    if _load() is None:  # one cached lookup on the training step's path
+    if _state["kernels"] is None:  # not set up by a training loop, off, or numba missing
         return False
     if threading.current_thread() is not threading.main_thread():
         return False
@@ -94,10 +100,12 @@ def usable(*arrays: np.ndarray) -> bool:
 
 
 def warm(*arrays: np.ndarray) -> None:
-    """When a kernel will serve one of `arrays` (`usable`), load numba and run its one-time set-up now (about
-    0.7 s per process on the 2-core AMD EPYC: 0.4 s of import, 0.35 s before the first compiled call returns),
-    so that a run's first epoch is timed like the others. Nothing happens where the kernels are off."""
-    if any(usable(a) for a in arrays):
+    """Set the kernels up for a training loop whose arrays include `arrays`: when one of them is large enough
+    for a kernel (`MIN_ELEMENTS` float32 elements on the host), load numba and run its one-time set-up now
+    (about 0.7 s per process on the 2-core AMD EPYC: 0.4 s of import, 0.35 s before the first compiled call
+    returns), so that a run's first epoch is timed like the others. Nothing happens where the kernels are
+    off or numba is missing."""
+    if any(_large(a) for a in arrays) and _load() is not None:
         _state["kernels"].SERIAL["relu"](np.zeros(1, np.float32))
 
 

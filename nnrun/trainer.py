@@ -423,7 +423,9 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
         history.step_path = device.path
     else:
         batch_buffer = np.empty((min(batch, n_train), *data.X_train.shape[1:]), dtype=data.X_train.dtype)
-        cpu_kernels.warm(batch_buffer, *(p.value for p in model.params))  # before the first epoch's clock
+        widest = max((p.value.shape[-1] for p in model.params), default=0)
+        activation = np.empty((len(batch_buffer), widest), dtype=batch_buffer.dtype)  # a batch's widest output
+        cpu_kernels.warm(batch_buffer, activation, *(p.value for p in model.params))  # before the first epoch's clock
     try:
         return _epochs(model, loss_fn, data, setup, reporter, history, on_epoch_end, resume, rngs, device,
                        X_train, y_train, X_val, X_eval, y_eval, batch_sizes,

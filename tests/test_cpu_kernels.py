@@ -3,6 +3,8 @@ zeros included) at any thread count, used where they serve, and a clean fallback
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 import threading
 
@@ -268,3 +270,25 @@ def test_warm_sets_numba_up_only_where_a_kernel_will_serve(monkeypatch):
     monkeypatch.setenv(cpu_kernels.ENV, "0")
     cpu_kernels.warm(np.zeros((256, 512), np.float32))  # switched off: nothing to set up, nothing raised
     assert cpu_kernels._state["tried"] and cpu_kernels._state["kernels"] is None
+
+
+def test_forward_passes_alone_never_load_numba_and_a_training_loop_sets_the_kernels_up():
+    """`nnrun predict` and `nnrun evaluate` run a forward pass or two: numba's set-up (0.7 s, 100 MB) would
+    cost more than it saves, so only `fit` (through `warm`) loads it; the bytes are the same either way."""
+    code = (
+        "import sys, numpy as np\n"
+        "from nnrun import cpu_kernels\n"
+        "from nnrun.nn.layers import Linear, ReLU\n"
+        "rng = np.random.default_rng(0)\n"
+        "layer = Linear(rng.standard_normal((64, 512), dtype=np.float32), np.ones(512, np.float32), 0)\n"
+        "x = rng.standard_normal((256, 64), dtype=np.float32)\n"
+        "forward = lambda: ReLU().forward(layer.forward(x, False), False)\n"
+        "before = forward()\n"
+        "print('numba' in sys.modules, cpu_kernels.usable(before))\n"
+        "cpu_kernels.warm(np.zeros((256, 512), np.float32))\n"
+        "print('numba' in sys.modules, cpu_kernels.usable(before))\n"
+        "print(np.array_equal(before, forward()))\n")
+    env = {k: v for k, v in os.environ.items() if k != cpu_kernels.ENV}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:3] == ["False False", "True True", "True"], proc.stdout
