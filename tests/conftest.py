@@ -61,3 +61,22 @@ def stop_signal_handlers_restored():
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
+
+
+@pytest.fixture
+def slow_kernel_set_up(monkeypatch):
+    """`cpu_kernels.warm` replaced by a fake whose first call sleeps 1.5 s, as numba's one-time set-up (0.7 s)
+    does in a fresh process, and whose later calls return at once; yields the list of its calls."""
+    import time
+
+    from nnrun import cpu_kernels
+
+    calls = []
+
+    def slow_first_warm(*arrays):
+        if not calls:
+            time.sleep(1.5)
+        calls.append(len(arrays))
+
+    monkeypatch.setattr(cpu_kernels, "warm", slow_first_warm)
+    return calls

@@ -461,25 +461,14 @@ def test_a_bad_beside_folder_exits_2_before_anything_runs(tmp_path, make, messag
     assert not (tmp_path / "out").exists()
 
 
-def test_the_calibration_leaves_a_process_one_time_set_up_out_of_the_epoch_cost(monkeypatch):
-    """A one-time cost of the process (here a 2 s first `cpu_kernels.warm`, the compiled kernels' set-up) is paid
-    once per worker, not per epoch: timed inside the first calibration epoch, it made every run's estimate many
-    times too long, and the quick notes study refused to start over its 20-minute bound."""
-    import time
-
-    from nnrun import cpu_kernels
+def test_the_calibration_leaves_a_process_one_time_set_up_out_of_the_epoch_cost(slow_kernel_set_up):
+    """A one-time cost of the process (the compiled kernels' set-up, here 1.5 s) is paid once per worker, not
+    per epoch: timed inside the first calibration epoch, it made every run's estimate many times too long, and
+    the quick notes study refused to start over its 20-minute bound."""
     from nnrun.study import plan as study_plan
 
-    calls = []
-
-    def slow_first_warm(*arrays):
-        if not calls:
-            time.sleep(2.0)
-        calls.append(len(arrays))
-
-    monkeypatch.setattr(cpu_kernels, "warm", slow_first_warm)
     cal = study_plan.calibrate(1, False)
     n = study_plan.CALIBRATION_EXAMPLES
     calibration_epoch = n / 128 * cal["batch_seconds"] + n * (3072 * 100 + 100 * 10) * cal["step_seconds_per_mac"]
-    assert len(calls) >= 3  # every timed fit went through warm
-    assert calibration_epoch < 1.0  # about 0.05 s of work: the 2 s set-up is not in it
+    assert len(slow_kernel_set_up) >= 3  # every timed fit went through warm
+    assert calibration_epoch < 1.0  # about 0.05 s of work: the 1.5 s set-up is not in it
