@@ -106,15 +106,14 @@ class NnrunEpoch:
 
     def build_step_loop(self):
         """(model, loss, optimizer, lr) for a hand-written step loop, set up as `fit` sets them up."""
-        from nnrun import cpu_kernels
         from nnrun.experiment import build_optimizer, build_schedule
         from nnrun.rng import stream
+        from nnrun.trainer import set_up_kernels
 
         cfg = self.cfg
         model, loss_fn = self.build()
         model.set_dropout_rng(stream(cfg.seed, "dropout"))
-        batch = np.empty((cfg.train.batch_size, self.data.X_train.shape[1]), dtype=self.data.X_train.dtype)
-        cpu_kernels.warm(batch, *(p.value for p in model.params))  # the compiled kernels, as fit sets them up
+        set_up_kernels(model, self.data.X_train, cfg.train.batch_size)  # the compiled kernels, as fit sets them up
         return model, loss_fn, build_optimizer(cfg.optim), build_schedule(cfg.optim)(0, cfg.train.epochs)
 
     def __call__(self) -> float:

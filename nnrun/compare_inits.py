@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from rich.text import Text
 
-from nnrun import cpu_kernels, plots
+from nnrun import plots
 from nnrun.config import ExperimentConfig, validate_config
 from nnrun.errors import RunFailed, UserInputError
 from nnrun.experiment import PreparedData, build_model, prepare_data, train_setup
@@ -57,7 +57,7 @@ from nnrun.nn.losses import Loss
 from nnrun.nn.model import MLP
 from nnrun.rng import stream
 from nnrun.tables import DataTable, fmt, pct
-from nnrun.trainer import Diverged, History, SilentReporter, fit
+from nnrun.trainer import Diverged, History, SilentReporter, fit, set_up_kernels
 from nnrun.workers import (
     ThreadPolicy,
     available_cores,
@@ -267,7 +267,7 @@ def train_network(cfg: ExperimentConfig, prepared: PreparedData) -> tuple[MLP, d
     started = time.perf_counter()
     model = build_network(cfg, prepared)
     set_up = time.perf_counter()
-    cpu_kernels.warm(*(p.value for p in model.params))  # the worker's one-time set-up is no scheme's time
+    set_up_kernels(model, prepared.data.X_train, cfg.train.batch_size)  # the worker's one-time set-up: no scheme's
     started += time.perf_counter() - set_up
     reporter = BatchLosses()
     history = History()

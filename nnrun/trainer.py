@@ -383,6 +383,17 @@ def evaluation_scores(model: MLP, loss_fn: Loss, X: np.ndarray, batch_size: int,
     return loss_fn.mean_proba_scores(scores, model.scores(X, batch_size, transform=mirror))
 
 
+def set_up_kernels(model: MLP, X: np.ndarray, batch_size: int) -> None:
+    """Set the compiled element-wise kernels up (`cpu_kernels.warm`) for a CPU training loop over `model` fed
+    batches of `batch_size` rows of `X` (N, D): where a batch (B, D), its widest activation (B, H) or a weight
+    is large enough for a kernel, numba's one-time set-up runs now, before any epoch is timed."""
+    rows = min(batch_size, len(X))
+    widest = max((p.value.shape[-1] for p in model.params), default=0)
+    batch = np.empty((rows, *X.shape[1:]), dtype=X.dtype)  # np.empty touches no memory: shapes for `warm`
+    activation = np.empty((rows, widest), dtype=model.params[0].value.dtype if model.params else X.dtype)
+    cpu_kernels.warm(batch, activation, *(p.value for p in model.params))
+
+
 def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: Reporter, history: History,
         on_epoch_end: Callable[[History], None] | None = None, *, resume: Checkpoint | None = None) -> History:
     """Train `model` on `data` as `setup` says; rows and the last good weights accumulate in `history`.
@@ -423,9 +434,7 @@ def fit(model: MLP, loss_fn: Loss, data: Dataset, setup: TrainSetup, reporter: R
         history.step_path = device.path
     else:
         batch_buffer = np.empty((min(batch, n_train), *data.X_train.shape[1:]), dtype=data.X_train.dtype)
-        widest = max((p.value.shape[-1] for p in model.params), default=0)
-        activation = np.empty((len(batch_buffer), widest), dtype=batch_buffer.dtype)  # a batch's widest output
-        cpu_kernels.warm(batch_buffer, activation, *(p.value for p in model.params))  # before the first epoch's clock
+        set_up_kernels(model, data.X_train, batch)  # before the first epoch's clock
     try:
         return _epochs(model, loss_fn, data, setup, reporter, history, on_epoch_end, resume, rngs, device,
                        X_train, y_train, X_val, X_eval, y_eval, batch_sizes,

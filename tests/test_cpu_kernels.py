@@ -193,9 +193,10 @@ def test_kernels_serve_only_large_float32_contiguous_host_arrays_on_the_main_thr
 def test_a_run_gives_the_same_bytes_with_and_without_the_kernels(tmp_path, monkeypatch, kernels_off, mode):
     """BatchNorm, inverted dropout and momentum on a 512-256 network, 2 threads: every kernel serves (on one
     thread, or split over both as NNRUN_NUMBA=parallel does), and the weights, buffers and metrics are
-    byte-identical to the NumPy run."""
+    byte-identical to the NumPy run. The kernels start unloaded, as in a fresh process: `fit` sets them up."""
+    monkeypatch.setenv(cpu_kernels.ENV, "parallel" if mode == "parallel" else "1")
+    monkeypatch.setattr(cpu_kernels, "_state", {"kernels": None, "tried": False, "threads": 1, "parallel": False})
     if mode == "parallel":
-        monkeypatch.setitem(cpu_kernels._state, "parallel", True)
         monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN", 0)
     calls: dict[str, int] = {}
     run = cpu_kernels._run
@@ -219,6 +220,7 @@ def test_a_run_gives_the_same_bytes_with_and_without_the_kernels(tmp_path, monke
         lines = (out / "metrics.jsonl").read_text().splitlines()
         outs[label]["rows"] = [{k: v for k, v in json.loads(r).items() if k != "seconds"} for r in lines]
         if label == "fused":
+            assert cpu_kernels._state["parallel"] is (mode == "parallel")
             assert {"add_bias", "subtract_row", "relu", "relu_backward", "dropout", "batchnorm_normalize",
                     "batchnorm_input_grad", "momentum"} <= set(calls), calls
     assert outs["fused"] == outs["numpy"]
