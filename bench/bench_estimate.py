@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,8 @@ from common import REPO, check, cifar10_folder, log, part_parser, part_result, w
 
 LIMITS = (0.67, 1.5)
 """The estimate over the actual wall time must lie between these."""
+MIN_ROWS = 3000
+"""The synthetic npz's fewest rows: its 1,000 validation and 1,000 test rows and a training split."""
 NOTES_CLAIMS = "mean_subtraction,uniform_init"
 """The claims of studies/notes.yaml run at the quick budget with --cifar10."""
 
@@ -66,25 +69,45 @@ def nnrun(*args: str) -> list[str]:
 
 def run_study(args: list[str], out: Path) -> tuple[float, float, int]:
     """(estimate seconds, wall seconds, runs trained) of `nnrun study ARGS --out OUT`."""
-    proc = subprocess.run(nnrun("study", *args, "--out", str(out), "--quiet"), cwd=REPO, capture_output=True,
-                          text=True)
+    proc = subprocess.Popen(nnrun("study", *args, "--out", str(out), "--quiet"), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = proc.communicate()
+    except BaseException:  # stopped (Ctrl-C, SIGTERM): the study stops its runs, then the scratch folder goes
+        proc.terminate()
+        proc.wait()
+        raise
     if proc.returncode != 0:  # 0: finished (whatever its verdicts); 1: interrupted or a run failed; 2: bad input
-        raise SystemExit(f"nnrun study {' '.join(args)} exited {proc.returncode}: {proc.stderr[-800:]}")
+        raise SystemExit(f"nnrun study {' '.join(args)} exited {proc.returncode}: {stderr[-800:]}")
     session = json.loads((out / "sessions.json").read_text())[-1]
     return session["estimate_seconds"], session["wall_seconds"], session["trained"]
 
 
+def stop(signum: int, frame: object) -> None:
+    """SIGTERM ends the part as Ctrl-C does: its study stopped, its scratch folder removed."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, stop)
     parser = part_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=12_000, help="Rows of the synthetic npz (default 12000).")
     parser.add_argument("--cifar10", help="A CIFAR-10 python-batches folder (or its parent; default "
                                           "$NNRUN_TEST_CIFAR10): also time two notes claims on it.")
     args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0))
+    if args.rows < MIN_ROWS:
+        parser.error(f"--rows must be at least {MIN_ROWS} (1,000 validation, 1,000 test and training rows), "
+                     f"got {args.rows}")
     folder = cifar10_folder(args.cifar10)
+    if args.cifar10 and folder is None:
+        parser.error(f"--cifar10 {args.cifar10}: no data_batch_1 there or in its cifar-10-batches-py folder")
+    cores = len(os.sched_getaffinity(0))
     scratch = Path(tempfile.mkdtemp(prefix="nnrun-bench-estimate-"))
     try:
         rows, checks = measure(scratch, args.rows, cores, folder)
+    except KeyboardInterrupt:
+        log("[estimate] stopped: no result")
+        raise SystemExit(1) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     notes = ["'seconds' = the study's wall time (sessions.json); 'ratio' = its estimate / that wall time",
