@@ -25,17 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, check, log, part_parser, part_result, write_result
+from common import REPO, check, log, nnrun_command, part_parser, part_result, write_result
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 REFERENCE = ["--set", "model.hidden=[512, 512]", "--set", "model.init=he", "--set", "preprocess.center=none",
              "--set", "optim.name=momentum", "--set", "optim.lr=0.01", "--set", "train.batch_size=256",
              "--set", "train.restore_best=false", "--set", "data.val_size=1000", "--set", "data.test_size=100"]
-
-
-def nnrun(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("nnrun")
-    return [str(script) if script.is_file() else sys.executable, *([] if script.is_file() else ["-m", "nnrun"]), *args]
 
 
 def start_competitor() -> subprocess.Popen:
@@ -44,7 +39,7 @@ def start_competitor() -> subprocess.Popen:
 
 
 def train(args: list[str], out: Path) -> subprocess.Popen:
-    return subprocess.Popen(nnrun("train", *args, "--out", str(out), "--overwrite", "--json"), cwd=REPO,
+    return subprocess.Popen([*nnrun_command(), "train", *args, "--out", str(out), "--overwrite", "--json"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import REPO, check, log, part_result, write_result
+from common import REPO, check, log, nnrun_command, part_result, write_result
 
 from nnrun import cpu_kernels
 
@@ -74,12 +74,6 @@ def pinned(cores: int) -> callable:
         os.sched_setaffinity(0, allowed)
 
     return apply
-
-
-def nnrun_command() -> list[str]:
-    """How to start nnrun from this interpreter's environment."""
-    script = Path(sys.executable).with_name("nnrun")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "nnrun"]
 
 
 def nnrun_epoch(cores: int, train_args: list[str], out: Path, env: dict[str, str] | None = None) -> tuple[float, str]:

@@ -20,13 +20,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
-from common import REPO, check, cifar10_folder, log, part_parser, part_result, write_result
+from common import REPO, check, cifar10_folder, log, nnrun_command, part_parser, part_result, write_result
 
 LIMITS = (0.67, 1.5)
 """The estimate over the actual wall time must lie between these."""
@@ -62,15 +61,10 @@ def synthetic_study(data: Path) -> dict:
         ]}
 
 
-def nnrun(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("nnrun")
-    return [str(script) if script.is_file() else sys.executable, *([] if script.is_file() else ["-m", "nnrun"]), *args]
-
-
 def run_study(args: list[str], out: Path) -> tuple[float, float, int]:
     """(estimate seconds, wall seconds, runs trained) of `nnrun study ARGS --out OUT`."""
-    proc = subprocess.Popen(nnrun("study", *args, "--out", str(out), "--quiet"), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*nnrun_command(), "study", *args, "--out", str(out), "--quiet"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _, stderr = proc.communicate()
     except BaseException:  # stopped (Ctrl-C, SIGTERM): the study stops its runs, then the scratch folder goes

@@ -19,16 +19,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, check, cifar10_folder, log, part_parser, part_result, skip_result, write_result
+from common import (
+    REPO,
+    check,
+    cifar10_folder,
+    log,
+    nnrun_command,
+    part_parser,
+    part_result,
+    skip_result,
+    write_result,
+)
 
 DEFAULT_WHITEN = ("preprocess.pca=3072", "preprocess.whiten=true")
 CONFIG = REPO / "configs" / "cifar10.yaml"
-
-
-def nnrun_command() -> list[str]:
-    """`nnrun` run with this interpreter (the console script beside it when installed)."""
-    script = Path(sys.executable).with_name("nnrun")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "nnrun"]
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[int, float, float, str, str]:

@@ -388,6 +388,12 @@ def cifar10_folder(given: str | None) -> Path | None:
     return None
 
 
+def nnrun_command() -> list[str]:
+    """`nnrun` run with this interpreter (the console script beside it when installed, else `python -m nnrun`)."""
+    script = Path(sys.executable).with_name("nnrun")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "nnrun"]
+
+
 def log(message: str) -> None:
     """Progress line on stderr."""
     print(message, file=sys.stderr, flush=True)
