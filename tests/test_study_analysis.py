@@ -148,6 +148,9 @@ def test_seeds_needed_give_about_80_percent_power_by_the_noncentral_t(analysis, 
 
     assert power(n) > 0.78 and power(n - 1) < 0.8
     assert seeds_needed("about_equal", 0.01, 0.01, "paired", (0.01,))[0] is None  # on the threshold
+    n, why = seeds_needed("greater", None, 0.0, "paired", (0.0,))  # arms identical at every seed
+    assert n is None and why.startswith("the two arms gave the same value at every seed")
+    assert seeds_needed("greater", None, 0.0, "paired", (0.01,))[1].startswith("the difference sits on")
     assert seeds_needed("greater", None, 1e-9, "paired", (1.0,)) == (None, "more than 10,000 seeds")
 
 

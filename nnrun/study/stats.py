@@ -266,6 +266,9 @@ def seeds_needed(relation: str, margin: float | None, estimate: float, analysis:
     from scipy.stats import t
 
     distance = min(abs(estimate - theta) for theta in thresholds(relation, margin))
+    if analysis == "paired" and estimate == 0.0 and spreads[0] == 0.0:
+        return None, ("the two arms gave the same value at every seed: the setting they differ in changed "
+                      "no run, so no number of seeds can resolve it")
     if distance == 0.0:
         return None, "the difference sits on the relation's threshold: no number of seeds is expected to resolve it"
     if all(s == 0.0 for s in spreads):
