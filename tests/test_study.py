@@ -215,6 +215,26 @@ def test_a_claims_budget_select_replaces_its_grid_in_that_budget_only(tmp_path):
         validate_study(study_dict(budgets={"quick": {"seeds": 2}, "full": {"seeds": 2}}, claims=[bad]))
 
 
+def test_a_budget_with_its_own_claims_measures_only_them_on_its_own_seeds(tmp_path):
+    """A replication budget: `claims` names what it measures, `set: {seed: ...}` starts fresh seeds."""
+    from nnrun.study.plan import plan_study
+    from nnrun.study.spec import load_study
+
+    other = {**CLAIM, "id": "d"}
+    budgets = {"quick": {"seeds": 2}, "again": {"seeds": 3, "set": {"seed": 100}, "claims": ["d"]}}
+    path = write_study(tmp_path, study_dict(budgets=budgets, claims=[CLAIM, other]))
+    study, base = load_study(path)
+    quick = plan_study(study, base, source=path, budget="quick", runs_dir=tmp_path / "runs")
+    again = plan_study(study, base, source=path, budget="again", runs_dir=tmp_path / "runs")
+    assert sorted(quick.arms) == ["c", "d"] and sorted(again.arms) == ["d"]
+    assert [r.seed for r in again.arms["d"]["a"]] == [100, 101, 102]
+    assert [r.seed for r in quick.arms["d"]["a"]] == [0, 1]
+    with pytest.raises(UserInputError, match="--only c: budget again measures only the claims d"):
+        plan_study(study, base, source=path, budget="again", only=["c"], runs_dir=tmp_path / "runs")
+    with pytest.raises(UserInputError, match="budgets.again.claims: zz names no claim"):
+        validate_study(study_dict(budgets={**budgets, "again": {"seeds": 3, "claims": ["zz"]}}))
+
+
 def test_the_shipped_schema_is_the_current_one():
     shipped = json.loads(Path("studies/study.schema.json").read_text())
     assert shipped == StudyFile.model_json_schema()

@@ -154,12 +154,17 @@ def plan_study(study: StudyFile, study_base: dict[str, Any], *, source: Path, bu
     """Resolve and check every run of `study` under `budget`; runs nothing (see the module docstring)."""
     base = resolve_base(study_base, study, budget, list(overrides))
     base_seed = validate_config(copy.deepcopy(base), source="study base").seed
-    claims = [c for c in study.claims if only is None or c.id in only]
+    scope = study.budgets[budget].claims  # the claims this budget measures, None for all
+    claims = [c for c in study.claims if (scope is None or c.id in scope) and (only is None or c.id in only)]
     if only is not None:
         unknown = [i for i in only if i not in {c.id for c in study.claims}]
         if unknown:
             raise UserInputError(f"--only {', '.join(unknown)}: no such claim; claims: "
                                  f"{', '.join(c.id for c in study.claims)}")
+        outside = [i for i in only if scope is not None and i not in scope]
+        if outside:
+            raise UserInputError(f"--only {', '.join(outside)}: budget {budget} measures only the claims "
+                                 f"{', '.join(scope)} (budgets.{budget}.claims)")
     _check_size(study, claims, budget, base_seed)
     errors: list[str] = []
     arms: dict[str, dict[str, list[ArmSeed]]] = {}

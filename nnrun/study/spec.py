@@ -139,6 +139,9 @@ class Budget(Section):
     set: Overrides = Field(default_factory=dict, description="Overrides applied to every run (dotted keys).")
     max_minutes: float | None = Field(
         None, gt=0, description="Refuse to start when the estimated time of what is left to run exceeds this.")
+    claims: list[Name] | None = Field(
+        None, min_length=1, description="The claims this budget measures (default: every claim), e.g. a "
+                                        "replication on fresh seeds of the claims another budget left unresolved.")
 
 
 class ClaimBudget(Section):
@@ -363,6 +366,10 @@ class StudyFile(Section):
         if self.default_budget is not None and self.default_budget not in self.budgets:
             raise ValueError(f"default_budget: no budget named {self.default_budget}; budgets: "
                              f"{', '.join(self.budgets)}")
+        for name, budget in self.budgets.items():
+            unknown = [i for i in budget.claims or [] if i not in ids]
+            if unknown:
+                raise ValueError(f"budgets.{name}.claims: {', '.join(unknown)} names no claim of the study")
         for claim in self.claims:
             unknown = [b for b in claim.budgets if b not in self.budgets]
             if unknown:
