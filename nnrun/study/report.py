@@ -232,7 +232,8 @@ def scale_blocks(report: dict[str, Any]) -> list[Block]:
     return [Heading(2, "Holds at which scale"),
             Text("Each relation of this report at every budget of the study measured: its verdict and a - b with "
                  "its 95 % interval (diverged runs for a divergence test). A budget's verdict holds for its data, "
-                 "epochs and seeds; a relation resolved only at the larger budget needed its precision. Other "
+                 "epochs and seeds; a relation resolved only at the larger budget needed its precision. A heading's "
+                 "seeds are its budget's; a claim may set its own (its section there says). Other "
                  "budgets read from " + "; ".join(sources) + "."),
             Table(header, rows, "lll" + "r" * len(budgets))]
 
