@@ -992,6 +992,37 @@ def study(
         raise typer.Exit(1)
 
 
+@command("study-merge")
+def study_merge(
+    reports: Annotated[list[Path], typer.Argument(
+        metavar="REPORT...", help="Finished reports of one study at one budget, for different claims: their "
+                                  "output folders or study.json files (figures/ beside each).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the merged report, study.json and figures.")],
+    beside: Annotated[list[Path] | None, typer.Option(
+        metavar="DIR", help="The report of this study at another budget (repeatable), for the 'holds at which "
+                            "scale' table; replaces the parts' own record of that budget.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the report files already in --out.")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Merge the reports of a study measured in parts (e.g. `nnrun study --only` into separate folders) into one
+    report, without their runs: each claim's numbers stay its part's. With one report, re-render it (e.g.
+    --beside a newer report of another budget).
+
+    Exit code 0, or 2 for bad input (reports of different studies or budgets, a claim in two reports, a missing
+    figure); nothing is written then.
+    """
+    from nnrun.study.display import summary_table
+    from nnrun.study.merge import merge_reports
+
+    result = merge_reports(reports, out, beside=beside or (), overwrite=overwrite)
+    if json_:
+        print_json(result)
+        return
+    print_table(summary_table(result))
+    for path in result["files"].values():
+        stderr_console.print(f"wrote {path}", soft_wrap=True, markup=False, highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -239,41 +239,67 @@ def scale_blocks(report: dict[str, Any]) -> list[Block]:
 
 
 def _header_lines(report: dict[str, Any]) -> list[str]:
-    machine = report["machine"]
     runs = report["runs"]
     sessions = report.get("sessions") or []
-    lines = [f"- Command: `{report['command']}`",
-             f"- Machine: {machine.get('hostname')}, {machine.get('cpu') or machine.get('architecture')}, "
-             f"{machine.get('cores')} cores, {machine.get('kernel')}; BLAS {machine.get('blas') or '-'} "
-             f"({machine.get('blas_kernel') or '-'}), {report['threads_per_run']} thread(s) per run, "
-             f"{report['jobs']} runs at a time ({report['executor']}); nnrun {machine.get('nnrun_version')}"
-             + (f" at commit {str(machine.get('git_commit'))[:10]}" + (" (uncommitted changes)"
-                                                                        if machine.get("git_dirty") else "")
-                if machine.get("git_commit") else "")
-             + f", Python {machine.get('python')}, NumPy {machine.get('numpy')}",
-             _sessions_text(sessions) if len(sessions) > 1 else
-             f"- Wall time: {_minutes(report['wall_seconds'])} (estimated beforehand: "
-             f"{_minutes(report['estimate_seconds'])})",
-             f"- Runs: {runs['distinct']} distinct runs for {runs['entries']} claim, arm, seed and selection "
-             f"entries ({runs['entries'] - runs['distinct']} shared: identical configs run once); "
-             f"{runs['trained_now']} trained by this command, "
-             f"{runs['reused']} found done; {runs['diverged']} diverged, {runs['failed']} failed",
-             f"- Budget `{report['budget']}`: "
-             + (f"{report['budget_settings']['description'].strip()} " if report['budget_settings'].get('description')
-                else "")
-             + f"{report['budget_settings']['seeds']} seeds per arm unless a claim says otherwise; overrides: "
-             f"{_overrides(report['budget_settings'].get('set') or {})}",
-             f"- Finished {report['finished']}; every number is in `study.json`"]
+    parts = report.get("merged") or []
+    counts = (f"- Runs: {runs['distinct']} distinct runs for {runs['entries']} claim, arm, seed and selection "
+              f"entries ({runs['entries'] - runs['distinct']} shared: identical configs run once); ")
+    if parts:
+        lines = [f"- Command: `{report['command']}`, which "
+                 + (f"re-rendered the report in `{parts[0]['source']}`" if len(parts) == 1 else
+                    f"merged the reports of {len(parts)} parts of this study at this budget (each claim's "
+                    "numbers are its part's)")]
+        lines += [_part_line(part, alone=len(parts) == 1) for part in parts]
+        lines.append(counts + f"{runs['diverged']} diverged, {runs['failed']} failed"
+                     + ("; summed over the parts (a run two parts share counts in each)" if len(parts) > 1 else ""))
+    else:
+        lines = [f"- Command: `{report['command']}`", f"- Machine: {_machine_text(report)}",
+                 counts + f"{runs['trained_now']} trained by this command, {runs['reused']} found done; "
+                 f"{runs['diverged']} diverged, {runs['failed']} failed"]
+    lines.insert(-1, _sessions_text(sessions, last_is_this=not parts) if len(sessions) > 1 else
+                 f"- Wall time: {_minutes(report['wall_seconds'])} (estimated beforehand: "
+                 f"{_minutes(report['estimate_seconds'])})")
+    lines += [f"- Budget `{report['budget']}`: "
+              + (f"{report['budget_settings']['description'].strip()} " if report['budget_settings'].get('description')
+                 else "")
+              + f"{report['budget_settings']['seeds']} seeds per arm unless a claim says otherwise; overrides: "
+              f"{_overrides(report['budget_settings'].get('set') or {})}",
+              f"- Finished {report['finished']}; every number is in `study.json`"]
     return lines
 
 
-def _sessions_text(sessions: list[dict[str, Any]]) -> str:
+def _part_line(part: dict[str, Any], alone: bool) -> str:
+    """`- Part `SOURCE` (claims): measured by `COMMAND` (the last of 3 commands), 40 min in all, ...`: one part of a
+    merged report (`alone`: the only one, a re-rendered report)."""
+    commands = part.get("commands") or 1
+    return ("- Measured by " if alone else f"- Part `{part['source']}` ({', '.join(part['claims'])}): measured by ") \
+        + f"`{part['command']}`" + (f" (the last of {commands} commands)" if commands > 1 else "") \
+        + f", {_minutes(part['wall_seconds'])} in all, finished {part['finished']}; machine: {_machine_text(part)}"
+
+
+def _machine_text(report: dict[str, Any]) -> str:
+    """`vm, AMD EPYC, 2 cores, Linux 6.1; BLAS openblas (Haswell), 1 thread(s) per run, ...`: where a report's
+    runs ran."""
+    machine = report["machine"]
+    return (f"{machine.get('hostname')}, {machine.get('cpu') or machine.get('architecture')}, "
+            f"{machine.get('cores')} cores, {machine.get('kernel')}; BLAS {machine.get('blas') or '-'} "
+            f"({machine.get('blas_kernel') or '-'}), {report['threads_per_run']} thread(s) per run, "
+            f"{report['jobs']} runs at a time ({report['executor']}); nnrun {machine.get('nnrun_version')}"
+            + (f" at commit {str(machine.get('git_commit'))[:10]}" + (" (uncommitted changes)"
+                                                                       if machine.get("git_dirty") else "")
+               if machine.get("git_commit") else "")
+            + f", Python {machine.get('python')}, NumPy {machine.get('numpy')}")
+
+
+def _sessions_text(sessions: list[dict[str, Any]], last_is_this: bool = True) -> str:
     """`- Wall time: 7 min 40 s over 2 commands: START: 7 min 20 s (192 runs trained); START: 20 s (0 runs
-    trained, this command)`, each with its estimate where it was recorded."""
+    trained, this command)`, each with its estimate where it was recorded (`last_is_this`: the last session is
+    the command that wrote the report)."""
     parts = []
     for i, s in enumerate(sessions):
         estimate = f", estimated {_minutes(s['estimate_seconds'])}" if s.get("estimate_seconds") is not None else ""
-        notes = (", interrupted" if s.get("interrupted") else "") + (", this command" if i == len(sessions) - 1 else "")
+        notes = ((", interrupted" if s.get("interrupted") else "")
+                 + (", this command" if last_is_this and i == len(sessions) - 1 else ""))
         parts.append(f"{s['started']}: {_minutes(s['wall_seconds'])} ({s['trained']} runs trained{estimate}{notes})")
     total = _minutes(sum(s["wall_seconds"] for s in sessions))
     return f"- Wall time: {total} over {len(sessions)} commands: " + "; ".join(parts)

@@ -1,0 +1,172 @@
+"""`nnrun study-merge`: one report from finished reports of one study and budget, without their runs.
+
+A study measured in parts (`nnrun study --only A` on one machine, `--only B` on another, or rounds
+into separate folders) leaves one `study.json` per part. `merge_reports(sources, out)` checks that
+they report the same study, budget and statistics and measure different claims, and writes one
+report of all their claims into `out`: `study.json`, `report.md`, `report.html` and the claims'
+figures, copied from each part's `figures/`. Each claim's numbers are its part's, unchanged: a
+claim's intervals, tests and Holm correction never look beyond its own runs, so merging changes no
+verdict. The merged `study.json` lists its parts under `merged` (each part's command, machine, wall
+time and runs) and every part's sessions.
+
+With one part, the same command re-renders a report, e.g. beside (`--beside`) the report of another
+budget that finished after it. `--beside` records replace a part's own record of that budget.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from nnrun.errors import UserInputError
+from nnrun.io import write_json, write_text
+from nnrun.study.report import FIGURES_DIR, build_document, to_html, to_markdown
+from nnrun.study.scales import REPORT_FILE, load_beside
+
+MERGED_FILES = {"json": "study.json", "markdown": "report.md", "html": "report.html"}
+"""What `merge_reports` writes into its output folder, besides `figures/`."""
+RUN_COUNTS = ("entries", "distinct", "diverged", "failed")
+"""The run counts of a report's `runs` that a merge adds up over its parts."""
+
+
+def read_report(source: str | Path) -> tuple[dict[str, Any], Path]:
+    """The `study.json` object of `source` (a study's output folder or the file itself) and the folder its
+    figure paths are relative to; `UserInputError` naming the file otherwise."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / REPORT_FILE
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserInputError(f"{source}: no {REPORT_FILE} there (give the output folder of a finished nnrun "
+                             "study, or its study.json)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserInputError(f"{source}: cannot read {path} as a study report: {e}") from None
+    if (not isinstance(report, dict) or not isinstance(report.get("claims"), list)
+            or not all(isinstance(c, dict) and "id" in c for c in report["claims"])
+            or not all(k in report for k in ("study", "budget", "statistics", "runs"))):
+        raise UserInputError(f"{source}: {path} is not the study.json of a finished nnrun study")
+    return report, path.parent
+
+
+def merge_reports(sources: list[Path] | tuple[Path, ...], out: Path, *, beside: list[Path] | tuple[Path, ...] = (),
+                  overwrite: bool = False) -> dict[str, Any]:
+    """Write one report of every claim of `sources` (module docstring) into `out`, and return its object with
+    `files` (what was written). Everything is checked before anything is written."""
+    if not sources:
+        raise UserInputError("give at least one study report to merge (a study's output folder or its study.json)")
+    parts = [(Path(s), *read_report(s)) for s in sources]
+    first_source, first, _ = parts[0]
+    for source, report, _ in parts[1:]:
+        for key in ("study", "budget"):
+            if report[key] != first[key]:
+                raise UserInputError(f"{source}: {key} {report[key]!r}, but {first_source} has {first[key]!r}; "
+                                     "merge reports of one study at one budget")
+        if report["statistics"] != first["statistics"]:
+            raise UserInputError(f"{source}: its statistics settings (level, power, analysis) differ from "
+                                 f"{first_source}'s; its intervals would not compare")
+    owner: dict[str, Path] = {}
+    for source, report, _ in parts:
+        for claim in report["claims"]:
+            if claim["id"] in owner:
+                raise UserInputError(f"claim {claim['id']!r} is in both {owner[claim['id']]} and {source}; merge "
+                                     "reports of different claims")
+            owner[claim["id"]] = source
+    others = {}
+    for folder in beside:
+        record = load_beside(folder, first["study"], first["budget"])
+        if record["budget"] in others:
+            raise UserInputError(f"--beside {folder}: budget {record['budget']!r} is given twice")
+        others[record["budget"]] = record
+    figures = _figure_files(parts)
+    _check_out(out, [folder for _, _, folder in parts], overwrite)
+
+    newest = max(parts, key=lambda part: str(part[1].get("finished") or ""))[1]
+    merged = _merged_object(parts, newest, others)
+    (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+    for claim_id, path in figures.items():
+        target = out / FIGURES_DIR / f"{claim_id}{path.suffix}"
+        if path.resolve() != target.resolve():
+            shutil.copyfile(path, target)
+    files = {"json": str(write_json(out / MERGED_FILES["json"], merged))}
+    blocks = build_document(merged)
+    files["markdown"] = str(write_text(out / MERGED_FILES["markdown"], to_markdown(blocks)))
+    files["html"] = str(write_text(out / MERGED_FILES["html"], to_html(blocks, out, merged["title"]
+                                                                        or merged["study"])))
+    return {**merged, "files": files, "out": str(out)}
+
+
+def _figure_files(parts: list[tuple[Path, dict[str, Any], Path]]) -> dict[str, Path]:
+    """Each claim's figure file: where its report says (`figures/ID.png` beside study.json), or beside
+    study.json itself (a published copy of a report, its figures beside it)."""
+    files = {}
+    for source, report, folder in parts:
+        for claim in report["claims"]:
+            if not claim.get("figure"):
+                continue
+            path = folder / claim["figure"]
+            if not path.is_file():
+                path = folder / Path(claim["figure"]).name
+            if not path.is_file():
+                raise UserInputError(f"{source}: the figure of claim {claim['id']!r} is missing "
+                                     f"({folder / claim['figure']}); copy the study's figures/ folder beside its "
+                                     "study.json")
+            files[claim["id"]] = path
+    return files
+
+
+def _check_out(out: Path, folders: list[Path], overwrite: bool) -> None:
+    """Refuse an output folder that is a file, one of the parts' folders (a merge must not overwrite what it
+    reads), or one that holds report files already (unless `overwrite`)."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} exists and is not a folder")
+    if any(out.resolve() == folder.resolve() for folder in folders):
+        raise UserInputError(f"--out {out} holds a report being merged; choose another folder")
+    clash = [name for name in MERGED_FILES.values() if (out / name).exists()]
+    if clash and not overwrite:
+        raise UserInputError(f"{out} already holds {', '.join(clash)}; choose another --out or pass --overwrite")
+
+
+def _merged_object(parts: list[tuple[Path, dict[str, Any], Path]], newest: dict[str, Any],
+                   others: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The merged `study.json`: the newest part's study, budget and machine fields, every part's claims (in the
+    order of the budget's claim list where it has one, else in the order given), sessions and run counts added
+    up, and `merged`."""
+    claims = [claim for _, report, _ in parts for claim in report["claims"]]
+    order = (newest.get("budget_settings") or {}).get("claims") or []
+    rank = {claim_id: i for i, claim_id in enumerate(order)}
+    claims.sort(key=lambda c: rank.get(c["id"], len(rank)))  # stable: parts' order for claims not listed
+    sessions = sorted((s for _, report, _ in parts for s in report.get("sessions") or []),
+                      key=lambda s: str(s.get("started")))
+    runs = {k: sum(int(report["runs"].get(k) or 0) for _, report, _ in parts) for k in RUN_COUNTS}
+    runs.update(trained_now=0, reused=runs["distinct"], runs_dir=None)
+    budgets = {}
+    for _, report, _ in sorted(parts, key=lambda part: str(part[1].get("finished") or "")):
+        budgets.update({r["budget"]: r for r in report.get("other_budgets") or []})
+    budgets.update(others)
+    estimates = [report.get("estimate_seconds") for _, report, _ in parts]
+    return {
+        **{k: newest.get(k) for k in ("study", "title", "description", "file", "budget", "budgets",
+                                      "budget_settings", "overrides", "machine", "jobs", "threads_per_run",
+                                      "executor", "finished", "statistics")},
+        "command": shlex.join(["nnrun", *sys.argv[1:]]),
+        "wall_seconds": sum(_wall_seconds(report) for _, report, _ in parts),
+        "estimate_seconds": None if None in estimates else sum(estimates),
+        "sessions": sessions, "runs": runs, "claims": claims, "other_budgets": list(budgets.values()),
+        "merged": [{"source": str(source), "claims": [c["id"] for c in report["claims"]],
+                    "commands": len(report.get("sessions") or []) or 1, "wall_seconds": _wall_seconds(report),
+                    **{k: report.get(k) for k in ("command", "machine", "jobs", "threads_per_run", "executor",
+                                                  "overrides", "finished", "runs")}}
+                   for source, report, _ in parts],
+    }
+
+
+def _wall_seconds(report: dict[str, Any]) -> float:
+    """A report's whole wall time: its sessions' (every command that worked on its folder), else its own."""
+    sessions = report.get("sessions") or []
+    return (sum(float(s.get("wall_seconds") or 0) for s in sessions) if sessions
+            else float(report.get("wall_seconds") or 0))
