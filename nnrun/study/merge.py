@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from nnrun.errors import UserInputError
-from nnrun.io import write_json, write_text
+from nnrun.io import atomic_write, write_json, write_text
 from nnrun.study.report import FIGURES_DIR, build_document, to_html, to_markdown
 from nnrun.study.scales import REPORT_FILE, load_beside
 
@@ -88,10 +87,11 @@ def merge_reports(sources: list[Path] | tuple[Path, ...], out: Path, *, beside: 
     newest = max(parts, key=lambda part: str(part[1].get("finished") or ""))[1]
     merged = _merged_object(parts, newest, others)
     (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
-    for claim_id, path in figures.items():
-        target = out / FIGURES_DIR / f"{claim_id}{path.suffix}"
-        if path.resolve() != target.resolve():
-            shutil.copyfile(path, target)
+    for claim in merged["claims"]:
+        if claim["id"] in figures:
+            path = figures[claim["id"]]
+            claim["figure"] = f"{FIGURES_DIR}/{claim['id']}{path.suffix}"
+            atomic_write(out / claim["figure"], lambda f, source=path: f.write(source.read_bytes()))
     files = {"json": str(write_json(out / MERGED_FILES["json"], merged))}
     blocks = build_document(merged)
     files["markdown"] = str(write_text(out / MERGED_FILES["markdown"], to_markdown(blocks)))
