@@ -53,21 +53,30 @@ def parts(tmp_path_factory):
 def test_parts_merge_into_the_report_of_the_whole_study(parts, tmp_path):
     root, whole = parts
     out = tmp_path / "merged"
-    result = invoke("study-merge", root / "a" / "study.json", root / "b", "--out", out, "--json")
+    # Given in the other order, the claims come in the study file's order, as the whole report has them.
+    result = invoke("study-merge", root / "b", root / "a" / "study.json", "--out", out, "--json")
     assert result.exit_code == 0, result.output
     merged = json.loads(result.stdout)
     assert [numbers(c) for c in merged["claims"]] == [numbers(c) for c in whole["claims"]]
+    assert [c["id"] for c in merged["claims"]] == ["init", "width"]
     assert json.loads((out / "study.json").read_text())["claims"] == merged["claims"]
     # he and wide are one config, run once by the whole study; each part ran it, and the counts add up the parts.
     assert (whole["runs"]["distinct"], merged["runs"]["distinct"], merged["runs"]["failed"]) == (6, 8, 0)
     assert "summed over the parts" in (out / "report.md").read_text()
-    assert [p["claims"] for p in merged["merged"]] == [["init"], ["width"]]
+    assert [p["claims"] for p in merged["merged"]] == [["width"], ["init"]]
     for claim in merged["claims"]:
         assert (out / claim["figure"]).read_bytes() == (root / "whole" / claim["figure"]).read_bytes()
     markdown = (out / "report.md").read_text()
     assert "merged the reports of 2 parts" in markdown and f"Part `{root / 'b'}` (width)" in markdown
     assert markdown.split("## Summary")[1] == (root / "whole" / "report.md").read_text().split("## Summary")[1]
     assert "<html" in (out / "report.html").read_text()
+    # Without the study file (moved away), the claims keep the order given.
+    (root / "study.yaml").rename(root / "moved.yaml")
+    try:
+        again = invoke("study-merge", root / "b", root / "a", "--out", tmp_path / "again", "--json")
+    finally:
+        (root / "moved.yaml").rename(root / "study.yaml")
+    assert [c["id"] for c in json.loads(again.stdout)["claims"]] == ["width", "init"]
 
 
 def test_a_published_copy_with_its_figures_beside_study_json_merges_too(parts, tmp_path):

@@ -134,12 +134,11 @@ def _check_out(out: Path, folders: list[Path], overwrite: bool) -> None:
 def _merged_object(parts: list[tuple[Path, dict[str, Any], Path]], newest: dict[str, Any],
                    others: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The merged `study.json`: the newest part's study, budget and machine fields, every part's claims (in the
-    order of the budget's claim list where it has one, else in the order given), sessions and run counts added
-    up, and `merged`."""
+    study file's order, as `nnrun study` reports them, where that file can be read; else in the order given),
+    sessions and run counts added up, and `merged`."""
     claims = [claim for _, report, _ in parts for claim in report["claims"]]
-    order = (newest.get("budget_settings") or {}).get("claims") or []
-    rank = {claim_id: i for i, claim_id in enumerate(order)}
-    claims.sort(key=lambda c: rank.get(c["id"], len(rank)))  # stable: parts' order for claims not listed
+    rank = {claim_id: i for i, claim_id in enumerate(_study_order(newest))}
+    claims.sort(key=lambda c: rank.get(c["id"], len(rank)))  # stable: the order given for claims not found
     sessions = sorted((s for _, report, _ in parts for s in report.get("sessions") or []),
                       key=lambda s: str(s.get("started")))
     runs = {k: sum(int(report["runs"].get(k) or 0) for _, report, _ in parts) for k in RUN_COUNTS}
@@ -170,3 +169,15 @@ def _wall_seconds(report: dict[str, Any]) -> float:
     sessions = report.get("sessions") or []
     return (sum(float(s.get("wall_seconds") or 0) for s in sessions) if sessions
             else float(report.get("wall_seconds") or 0))
+
+
+def _study_order(report: dict[str, Any]) -> list[str]:
+    """The claim ids of the study file a report names, in the file's order; none when the file is gone, no
+    longer valid, or another study's."""
+    from nnrun.study.spec import load_study
+
+    try:
+        study, _ = load_study(report.get("file") or "")
+    except (UserInputError, OSError):
+        return []
+    return [claim.id for claim in study.claims] if study.name == report.get("study") else []
