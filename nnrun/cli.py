@@ -995,7 +995,7 @@ def study(
 @command("study-merge")
 def study_merge(
     reports: Annotated[list[Path], typer.Argument(
-        metavar="REPORT...", help="Finished reports of one study at one budget, for different claims: their "
+        metavar="PART", help="Finished reports of one study at one budget, for different claims: their "
                                   "output folders or study.json files (figures/ beside each).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the merged report, study.json and figures.")],
     beside: Annotated[list[Path] | None, typer.Option(
