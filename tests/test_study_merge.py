@@ -127,6 +127,16 @@ def edit(folder, change):
     (lambda r, t: [(t / "x").mkdir()], "no study.json there"),
     (lambda r, t: [(t / "x").mkdir(), (t / "x" / "study.json").write_text('{"claims": [1]}')],
      "is not the study.json of a finished nnrun study"),
+    (lambda r, t: [shutil.copytree(r / "b", t / "x"), edit(t / "x", lambda d: d["budget_settings"].update(seeds=3))],
+     "budget settings"),
+    (lambda r, t: [shutil.copytree(r / "b", t / "x"), edit(t / "x", lambda d: d.pop("machine"))],
+     "lacks what a study report holds"),
+    (lambda r, t: [shutil.copytree(r / "b", t / "x"), edit(t / "x", lambda d: d["claims"][0].pop("verdict"))],
+     "lacks what a study report holds"),
+    (lambda r, t: [shutil.copytree(r / "b", t / "x"), edit(t / "x", lambda d: d.update(sessions=[{"x": 1}]))],
+     "lacks what a study report holds"),
+    (lambda r, t: [shutil.copytree(r / "b", t / "x"), edit(t / "x", lambda d: d["claims"][0].update(id="../../e"))],
+     "is not a claim name"),
 ])
 def test_bad_parts_exit_2_and_write_nothing(parts, tmp_path, prepare, message):
     root, _ = parts
@@ -152,3 +162,40 @@ def test_the_output_folder_is_never_a_part_and_report_files_there_stay_unless_ov
     assert invoke("study-merge", root / "a", "--out", out, "--overwrite").exit_code == 0
     assert (out / "report.md").read_text() != "mine"
     assert invoke("study-merge", "--out", out).exit_code == 2  # no report given
+
+
+def test_the_newest_part_speaks_for_the_study_and_a_merged_report_merges_again(parts, tmp_path):
+    root, whole = parts
+    # Part b finished later than part a, though its clock read earlier: its time zone is 3 hours behind.
+    shutil.copytree(root / "a", tmp_path / "a")
+    shutil.copytree(root / "b", tmp_path / "b")
+    edit(tmp_path / "a", lambda d: d.update(finished="2026-01-01 12:00:00 +0000"))
+    edit(tmp_path / "b", lambda d: d.update(finished="2026-01-01 10:00:00 -0300", title="B's title"))
+    # Part a already carries a record of the wider budget, which --beside replaces.
+    stale = {"budget": "wider", "source": "stale", "finished": None, "seeds": 3, "set": {}, "claims": []}
+    edit(tmp_path / "a", lambda d: d.update(other_budgets=[stale]))
+    sessions = [s for p in ("a", "b") for s in json.loads((tmp_path / p / "study.json").read_text())["sessions"]]
+    # Had both parts run into one folder, b's report would list a's command too: each counts once.
+    edit(tmp_path / "b", lambda d: d.update(sessions=sessions))
+    first = invoke("study-merge", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "m1", "--json")
+    assert first.exit_code == 0, first.output
+    m1 = json.loads(first.stdout)
+    assert m1["title"] == "B's title" and m1["finished"] == "2026-01-01 10:00:00 -0300"
+    assert m1["other_budgets"] == [stale]
+    assert len(m1["sessions"]) == len(sessions) == 2
+    assert m1["wall_seconds"] == pytest.approx(sum(s["wall_seconds"] for s in sessions))
+
+    wider = invoke("study", root / "study.yaml", "--budget", "wider", "--only", "init", "--out", tmp_path / "wider",
+                   "--runs-dir", root / "runs", "--quiet")
+    assert wider.exit_code == 0, wider.output
+    # Re-rendered beside the wider budget: still two parts (not one part that is a merge), each session once.
+    again = invoke("study-merge", tmp_path / "m1", "--out", tmp_path / "m2", "--beside", tmp_path / "wider", "--json")
+    assert again.exit_code == 0, again.output
+    m2 = json.loads(again.stdout)
+    assert [p["source"] for p in m2["merged"]] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert m2["sessions"] == m1["sessions"] and m2["wall_seconds"] == pytest.approx(m1["wall_seconds"])
+    (other,) = m2["other_budgets"]
+    assert other["source"] == str(tmp_path / "wider" / "study.json")
+    assert [numbers(c) for c in m2["claims"]] == [numbers(c) for c in whole["claims"]]
+    markdown = (tmp_path / "m2" / "report.md").read_text()
+    assert "merged the reports of 2 parts" in markdown and "summed over the parts" in markdown

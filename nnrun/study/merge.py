@@ -16,15 +16,18 @@ budget that finished after it. `--beside` records replace a part's own record of
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from nnrun.errors import UserInputError
 from nnrun.io import atomic_write, write_json, write_text
-from nnrun.study.report import FIGURES_DIR, build_document, to_html, to_markdown
-from nnrun.study.scales import REPORT_FILE, load_beside
+from nnrun.study.report import FIGURES_DIR, Image, build_document, to_html, to_markdown
+from nnrun.study.scales import REPORT_FILE, budget_record, load_beside
+from nnrun.study.spec import NAME_PATTERN, load_study
 
 MERGED_FILES = {"json": "study.json", "markdown": "report.md", "html": "report.html"}
 """What `merge_reports` writes into its output folder, besides `figures/`."""
@@ -34,7 +37,8 @@ RUN_COUNTS = ("entries", "distinct", "diverged", "failed")
 
 def read_report(source: str | Path) -> tuple[dict[str, Any], Path]:
     """The `study.json` object of `source` (a study's output folder or the file itself) and the folder its
-    figure paths are relative to; `UserInputError` naming the file otherwise."""
+    figure paths are relative to; `UserInputError` naming the file otherwise (also when the report cannot be
+    rendered: a field missing or of the wrong type)."""
     path = Path(source)
     if path.is_dir():
         path = path / REPORT_FILE
@@ -46,19 +50,60 @@ def read_report(source: str | Path) -> tuple[dict[str, Any], Path]:
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise UserInputError(f"{source}: cannot read {path} as a study report: {e}") from None
     if (not isinstance(report, dict) or not isinstance(report.get("claims"), list)
-            or not all(isinstance(c, dict) and "id" in c for c in report["claims"])
+            or not all(isinstance(c, dict) for c in report["claims"])
             or not all(k in report for k in ("study", "budget", "statistics", "runs"))):
         raise UserInputError(f"{source}: {path} is not the study.json of a finished nnrun study")
+    for claim in report["claims"]:
+        if not isinstance(claim.get("id"), str) or not re.fullmatch(NAME_PATTERN, claim["id"]):
+            raise UserInputError(f"{source}: claim id {claim.get('id')!r} is not a claim name (letters, digits, "
+                                 "'_', '.', '+', '-')")
+    try:
+        build_document(report)
+        budget_record(report)
+        sum(float(s["wall_seconds"]) for s in report.get("sessions") or [])
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+        raise UserInputError(f"{source}: {path} lacks what a study report holds ({type(e).__name__}: {e})") from None
     return report, path.parent
 
 
 def merge_reports(sources: list[Path] | tuple[Path, ...], out: Path, *, beside: list[Path] | tuple[Path, ...] = (),
                   overwrite: bool = False) -> dict[str, Any]:
     """Write one report of every claim of `sources` (module docstring) into `out`, and return its object with
-    `files` (what was written). Everything is checked before anything is written."""
+    `files` (what was written). Everything is checked and rendered before anything is written."""
     if not sources:
         raise UserInputError("give at least one study report to merge (a study's output folder or its study.json)")
     parts = [(Path(s), *read_report(s)) for s in sources]
+    _check_parts(parts)
+    others = {}
+    for folder in beside:
+        record = load_beside(folder, parts[0][1]["study"], parts[0][1]["budget"])
+        if record["budget"] in others:
+            raise UserInputError(f"--beside {folder}: budget {record['budget']!r} is given twice")
+        others[record["budget"]] = record
+    figures = _figure_files(parts)
+    _check_out(out, [folder for _, _, folder in parts], overwrite)
+
+    merged = _merged_object(parts, others)
+    for claim in merged["claims"]:
+        if claim["id"] in figures:
+            claim["figure"] = f"{FIGURES_DIR}/{claim['id']}{figures[claim['id']].suffix}"
+    sources_of = {claim["figure"]: figures[claim["id"]].resolve() for claim in merged["claims"]
+                  if claim["id"] in figures}
+    blocks = build_document(merged)
+    markdown = to_markdown(blocks)
+    page = to_html([Image(str(sources_of[b.path]), b.alt) if isinstance(b, Image) and b.path in sources_of else b
+                    for b in blocks], out, merged["title"] or merged["study"])
+    for relative, path in sources_of.items():
+        atomic_write(out / relative, lambda f, source=path: f.write(source.read_bytes()))
+    files = {"json": str(write_json(out / MERGED_FILES["json"], merged)),
+             "markdown": str(write_text(out / MERGED_FILES["markdown"], markdown)),
+             "html": str(write_text(out / MERGED_FILES["html"], page))}
+    return {**merged, "files": files, "out": str(out)}
+
+
+def _check_parts(parts: list[tuple[Path, dict[str, Any], Path]]) -> None:
+    """The parts report one study at one budget, measured alike (the budget's seeds and overrides, the
+    statistics), and no claim twice."""
     first_source, first, _ = parts[0]
     for source, report, _ in parts[1:]:
         for key in ("study", "budget"):
@@ -68,6 +113,9 @@ def merge_reports(sources: list[Path] | tuple[Path, ...], out: Path, *, beside: 
         if report["statistics"] != first["statistics"]:
             raise UserInputError(f"{source}: its statistics settings (level, power, analysis) differ from "
                                  f"{first_source}'s; its intervals would not compare")
+        if _measured_alike(report) != _measured_alike(first):
+            raise UserInputError(f"{source}: its budget settings ({_measured_alike(report)}) differ from "
+                                 f"{first_source}'s ({_measured_alike(first)}); its runs are not the same budget's")
     owner: dict[str, Path] = {}
     for source, report, _ in parts:
         for claim in report["claims"]:
@@ -75,29 +123,13 @@ def merge_reports(sources: list[Path] | tuple[Path, ...], out: Path, *, beside: 
                 raise UserInputError(f"claim {claim['id']!r} is in both {owner[claim['id']]} and {source}; merge "
                                      "reports of different claims")
             owner[claim["id"]] = source
-    others = {}
-    for folder in beside:
-        record = load_beside(folder, first["study"], first["budget"])
-        if record["budget"] in others:
-            raise UserInputError(f"--beside {folder}: budget {record['budget']!r} is given twice")
-        others[record["budget"]] = record
-    figures = _figure_files(parts)
-    _check_out(out, [folder for _, _, folder in parts], overwrite)
 
-    newest = max(parts, key=lambda part: str(part[1].get("finished") or ""))[1]
-    merged = _merged_object(parts, newest, others)
-    (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
-    for claim in merged["claims"]:
-        if claim["id"] in figures:
-            path = figures[claim["id"]]
-            claim["figure"] = f"{FIGURES_DIR}/{claim['id']}{path.suffix}"
-            atomic_write(out / claim["figure"], lambda f, source=path: f.write(source.read_bytes()))
-    files = {"json": str(write_json(out / MERGED_FILES["json"], merged))}
-    blocks = build_document(merged)
-    files["markdown"] = str(write_text(out / MERGED_FILES["markdown"], to_markdown(blocks)))
-    files["html"] = str(write_text(out / MERGED_FILES["html"], to_html(blocks, out, merged["title"]
-                                                                        or merged["study"])))
-    return {**merged, "files": files, "out": str(out)}
+
+def _measured_alike(report: dict[str, Any]) -> dict[str, Any]:
+    """What a budget sets for every run (its seeds, overrides, selections): parts must agree on it. Its
+    description, claim list and time bound may change between parts (a later round adds claims)."""
+    settings = report.get("budget_settings") or {}
+    return {k: v for k, v in settings.items() if k not in ("description", "claims", "max_minutes")}
 
 
 def _figure_files(parts: list[tuple[Path, dict[str, Any], Path]]) -> dict[str, Path]:
@@ -131,37 +163,56 @@ def _check_out(out: Path, folders: list[Path], overwrite: bool) -> None:
         raise UserInputError(f"{out} already holds {', '.join(clash)}; choose another --out or pass --overwrite")
 
 
-def _merged_object(parts: list[tuple[Path, dict[str, Any], Path]], newest: dict[str, Any],
+def _merged_object(parts: list[tuple[Path, dict[str, Any], Path]],
                    others: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The merged `study.json`: the newest part's study, budget and machine fields, every part's claims (in the
     study file's order, as `nnrun study` reports them, where that file can be read; else in the order given),
-    sessions and run counts added up, and `merged`."""
+    every command that worked on a part once (two parts run into one folder share its sessions), run counts
+    added up, and `merged`: each part (a part that is itself a merge gives its own parts)."""
+    newest = max((report for _, report, _ in parts), key=lambda report: _when(report.get("finished")))
     claims = [claim for _, report, _ in parts for claim in report["claims"]]
     rank = {claim_id: i for i, claim_id in enumerate(_study_order(newest))}
     claims.sort(key=lambda c: rank.get(c["id"], len(rank)))  # stable: the order given for claims not found
-    sessions = sorted((s for _, report, _ in parts for s in report.get("sessions") or []),
-                      key=lambda s: str(s.get("started")))
+    sessions = {}
+    for _, report, _ in parts:
+        for session in report.get("sessions") or []:
+            sessions.setdefault((session.get("started"), session.get("command"), session["wall_seconds"]), session)
     runs = {k: sum(int(report["runs"].get(k) or 0) for _, report, _ in parts) for k in RUN_COUNTS}
     runs.update(trained_now=0, reused=runs["distinct"], runs_dir=None)
     budgets = {}
-    for _, report, _ in sorted(parts, key=lambda part: str(part[1].get("finished") or "")):
+    for _, report, _ in sorted(parts, key=lambda part: _when(part[1].get("finished"))):
         budgets.update({r["budget"]: r for r in report.get("other_budgets") or []})
     budgets.update(others)
     estimates = [report.get("estimate_seconds") for _, report, _ in parts]
+    merged = []
+    for source, report, _ in parts:
+        merged += report.get("merged") or [
+            {"source": str(source), "claims": [c["id"] for c in report["claims"]],
+             "commands": len(report.get("sessions") or []) or 1, "wall_seconds": _wall_seconds(report),
+             **{k: report.get(k) for k in ("command", "machine", "jobs", "threads_per_run", "executor", "overrides",
+                                           "finished", "runs")}}]
     return {
         **{k: newest.get(k) for k in ("study", "title", "description", "file", "budget", "budgets",
                                       "budget_settings", "overrides", "machine", "jobs", "threads_per_run",
                                       "executor", "finished", "statistics")},
         "command": shlex.join(["nnrun", *sys.argv[1:]]),
-        "wall_seconds": sum(_wall_seconds(report) for _, report, _ in parts),
+        "wall_seconds": (sum(float(s["wall_seconds"]) for s in sessions.values())
+                         + sum(_wall_seconds(report) for _, report, _ in parts if not report.get("sessions"))),
         "estimate_seconds": None if None in estimates else sum(estimates),
-        "sessions": sessions, "runs": runs, "claims": claims, "other_budgets": list(budgets.values()),
-        "merged": [{"source": str(source), "claims": [c["id"] for c in report["claims"]],
-                    "commands": len(report.get("sessions") or []) or 1, "wall_seconds": _wall_seconds(report),
-                    **{k: report.get(k) for k in ("command", "machine", "jobs", "threads_per_run", "executor",
-                                                  "overrides", "finished", "runs")}}
-                   for source, report, _ in parts],
+        "sessions": sorted(sessions.values(), key=lambda s: _when(s.get("started"))),
+        "runs": runs, "claims": claims, "other_budgets": list(budgets.values()), "merged": merged,
     }
+
+
+def _when(text: Any) -> float:
+    """A report's `finished` or a session's `started` as seconds since the epoch (their time zones apart);
+    0 when missing or unreadable."""
+    for fmt in ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%dT%H:%M:%S%z"):
+        try:
+            return datetime.strptime(str(text), fmt).timestamp()
+        except ValueError:
+            continue
+    return 0.0
 
 
 def _wall_seconds(report: dict[str, Any]) -> float:
@@ -174,10 +225,8 @@ def _wall_seconds(report: dict[str, Any]) -> float:
 def _study_order(report: dict[str, Any]) -> list[str]:
     """The claim ids of the study file a report names, in the file's order; none when the file is gone, no
     longer valid, or another study's."""
-    from nnrun.study.spec import load_study
-
     try:
-        study, _ = load_study(report.get("file") or "")
-    except (UserInputError, OSError):
+        study, _ = load_study(str(report.get("file") or ""))
+    except (UserInputError, OSError, TypeError, ValueError):
         return []
     return [claim.id for claim in study.claims] if study.name == report.get("study") else []

@@ -274,7 +274,8 @@ def _part_line(part: dict[str, Any], alone: bool) -> str:
     commands = part.get("commands") or 1
     return ("- Measured by " if alone else f"- Part `{part['source']}` ({', '.join(part['claims'])}): measured by ") \
         + f"`{part['command']}`" + (f" (the last of {commands} commands)" if commands > 1 else "") \
-        + f", {_minutes(part['wall_seconds'])} in all, finished {part['finished']}; machine: {_machine_text(part)}"
+        + f", {_minutes(part['wall_seconds'])} in all, finished {part['finished']}; machine: {_machine_text(part)}" \
+        + (f"; overrides: {', '.join(f'`{o}`' for o in part['overrides'])}" if part.get("overrides") else "")
 
 
 def _machine_text(report: dict[str, Any]) -> str:
