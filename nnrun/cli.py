@@ -149,6 +149,12 @@ def command(name: str | None = None, *, group: typer.Typer | None = None, **kwar
     return register
 
 
+def print_written(files: dict[str, str]) -> None:
+    """`wrote PATH` on stderr for each file a command wrote."""
+    for path in files.values():
+        stderr_console.print(f"wrote {path}", soft_wrap=True, markup=False, highlight=False)
+
+
 def print_json(obj: Any) -> None:
     """Write `obj` as one JSON object on stdout."""
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
@@ -845,8 +851,7 @@ def preprocess(
         print_json(result)
         return
     print_table(report_table(result))
-    for path in result["files"].values():
-        stderr_console.print(f"wrote {path}", soft_wrap=True, markup=False, highlight=False)
+    print_written(result["files"])
 
 
 @command("compare-inits")
@@ -1019,8 +1024,7 @@ def study_merge(
         print_json(result)
         return
     print_table(summary_table(result))
-    for path in result["files"].values():
-        stderr_console.print(f"wrote {path}", soft_wrap=True, markup=False, highlight=False)
+    print_written(result["files"])
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ budget that finished after it. `--beside` records replace a part's own record of
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 from nnrun.errors import UserInputError
 from nnrun.io import atomic_write, write_json, write_text
 from nnrun.study.report import FIGURES_DIR, Image, build_document, to_html, to_markdown
-from nnrun.study.scales import REPORT_FILE, budget_record, load_beside
+from nnrun.study.scales import budget_record, load_beside, read_study_json
 from nnrun.study.spec import NAME_PATTERN, load_study
 
 MERGED_FILES = {"json": "study.json", "markdown": "report.md", "html": "report.html"}
@@ -39,16 +38,7 @@ def read_report(source: str | Path) -> tuple[dict[str, Any], Path]:
     """The `study.json` object of `source` (a study's output folder or the file itself) and the folder its
     figure paths are relative to; `UserInputError` naming the file otherwise (also when the report cannot be
     rendered: a field missing or of the wrong type)."""
-    path = Path(source)
-    if path.is_dir():
-        path = path / REPORT_FILE
-    try:
-        report = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserInputError(f"{source}: no {REPORT_FILE} there (give the output folder of a finished nnrun "
-                             "study, or its study.json)") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserInputError(f"{source}: cannot read {path} as a study report: {e}") from None
+    report, path = read_study_json(source, str(source))
     if (not isinstance(report, dict) or not isinstance(report.get("claims"), list)
             or not all(isinstance(c, dict) for c in report["claims"])
             or not all(k in report for k in ("study", "budget", "statistics", "runs"))):

@@ -23,19 +23,25 @@ RELATION_KEYS = ("label", "relation", "metric", "a", "b", "verdict", "verdict_la
 """What a compact record keeps of each relation (what a scale cell shows)."""
 
 
-def load_beside(folder: str | Path, study: str, budget: str) -> dict[str, Any]:
-    """The compact record (`budget_record`) of study `study`'s report in `folder` (or the `study.json` given
-    itself), measured at a budget other than `budget`; `UserInputError` naming the file otherwise."""
-    path = Path(folder)
+def read_study_json(source: str | Path, label: str) -> tuple[Any, Path]:
+    """The parsed `study.json` of `source` (a study's output folder or the file itself) and its path;
+    `UserInputError` starting with `label` when it is missing or unreadable."""
+    path = Path(source)
     if path.is_dir():
         path = path / REPORT_FILE
     try:
-        report = json.loads(path.read_text())
+        return json.loads(path.read_text()), path
     except FileNotFoundError:
-        raise UserInputError(f"--beside {folder}: no {REPORT_FILE} there (give the output folder of a finished "
-                             f"nnrun study)") from None
+        raise UserInputError(f"{label}: no {REPORT_FILE} there (give the output folder of a finished nnrun "
+                             "study, or its study.json)") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserInputError(f"--beside {folder}: cannot read {path} as a study report: {e}") from None
+        raise UserInputError(f"{label}: cannot read {path} as a study report: {e}") from None
+
+
+def load_beside(folder: str | Path, study: str, budget: str) -> dict[str, Any]:
+    """The compact record (`budget_record`) of study `study`'s report in `folder` (or the `study.json` given
+    itself), measured at a budget other than `budget`; `UserInputError` naming the file otherwise."""
+    report, path = read_study_json(folder, f"--beside {folder}")
     if not isinstance(report, dict) or not isinstance(report.get("claims"), list) or "budget" not in report:
         raise UserInputError(f"--beside {folder}: {path} is not the study.json of an nnrun study")
     if report.get("study") != study:
