@@ -24,6 +24,7 @@ from typing import Any
 
 from nnrun.errors import UserInputError
 from nnrun.io import atomic_write, write_json, write_text
+from nnrun.study.display import summary_table
 from nnrun.study.report import FIGURES_DIR, Image, build_document, to_html, to_markdown
 from nnrun.study.scales import budget_record, load_beside, read_study_json
 from nnrun.study.spec import NAME_PATTERN, load_study
@@ -49,6 +50,7 @@ def read_report(source: str | Path) -> tuple[dict[str, Any], Path]:
                                  "'_', '.', '+', '-')")
     try:
         build_document(report)
+        summary_table(report)  # what the command prints
         budget_record(report)
         sum(float(s["wall_seconds"]) for s in report.get("sessions") or [])
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
