@@ -904,8 +904,7 @@ def compare_inits_command(
     print_table(forward_table(result))
     if result["training"]:
         print_table(training_table(result))
-    for path in result["files"].values():
-        stderr_console.print(f"wrote {path}", soft_wrap=True, markup=False, highlight=False)
+    print_written(result["files"])
     stderr_console.print(f"done in {result['seconds']:.1f} s", markup=False, highlight=False)
 
 
@@ -987,8 +986,7 @@ def study(
         print_json(result)
     elif not quiet:
         print_table(summary_table(result))
-        for path in result["files"].values():
-            stderr_console.print(f"wrote {path}", soft_wrap=True, markup=False, highlight=False)
+        print_written(result["files"])
         stderr_console.print(f"done in {result['wall_seconds'] / 60:.1f} min", markup=False, highlight=False)
     if result["failed"]:
         stderr_console.print(f"{len(result['failed'])} runs failed (not by diverging) or are missing; rerun the "
