@@ -25,13 +25,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, check, log, nnrun_command, part_parser, part_result, write_result
+from common import REFERENCE_TRAIN_ARGS, REPO, check, log, nnrun_command, part_parser, part_result, write_result
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
-REFERENCE = ["--set", "model.hidden=[512, 512]", "--set", "model.init=he", "--set", "preprocess.center=none",
-             "--set", "preprocess.scale=none", "--set", "optim.name=momentum", "--set", "optim.lr=0.01",
-             "--set", "train.batch_size=256",
-             "--set", "train.restore_best=false", "--set", "data.val_size=1000", "--set", "data.test_size=100"]
+
 
 
 def start_competitor() -> subprocess.Popen:
@@ -84,7 +81,7 @@ def main() -> None:
     # reference run diverge within its first batches at some row counts (--rows 5000: a NaN loss in batch 10).
     np.savez(data, X=rng.standard_normal((args.rows + 1100, 3072), dtype=np.float32),
              y=rng.integers(0, 10, args.rows + 1100))
-    cifar = [str(QUICKSTART), "--set", "data.dataset=npz", "--set", f"data.path={data}", *REFERENCE,
+    cifar = [str(QUICKSTART), "--set", "data.dataset=npz", "--set", f"data.path={data}", *REFERENCE_TRAIN_ARGS,
              "--set", "train.epochs=2", "--set", "train.eval_train_size=1000"]
     quick = [str(QUICKSTART), "--set", "train.epochs=20"]
     rows, notes = [], []

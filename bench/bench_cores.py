@@ -32,18 +32,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import REPO, check, log, nnrun_command, part_result, write_result
+from common import REFERENCE_TRAIN_ARGS, REPO, check, log, nnrun_command, part_result, write_result
 
 from nnrun import cpu_kernels
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 ELEMENTWISE = {"NumPy": "0", "parallel numba": "parallel"}
 """The other element-wise settings timed under the default policy, by `NNRUN_NUMBA` value."""
-REFERENCE = ["--set", "model.hidden=[512, 512]", "--set", "model.init=he", "--set", "preprocess.center=none",
-             "--set", "preprocess.scale=none",
-             "--set", "optim.name=momentum", "--set", "optim.lr=0.01", "--set", "train.batch_size=256",
-             "--set", "train.restore_best=false", "--set", "data.val_size=1000", "--set", "data.test_size=100",
-             "--set", "train.epochs=1", "--set", "train.eval_train_size=1000"]
+REFERENCE = [*REFERENCE_TRAIN_ARGS, "--set", "train.epochs=1", "--set", "train.eval_train_size=1000"]
 BN_DROPOUT = ["--set", "model.batchnorm=true", "--set", "model.dropout=0.5"]
 EPOCH_TARGETS = {2: (0.80, 0.93), 16: (1.0, 0.60)}
 """Core count -> (nnrun's epoch / PyTorch's at most, the matrix products' share of nnrun's epoch at least)."""

@@ -388,6 +388,17 @@ def cifar10_folder(given: str | None) -> Path | None:
     return None
 
 
+REFERENCE_TRAIN_ARGS = [
+    "--set", "model.hidden=[512, 512]", "--set", "model.init=he", "--set", "preprocess.center=none",
+    "--set", "preprocess.scale=none", "--set", "regularization.l2=0", "--set", "optim.name=momentum",
+    "--set", "optim.lr=0.01", "--set", "train.batch_size=256", "--set", "train.restore_best=false",
+    "--set", "data.val_size=1000", "--set", "data.test_size=100"]
+"""`--set` options that make configs/quickstart.yaml (on an npz of CIFAR-shaped rows) the reference workload of
+`nnrun train`: 3072-512-512-10, He init, raw rows, momentum SGD (lr 0.01), batch 256, and no L2 penalty, as the
+PyTorch competitor trains (quickstart's own l2 0.0001 added two passes over every weight matrix per step that
+PyTorch's epoch did not make)."""
+
+
 def nnrun_command() -> list[str]:
     """`nnrun` run with this interpreter (the console script beside it when installed, else `python -m nnrun`)."""
     script = Path(sys.executable).with_name("nnrun")
