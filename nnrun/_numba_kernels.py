@@ -124,6 +124,12 @@ def _batchnorm_input_grad_span(dout, xhat, dbeta, dgamma, n, factor, dx):  # noq
 
 
 @njit(cache=True)
+def _add_scaled_span(g, w, strength):  # noqa: ANN001, ANN201
+    for i in range(g.size):
+        g[i] = g[i] + w[i] * strength
+
+
+@njit(cache=True)
 def _sgd_span(w, g, lr):  # noqa: ANN001, ANN201
     for i in range(w.size):
         w[i] = w[i] + g[i] * -lr
@@ -225,6 +231,13 @@ def batchnorm_input_grad(dout, xhat, dbeta, dgamma, n, factor, dx):  # noqa: ANN
 
 
 @njit(parallel=True, cache=True)
+def add_scaled(g, w, strength):  # noqa: ANN001, ANN201
+    for k in prange(blocks(g.size, CHUNK)):
+        lo, hi = k * CHUNK, (k + 1) * CHUNK
+        _add_scaled_span(g[lo:hi], w[lo:hi], strength)
+
+
+@njit(parallel=True, cache=True)
 def sgd(w, g, lr):  # noqa: ANN001, ANN201
     for k in prange(blocks(w.size, CHUNK)):
         lo, hi = k * CHUNK, (k + 1) * CHUNK
@@ -262,6 +275,6 @@ def rmsprop(w, g, cache, lr, decay, one_minus_decay, eps):  # noqa: ANN001, ANN2
 SERIAL = {"add_bias": _add_bias_span, "subtract_row": _subtract_row_span, "relu": _relu_span,
           "relu_backward": _relu_backward_span, "gather_rows": _gather_rows_span, "dropout": _dropout_span,
           "batchnorm_normalize": _batchnorm_normalize_span, "batchnorm_input_grad": _batchnorm_input_grad_span,
-          "sgd": _sgd_span, "momentum": _momentum_span, "nesterov": _nesterov_span, "adam": _adam_span,
-          "rmsprop": _rmsprop_span}
+          "add_scaled": _add_scaled_span, "sgd": _sgd_span, "momentum": _momentum_span, "nesterov": _nesterov_span,
+          "adam": _adam_span, "rmsprop": _rmsprop_span}
 """Each kernel's serial body over the whole arrays: what one thread runs, with no parallel launch."""

@@ -1,8 +1,8 @@
 """Fused element-wise CPU kernels, compiled by numba.
 
 A training step's element-wise work (bias and activation passes, the ReLU mask, dropout, the
-BatchNorm normalization and input gradient, the optimizer update, the batch gather) is a few
-passes over arrays of a few hundred kilobytes to a few megabytes. NumPy runs each operation as its
+BatchNorm normalization and input gradient, the L2 penalty's gradient, the optimizer update, the batch
+gather) is a few passes over arrays of a few hundred kilobytes to a few megabytes. NumPy runs each operation as its
 own pass, with temporaries; each kernel here does the whole formula in one vectorized pass.
 
 Results are bit-identical to the NumPy code they replace, and so independent of the thread count:
@@ -199,6 +199,12 @@ def batchnorm_input_grad(dout: np.ndarray, xhat: np.ndarray, dbeta: np.ndarray, 
                          factor: np.ndarray, dx: np.ndarray) -> None:
     """dx (N, D) = ((dout * N - dbeta) - xhat * dgamma) * factor, factor (D,) = gamma * inv_std / N."""
     _run("batchnorm_input_grad", dout.size, dout, xhat, dbeta, dgamma, dout.dtype.type(dout.shape[0]), factor, dx)
+
+
+def add_scaled(g: np.ndarray, w: np.ndarray, strength: float) -> None:
+    """g += w * strength in place (g, w of one shape; `w * strength` rounded to w's dtype first, as NumPy's
+    `g += w * w.dtype.type(strength)` computes it, without its temporary): the L2 penalty's gradient."""
+    _run("add_scaled", g.size, g.reshape(-1), w.reshape(-1), w.dtype.type(strength))
 
 
 def update(rule: str, w: np.ndarray, g: np.ndarray, slots: tuple[np.ndarray, ...], scalars: tuple[float, ...]) -> None:

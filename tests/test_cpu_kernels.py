@@ -17,6 +17,7 @@ from nnrun.cli import app
 from nnrun.config import OptimConfig
 from nnrun.experiment import build_optimizer
 from nnrun.nn.layers import BatchNorm, Dropout, Linear, Parameter, ReLU
+from nnrun.nn.regularizers import Regularizer, Strengths
 from nnrun.optim import OPTIMIZERS
 from nnrun.parallel import gather_rows
 
@@ -167,6 +168,30 @@ def test_every_optimizer_step_matches_numpy(threads, kernels_off, name):
         assert same_bits(a, b)
 
 
+@pytest.mark.parametrize("penalties", [{"l2": 3e-3}, {"l2": 1e-4, "l1": 2e-4}])
+def test_the_l2_penalty_gradient_matches_numpy(threads, kernels_off, penalties):
+    """The L2 gradient goes in by the add_scaled kernel (an elastic net's L1 part stays in NumPy after it): the
+    same gradient bytes and the same penalty value as `grad += strength * W`."""
+    rng = np.random.default_rng(8)
+    w, g = array(rng, 700, 300), array(rng, 700, 300)
+    served = []
+    run = cpu_kernels._run
+
+    def compute():
+        p = Parameter("w", w.copy(), "weight", 0)
+        p.grad[...] = g
+        regularizer = Regularizer(Strengths(penalties))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cpu_kernels, "_run", lambda name, *args: (served.append(name), run(name, *args)))
+            value = regularizer.add_penalty([p])
+        return p.grad, value
+
+    (fused_grad, fused_value), (plain_grad, plain_value) = both_ways(kernels_off, compute)
+    assert served == ["add_scaled"]
+    assert same_bits(fused_grad, plain_grad)
+    assert fused_value == plain_value or (np.isnan(fused_value) and np.isnan(plain_value))
+
+
 def test_gather_rows_matches_take_and_checks_the_range(threads):
     rng = np.random.default_rng(6)
     X = array(rng, 2000, 300)
@@ -222,7 +247,7 @@ def test_a_run_gives_the_same_bytes_with_and_without_the_kernels(tmp_path, monke
         if label == "fused":
             assert cpu_kernels._state["parallel"] is (mode == "parallel")
             assert {"add_bias", "subtract_row", "relu", "relu_backward", "dropout", "batchnorm_normalize",
-                    "batchnorm_input_grad", "momentum"} <= set(calls), calls
+                    "batchnorm_input_grad", "add_scaled", "momentum"} <= set(calls), calls
     assert outs["fused"] == outs["numpy"]
 
 

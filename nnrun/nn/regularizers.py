@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnrun import cpu_kernels
 from nnrun.backend import is_device_array, loss_scalar, xp_of
 from nnrun.nn.layers import Parameter
 
@@ -29,9 +30,14 @@ def l2_penalty(w: np.ndarray, strength: float) -> tuple[float, np.ndarray]:
 
     Returns `(0.5 * strength * sum(w**2), strength * w)`; the gradient has w's shape and dtype.
     """
+    return l2_value(w, strength), w * w.dtype.type(strength)
+
+
+def l2_value(w: np.ndarray, strength: float) -> float:
+    """`0.5 * strength * sum(w**2)`, the L2 penalty alone."""
     # On a GPU a reduction kernel (vdot may go through cuBLAS, whose host-side result would stop a CUDA graph).
     total = (w * w).sum() if is_device_array(w) else loss_scalar(xp_of(w).vdot(w, w))
-    return 0.5 * strength * total, w * w.dtype.type(strength)
+    return 0.5 * strength * total
 
 
 def l1_penalty(w: np.ndarray, strength: float) -> tuple[float, np.ndarray]:
@@ -105,10 +111,16 @@ class Regularizer:
                     yield p, active
 
     def add_penalty(self, params: Iterable[Parameter]) -> float:
-        """Add each penalty's gradient into `.grad` (after backward); return the total penalty."""
+        """Add each penalty's gradient into `.grad` (after backward); return the total penalty. L2's gradient goes in
+        through one compiled pass where the kernels serve (the same bytes as `grad += strength * W`, without
+        the temporary matrix and its extra pass)."""
         total = 0.0
         for p, active in self._penalized(params):
             for name, strength in active:
+                if name == "l2" and cpu_kernels.usable(p.grad, p.value):
+                    total += l2_value(p.value, strength)
+                    cpu_kernels.add_scaled(p.grad, p.value, strength)
+                    continue
                 value, grad = PENALTIES[name](p.value, strength)
                 total += value
                 p.grad += grad
