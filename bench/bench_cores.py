@@ -16,6 +16,10 @@ rounds are interleaved and the best of `--repeats` counts. Checks, per core coun
 1.05x the best fixed `--threads` (5 % for noise); at 2 and 16 cores, nnrun's default epoch against PyTorch's
 (at most 0.80x and 1.0x) and the products' share of it (at least 93 % and 60 %).
 
+With `--json` the file is rewritten after each core count of each round, so a stopped run (Ctrl-C, or the
+SIGTERM of `timeout` on a lent machine) leaves the table of every core count measured so far; it then prints
+that table, removes its scratch data and exits 1.
+
 Usage: python bench/bench_cores.py [--cores 1,2,4,8,16] [--rows 50000] [--variant plain|bn-dropout]
                                    [--repeats 3] [--json PATH]
 """
@@ -26,6 +30,8 @@ import argparse
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -141,35 +147,74 @@ def main() -> None:
     title = (f"One epoch per thread setting and core count, 3072-512-512-10, batch 256, {args.rows:,} rows"
              + (", BatchNorm + dropout" if args.variant == "bn-dropout" else ""))
     scratch = Path(tempfile.mkdtemp(prefix="nnrun-bench-cores-"))
-    rng = np.random.default_rng(0)
-    data = scratch / "cifar-sized.npz"
-    log(f"[{part}] writing {args.rows} CIFAR-shaped rows")
-    # Standard-normal rows, used as they are (no centring or scaling), as bench_epoch.py's workload: raw 0..255
-    # integers without centring made the reference run diverge in its tenth batch, so nothing was timed.
-    np.savez(data, X=rng.standard_normal((args.rows + 1100, 3072), dtype=np.float32),
-             y=rng.integers(0, 10, args.rows + 1100))
-    train_args = [str(QUICKSTART), "--set", "data.dataset=npz", "--set", f"data.path={data}", *REFERENCE,
-                  *(BN_DROPOUT if args.variant == "bn-dropout" else [])]
     best: dict[tuple[int, str], float] = {}
     choices: dict[int, str] = {}
-    for round_ in range(args.repeats):
-        for cores in counts:
-            settings = [*(str(t) for t in thread_counts(cores)), "default", *ELEMENTWISE]
-            for setting in settings:
-                extra = ["--threads", setting] if setting.isdigit() else []
-                env = {cpu_kernels.ENV: ELEMENTWISE.get(setting, "1")}
-                log(f"[{part}] round {round_ + 1}: {cores} cores, threads {setting}")
-                folder = scratch / f"c{cores}-t{setting.replace(' ', '-')}"
-                seconds, choice = nnrun_epoch(cores, [*train_args, *extra], folder, env)
-                best[(cores, setting)] = min(seconds, best.get((cores, setting), float("inf")))
-                if setting == "default":
-                    choices[cores] = choice
-            seconds = products_epoch(cores, args.rows)
-            best[(cores, "products")] = min(seconds, best.get((cores, "products"), float("inf")))
-            if not args.no_torch:
-                seconds = torch_epoch(cores, data, args.variant)
-                if seconds is not None:
-                    best[(cores, "torch")] = min(seconds, best.get((cores, "torch"), float("inf")))
+    done: list[int] = []
+    rounds, stopped = 0, False
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        data = scratch / "cifar-sized.npz"
+        log(f"[{part}] writing {args.rows} CIFAR-shaped rows")
+        # Standard-normal rows, used as they are (no centring or scaling), as bench_epoch.py's workload: raw 0..255
+        # integers without centring made the reference run diverge in its tenth batch, so nothing was timed.
+        rng = np.random.default_rng(0)
+        np.savez(data, X=rng.standard_normal((args.rows + 1100, 3072), dtype=np.float32),
+                 y=rng.integers(0, 10, args.rows + 1100))
+        train_args = [str(QUICKSTART), "--set", "data.dataset=npz", "--set", f"data.path={data}", *REFERENCE,
+                      *(BN_DROPOUT if args.variant == "bn-dropout" else [])]
+        for round_ in range(args.repeats):
+            for cores in counts:
+                measure(cores, round_, part, train_args, scratch, data, args, best, choices)
+                if cores not in done:
+                    done.append(cores)
+                if args.json:  # what is measured so far, so that a stopped run (a timeout, Ctrl-C) still leaves it
+                    write_json(summary(part, title, done, (rounds, args.repeats), best, choices, available),
+                               args.json)
+            rounds += 1
+    except KeyboardInterrupt:
+        log(f"[{part}] stopped after {rounds} complete round(s); the table has the core counts measured so far")
+        if not done:
+            raise SystemExit(1) from None
+        stopped = True
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    write_result(summary(part, title, done, (rounds, args.repeats), best, choices, available), args.json)
+    if stopped:
+        raise SystemExit(1)
+
+
+def stop(signum: int, frame: object) -> None:
+    """SIGTERM (`timeout`'s) stops the part as Ctrl-C does: the running epoch's process is killed, the table of
+    what was measured is printed and written, and the scratch data is removed."""
+    raise KeyboardInterrupt
+
+
+def measure(cores: int, round_: int, part: str, train_args: list[str], scratch: Path, data: Path,
+            args: argparse.Namespace, best: dict[tuple[int, str], float], choices: dict[int, str]) -> None:
+    """One round on `cores` cores: every thread setting's epoch, the products alone and PyTorch's epoch, each kept
+    in `best` when it is the fastest so far (the default policy's thread choice in `choices`)."""
+    settings = [*(str(t) for t in thread_counts(cores)), "default", *ELEMENTWISE]
+    for setting in settings:
+        extra = ["--threads", setting] if setting.isdigit() else []
+        env = {cpu_kernels.ENV: ELEMENTWISE.get(setting, "1")}
+        log(f"[{part}] round {round_ + 1}: {cores} cores, threads {setting}")
+        folder = scratch / f"c{cores}-t{setting.replace(' ', '-')}"
+        seconds, choice = nnrun_epoch(cores, [*train_args, *extra], folder, env)
+        best[(cores, setting)] = min(seconds, best.get((cores, setting), float("inf")))
+        if setting == "default":
+            choices[cores] = choice
+    seconds = products_epoch(cores, args.rows)
+    best[(cores, "products")] = min(seconds, best.get((cores, "products"), float("inf")))
+    if not args.no_torch:
+        seconds = torch_epoch(cores, data, args.variant)
+        if seconds is not None:
+            best[(cores, "torch")] = min(seconds, best.get((cores, "torch"), float("inf")))
+
+
+def summary(part: str, title: str, counts: list[int], rounds: tuple[int, int], best: dict[tuple[int, str], float],
+            choices: dict[int, str], available: int) -> dict:
+    """The part's result over the core counts `counts` measured so far; `rounds` is (rounds finished, rounds
+    planned): each row is the best of the rounds that reached it."""
     rows, checks = [], []
     for cores in counts:
         fixed = {t: best[(cores, str(t))] for t in thread_counts(cores)}
@@ -202,7 +247,15 @@ def main() -> None:
     notes = [f"machine: {available} cores available; each core count pins every process to the first CPUs of "
              "this process's affinity; epoch seconds from metrics.jsonl (nnrun) and the epoch loop (PyTorch)",
              "'ratio' = the row's time / PyTorch's on the same cores"]
-    write_result(part_result(part, title, rows, checks, notes), args.json)
+    notes.append(f"rounds finished: {rounds[0]} of {rounds[1]}; each row is the best of the rounds that reached it")
+    return part_result(part, title, rows, checks, notes)
+
+
+def write_json(result: dict, path: str) -> None:
+    """`result` as JSON at `path`, replaced whole (a stop never leaves half a file)."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

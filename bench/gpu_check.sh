@@ -16,8 +16,9 @@
 #                                   the recipe's three-seed mean; recipes.log, recipes.json
 #   bash bench/gpu_check.sh cores   the thread table of issue-sized CPU work, no GPU needed: bench/bench_cores.py
 #                                   at 1, 2, 4, 8 and 16 cores (taskset-style pinning), plain then with BatchNorm
-#                                   and dropout (timeout $NNRUN_CORES_BUDGET seconds each, default 280): cores.log,
-#                                   cores.json, cores-bn-dropout.json. numba's wheels (62 MB, `make cores-wheels`)
+#                                   and dropout (timeout $NNRUN_CORES_BUDGET seconds each, default 280; a timeout
+#                                   keeps every core count measured by then): cores.log, cores.json,
+#                                   cores-bn-dropout.json. numba's wheels (62 MB, `make cores-wheels`)
 #                                   travel alone in .whl-numba/ in a call before it: that call's `bash
 #                                   bench/gpu_check.sh cores-install` puts them into /tmp/site
 #   bash bench/gpu_check.sh study   with NNRUN_TEST_CIFAR10 set: the notes' claims study at its standard budget on

@@ -158,6 +158,24 @@ def test_cores_part_measures_every_thread_count_on_each_core_count():
     assert cores.thread_counts(16) == [1, 2, 3, 4, 8, 16]
 
 
+def test_cores_part_summarizes_the_core_counts_measured_so_far():
+    """A run stopped in its first round (a timeout on a lent machine) still gives the rows and checks of the core
+    counts it finished, and says how many rounds it finished."""
+    cores = bench_module("bench_cores")
+    best = {(1, "1"): 4.4, (1, "default"): 4.3, (1, "NumPy"): 4.6, (1, "parallel numba"): 4.4, (1, "products"): 4.0,
+            (2, "1"): 4.3, (2, "2"): 2.5, (2, "default"): 2.4, (2, "NumPy"): 2.7, (2, "parallel numba"): 2.6,
+            (2, "products"): 2.2, (2, "torch"): 3.0}
+    result = cores.summary("cores", "t", [1, 2], (0, 3), best, {1: "1 (x)", 2: "2 (x)"}, 2)
+    names = [row["name"] for row in result["rows"]]
+    assert names[0] == "1 cores, --threads 1" and "2 cores, PyTorch CPU (2 threads)" in names
+    assert not any(name.startswith("1 cores, PyTorch") for name in names)  # no PyTorch figure: no row, no ratio
+    checks = {c["name"]: c for c in result["checks"]}
+    assert checks["2 cores: nnrun's default epoch / PyTorch's"]["value"] == pytest.approx(0.8)
+    assert checks["2 cores: the products' share of nnrun's default epoch"]["value"] == pytest.approx(2.2 / 2.4)
+    assert checks["1 cores: default policy / best fixed --threads (1)"]["value"] == pytest.approx(4.3 / 4.4)
+    assert result["notes"][-1].startswith("rounds finished: 0 of 3")
+
+
 def test_cores_part_pins_a_child_to_the_first_cpus():
     cores = bench_module("bench_cores")
     result = subprocess.run([sys.executable, "-c", "import os; print(len(os.sched_getaffinity(0)))"],
