@@ -16,6 +16,7 @@ rounds are interleaved and the best of `--repeats` counts. Checks, per core coun
 1.05x the best fixed `--threads` (5 % for noise); at 2 and 16 cores, nnrun's default epoch against PyTorch's
 (at most 0.80x and 1.0x) and the products' share of it (at least 93 % and 60 %).
 
+A round measures the core counts with targets first (16, then 2), then the others from the most cores down.
 With `--json` the file is rewritten after each core count of each round, so a stopped run (Ctrl-C, or the
 SIGTERM of `timeout` on a lent machine) leaves the table of every core count measured so far; it then prints
 that table, removes its scratch data and exits 1.
@@ -61,6 +62,12 @@ def core_counts(spec: str | None, available: int) -> list[int]:
         return [c for c in wanted if 1 <= c <= available]
     counts = [c for c in (1, 2, 4, 8, 16, 32, 64) if c <= available]
     return sorted({*counts, available})
+
+
+def measuring_order(counts: list[int]) -> list[int]:
+    """`counts` in the order a round measures them: the core counts with epoch targets (16, then 2) first, then the
+    rest from the most cores down, so that a run stopped early (a timeout) has the figures that decide first."""
+    return sorted(counts, key=lambda c: (c not in EPOCH_TARGETS, -c))
 
 
 def thread_counts(cores: int) -> list[int]:
@@ -163,7 +170,7 @@ def main() -> None:
         train_args = [str(QUICKSTART), "--set", "data.dataset=npz", "--set", f"data.path={data}", *REFERENCE,
                       *(BN_DROPOUT if args.variant == "bn-dropout" else [])]
         for round_ in range(args.repeats):
-            for cores in counts:
+            for cores in measuring_order(counts):
                 measure(cores, round_, part, train_args, scratch, data, args, best, choices)
                 if cores not in done:
                     done.append(cores)
@@ -216,7 +223,7 @@ def summary(part: str, title: str, counts: list[int], rounds: tuple[int, int], b
     """The part's result over the core counts `counts` measured so far; `rounds` is (rounds finished, rounds
     planned): each row is the best of the rounds that reached it."""
     rows, checks = [], []
-    for cores in counts:
+    for cores in sorted(counts):
         fixed = {t: best[(cores, str(t))] for t in thread_counts(cores)}
         best_t = min(fixed, key=fixed.get)
         default = best[(cores, "default")]

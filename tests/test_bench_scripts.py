@@ -156,6 +156,7 @@ def test_cores_part_measures_every_thread_count_on_each_core_count():
     assert cores.thread_counts(1) == [1]
     assert cores.thread_counts(2) == [1, 2]
     assert cores.thread_counts(16) == [1, 2, 3, 4, 8, 16]
+    assert cores.measuring_order([1, 2, 4, 8, 16]) == [16, 2, 8, 4, 1]  # the targets' core counts first
 
 
 def test_cores_part_summarizes_the_core_counts_measured_so_far():
@@ -165,7 +166,7 @@ def test_cores_part_summarizes_the_core_counts_measured_so_far():
     best = {(1, "1"): 4.4, (1, "default"): 4.3, (1, "NumPy"): 4.6, (1, "parallel numba"): 4.4, (1, "products"): 4.0,
             (2, "1"): 4.3, (2, "2"): 2.5, (2, "default"): 2.4, (2, "NumPy"): 2.7, (2, "parallel numba"): 2.6,
             (2, "products"): 2.2, (2, "torch"): 3.0}
-    result = cores.summary("cores", "t", [1, 2], (0, 3), best, {1: "1 (x)", 2: "2 (x)"}, 2)
+    result = cores.summary("cores", "t", [2, 1], (0, 3), best, {1: "1 (x)", 2: "2 (x)"}, 2)
     names = [row["name"] for row in result["rows"]]
     assert names[0] == "1 cores, --threads 1" and "2 cores, PyTorch CPU (2 threads)" in names
     assert not any(name.startswith("1 cores, PyTorch") for name in names)  # no PyTorch figure: no row, no ratio
