@@ -30,7 +30,6 @@ from common import REFERENCE_TRAIN_ARGS, REPO, check, log, nnrun_command, part_p
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 
 
-
 def start_competitor() -> subprocess.Popen:
     """A process that keeps one core busy until killed."""
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])

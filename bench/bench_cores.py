@@ -39,7 +39,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import REFERENCE_TRAIN_ARGS, REPO, check, log, nnrun_command, part_result, write_result
+from common import REFERENCE_TRAIN_ARGS, REPO, check, log, nnrun_command, part_result, save_result, write_result
 
 from nnrun import cpu_kernels
 
@@ -147,9 +147,12 @@ def main() -> None:
     parser.add_argument("--json", help="Write the result as JSON here.")
     args = parser.parse_args()
     available = len(os.sched_getaffinity(0))
-    counts = core_counts(args.cores, available)
+    try:
+        counts = core_counts(args.cores, available)
+    except ValueError:
+        parser.error(f"--cores takes core counts separated by commas (1,2,16), got {args.cores!r}")
     if not counts:
-        raise SystemExit(f"--cores {args.cores}: this machine has {available} cores")
+        parser.error(f"--cores {args.cores}: this machine has {available} cores")
     part = "cores" if args.variant == "plain" else "cores-bn-dropout"
     title = (f"One epoch per thread setting and core count, 3072-512-512-10, batch 256, {args.rows:,} rows"
              + (", BatchNorm + dropout" if args.variant == "bn-dropout" else ""))
@@ -175,7 +178,7 @@ def main() -> None:
                 if cores not in done:
                     done.append(cores)
                 if args.json:  # what is measured so far, so that a stopped run (a timeout, Ctrl-C) still leaves it
-                    write_json(summary(part, title, done, (rounds, args.repeats), best, choices, available),
+                    save_result(summary(part, title, done, (rounds, args.repeats), best, choices, available),
                                args.json)
             rounds += 1
     except KeyboardInterrupt:
@@ -253,16 +256,9 @@ def summary(part: str, title: str, counts: list[int], rounds: tuple[int, int], b
                                 products / default, share, ">=", "%"))
     notes = [f"machine: {available} cores available; each core count pins every process to the first CPUs of "
              "this process's affinity; epoch seconds from metrics.jsonl (nnrun) and the epoch loop (PyTorch)",
-             "'ratio' = the row's time / PyTorch's on the same cores"]
-    notes.append(f"rounds finished: {rounds[0]} of {rounds[1]}; each row is the best of the rounds that reached it")
+             "'ratio' = the row's time / PyTorch's on the same cores",
+             f"rounds finished: {rounds[0]} of {rounds[1]}; each row is the best of the rounds that reached it"]
     return part_result(part, title, rows, checks, notes)
-
-
-def write_json(result: dict, path: str) -> None:
-    """`result` as JSON at `path`, replaced whole (a stop never leaves half a file)."""
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -262,10 +262,17 @@ def skip_result(part: str, title: str, reason: str) -> dict[str, Any]:
     return part_result(part, title, [], notes=[f"skipped: {reason}"], skipped=reason)
 
 
+def save_result(result: dict[str, Any], path: str) -> None:
+    """`result` as JSON at `path`, replaced whole (a stopped part never leaves half a file)."""
+    from nnrun.io import write_text
+
+    write_text(path, json.dumps(result, indent=2, default=str) + "\n")
+
+
 def write_result(result: dict[str, Any], path: str | None) -> None:
     """Write `result` to `path` (when given) and print its tables."""
     if path:
-        Path(path).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        save_result(result, path)
     print_result(result)
 
 
